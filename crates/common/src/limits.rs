@@ -1,0 +1,44 @@
+//! Every limit of the system, named in one place (TigerBeetle style).
+//!
+//! A limit protects the broker from a client (request sizes, connection counts), or keeps an
+//! on-disk structure inside what its encoding can address (segment sizes).
+
+/// Largest request frame the Kafka listener accepts (Kafka's `socket.request.max.bytes`).
+pub const MAX_REQUEST_BYTES: usize = 100 * 1024 * 1024;
+
+/// Default number of client connections served at once; more are accepted and closed at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// Requests a single connection may have in flight (read but not yet answered). The reader stops
+/// reading the socket while this many are pending, which is the backpressure on a fast producer.
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
+
+/// Longest topic name Kafka allows (a partition directory name must stay under 255 bytes).
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// Most partitions one topic may have.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
+
+/// Smallest `segment.bytes` (Kafka's minimum: one legacy record header).
+pub const MIN_SEGMENT_BYTES: u64 = 14;
+
+/// Largest `segment.bytes`: positions in the offset index are 32-bit.
+pub const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
+
+/// Size of a RecordBatch header, v2 (magic 2).
+pub const RECORD_BATCH_HEADER_BYTES: usize = 61;
+
+/// Bytes before a batch's length field ends: base offset (8) + batch length (4).
+pub const LOG_OVERHEAD: usize = 12;
+
+/// Longest a Fetch may wait for `min_bytes` (the client's `max_wait_ms` is capped at this).
+pub const MAX_FETCH_WAIT_MS: i32 = 60_000;
+
+/// Largest response a single Fetch may return, whatever the client asks for.
+pub const MAX_FETCH_RESPONSE_BYTES: i32 = 64 * 1024 * 1024;
+
+/// How often the background maintenance loop applies retention and deferred flushes.
+pub const MAINTENANCE_INTERVAL_MS: u64 = 1_000;
+
+/// How long shutdown waits for in-flight requests before closing connections anyway.
+pub const SHUTDOWN_GRACE_MS: u64 = 10_000;

@@ -1,0 +1,463 @@
+//! Kafka record batches, format v2 (magic 2): the unit Freshet stores.
+//!
+//! A batch is stored byte for byte as the producer sent it, except for the fields the broker owns:
+//! the base offset and partition leader epoch (outside the CRC), and with `LogAppendTime` the
+//! timestamp type bit and max timestamp (inside it, so the CRC is recomputed).
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  base offset                      (broker)
+//!      8     4  batch length (bytes after this field)
+//!     12     4  partition leader epoch           (broker)
+//!     16     1  magic = 2
+//!     17     4  CRC-32C of bytes 21..end
+//!     21     2  attributes: compression (bits 0-2), timestamp type (3), transactional (4), control (5)
+//!     23     4  last offset delta
+//!     27     8  base timestamp
+//!     35     8  max timestamp
+//!     43     8  producer id
+//!     51     2  producer epoch
+//!     53     4  base sequence
+//!     57     4  record count
+//!     61     …  records (possibly compressed)
+//! ```
+
+use freshet_common::limits::{LOG_OVERHEAD, RECORD_BATCH_HEADER_BYTES};
+
+/// Position of the CRC field.
+const CRC_OFFSET: usize = 17;
+/// First byte covered by the CRC.
+const ATTRIBUTES_OFFSET: usize = 21;
+const MAX_TIMESTAMP_OFFSET: usize = 35;
+const PARTITION_LEADER_EPOCH_OFFSET: usize = 12;
+
+/// Attribute bits.
+pub const COMPRESSION_MASK: i16 = 0x07;
+pub const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
+pub const TRANSACTIONAL: i16 = 0x10;
+pub const CONTROL: i16 = 0x20;
+
+/// Why a record batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("record batch is {len} bytes, shorter than the {RECORD_BATCH_HEADER_BYTES}-byte header")]
+    TooShort { len: usize },
+    #[error("record batch declares {declared} bytes but {actual} bytes were sent")]
+    LengthMismatch { declared: usize, actual: usize },
+    #[error("record batch magic {0} is not supported (Freshet stores format v2, magic 2)")]
+    UnsupportedMagic(i8),
+    #[error("record batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("record batch has an unknown compression codec {0}")]
+    UnknownCompression(i16),
+    #[error("record batch is invalid: {0}")]
+    Invalid(String),
+}
+
+impl BatchError {
+    /// True for damage to the bytes (CRC, lengths), as opposed to a well-formed batch the broker
+    /// refuses; the Kafka protocol answers the former with CORRUPT_MESSAGE.
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, BatchError::TooShort { .. } | BatchError::LengthMismatch { .. } | BatchError::CrcMismatch { .. })
+    }
+}
+
+/// The fixed header of a v2 record batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes(b[at..at + 2].try_into().expect("2 bytes"))
+}
+
+impl BatchHeader {
+    /// Parses the header at the start of `buf` (which must hold at least the 61 header bytes).
+    /// Checks the magic byte, not the CRC.
+    pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
+        if buf.len() < RECORD_BATCH_HEADER_BYTES {
+            return Err(BatchError::TooShort { len: buf.len() });
+        }
+        let magic = buf[16] as i8;
+        if magic != 2 {
+            return Err(BatchError::UnsupportedMagic(magic));
+        }
+        let header = BatchHeader {
+            base_offset: be_i64(buf, 0),
+            batch_length: be_i32(buf, 8),
+            partition_leader_epoch: be_i32(buf, 12),
+            magic,
+            crc: u32::from_be_bytes(buf[17..21].try_into().expect("4 bytes")),
+            attributes: be_i16(buf, 21),
+            last_offset_delta: be_i32(buf, 23),
+            base_timestamp: be_i64(buf, 27),
+            max_timestamp: be_i64(buf, 35),
+            producer_id: be_i64(buf, 43),
+            producer_epoch: be_i16(buf, 51),
+            base_sequence: be_i32(buf, 53),
+            records_count: be_i32(buf, 57),
+        };
+        if (header.batch_length as i64) < (RECORD_BATCH_HEADER_BYTES - LOG_OVERHEAD) as i64 {
+            return Err(BatchError::Invalid(format!("batch length {} is too small", header.batch_length)));
+        }
+        Ok(header)
+    }
+
+    /// Whole size of the batch in bytes, including the offset and length fields.
+    pub fn size(&self) -> usize {
+        self.batch_length as usize + LOG_OVERHEAD
+    }
+
+    /// Offset of the last record.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + self.last_offset_delta as i64
+    }
+
+    /// Offset just past the batch.
+    pub fn next_offset(&self) -> i64 {
+        self.last_offset() + 1
+    }
+
+    pub fn compression(&self) -> i16 {
+        self.attributes & COMPRESSION_MASK
+    }
+
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & TIMESTAMP_TYPE_LOG_APPEND != 0
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL != 0
+    }
+}
+
+/// Reads the size of the batch starting at `buf` from its length field, if `buf` holds it.
+pub fn peek_size(buf: &[u8]) -> Option<usize> {
+    if buf.len() < LOG_OVERHEAD {
+        return None;
+    }
+    let len = be_i32(buf, 8);
+    (len >= 0).then(|| len as usize + LOG_OVERHEAD)
+}
+
+/// CRC-32C over the bytes the batch CRC covers.
+pub fn compute_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..])
+}
+
+/// Checks that `batch` is exactly one well-formed v2 batch: length, magic, CRC, counts, and (when
+/// uncompressed) the framing of every record. Returns its header.
+pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = validate_stored(batch)?;
+    if header.records_count <= 0 {
+        return Err(BatchError::Invalid(format!("batch has {} records", header.records_count)));
+    }
+    if header.last_offset_delta != header.records_count - 1 {
+        return Err(BatchError::Invalid(format!(
+            "last offset delta {} does not match {} records",
+            header.last_offset_delta, header.records_count
+        )));
+    }
+    if header.compression() > 4 {
+        return Err(BatchError::UnknownCompression(header.compression()));
+    }
+    if header.compression() == 0 {
+        validate_records(&batch[RECORD_BATCH_HEADER_BYTES..], header.records_count)?;
+    }
+    Ok(header)
+}
+
+/// Checks length, magic and CRC only: what recovery checks on batches read back from disk.
+pub fn validate_stored(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.size() != batch.len() {
+        return Err(BatchError::LengthMismatch { declared: header.size(), actual: batch.len() });
+    }
+    let computed = compute_crc(batch);
+    if computed != header.crc {
+        return Err(BatchError::CrcMismatch { stored: header.crc, computed });
+    }
+    if header.last_offset_delta < 0 {
+        return Err(BatchError::Invalid(format!("negative last offset delta {}", header.last_offset_delta)));
+    }
+    Ok(header)
+}
+
+/// Reads a zig-zag varint (Kafka's record encoding); returns the value and bytes used.
+pub fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
+    let mut value: u64 = 0;
+    for (i, &b) in buf.iter().enumerate().take(10) {
+        value |= ((b & 0x7f) as u64) << (7 * i);
+        if b & 0x80 == 0 {
+            let decoded = ((value >> 1) as i64) ^ -((value & 1) as i64);
+            return Some((decoded, i + 1));
+        }
+    }
+    None
+}
+
+/// Walks the records of an uncompressed batch, checking every length and that offset deltas run
+/// 0, 1, 2, ... so a consumer can never be handed a batch it cannot parse.
+fn validate_records(mut buf: &[u8], count: i32) -> Result<(), BatchError> {
+    let bad = |what: &str, i: i32| BatchError::Invalid(format!("record {i}: {what}"));
+    for i in 0..count {
+        let (len, n) = read_varint(buf).ok_or_else(|| bad("truncated length", i))?;
+        buf = &buf[n..];
+        if len < 0 || len as usize > buf.len() {
+            return Err(bad("length runs past the batch", i));
+        }
+        let (mut rec, rest) = buf.split_at(len as usize);
+        buf = rest;
+        // attributes (1 byte), timestamp delta, offset delta
+        rec = rec.get(1..).ok_or_else(|| bad("truncated attributes", i))?;
+        let (_, n) = read_varint(rec).ok_or_else(|| bad("truncated timestamp delta", i))?;
+        rec = &rec[n..];
+        let (offset_delta, n) = read_varint(rec).ok_or_else(|| bad("truncated offset delta", i))?;
+        rec = &rec[n..];
+        if offset_delta != i as i64 {
+            return Err(bad(&format!("offset delta {offset_delta}, expected {i}"), i));
+        }
+        rec = skip_bytes_field(rec, true).ok_or_else(|| bad("bad key", i))?;
+        rec = skip_bytes_field(rec, true).ok_or_else(|| bad("bad value", i))?;
+        let (headers, n) = read_varint(rec).ok_or_else(|| bad("truncated header count", i))?;
+        rec = &rec[n..];
+        if headers < 0 {
+            return Err(bad("negative header count", i));
+        }
+        for _ in 0..headers {
+            rec = skip_bytes_field(rec, false).ok_or_else(|| bad("bad header key", i))?;
+            rec = skip_bytes_field(rec, true).ok_or_else(|| bad("bad header value", i))?;
+        }
+        if !rec.is_empty() {
+            return Err(bad("trailing bytes", i));
+        }
+    }
+    if !buf.is_empty() {
+        return Err(BatchError::Invalid(format!("{} bytes after the last record", buf.len())));
+    }
+    Ok(())
+}
+
+/// Skips a varint-length-prefixed field (length -1 is null where `nullable`).
+fn skip_bytes_field(buf: &[u8], nullable: bool) -> Option<&[u8]> {
+    let (len, n) = read_varint(buf)?;
+    let buf = &buf[n..];
+    match len {
+        -1 if nullable => Some(buf),
+        l if l >= 0 && l as usize <= buf.len() => Some(&buf[l as usize..]),
+        _ => None,
+    }
+}
+
+/// Sets the broker-owned fields outside the CRC.
+pub fn set_base_offset(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
+    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[PARTITION_LEADER_EPOCH_OFFSET..PARTITION_LEADER_EPOCH_OFFSET + 4]
+        .copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// Stamps the batch with the broker's clock (`LogAppendTime`) and recomputes its CRC.
+pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
+    let attributes = be_i16(batch, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_LOG_APPEND;
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Appends a zig-zag varint.
+pub fn write_varint(out: &mut Vec<u8>, value: i64) {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// One record to encode with [`encode_batch`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimpleRecord {
+    pub timestamp: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// Encodes an uncompressed v2 batch (base offset 0, no producer id). Used by tests, tools and
+/// the benchmark; clients bring their own encoders.
+pub fn encode_batch(records: &[SimpleRecord]) -> Vec<u8> {
+    assert!(!records.is_empty(), "a batch holds at least one record");
+    let base_ts = records[0].timestamp;
+    let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(base_ts);
+    let mut body = Vec::new();
+    let mut rec = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        rec.clear();
+        rec.push(0); // attributes
+        write_varint(&mut rec, r.timestamp - base_ts);
+        write_varint(&mut rec, i as i64);
+        for field in [&r.key, &r.value] {
+            match field {
+                Some(b) => {
+                    write_varint(&mut rec, b.len() as i64);
+                    rec.extend_from_slice(b);
+                }
+                None => write_varint(&mut rec, -1),
+            }
+        }
+        write_varint(&mut rec, r.headers.len() as i64);
+        for (k, v) in &r.headers {
+            write_varint(&mut rec, k.len() as i64);
+            rec.extend_from_slice(k.as_bytes());
+            match v {
+                Some(v) => {
+                    write_varint(&mut rec, v.len() as i64);
+                    rec.extend_from_slice(v);
+                }
+                None => write_varint(&mut rec, -1),
+            }
+        }
+        write_varint(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    let mut out = Vec::with_capacity(RECORD_BATCH_HEADER_BYTES + body.len());
+    out.extend_from_slice(&0i64.to_be_bytes());
+    out.extend_from_slice(&((RECORD_BATCH_HEADER_BYTES - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    out.push(2); // magic
+    out.extend_from_slice(&[0; 4]); // crc, filled below
+    out.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    out.extend_from_slice(&((records.len() - 1) as i32).to_be_bytes());
+    out.extend_from_slice(&base_ts.to_be_bytes());
+    out.extend_from_slice(&max_ts.to_be_bytes());
+    out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    out.extend_from_slice(&body);
+    let crc = compute_crc(&out);
+    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// Iterates over the records of an uncompressed batch as (offset, timestamp) pairs; used to
+/// answer timestamp lookups inside one batch. Returns None for a malformed batch.
+pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
+    let header = BatchHeader::parse(batch).ok()?;
+    let mut buf = batch.get(RECORD_BATCH_HEADER_BYTES..header.size())?;
+    let mut out = Vec::with_capacity((header.records_count.max(0) as usize).min(buf.len()));
+    for _ in 0..header.records_count {
+        let (len, n) = read_varint(buf)?;
+        buf = buf.get(n..)?;
+        let rec = buf.get(..usize::try_from(len).ok()?)?;
+        buf = &buf[rec.len()..];
+        let (ts_delta, n) = read_varint(rec.get(1..)?)?;
+        let (offset_delta, _) = read_varint(rec.get(1 + n..)?)?;
+        let ts = if header.is_log_append_time() { header.max_timestamp } else { header.base_timestamp + ts_delta };
+        out.push((header.base_offset + offset_delta, ts));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n: usize) -> Vec<u8> {
+        let records: Vec<SimpleRecord> = (0..n)
+            .map(|i| SimpleRecord {
+                timestamp: 1_000 + i as i64,
+                key: Some(format!("k{i}").into_bytes()),
+                value: if i % 3 == 0 { None } else { Some(vec![i as u8; i]) },
+                headers: vec![("h".into(), Some(b"v".to_vec())), ("n".into(), None)],
+            })
+            .collect();
+        encode_batch(&records)
+    }
+
+    #[test]
+    fn encoded_batches_validate() {
+        for n in [1, 2, 17] {
+            let b = sample(n);
+            let h = validate(&b).unwrap();
+            assert_eq!(h.records_count, n as i32);
+            assert_eq!(h.last_offset_delta, n as i32 - 1);
+            assert_eq!(h.base_timestamp, 1_000);
+            assert_eq!(h.max_timestamp, 1_000 + n as i64 - 1);
+            assert_eq!(h.size(), b.len());
+            assert_eq!(peek_size(&b), Some(b.len()));
+        }
+    }
+
+    #[test]
+    fn rejects_damage() {
+        let b = sample(3);
+        assert!(matches!(validate(&b[..40]), Err(BatchError::TooShort { len: 40 })));
+        assert!(matches!(validate(&b[..b.len() - 1]), Err(BatchError::LengthMismatch { .. })));
+        let mut flipped = b.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(matches!(validate(&flipped), Err(BatchError::CrcMismatch { .. })));
+        let mut magic = b.clone();
+        magic[16] = 1;
+        assert_eq!(validate(&magic), Err(BatchError::UnsupportedMagic(1)));
+    }
+
+    #[test]
+    fn rejects_bad_record_framing_with_good_crc() {
+        let mut b = sample(2);
+        // Claim three records where two are present, and fix up the CRC.
+        b[57..61].copy_from_slice(&3i32.to_be_bytes());
+        b[23..27].copy_from_slice(&2i32.to_be_bytes());
+        let crc = compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(validate(&b), Err(BatchError::Invalid(_))));
+        assert!(validate_stored(&b).is_ok());
+    }
+
+    #[test]
+    fn broker_fields() {
+        let mut b = sample(2);
+        set_base_offset(&mut b, 42, 7);
+        let h = validate(&b).unwrap();
+        assert_eq!((h.base_offset, h.partition_leader_epoch), (42, 7));
+        set_log_append_time(&mut b, 99_999);
+        let h = validate(&b).unwrap();
+        assert!(h.is_log_append_time());
+        assert_eq!(h.max_timestamp, 99_999);
+        assert_eq!(record_timestamps(&b).unwrap(), vec![(42, 99_999), (43, 99_999)]);
+    }
+
+    #[test]
+    fn varints_round_trip() {
+        for v in [0i64, 1, -1, 63, -64, 64, 300, -300, i32::MAX as i64, i64::MIN, i64::MAX] {
+            let mut buf = Vec::new();
+            write_varint(&mut buf, v);
+            assert_eq!(read_varint(&buf), Some((v, buf.len())));
+        }
+        assert_eq!(read_varint(&[0x80, 0x80]), None);
+    }
+}
