@@ -51,6 +51,8 @@ pub enum Check {
 #[derive(Debug, Clone, Copy)]
 pub struct ConfigDef {
     pub name: &'static str,
+    /// The name of the broker-wide default in Kafka (the synonym DescribeConfigs reports).
+    pub broker_name: &'static str,
     pub kind: ConfigKind,
     pub default: &'static str,
     pub check: Check,
@@ -66,6 +68,7 @@ const INT_MAX: i64 = i32::MAX as i64;
 pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         name: "cleanup.policy",
+        broker_name: "log.cleanup.policy",
         kind: ConfigKind::List,
         default: "delete",
         check: Check::OneOf(&["delete"]),
@@ -74,6 +77,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "compression.type",
+        broker_name: "compression.type",
         kind: ConfigKind::String,
         default: "producer",
         check: Check::OneOf(&["producer"]),
@@ -82,6 +86,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "delete.retention.ms",
+        broker_name: "log.cleaner.delete.retention.ms",
         kind: ConfigKind::Long,
         default: "86400000",
         check: Check::Range(0, LONG_MAX),
@@ -90,6 +95,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "file.delete.delay.ms",
+        broker_name: "log.segment.delete.delay.ms",
         kind: ConfigKind::Long,
         default: "60000",
         check: Check::Range(0, LONG_MAX),
@@ -98,6 +104,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "flush.messages",
+        broker_name: "log.flush.interval.messages",
         kind: ConfigKind::Long,
         default: "1",
         check: Check::Range(1, LONG_MAX),
@@ -108,6 +115,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "flush.ms",
+        broker_name: "log.flush.interval.ms",
         kind: ConfigKind::Long,
         default: "9223372036854775807",
         check: Check::Range(0, LONG_MAX),
@@ -116,6 +124,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "index.interval.bytes",
+        broker_name: "log.index.interval.bytes",
         kind: ConfigKind::Int,
         default: "4096",
         check: Check::Range(0, INT_MAX),
@@ -124,6 +133,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "max.message.bytes",
+        broker_name: "message.max.bytes",
         kind: ConfigKind::Int,
         default: "1048588",
         check: Check::Range(0, INT_MAX),
@@ -132,6 +142,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "message.downconversion.enable",
+        broker_name: "log.message.downconversion.enable",
         kind: ConfigKind::Boolean,
         default: "true",
         check: Check::Any,
@@ -140,6 +151,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "message.format.version",
+        broker_name: "log.message.format.version",
         kind: ConfigKind::String,
         default: "3.0-IV1",
         check: Check::Any,
@@ -148,6 +160,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "message.timestamp.type",
+        broker_name: "log.message.timestamp.type",
         kind: ConfigKind::String,
         default: "CreateTime",
         check: Check::OneOf(&["CreateTime", "LogAppendTime"]),
@@ -156,6 +169,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "min.insync.replicas",
+        broker_name: "min.insync.replicas",
         kind: ConfigKind::Int,
         default: "1",
         check: Check::Range(1, INT_MAX),
@@ -164,6 +178,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "preallocate",
+        broker_name: "log.preallocate",
         kind: ConfigKind::Boolean,
         default: "false",
         check: Check::Any,
@@ -172,6 +187,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "retention.bytes",
+        broker_name: "log.retention.bytes",
         kind: ConfigKind::Long,
         default: "-1",
         check: Check::Range(-1, LONG_MAX),
@@ -180,6 +196,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "retention.ms",
+        broker_name: "log.retention.ms",
         kind: ConfigKind::Long,
         default: "604800000",
         check: Check::Range(-1, LONG_MAX),
@@ -188,6 +205,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "segment.bytes",
+        broker_name: "log.segment.bytes",
         kind: ConfigKind::Int,
         default: "1073741824",
         check: Check::Range(crate::limits::MIN_SEGMENT_BYTES as i64, INT_MAX),
@@ -196,6 +214,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "segment.index.bytes",
+        broker_name: "log.index.size.max.bytes",
         kind: ConfigKind::Int,
         default: "10485760",
         check: Check::Range(4, INT_MAX),
@@ -204,6 +223,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "segment.jitter.ms",
+        broker_name: "log.roll.jitter.ms",
         kind: ConfigKind::Long,
         default: "0",
         check: Check::Range(0, LONG_MAX),
@@ -212,6 +232,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "segment.ms",
+        broker_name: "log.roll.ms",
         kind: ConfigKind::Long,
         default: "604800000",
         check: Check::Range(1, LONG_MAX),
@@ -220,6 +241,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "unclean.leader.election.enable",
+        broker_name: "unclean.leader.election.enable",
         kind: ConfigKind::Boolean,
         default: "false",
         check: Check::Any,

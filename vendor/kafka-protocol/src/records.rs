@@ -895,7 +895,7 @@ impl Record {
         let num_headers = num_headers as usize;
 
         // Freshet patch: bound the reservation by the bytes actually present.
-        let mut headers = IndexMap::with_capacity(num_headers.min(buf.remaining()));
+        let mut headers = IndexMap::with_capacity(num_headers.min(bytes::Buf::remaining(&*buf)));
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;

@@ -1,0 +1,19 @@
+//! Freshet's broker: the Kafka APIs over the storage engine.
+//!
+//! [`Broker::handle`] takes one request frame (without its length prefix) and returns a future
+//! of the response frame. The synchronous part of a request (decoding, and for Produce the
+//! append itself) runs inside `handle`, so requests of one connection are applied in the order
+//! they arrived; waiting (for an fsync, for Fetch data) happens in the returned future.
+//!
+//! Architecture invariant: no sockets here; `freshet-server` owns the network.
+
+mod apis;
+mod broker;
+mod error;
+mod partition;
+mod topics;
+
+pub use apis::{supported_apis, FrameError, Reply, Responder};
+pub use broker::{now_ms, Broker, BrokerConfig, BrokerError};
+pub use partition::Partition;
+pub use topics::Topic;

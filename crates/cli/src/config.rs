@@ -1,0 +1,143 @@
+//! `freshet serve` settings: command-line flags, then `FRESHET_*` environment variables (both
+//! handled by clap), then the TOML config file, then defaults.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use freshet_common::config::TopicConfig;
+use serde::Deserialize;
+
+/// The config file. Every field is optional; see `freshet.example.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub kafka_listen: Option<String>,
+    pub advertised_kafka: Option<String>,
+    pub auto_create_topics: Option<bool>,
+    pub default_partitions: Option<i32>,
+    pub max_connections: Option<usize>,
+    pub max_request_bytes: Option<usize>,
+    /// Broker-wide defaults for topic configs, by Kafka topic config name.
+    #[serde(default)]
+    pub topic_defaults: BTreeMap<String, toml::Value>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+}
+
+/// Resolved settings for `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub kafka_listen: SocketAddr,
+    /// host:port clients are told to use; None: the bound address.
+    pub advertised_kafka: Option<(String, u16)>,
+    pub auto_create_topics: bool,
+    pub default_partitions: i32,
+    pub max_connections: usize,
+    pub max_request_bytes: usize,
+    pub topic_defaults: TopicConfig,
+}
+
+/// Values given on the command line or in the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub kafka_listen: Option<String>,
+    pub advertised_kafka: Option<String>,
+    pub auto_create_topics: Option<bool>,
+    pub default_partitions: Option<i32>,
+    pub max_connections: Option<usize>,
+}
+
+pub fn parse_host_port(s: &str) -> Result<(String, u16)> {
+    let (host, port) = s.rsplit_once(':').with_context(|| format!("'{s}' is not HOST:PORT"))?;
+    let port: u16 = port.parse().with_context(|| format!("'{port}' is not a port number"))?;
+    if host.is_empty() {
+        bail!("'{s}' has no host");
+    }
+    Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
+}
+
+impl ServeConfig {
+    pub fn resolve(cli: Overrides, file: FileConfig) -> Result<ServeConfig> {
+        let listen = cli.kafka_listen.or(file.kafka_listen).unwrap_or_else(|| "127.0.0.1:9092".into());
+        let kafka_listen: SocketAddr =
+            listen.parse().with_context(|| format!("--kafka-listen '{listen}' is not IP:PORT"))?;
+        let advertised_kafka =
+            cli.advertised_kafka.or(file.advertised_kafka).map(|a| parse_host_port(&a)).transpose()?;
+        let mut topic_defaults = TopicConfig::default();
+        for (name, value) in &file.topic_defaults {
+            let value = match value {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            topic_defaults.set(name, &value).with_context(|| format!("[topic_defaults] {name}"))?;
+        }
+        let default_partitions = cli.default_partitions.or(file.default_partitions).unwrap_or(1);
+        if default_partitions < 1 {
+            bail!("default partitions must be at least 1");
+        }
+        Ok(ServeConfig {
+            data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("freshet-data")),
+            kafka_listen,
+            advertised_kafka,
+            auto_create_topics: cli.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
+            default_partitions,
+            max_connections: cli
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(freshet_common::limits::DEFAULT_MAX_CONNECTIONS),
+            max_request_bytes: file.max_request_bytes.unwrap_or(freshet_common::limits::MAX_REQUEST_BYTES),
+            topic_defaults,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_flags_then_file_then_defaults() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            data_dir = "/from/file"
+            kafka_listen = "0.0.0.0:19092"
+            default_partitions = 3
+            [topic_defaults]
+            "retention.ms" = 1000
+            "cleanup.policy" = "delete"
+            "#,
+        )
+        .unwrap();
+        let cli = Overrides { data_dir: Some("/from/flag".into()), ..Default::default() };
+        let c = ServeConfig::resolve(cli, file).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(c.kafka_listen, "0.0.0.0:19092".parse().unwrap());
+        assert_eq!(c.default_partitions, 3);
+        assert!(c.auto_create_topics);
+        assert_eq!(c.topic_defaults.get_override("retention.ms"), Some("1000"));
+        let d = ServeConfig::resolve(Overrides::default(), FileConfig::default()).unwrap();
+        assert_eq!(d.data_dir, PathBuf::from("freshet-data"));
+        assert_eq!(d.kafka_listen, "127.0.0.1:9092".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let err = toml::from_str::<FileConfig>("data_dri = 'x'").unwrap_err().to_string();
+        assert!(err.contains("data_dri"), "{err}");
+        let file: FileConfig = toml::from_str("[topic_defaults]\n'retention.ms' = 'soon'").unwrap();
+        let err = format!("{:#}", ServeConfig::resolve(Overrides::default(), file).unwrap_err());
+        assert!(err.contains("retention.ms") && err.contains("integer"), "{err}");
+        let cli = Overrides { kafka_listen: Some("localhost".into()), ..Default::default() };
+        assert!(ServeConfig::resolve(cli, FileConfig::default()).is_err());
+    }
+}

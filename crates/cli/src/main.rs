@@ -1,0 +1,112 @@
+//! `freshet`: an event-streaming platform in one binary.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+mod config;
+mod consume;
+mod produce;
+mod serve;
+mod topic;
+
+#[derive(Parser)]
+#[command(name = "freshet", version, about = "Freshet: a durable event log that speaks the Kafka protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct Bootstrap {
+    /// Broker to talk to (host:port).
+    #[arg(long, env = "FRESHET_BOOTSTRAP", default_value = "127.0.0.1:9092", global = true)]
+    pub bootstrap: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    Topic {
+        #[command(subcommand)]
+        command: topic::TopicCommand,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    /// Produce records from standard input, one per line.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic.
+    Consume(consume::ConsumeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Directory holding the data.
+    #[arg(long, env = "FRESHET_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the Kafka listener (IP:PORT; port 0 picks a free one).
+    #[arg(long, env = "FRESHET_KAFKA_LISTEN")]
+    kafka_listen: Option<String>,
+    /// Address clients are told to connect to (HOST:PORT), if not the listener's.
+    #[arg(long, env = "FRESHET_ADVERTISED_KAFKA")]
+    advertised_kafka: Option<String>,
+    /// Create topics when clients ask for unknown ones (true/false).
+    #[arg(long, env = "FRESHET_AUTO_CREATE_TOPICS")]
+    auto_create_topics: Option<bool>,
+    /// Partitions of automatically created topics.
+    #[arg(long, env = "FRESHET_DEFAULT_PARTITIONS")]
+    default_partitions: Option<i32>,
+    /// Most client connections served at once.
+    #[arg(long, env = "FRESHET_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// TOML config file (flags and FRESHET_* variables override it).
+    #[arg(long, env = "FRESHET_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn init_logging(default: &str) {
+    let filter = std::env::var("FRESHET_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging("info");
+            let file = match &args.config {
+                Some(path) => config::FileConfig::load(path)?,
+                None => config::FileConfig::default(),
+            };
+            let overrides = config::Overrides {
+                data_dir: args.data_dir,
+                kafka_listen: args.kafka_listen,
+                advertised_kafka: args.advertised_kafka,
+                auto_create_topics: args.auto_create_topics,
+                default_partitions: args.default_partitions,
+                max_connections: args.max_connections,
+            };
+            let config = config::ServeConfig::resolve(overrides, file)?;
+            runtime.block_on(serve::run(config))
+        }
+        Command::Topic { command, bootstrap } => {
+            init_logging("warn");
+            runtime.block_on(topic::run(command, &bootstrap.bootstrap))
+        }
+        Command::Produce(args) => {
+            init_logging("warn");
+            runtime.block_on(produce::run(args))
+        }
+        Command::Consume(args) => {
+            init_logging("warn");
+            runtime.block_on(consume::run(args))
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! A client for a whole cluster: bootstrap, metadata, routing to partition leaders, and the
+//! admin, produce and fetch calls.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::Mutex;
+
+use crate::connection::Connection;
+use crate::{ClientError, Result};
+
+/// A partition as Metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub index: i32,
+    pub leader: i32,
+    pub error_code: i16,
+}
+
+/// A topic as Metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: String,
+    pub error_code: i16,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn check(code: i16, message: Option<&StrBytes>) -> Result<()> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(ClientError::kafka(code, message.map(|m| m.as_str())))
+    }
+}
+
+/// A client of one cluster.
+pub struct Client {
+    client_id: String,
+    bootstrap: Arc<Connection>,
+    /// Broker id -> address, from the last Metadata.
+    brokers: Mutex<HashMap<i32, String>>,
+    controller: Mutex<Option<i32>>,
+    connections: Mutex<HashMap<i32, Arc<Connection>>>,
+    /// (topic, partition) -> leader, from the last Metadata.
+    leaders: Mutex<HashMap<(String, i32), i32>>,
+}
+
+impl Client {
+    /// Connects to a bootstrap broker (`host:port`).
+    pub async fn connect(bootstrap: &str) -> Result<Client> {
+        Self::connect_as(bootstrap, "freshet-cli").await
+    }
+
+    pub async fn connect_as(bootstrap: &str, client_id: &str) -> Result<Client> {
+        let conn = Arc::new(Connection::connect(bootstrap, client_id).await?);
+        let client = Client {
+            client_id: client_id.to_string(),
+            bootstrap: conn,
+            brokers: Mutex::default(),
+            controller: Mutex::default(),
+            connections: Mutex::default(),
+            leaders: Mutex::default(),
+        };
+        client.metadata(Some(&[]), false).await?;
+        Ok(client)
+    }
+
+    /// The bootstrap connection (for raw protocol work).
+    pub fn bootstrap(&self) -> &Arc<Connection> {
+        &self.bootstrap
+    }
+
+    /// Metadata for `topics` (None: all), optionally creating missing ones.
+    pub async fn metadata(&self, topics: Option<&[&str]>, auto_create: bool) -> Result<Vec<TopicInfo>> {
+        let req = MetadataRequest::default()
+            .with_topics(
+                topics.map(|ts| ts.iter().map(|t| MetadataRequestTopic::default().with_name(Some(name(t)))).collect()),
+            )
+            .with_allow_auto_topic_creation(auto_create);
+        let resp = self.bootstrap.send(&req, 12).await?;
+        {
+            let mut brokers = self.brokers.lock().await;
+            for b in &resp.brokers {
+                brokers.insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
+            }
+        }
+        *self.controller.lock().await = Some(resp.controller_id.0);
+        let mut leaders = self.leaders.lock().await;
+        let topics = resp
+            .topics
+            .iter()
+            .map(|t| {
+                let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+                let partitions: Vec<PartitionInfo> = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        leaders.insert((name.clone(), p.partition_index), p.leader_id.0);
+                        PartitionInfo { index: p.partition_index, leader: p.leader_id.0, error_code: p.error_code }
+                    })
+                    .collect();
+                TopicInfo { name, id: t.topic_id.to_string(), error_code: t.error_code, partitions }
+            })
+            .collect();
+        Ok(topics)
+    }
+
+    /// One topic's metadata; an error if it does not exist.
+    pub async fn topic(&self, topic: &str) -> Result<TopicInfo> {
+        let mut infos = self.metadata(Some(&[topic]), false).await?;
+        let info = infos.pop().ok_or_else(|| ClientError::Protocol("empty metadata response".into()))?;
+        check(info.error_code, None)?;
+        Ok(info)
+    }
+
+    async fn connection_to(&self, node: i32) -> Result<Arc<Connection>> {
+        if let Some(c) = self.connections.lock().await.get(&node) {
+            return Ok(c.clone());
+        }
+        let addr = self
+            .brokers
+            .lock()
+            .await
+            .get(&node)
+            .cloned()
+            .ok_or_else(|| ClientError::Protocol(format!("broker {node} is not in the metadata")))?;
+        // A single-node cluster's advertised address is usually the bootstrap one.
+        let conn = if addr == self.bootstrap.addr() {
+            self.bootstrap.clone()
+        } else {
+            Arc::new(Connection::connect(&addr, &self.client_id).await?)
+        };
+        self.connections.lock().await.insert(node, conn.clone());
+        Ok(conn)
+    }
+
+    /// The connection to a partition's leader.
+    pub async fn leader(&self, topic: &str, partition: i32) -> Result<Arc<Connection>> {
+        let key = (topic.to_string(), partition);
+        let known = self.leaders.lock().await.get(&key).copied();
+        let leader = match known {
+            Some(l) if l >= 0 => l,
+            _ => {
+                self.metadata(Some(&[topic]), false).await?;
+                self.leaders.lock().await.get(&key).copied().filter(|l| *l >= 0).ok_or_else(|| ClientError::Kafka {
+                    code: kafka_protocol::ResponseError::UnknownTopicOrPartition,
+                    message: format!("no leader for {topic}-{partition}"),
+                })?
+            }
+        };
+        self.connection_to(leader).await
+    }
+
+    async fn controller(&self) -> Result<Arc<Connection>> {
+        match *self.controller.lock().await {
+            Some(id) if id >= 0 => self.connection_to(id).await,
+            _ => Ok(self.bootstrap.clone()),
+        }
+    }
+
+    /// Creates a topic.
+    pub async fn create_topic(&self, topic: &str, partitions: i32, configs: &[(String, String)]) -> Result<()> {
+        let t = CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(-1)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(k.clone()))
+                            .with_value(Some(StrBytes::from_string(v.clone())))
+                    })
+                    .collect(),
+            );
+        let req = CreateTopicsRequest::default().with_topics(vec![t]).with_timeout_ms(30_000);
+        let resp = self.controller().await?.send(&req, 7).await?;
+        let r = resp.topics.first().ok_or_else(|| ClientError::Protocol("empty CreateTopics response".into()))?;
+        check(r.error_code, r.error_message.as_ref())
+    }
+
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, topic: &str) -> Result<()> {
+        let conn = self.controller().await?;
+        let version = conn.version::<DeleteTopicsRequest>(6)?;
+        let req = if version >= 6 {
+            DeleteTopicsRequest::default().with_topics(vec![DeleteTopicState::default().with_name(Some(name(topic)))])
+        } else {
+            DeleteTopicsRequest::default().with_topic_names(vec![name(topic)])
+        }
+        .with_timeout_ms(30_000);
+        let resp = conn.send_versioned(&req, version).await?;
+        let r = resp.responses.first().ok_or_else(|| ClientError::Protocol("empty DeleteTopics response".into()))?;
+        check(r.error_code, r.error_message.as_ref())
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub async fn create_partitions(&self, topic: &str, count: i32) -> Result<()> {
+        let req = CreatePartitionsRequest::default()
+            .with_topics(vec![CreatePartitionsTopic::default().with_name(name(topic)).with_count(count)])
+            .with_timeout_ms(30_000);
+        let resp = self.controller().await?.send(&req, 3).await?;
+        let r = resp.results.first().ok_or_else(|| ClientError::Protocol("empty CreatePartitions response".into()))?;
+        check(r.error_code, r.error_message.as_ref())
+    }
+
+    /// A topic's configs: (name, value, source code), all of them.
+    pub async fn describe_topic_configs(&self, topic: &str) -> Result<Vec<(String, String, i8)>> {
+        let req = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configuration_keys(None)]);
+        let resp = self.bootstrap.send(&req, 4).await?;
+        let r = resp.results.first().ok_or_else(|| ClientError::Protocol("empty DescribeConfigs response".into()))?;
+        check(r.error_code, r.error_message.as_ref())?;
+        Ok(r.configs
+            .iter()
+            .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(), c.config_source))
+            .collect())
+    }
+
+    /// Sets (Some) or deletes (None) topic configs.
+    pub async fn alter_topic_configs(&self, topic: &str, changes: &[(String, Option<String>)]) -> Result<()> {
+        let configs = changes
+            .iter()
+            .map(|(k, v)| {
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_string(k.clone()))
+                    .with_config_operation(if v.is_some() { 0 } else { 1 })
+                    .with_value(v.clone().map(StrBytes::from_string))
+            })
+            .collect();
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configs(configs)]);
+        let resp = self.controller().await?.send(&req, 1).await?;
+        let r = resp
+            .responses
+            .first()
+            .ok_or_else(|| ClientError::Protocol("empty IncrementalAlterConfigs response".into()))?;
+        check(r.error_code, r.error_message.as_ref())
+    }
+
+    /// ListOffsets for one partition: -1 latest, -2 earliest, or a timestamp. Returns the offset
+    /// (-1 when no record is at or after the timestamp).
+    pub async fn list_offset(&self, topic: &str, partition: i32, timestamp: i64) -> Result<i64> {
+        let req =
+            ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_timestamp(timestamp)
+                    .with_current_leader_epoch(-1)])]);
+        let resp = self.leader(topic, partition).await?.send(&req, 7).await?;
+        let p = resp
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Protocol("empty ListOffsets response".into()))?;
+        check(p.error_code, None)?;
+        Ok(p.offset)
+    }
+
+    /// Deletes records of a partition below `offset`; returns the new low watermark.
+    pub async fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64> {
+        let req = DeleteRecordsRequest::default()
+            .with_topics(vec![DeleteRecordsTopic::default().with_name(name(topic)).with_partitions(vec![
+                DeleteRecordsPartition::default().with_partition_index(partition).with_offset(offset),
+            ])])
+            .with_timeout_ms(30_000);
+        let resp = self.leader(topic, partition).await?.send(&req, 2).await?;
+        let p = resp
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Protocol("empty DeleteRecords response".into()))?;
+        check(p.error_code, None)?;
+        Ok(p.low_watermark)
+    }
+
+    /// Builds a Produce request for one partition.
+    pub fn produce_request(topic: &str, partition: i32, batch: Bytes, acks: i16, timeout: Duration) -> ProduceRequest {
+        ProduceRequest::default().with_acks(acks).with_timeout_ms(timeout.as_millis() as i32).with_topic_data(vec![
+            TopicProduceData::default().with_name(name(topic)).with_partition_data(vec![
+                PartitionProduceData::default().with_index(partition).with_records(Some(batch)),
+            ]),
+        ])
+    }
+
+    /// Produces one record batch to a partition; returns its base offset (-1 with acks=0).
+    pub async fn produce(&self, topic: &str, partition: i32, batch: Bytes, acks: i16) -> Result<i64> {
+        let conn = self.leader(topic, partition).await?;
+        let req = Self::produce_request(topic, partition, batch, acks, Duration::from_secs(30));
+        if acks == 0 {
+            conn.send_without_response(&req, 9).await?;
+            return Ok(-1);
+        }
+        let resp = conn.send(&req, 9).await?;
+        let p = resp
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .ok_or_else(|| ClientError::Protocol("empty Produce response".into()))?;
+        check(p.error_code, p.error_message.as_ref())?;
+        Ok(p.base_offset)
+    }
+
+    /// Builds a Fetch request for one partition.
+    pub fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait: Duration, max_bytes: i32) -> FetchRequest {
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait.as_millis() as i32)
+            .with_min_bytes(1)
+            .with_max_bytes(max_bytes)
+            .with_isolation_level(0)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default().with_topic(name(topic)).with_partitions(vec![
+                FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_current_leader_epoch(-1)
+                    .with_log_start_offset(-1)
+                    .with_partition_max_bytes(max_bytes),
+            ])])
+    }
+
+    /// Fetches from one partition: (record batches, high watermark).
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait: Duration,
+        max_bytes: i32,
+    ) -> Result<(Bytes, i64)> {
+        let conn = self.leader(topic, partition).await?;
+        let req = Self::fetch_request(topic, partition, offset, max_wait, max_bytes);
+        let resp = conn.send(&req, 12).await?;
+        check(resp.error_code, None)?;
+        let p = resp
+            .responses
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Protocol("empty Fetch response".into()))?;
+        check(p.error_code, None)?;
+        Ok((p.records.clone().unwrap_or_default(), p.high_watermark))
+    }
+}
