@@ -217,7 +217,10 @@ impl Client {
     /// Grows a topic to `count` partitions.
     pub async fn create_partitions(&self, topic: &str, count: i32) -> Result<()> {
         let req = CreatePartitionsRequest::default()
-            .with_topics(vec![CreatePartitionsTopic::default().with_name(name(topic)).with_count(count)])
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(name(topic))
+                .with_count(count)
+                .with_assignments(None)])
             .with_timeout_ms(30_000);
         let resp = self.controller().await?.send(&req, 3).await?;
         let r = resp.results.first().ok_or_else(|| ClientError::Protocol("empty CreatePartitions response".into()))?;

@@ -12,7 +12,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{ready, Ctx, Reply, Responder};
+use super::{ready, Ctx, Responder};
 use crate::broker::Broker;
 use crate::partition::Partition;
 
@@ -92,7 +92,7 @@ pub(super) fn handle(ctx: Ctx, req: FetchRequest) -> Responder {
             };
             let (response, bytes, errors) = read_all(&broker, &topics, max_bytes, read_committed);
             if timed_out || bytes >= min_bytes || errors || Instant::now() >= deadline {
-                return Reply::Frame(ctx.respond(&response));
+                return ctx.respond(&response);
             }
         }
     })

@@ -39,7 +39,10 @@ pub(super) fn handle(ctx: Ctx, req: ListOffsetsRequest) -> Responder {
                             return resp.with_error_code(ResponseError::UnknownLeaderEpoch.code());
                         }
                         match lookup(&partition, p.timestamp, version) {
-                            Ok(Some((offset, ts))) => resp.with_offset(offset).with_timestamp(ts).with_leader_epoch(0),
+                            Ok(Some((offset, ts))) => resp
+                                .with_offset(offset)
+                                .with_timestamp(ts)
+                                .with_leader_epoch(if version >= 4 { 0 } else { -1 }),
                             Ok(None) => resp.with_offset(-1).with_timestamp(-1).with_leader_epoch(-1),
                             Err(code) => resp.with_error_code(code.code()),
                         }

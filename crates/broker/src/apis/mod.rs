@@ -50,6 +50,8 @@ pub enum FrameError {
     UnsupportedApi(ApiKey),
     #[error("{api:?} version {version} is not supported (supported: {min}..={max})")]
     UnsupportedVersion { api: ApiKey, version: i16, min: i16, max: i16 },
+    #[error("{api:?} version {version} is refused: it carries message format v0/v1; use version {min} or later")]
+    RefusedVersion { api: ApiKey, version: i16, min: i16 },
     #[error("malformed {api:?} v{version} request: {reason}")]
     Malformed { api: ApiKey, version: i16, reason: String },
 }
@@ -90,8 +92,9 @@ fn decodable_min(api: ApiKey) -> i16 {
     }
 }
 
-/// Encodes a response frame: length, header, body.
-pub(crate) fn encode_response<R: Encodable + HeaderVersion>(correlation_id: i32, version: i16, response: &R) -> Bytes {
+/// Encodes a response frame: length, header, body. A response that cannot be encoded (a bug:
+/// a field set that the version lacks) is logged and closes the connection.
+pub(crate) fn encode_response<R: Encodable + HeaderVersion>(correlation_id: i32, version: i16, response: &R) -> Reply {
     let header_version = R::header_version(version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let encode = || -> Result<Bytes, String> {
@@ -104,12 +107,18 @@ pub(crate) fn encode_response<R: Encodable + HeaderVersion>(correlation_id: i32,
         debug_assert_eq!(buf.len(), 4 + size, "compute_size disagrees with encode");
         Ok(buf.freeze())
     };
-    // Responses are built from values the broker chose; failing to encode one is a bug.
-    encode().unwrap_or_else(|e| panic!("encoding a {} v{version} response failed: {e}", std::any::type_name::<R>()))
+    match encode() {
+        Ok(frame) => Reply::Frame(frame),
+        Err(e) => {
+            debug_assert!(false, "encoding a {} v{version} response failed: {e}", std::any::type_name::<R>());
+            tracing::error!(response = std::any::type_name::<R>(), version, error = %e, "cannot encode a response; closing the connection");
+            Reply::Close
+        }
+    }
 }
 
-pub(crate) fn ready(frame: Bytes) -> Responder {
-    Box::pin(std::future::ready(Reply::Frame(frame)))
+pub(crate) fn ready(reply: Reply) -> Responder {
+    Box::pin(std::future::ready(reply))
 }
 
 /// Context every handler gets.
@@ -120,7 +129,7 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub fn respond<R: Encodable + HeaderVersion>(&self, response: &R) -> Bytes {
+    pub fn respond<R: Encodable + HeaderVersion>(&self, response: &R) -> Reply {
         encode_response(self.header.correlation_id, self.version, response)
     }
 }
@@ -143,8 +152,11 @@ impl Broker {
             return Ok(api_versions::handle(self, frame, version));
         }
         let (min, max) = range(api).ok_or(FrameError::UnsupportedApi(api))?;
-        if version < min.max(decodable_min(api)) || version > max {
+        if version < min || version > max {
             return Err(FrameError::UnsupportedVersion { api, version, min, max });
+        }
+        if version < decodable_min(api) {
+            return Err(FrameError::RefusedVersion { api, version, min: decodable_min(api) });
         }
         let mut buf = frame;
         let header_version = api.request_header_version(version);
@@ -173,10 +185,10 @@ impl Broker {
 }
 
 /// Runs blocking work (file creation, fsyncs) off the async workers and answers with its frame.
-pub(crate) fn blocking(f: impl FnOnce() -> Bytes + Send + 'static) -> Responder {
+pub(crate) fn blocking(f: impl FnOnce() -> Reply + Send + 'static) -> Responder {
     Box::pin(async move {
         match tokio::task::spawn_blocking(f).await {
-            Ok(frame) => Reply::Frame(frame),
+            Ok(reply) => reply,
             Err(e) => {
                 tracing::error!(error = %e, "request handler panicked; closing the connection");
                 Reply::Close

@@ -131,6 +131,6 @@ pub(super) fn handle(ctx: Ctx, req: ProduceRequest) -> Responder {
                 }));
             }
         }
-        Reply::Frame(ctx.respond(&response))
+        ctx.respond(&response)
     })
 }

@@ -1,0 +1,251 @@
+//! Every advertised API answers at every advertised version with a response that decodes at
+//! that version: a field set that an old version lacks, or a tagged field a version does not
+//! expect, would break old clients (librdkafka 2.0.x among them).
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use freshet_broker::{supported_apis, Broker, BrokerConfig, Reply};
+use freshet_log::batch::{encode_batch, SimpleRecord};
+use freshet_log::fs::StdFs;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+
+fn frame<R: Request>(req: &R, version: i16, correlation_id: i32) -> Bytes {
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("versions-test")));
+    let hv = R::header_version(version);
+    let mut buf = BytesMut::new();
+    header.encode(&mut buf, hv).unwrap();
+    req.encode(&mut buf, version).unwrap();
+    buf.freeze()
+}
+
+async fn call<R: Request>(broker: &Arc<Broker>, req: &R, version: i16) -> R::Response {
+    let correlation_id = 1000 + version as i32;
+    let responder = broker.handle(frame(req, version, correlation_id)).unwrap_or_else(|e| panic!("{e}"));
+    let bytes = match responder.await {
+        Reply::Frame(b) => b,
+        other => panic!("{} v{version}: expected a response, got {other:?}", std::any::type_name::<R>()),
+    };
+    let mut body = bytes.slice(4..);
+    let header = ResponseHeader::decode(&mut body, R::Response::header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, correlation_id);
+    let resp = R::Response::decode(&mut body, version)
+        .unwrap_or_else(|e| panic!("{} v{version} does not decode: {e}", std::any::type_name::<R>()));
+    assert!(body.is_empty(), "{} v{version}: {} trailing bytes", std::any::type_name::<R>(), body.len());
+    resp
+}
+
+fn t(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
+    let (_, min, max) = supported_apis().iter().find(|(k, _, _)| *k == key).copied().unwrap();
+    // Produce v0-2 are advertised for librdkafka's sake but refused.
+    let min = if key == ApiKey::Produce { 3 } else { min };
+    min..=max
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_answers_at_every_advertised_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = BrokerConfig { data_dir: tmp.path().to_path_buf(), ..BrokerConfig::default() };
+    let broker = Broker::open(config, Arc::new(StdFs)).unwrap();
+    broker.create_topic("t", 2, Default::default(), false).unwrap();
+
+    for v in versions(ApiKey::Produce) {
+        let batch = encode_batch(&[SimpleRecord {
+            timestamp: 1_000 + v as i64,
+            value: Some(b"v".to_vec()),
+            ..Default::default()
+        }]);
+        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+            produce_request::TopicProduceData::default().with_name(t("t")).with_partition_data(vec![
+                produce_request::PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(batch))),
+            ]),
+        ]);
+        let resp = call(&broker, &req, v).await;
+        assert_eq!(resp.responses[0].partition_responses[0].error_code, 0, "produce v{v}");
+    }
+    for v in versions(ApiKey::Fetch) {
+        let req =
+            FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_session_epoch(-1).with_topics(
+                vec![fetch_request::FetchTopic::default().with_topic(t("t")).with_partitions(vec![
+                    fetch_request::FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(2)
+                        .with_current_leader_epoch(-1)
+                        .with_partition_max_bytes(1 << 20),
+                ])],
+            );
+        let resp = call(&broker, &req, v).await;
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "fetch v{v}");
+        assert!(!p.records.as_ref().unwrap().is_empty(), "fetch v{v} returned no records");
+    }
+    for v in versions(ApiKey::ListOffsets) {
+        let mut timestamps = vec![-1, -2, 0];
+        if v >= 7 {
+            timestamps.push(-3);
+        }
+        for ts in timestamps {
+            let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+                list_offsets_request::ListOffsetsTopic::default().with_name(t("t")).with_partitions(vec![
+                    list_offsets_request::ListOffsetsPartition::default().with_partition_index(0).with_timestamp(ts),
+                ]),
+            ]);
+            let resp = call(&broker, &req, v).await;
+            assert_eq!(resp.topics[0].partitions[0].error_code, 0, "list offsets v{v} ts {ts}");
+        }
+    }
+    for v in versions(ApiKey::Metadata) {
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(t("t")))]))
+            .with_include_topic_authorized_operations(v >= 8);
+        let resp = call(&broker, &req, v).await;
+        assert_eq!(resp.topics[0].partitions.len(), 2, "metadata v{v}");
+        let all = call(&broker, &MetadataRequest::default().with_topics(None), v.max(1)).await;
+        assert_eq!(all.topics.len(), 1);
+    }
+    for v in versions(ApiKey::CreateTopics) {
+        let req = CreateTopicsRequest::default().with_validate_only(true).with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(t(&format!("new-{v}")))
+                .with_num_partitions(3)
+                .with_replication_factor(1)
+                .with_configs(vec![create_topics_request::CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_value(Some(StrBytes::from_static_str("1000")))]),
+        ]);
+        let resp = call(&broker, &req, v).await;
+        assert_eq!(resp.topics[0].error_code, 0, "create topics v{v}");
+    }
+    for v in versions(ApiKey::DeleteTopics) {
+        let req = if v >= 6 {
+            DeleteTopicsRequest::default()
+                .with_topics(vec![delete_topics_request::DeleteTopicState::default().with_name(Some(t("missing")))])
+        } else {
+            DeleteTopicsRequest::default().with_topic_names(vec![t("missing")])
+        };
+        let resp = call(&broker, &req, v).await;
+        assert_eq!(resp.responses[0].error_code, kafka_protocol::ResponseError::UnknownTopicOrPartition.code());
+    }
+    for v in versions(ApiKey::DeleteRecords) {
+        let req =
+            DeleteRecordsRequest::default().with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+                .with_name(t("t"))
+                .with_partitions(vec![delete_records_request::DeleteRecordsPartition::default()
+                    .with_partition_index(1)
+                    .with_offset(0)])]);
+        let resp = call(&broker, &req, v).await;
+        assert_eq!(resp.topics[0].partitions[0].error_code, 0, "delete records v{v}");
+    }
+    for v in versions(ApiKey::DescribeConfigs) {
+        let req = DescribeConfigsRequest::default()
+            .with_include_synonyms(true)
+            .with_include_documentation(v >= 3)
+            .with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t"))
+                    .with_configuration_keys(None),
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(StrBytes::from_static_str("0"))
+                    .with_configuration_keys(None),
+            ]);
+        let resp = call(&broker, &req, v).await;
+        assert!(resp.results.iter().all(|r| r.error_code == 0 && !r.configs.is_empty()), "describe configs v{v}");
+    }
+    for v in versions(ApiKey::AlterConfigs) {
+        let req = AlterConfigsRequest::default().with_validate_only(true).with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("t"))
+                .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_value(Some(StrBytes::from_static_str("5000")))]),
+        ]);
+        let resp = call(&broker, &req, v).await;
+        assert_eq!(resp.responses[0].error_code, 0, "alter configs v{v}");
+    }
+    for v in versions(ApiKey::IncrementalAlterConfigs) {
+        let req = IncrementalAlterConfigsRequest::default().with_validate_only(true).with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("t"))
+                .with_configs(vec![incremental_alter_configs_request::AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("cleanup.policy"))
+                    .with_config_operation(2)
+                    .with_value(Some(StrBytes::from_static_str("delete")))]),
+        ]);
+        let resp = call(&broker, &req, v).await;
+        assert_eq!(resp.responses[0].error_code, 0, "incremental alter configs v{v}");
+    }
+    for v in versions(ApiKey::CreatePartitions) {
+        let req = CreatePartitionsRequest::default().with_validate_only(true).with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(t("t"))
+                .with_count(4)
+                .with_assignments(None),
+        ]);
+        let resp = call(&broker, &req, v).await;
+        assert_eq!(resp.results[0].error_code, 0, "create partitions v{v}");
+    }
+    for v in versions(ApiKey::ApiVersions) {
+        let req = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("test"))
+            .with_client_software_version(StrBytes::from_static_str("1.0"));
+        let resp = call(&broker, &req, v).await;
+        assert_eq!(resp.error_code, 0);
+        assert_eq!(resp.api_keys.len(), supported_apis().len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_versions_v3_response_has_no_default_tagged_fields() {
+    // librdkafka 2.0.2 cannot parse an ApiVersions v3 response that carries tagged fields at their
+    // default values: the body must end with an empty tagged-field section (one zero byte).
+    let tmp = tempfile::tempdir().unwrap();
+    let broker =
+        Broker::open(BrokerConfig { data_dir: tmp.path().to_path_buf(), ..Default::default() }, Arc::new(StdFs))
+            .unwrap();
+    let req = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("librdkafka"))
+        .with_client_software_version(StrBytes::from_static_str("2.0.2"));
+    let Reply::Frame(bytes) = broker.handle(frame(&req, 3, 7)).unwrap().await else { panic!("no response") };
+    // length(4) correlation(4) error(2) compact array: count+1 varint, then entries of
+    // key(2) min(2) max(2) tags(1), throttle(4), tags(1).
+    let n = supported_apis().len();
+    assert_eq!(bytes.len(), 4 + 4 + 2 + 1 + n * 7 + 4 + 1);
+    assert_eq!(*bytes.last().unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_versions_from_the_future_gets_a_v0_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker =
+        Broker::open(BrokerConfig { data_dir: tmp.path().to_path_buf(), ..Default::default() }, Arc::new(StdFs))
+            .unwrap();
+    // ApiVersions v9 with a body this broker cannot know.
+    let mut buf = BytesMut::new();
+    buf.put_i16(ApiKey::ApiVersions as i16);
+    buf.put_i16(9);
+    buf.put_i32(42);
+    buf.put_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    let Reply::Frame(bytes) = broker.handle(buf.freeze()).unwrap().await else { panic!("no response") };
+    let mut body = bytes.slice(4..);
+    let header = ResponseHeader::decode(&mut body, 0).unwrap();
+    assert_eq!(header.correlation_id, 42);
+    let resp = ApiVersionsResponse::decode(&mut body, 0).unwrap();
+    assert_eq!(resp.error_code, kafka_protocol::ResponseError::UnsupportedVersion.code());
+    let av = resp.api_keys.iter().find(|k| k.api_key == ApiKey::ApiVersions as i16).unwrap();
+    assert_eq!((av.min_version, av.max_version), (0, 3));
+    let produce = resp.api_keys.iter().find(|k| k.api_key == ApiKey::Produce as i16).unwrap();
+    assert_eq!(produce.min_version, 0, "librdkafka needs Produce advertised from v0");
+}

@@ -1,0 +1,141 @@
+//! A real `freshet serve` process for tests: started on an ephemeral port, killed with SIGKILL
+//! or stopped with SIGTERM, restarted on the same data directory and port.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Longest a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Server {
+    child: Option<Child>,
+    pub addr: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server on a fresh port.
+    pub fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, 0, &[])
+    }
+
+    /// Starts a server with extra `serve` arguments.
+    pub fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_freshet"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--kafka-listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
+            .env("FRESHET_LOG", std::env::var("FRESHET_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn freshet serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("freshet: kafka listener on ") {
+                        break rest.split_whitespace().next().expect("address").to_string();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("freshet serve did not start listening within {START_TIMEOUT:?}");
+                }
+            }
+        };
+        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        Server {
+            child: Some(child),
+            addr,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Kills the process with SIGKILL: no flush, no clean shutdown.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits (bounded) for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("freshet serve did not stop within 30s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a new process on the same data directory and port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        // The port was just released; retry briefly if the OS still holds it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let attempt = std::panic::catch_unwind(|| Server::start_with(&self.data_dir, self.port, &extra));
+            match attempt {
+                Ok(mut s) => {
+                    self.child = s.child.take();
+                    return;
+                }
+                Err(e) if Instant::now() > deadline => std::panic::resume_unwind(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `f` until it returns Some, or panics after `timeout`.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
