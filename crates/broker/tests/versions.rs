@@ -29,6 +29,7 @@ async fn call<R: Request>(broker: &Arc<Broker>, req: &R, version: i16) -> R::Res
     let responder = broker.handle(frame(req, version, correlation_id)).unwrap_or_else(|e| panic!("{e}"));
     let bytes = match responder.await {
         Reply::Frame(b) => b,
+        Reply::Chunks(c) => Bytes::from(c.concat()),
         other => panic!("{} v{version}: expected a response, got {other:?}", std::any::type_name::<R>()),
     };
     let mut body = bytes.slice(4..);

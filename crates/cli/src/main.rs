@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+mod bench;
 mod config;
 mod consume;
 mod produce;
@@ -40,6 +41,11 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic.
     Consume(consume::ConsumeArgs),
+    /// Measure the broker and this machine's raw limits.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
 }
 
 #[derive(Args)]
@@ -107,6 +113,10 @@ fn main() -> Result<()> {
         Command::Consume(args) => {
             init_logging("warn");
             runtime.block_on(consume::run(args))
+        }
+        Command::Bench { command } => {
+            init_logging("warn");
+            runtime.block_on(bench::run(command))
         }
     }
 }

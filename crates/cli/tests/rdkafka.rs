@@ -70,7 +70,8 @@ fn produce_all(addr: &str, topic: &str, records: &[Rec], extra: &[(&str, &str)])
     }
     // Delivery reports carry each record's index, so every record's offset is checked.
     let (tx, rx) = std::sync::mpsc::channel();
-    struct Ctx(std::sync::Mutex<std::sync::mpsc::Sender<(usize, Result<(i32, i64), String>)>>);
+    type Report = (usize, Result<(i32, i64), String>);
+    struct Ctx(std::sync::Mutex<std::sync::mpsc::Sender<Report>>);
     impl rdkafka::ClientContext for Ctx {}
     impl rdkafka::producer::ProducerContext for Ctx {
         type DeliveryOpaque = Box<usize>;
@@ -325,7 +326,7 @@ fn oversized_messages_are_refused_with_message_too_large() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path());
     create_topic(&server.addr, "small", 1, &[("max.message.bytes", "1000")]);
-    let big = vec![Rec { partition: 0, key: b"k".to_vec(), value: vec![b'x'; 5000], headers: vec![] }];
+    let big = [Rec { partition: 0, key: b"k".to_vec(), value: vec![b'x'; 5000], headers: vec![] }];
     let (tx, rx) = std::sync::mpsc::channel();
     struct Ctx(std::sync::Mutex<std::sync::mpsc::Sender<Result<(), KafkaError>>>);
     impl rdkafka::ClientContext for Ctx {}

@@ -42,3 +42,9 @@ pub const MAINTENANCE_INTERVAL_MS: u64 = 1_000;
 
 /// How long shutdown waits for in-flight requests before closing connections anyway.
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
+
+/// Most bytes of idle read buffers kept for reuse (see `freshet-log`'s buffer pool).
+pub const READ_BUFFER_POOL_BYTES: usize = 128 * 1024 * 1024;
+
+/// Largest read buffer that is pooled; larger ones are freed.
+pub const READ_BUFFER_POOL_MAX_BUFFER: usize = 16 * 1024 * 1024;

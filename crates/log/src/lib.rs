@@ -14,6 +14,7 @@ mod error;
 pub mod fs;
 mod index;
 mod log;
+mod pool;
 mod segment;
 pub mod sim;
 

@@ -190,9 +190,9 @@ impl ReadPlan {
         } else {
             (max_bytes as u64).min(available)
         };
-        let mut buf = vec![0u8; want as usize];
-        let n = segment::read_up_to(&*self.file, &mut buf, first.pos).at(&self.path)?;
-        buf.truncate(n);
+        let mut pooled = crate::pool::take(want as usize);
+        let n = segment::read_up_to(&*self.file, &mut pooled[..want as usize], first.pos).at(&self.path)?;
+        let buf = &pooled[..n];
         // Keep whole batches below `upper`.
         let mut keep = 0usize;
         let mut next_offset = first.base_offset;
@@ -214,9 +214,8 @@ impl ReadPlan {
         if keep == 0 {
             return Ok(ReadChunk::Data { bytes: Bytes::new(), next_offset: first.base_offset });
         }
-        buf.truncate(keep);
         self.hints.lock().expect("hints lock").remember(next_offset, self.segment_base, first.pos + keep as u64);
-        Ok(ReadChunk::Data { bytes: Bytes::from(buf), next_offset })
+        Ok(ReadChunk::Data { bytes: crate::pool::into_bytes(pooled, keep), next_offset })
     }
 }
 

@@ -203,6 +203,16 @@ async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Responder>, peer:
                         return;
                     }
                 }
+                Reply::Chunks(chunks) => {
+                    // Large chunks bypass the buffer: record batches go from the read buffer
+                    // to the socket without another copy.
+                    for chunk in chunks {
+                        if let Err(e) = wr.write_all(&chunk).await {
+                            tracing::debug!(%peer, error = %e, "write failed");
+                            return;
+                        }
+                    }
+                }
                 Reply::Nothing => {}
                 Reply::Close => {
                     let _ = wr.flush().await;

@@ -12,7 +12,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{ready, Ctx, Responder};
+use super::{encode_response_spliced, ready, Ctx, Reply, Responder};
 use crate::broker::Broker;
 use crate::partition::Partition;
 
@@ -72,7 +72,7 @@ pub(super) fn handle(ctx: Ctx, req: FetchRequest) -> Responder {
         .collect();
     let (response, bytes, errors) = read_all(&broker, &topics, max_bytes, read_committed);
     if bytes >= min_bytes || max_wait.is_zero() || errors || watches.is_empty() {
-        return ready(ctx.respond(&response));
+        return ready(respond(&ctx, &response));
     }
     let deadline = Instant::now() + max_wait;
     Box::pin(async move {
@@ -92,10 +92,17 @@ pub(super) fn handle(ctx: Ctx, req: FetchRequest) -> Responder {
             };
             let (response, bytes, errors) = read_all(&broker, &topics, max_bytes, read_committed);
             if timed_out || bytes >= min_bytes || errors || Instant::now() >= deadline {
-                return ctx.respond(&response);
+                return respond(&ctx, &response);
             }
         }
     })
+}
+
+/// Encodes the response with its record batches referenced, not copied.
+fn respond(ctx: &Ctx, response: &FetchResponse) -> Reply {
+    let records: Vec<bytes::Bytes> =
+        response.responses.iter().flat_map(|t| t.partitions.iter()).filter_map(|p| p.records.clone()).collect();
+    encode_response_spliced(ctx.header.correlation_id, ctx.version, response, records)
 }
 
 /// Reads every wanted partition once. Returns the response, the record bytes in it, and whether

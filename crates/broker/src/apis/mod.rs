@@ -24,12 +24,15 @@ mod fetch;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod splice;
 
 /// What the connection does once a request is handled.
 #[derive(Debug)]
 pub enum Reply {
     /// Send this frame (length prefix included).
     Frame(Bytes),
+    /// Send these chunks, one after the other: a frame whose record batches are not copied.
+    Chunks(Vec<Bytes>),
     /// Send nothing (Produce with acks=0).
     Nothing,
     /// Close the connection (the handler failed; the client must not wait for an answer).
@@ -111,6 +114,35 @@ pub(crate) fn encode_response<R: Encodable + HeaderVersion>(correlation_id: i32,
         Ok(frame) => Reply::Frame(frame),
         Err(e) => {
             debug_assert!(false, "encoding a {} v{version} response failed: {e}", std::any::type_name::<R>());
+            tracing::error!(response = std::any::type_name::<R>(), version, error = %e, "cannot encode a response; closing the connection");
+            Reply::Close
+        }
+    }
+}
+
+/// Like [`encode_response`], but the large `Bytes` in `records` are referenced, not copied.
+pub(crate) fn encode_response_spliced<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    response: &R,
+    records: Vec<Bytes>,
+) -> Reply {
+    let header_version = R::header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let encode = || -> Result<Vec<Bytes>, String> {
+        let size = header.compute_size(header_version).map_err(|e| e.to_string())?
+            + response.compute_size(version).map_err(|e| e.to_string())?;
+        let mut buf = splice::SpliceBuf::new(16 * 1024, records);
+        buf.put_i32(size as i32);
+        header.encode(&mut buf, header_version).map_err(|e| e.to_string())?;
+        response.encode(&mut buf, version).map_err(|e| e.to_string())?;
+        let chunks = buf.into_chunks();
+        debug_assert_eq!(chunks.iter().map(Bytes::len).sum::<usize>(), 4 + size, "compute_size disagrees with encode");
+        Ok(chunks)
+    };
+    match encode() {
+        Ok(chunks) => Reply::Chunks(chunks),
+        Err(e) => {
             tracing::error!(response = std::any::type_name::<R>(), version, error = %e, "cannot encode a response; closing the connection");
             Reply::Close
         }

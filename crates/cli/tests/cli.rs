@@ -1,0 +1,117 @@
+//! The `freshet` command line against a real server: topic, produce, consume.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::Server;
+
+fn freshet(server: &Server, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_freshet"))
+        .args(args)
+        .args(["--bootstrap", &server.addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    out
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn topic_produce_consume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    ok(freshet(
+        &server,
+        &["topic", "create", "events", "--partitions", "3", "--config", "retention.ms=86400000"],
+        None,
+    ));
+    let list = ok(freshet(&server, &["topic", "list"], None));
+    assert!(list.contains("events\t3 partitions"), "{list}");
+
+    // Keys choose partitions with Kafka's murmur2 partitioner, so a key always lands in the same one.
+    let lines: String = (0..30).map(|i| format!("user-{}:event {i}\n", i % 5)).collect();
+    ok(freshet(
+        &server,
+        &["produce", "events", "--key-separator", ":", "-H", "source=cli", "--compression", "lz4"],
+        Some(&lines),
+    ));
+    let out = ok(freshet(
+        &server,
+        &[
+            "consume",
+            "events",
+            "--from-beginning",
+            "--print-key",
+            "--print-partition",
+            "--print-offset",
+            "--print-headers",
+        ],
+        None,
+    ));
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 30, "{out}");
+    let mut partition_of_key = std::collections::HashMap::new();
+    for row in &rows {
+        let [partition, _offset, key, headers, value] = row[..] else { panic!("row {row:?}") };
+        assert_eq!(headers, "source=cli");
+        assert!(value.starts_with("event "));
+        assert_eq!(*partition_of_key.entry(key).or_insert(partition), partition, "key {key} moved partitions");
+    }
+    // Per partition, events keep the order they were produced in.
+    for p in ["0", "1", "2"] {
+        let seq: Vec<u32> =
+            rows.iter().filter(|r| r[0] == p).map(|r| r[4].trim_start_matches("event ").parse().unwrap()).collect();
+        assert!(seq.windows(2).all(|w| w[0] < w[1]), "partition {p}: {seq:?}");
+    }
+    // A single partition from an offset, limited.
+    let first = rows.iter().find(|r| r[1] == "1").unwrap();
+    let out = ok(freshet(
+        &server,
+        &["consume", "events", "--partition", first[0], "--offset", "1", "--max-messages", "1", "--print-offset"],
+        None,
+    ));
+    assert_eq!(out.lines().next().unwrap().split('\t').next(), Some("1"));
+
+    // Describe shows offsets and the override; alter changes configs and partitions.
+    let out = ok(freshet(&server, &["topic", "describe", "events"], None));
+    assert!(out.contains("*retention.ms=86400000"), "{out}");
+    ok(freshet(&server, &["topic", "alter", "events", "--set", "retention.ms=1000", "--partitions", "4"], None));
+    let out = ok(freshet(&server, &["topic", "describe", "events"], None));
+    assert!(
+        out.contains("*retention.ms=1000") && out.lines().filter(|l| l.trim_start().starts_with('3')).count() >= 1,
+        "{out}"
+    );
+
+    // Errors are clear and exit non-zero.
+    let out = freshet(&server, &["topic", "create", "events"], None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("TopicAlreadyExists"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = freshet(&server, &["produce", "events", "--acks", "2"], Some("x\n"));
+    assert!(!out.status.success());
+
+    ok(freshet(&server, &["topic", "delete", "events"], None));
+    assert!(!ok(freshet(&server, &["topic", "list"], None)).contains("events"));
+}
