@@ -21,8 +21,7 @@ fn freshet(server: &Server, args: &[&str], stdin: Option<&str>) -> Output {
         input.write_all(text.as_bytes()).unwrap();
     }
     drop(input);
-    let out = child.wait_with_output().unwrap();
-    out
+    child.wait_with_output().unwrap()
 }
 
 fn ok(out: Output) -> String {
