@@ -15,5 +15,5 @@ mod topics;
 
 pub use apis::{supported_apis, FrameError, Reply, Responder};
 pub use broker::{now_ms, Broker, BrokerConfig, BrokerError};
-pub use partition::Partition;
+pub use partition::{AppendResult, Appended, Partition};
 pub use topics::Topic;

@@ -6,16 +6,17 @@
 //! nothing is left, so every append that arrived while an fsync was running shares the next one.
 //! Waiters watch the `durable` channel.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use freshet_log::fs::Fs;
 use freshet_log::{AppendInfo, BatchHeader, Log, LogConfig, LogError, ReadChunk, ReadStart};
 use kafka_protocol::ResponseError;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::broker::now_ms;
 
@@ -42,6 +43,25 @@ pub struct ReadOutput {
     pub log_start_offset: u64,
 }
 
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    pub info: AppendInfo,
+    pub log_start_offset: u64,
+    /// The write is durable (and readable) only after the next fsync (`flush.messages=1`).
+    pub needs_sync: bool,
+}
+
+/// The outcome of an append: where it landed, or the Kafka error and why.
+pub type AppendResult = Result<Appended, (ResponseError, String)>;
+
+struct AppendJob {
+    batch: BytesMut,
+    header: BatchHeader,
+    now: i64,
+    done: oneshot::Sender<AppendResult>,
+}
+
 /// A partition of a topic.
 pub struct Partition {
     pub topic: String,
@@ -51,6 +71,9 @@ pub struct Partition {
     visible: watch::Sender<u64>,
     durable: watch::Sender<Durable>,
     syncing: AtomicBool,
+    /// Appends waiting for the writer, in order.
+    appends: Mutex<VecDeque<AppendJob>>,
+    writing: AtomicBool,
 }
 
 impl std::fmt::Debug for Partition {
@@ -96,6 +119,8 @@ impl Partition {
             visible: watch::Sender::new(hw),
             durable: watch::Sender::new(Durable { offset: durable, failed: false }),
             syncing: AtomicBool::new(false),
+            appends: Mutex::default(),
+            writing: AtomicBool::new(false),
         }
     }
 
@@ -134,41 +159,98 @@ impl Partition {
         self.visible.subscribe()
     }
 
-    /// Appends a validated batch. Returns where it landed, the log start offset, and whether the
-    /// write is only acknowledged-durable after an fsync (`flush.messages=1`).
-    pub fn append(
-        self: &Arc<Self>,
-        batch: &mut [u8],
-        header: &BatchHeader,
-        now: i64,
-    ) -> Result<(AppendInfo, u64, bool), (ResponseError, String)> {
-        let (info, start, sync, hw) = {
-            let mut state = self.lock();
-            let log = match &mut *state {
-                State::Online(log) => log,
-                State::Offline(reason) => return Err((ResponseError::KafkaStorageError, reason.clone())),
-                State::Closed => return Err((ResponseError::KafkaStorageError, "partition is closed".into())),
+    /// Queues a validated batch for the partition's writer and returns where it landed, once it
+    /// is written (not yet durable: see [`Appended::needs_sync`] and [`Partition::wait_durable`]).
+    ///
+    /// Batches are appended in the order they are queued, by a writer running on the blocking
+    /// pool, so the async workers never wait on the disk. A connection queues the batches of its
+    /// requests in arrival order, so its writes to a partition keep that order.
+    pub fn append(self: &Arc<Self>, batch: BytesMut, header: BatchHeader, now: i64) -> oneshot::Receiver<AppendResult> {
+        let (done, rx) = oneshot::channel();
+        self.appends.lock().unwrap_or_else(|p| p.into_inner()).push_back(AppendJob { batch, header, now, done });
+        if !self.writing.swap(true, Ordering::AcqRel) {
+            let partition = self.clone();
+            tokio::task::spawn_blocking(move || partition.write_loop());
+        }
+        rx
+    }
+
+    /// Appends queued batches until the queue is empty.
+    fn write_loop(self: Arc<Self>) {
+        loop {
+            let jobs: Vec<AppendJob> =
+                std::mem::take(&mut *self.appends.lock().unwrap_or_else(|p| p.into_inner())).into();
+            if jobs.is_empty() {
+                self.writing.store(false, Ordering::Release);
+                // A job may have been queued between the take above and the store.
+                let more = !self.appends.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+                if more && !self.writing.swap(true, Ordering::AcqRel) {
+                    continue;
+                }
+                return;
+            }
+            let mut results = Vec::with_capacity(jobs.len());
+            let published = {
+                let mut state = self.lock();
+                match &mut *state {
+                    State::Online(log) => {
+                        for mut job in jobs {
+                            let r = log
+                                .append(&mut job.batch, &job.header, job.now)
+                                .map(|info| Appended {
+                                    info,
+                                    log_start_offset: log.log_start_offset(),
+                                    needs_sync: log.config().sync_writes(),
+                                })
+                                .map_err(|e| (error_code(&e), e.to_string()));
+                            results.push((job.done, r));
+                        }
+                        Some((log.config().sync_writes(), log.high_watermark()))
+                    }
+                    State::Offline(reason) => {
+                        let reason = reason.clone();
+                        results.extend(
+                            jobs.into_iter().map(|j| (j.done, Err((ResponseError::KafkaStorageError, reason.clone())))),
+                        );
+                        None
+                    }
+                    State::Closed => {
+                        results.extend(
+                            jobs.into_iter().map(|j| {
+                                (j.done, Err((ResponseError::KafkaStorageError, "partition is closed".into())))
+                            }),
+                        );
+                        None
+                    }
+                }
             };
-            let info = log.append(batch, header, now).map_err(|e| (error_code(&e), e.to_string()))?;
-            (info, log.log_start_offset(), log.config().sync_writes(), log.high_watermark())
-        };
-        if sync {
-            self.schedule_sync();
-        } else {
-            self.visible.send_replace(hw);
+            for (done, r) in results {
+                let _ = done.send(r);
+            }
+            match published {
+                // Run the group-commit fsync on this thread (one hand-off less on the acks=all
+                // path), handing the writer role to a new thread meanwhile.
+                Some((true, _)) if !self.syncing.swap(true, Ordering::AcqRel) => {
+                    self.writing.store(false, Ordering::Release);
+                    let more = !self.appends.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+                    if more && !self.writing.swap(true, Ordering::AcqRel) {
+                        let partition = self.clone();
+                        tokio::task::spawn_blocking(move || partition.write_loop());
+                    }
+                    self.sync_loop();
+                    return;
+                }
+                // A sync is running: it covers these appends.
+                Some((true, _)) => {}
+                Some((false, hw)) => {
+                    self.visible.send_replace(hw);
+                }
+                None => {}
+            }
         }
-        Ok((info, start, sync))
     }
 
-    /// Starts a group-commit sync loop unless one is running.
-    pub(crate) fn schedule_sync(self: &Arc<Self>) {
-        if self.syncing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let partition = self.clone();
-        tokio::task::spawn_blocking(move || partition.sync_loop());
-    }
-
+    /// Syncs until nothing appended is left unsynced. The caller owns the `syncing` flag.
     fn sync_loop(&self) {
         loop {
             let ticket = match &*self.lock() {

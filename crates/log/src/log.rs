@@ -786,6 +786,7 @@ fn recover_active(
         first_timestamp: None,
         created_ms: now_ms,
         indexes: None,
+        index_files: None,
     };
     let mut indexes = crate::index::Indexes {
         persisted_offsets: offsets.len(),

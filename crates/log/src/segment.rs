@@ -55,6 +55,8 @@ pub(crate) struct Segment {
     pub created_ms: i64,
     /// In memory for the active segment; loaded on first use for sealed ones.
     pub indexes: Option<Indexes>,
+    /// Open index files (offset, time), kept so each sync does not reopen them.
+    pub(crate) index_files: Option<(Arc<dyn File>, Arc<dyn File>)>,
 }
 
 impl Segment {
@@ -80,6 +82,7 @@ impl Segment {
             first_timestamp: None,
             created_ms: now_ms,
             indexes: Some(Indexes::default()),
+            index_files: None,
         })
     }
 
@@ -101,6 +104,7 @@ impl Segment {
             first_timestamp: None,
             created_ms: now_ms,
             indexes: None,
+            index_files: None,
         };
         let ipath = index_path(dir, base);
         let tpath = time_index_path(dir, base);
@@ -187,17 +191,28 @@ impl Segment {
         }
     }
 
+    fn index_files(&mut self, fs: &dyn Fs, dir: &Path) -> Result<(Arc<dyn File>, Arc<dyn File>)> {
+        if self.index_files.is_none() {
+            let (ipath, tpath) = (index_path(dir, self.base), time_index_path(dir, self.base));
+            self.index_files = Some((fs.open(&ipath, true).at(&ipath)?, fs.open(&tpath, true).at(&tpath)?));
+        }
+        Ok(self.index_files.clone().expect("just opened"))
+    }
+
     /// Writes the complete index files and fsyncs them (sealing, rebuilding, clean shutdown).
     pub fn write_all_indexes(&mut self, fs: &dyn Fs, dir: &Path) -> Result<()> {
-        let Some(ix) = self.indexes.as_mut() else { return Ok(()) };
-        for (path, bytes) in [
-            (index_path(dir, self.base), Indexes::encode_offsets(&ix.offsets)),
-            (time_index_path(dir, self.base), Indexes::encode_times(&ix.times)),
+        if self.indexes.is_none() {
+            return Ok(());
+        }
+        let (ifile, tfile) = self.index_files(fs, dir)?;
+        let ix = self.indexes.as_mut().expect("checked above");
+        for (file, path, bytes) in [
+            (ifile, index_path(dir, self.base), Indexes::encode_offsets(&ix.offsets)),
+            (tfile, time_index_path(dir, self.base), Indexes::encode_times(&ix.times)),
         ] {
-            let f = fs.open(&path, true).at(&path)?;
-            f.set_len(0).at(&path)?;
-            f.write_all_at(&bytes, 0).at(&path)?;
-            f.sync_data().at(&path)?;
+            file.set_len(0).at(&path)?;
+            file.write_all_at(&bytes, 0).at(&path)?;
+            file.sync_data().at(&path)?;
         }
         ix.persisted_offsets = ix.offsets.len();
         ix.persisted_times = ix.times.len();
@@ -206,21 +221,22 @@ impl Segment {
 
     /// Appends to the index files the entries for batches below relative offset `durable_rel`.
     pub fn persist_durable_entries(&mut self, fs: &dyn Fs, dir: &Path, durable_rel: u64) -> Result<()> {
-        let Some(ix) = self.indexes.as_mut() else { return Ok(()) };
+        let Some(ix) = self.indexes.as_ref() else { return Ok(()) };
         let offsets_upto = ix.offsets.partition_point(|&(o, _)| (o as u64) < durable_rel);
+        let times_upto = ix.times.partition_point(|&(_, o)| (o as u64) < durable_rel);
+        if offsets_upto <= ix.persisted_offsets && times_upto <= ix.persisted_times {
+            return Ok(());
+        }
+        let (ifile, tfile) = self.index_files(fs, dir)?;
+        let ix = self.indexes.as_mut().expect("checked above");
         if offsets_upto > ix.persisted_offsets {
-            let path = index_path(dir, self.base);
-            let f = fs.open(&path, true).at(&path)?;
             let bytes = Indexes::encode_offsets(&ix.offsets[ix.persisted_offsets..offsets_upto]);
-            f.write_all_at(&bytes, (ix.persisted_offsets * OFFSET_ENTRY) as u64).at(&path)?;
+            ifile.write_all_at(&bytes, (ix.persisted_offsets * OFFSET_ENTRY) as u64).at(&index_path(dir, self.base))?;
             ix.persisted_offsets = offsets_upto;
         }
-        let times_upto = ix.times.partition_point(|&(_, o)| (o as u64) < durable_rel);
         if times_upto > ix.persisted_times {
-            let path = time_index_path(dir, self.base);
-            let f = fs.open(&path, true).at(&path)?;
             let bytes = Indexes::encode_times(&ix.times[ix.persisted_times..times_upto]);
-            f.write_all_at(&bytes, (ix.persisted_times * TIME_ENTRY) as u64).at(&path)?;
+            tfile.write_all_at(&bytes, (ix.persisted_times * TIME_ENTRY) as u64).at(&time_index_path(dir, self.base))?;
             ix.persisted_times = times_upto;
         }
         Ok(())

@@ -1,5 +1,6 @@
-//! Produce: validate each partition's record batch, append it, and answer once it is as
-//! durable as `acks` asks (acks=all with flush.messages=1: after the group-commit fsync).
+//! Produce: validate each partition's record batch, queue it for the partition's writer, and
+//! answer once it is as durable as `acks` asks (acks=all with flush.messages=1: after the
+//! group-commit fsync).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,32 +11,30 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use tokio::sync::oneshot;
 
 use super::{ready, Ctx, Reply, Responder};
 use crate::broker::now_ms;
 use crate::error::batch_error_code;
-use crate::partition::Partition;
+use crate::partition::{AppendResult, Partition};
 
-/// A partition response still waiting for its batch to become durable.
-struct Pending {
-    topic: usize,
-    partition: usize,
-    log: Arc<Partition>,
-    end_offset: u64,
+type Refusal = (ResponseError, String);
+
+/// A partition's answer: known now (refused), or waiting for its append.
+enum Slot {
+    Done(Refusal),
+    Queued(Arc<Partition>, oneshot::Receiver<AppendResult>),
 }
 
 pub(super) fn handle(ctx: Ctx, req: ProduceRequest) -> Responder {
     let acks = req.acks;
-    let version = ctx.version;
     let now = now_ms();
-    let mut pending = Vec::new();
-    let mut responses = Vec::with_capacity(req.topic_data.len());
-    for (ti, topic_data) in req.topic_data.into_iter().enumerate() {
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    for topic_data in req.topic_data {
         let topic = ctx.broker.topic(&topic_data.name);
-        let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
-        for (pi, data) in topic_data.partition_data.into_iter().enumerate() {
-            let mut resp = PartitionProduceResponse::default().with_index(data.index).with_base_offset(-1);
-            let outcome = (|| {
+        let mut slots = Vec::with_capacity(topic_data.partition_data.len());
+        for data in topic_data.partition_data {
+            let slot = (|| -> Result<Slot, Refusal> {
                 if !matches!(acks, -1..=1) {
                     return Err((ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, not {acks}")));
                 }
@@ -68,7 +67,8 @@ pub(super) fn handle(ctx: Ctx, req: ProduceRequest) -> Responder {
                     format!("{} bytes of records are too short for a record batch", records.len()),
                 ))?;
                 if size != records.len() {
-                    // Kafka: "Produce requests with version 3 or higher must contain exactly one record batch".
+                    // As Kafka: "Produce requests with version 3 or higher must contain exactly
+                    // one record batch".
                     return Err((
                         if size < records.len() { ResponseError::InvalidRecord } else { ResponseError::CorruptMessage },
                         format!("expected exactly one record batch of {size} bytes, got {} bytes", records.len()),
@@ -79,58 +79,63 @@ pub(super) fn handle(ctx: Ctx, req: ProduceRequest) -> Responder {
                 if header.is_control() {
                     return Err((ResponseError::InvalidRecord, "producers may not write control batches".into()));
                 }
-                let mut bytes = BytesMut::from(&records[..]);
-                let (info, log_start, needs_sync) = partition.append(&mut bytes, &header, now)?;
-                Ok((info, log_start, needs_sync, partition))
+                let rx = partition.append(BytesMut::from(&records[..]), header, now);
+                Ok(Slot::Queued(partition, rx))
             })();
-            match outcome {
-                Ok((info, log_start, needs_sync, partition)) => {
-                    resp = resp
-                        .with_base_offset(info.base_offset as i64)
-                        .with_log_append_time_ms(info.log_append_time.unwrap_or(-1))
-                        .with_log_start_offset(log_start as i64);
-                    if acks == -1 && needs_sync {
-                        pending.push(Pending {
-                            topic: ti,
-                            partition: pi,
-                            log: partition,
-                            end_offset: info.last_offset + 1,
-                        });
-                    }
-                }
-                Err((code, message)) => {
-                    tracing::debug!(topic = topic_data.name.as_str(), partition = data.index, ?code, %message, "produce refused");
-                    resp = resp.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(message)));
-                }
+            let slot = slot.unwrap_or_else(Slot::Done);
+            if let Slot::Done((code, message)) = &slot {
+                tracing::debug!(topic = topic_data.name.as_str(), partition = data.index, ?code, %message, "produce refused");
             }
-            partitions.push(resp);
+            slots.push((data.index, slot));
         }
-        responses.push(TopicProduceResponse::default().with_name(topic_data.name).with_partition_responses(partitions));
+        topics.push((topic_data.name, slots));
     }
     if acks == 0 {
-        return Box::pin(std::future::ready(Reply::Nothing));
-    }
-    let _ = version;
-    let response = ProduceResponse::default().with_responses(responses);
-    if pending.is_empty() {
-        return ready(ctx.respond(&response));
+        // No answer; the queued appends happen all the same.
+        return ready(Reply::Nothing);
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     Box::pin(async move {
-        let mut response = response;
-        let waits = pending.iter().map(|p| p.log.wait_durable(p.end_offset, timeout));
-        let results = futures::future::join_all(waits).await;
-        for (p, result) in pending.iter().zip(results) {
-            if let Err(code) = result {
-                let resp = &mut response.responses[p.topic].partition_responses[p.partition];
-                resp.error_code = code.code();
-                resp.base_offset = -1;
-                resp.error_message = Some(StrBytes::from_static_str(match code {
-                    ResponseError::RequestTimedOut => "the write did not become durable within the request timeout",
-                    _ => "the write could not be made durable (fsync failed)",
-                }));
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, slots) in topics {
+            let mut partitions = Vec::with_capacity(slots.len());
+            for (index, slot) in slots {
+                let resp = PartitionProduceResponse::default().with_index(index).with_base_offset(-1);
+                let outcome = match slot {
+                    Slot::Done(refusal) => Err(refusal),
+                    Slot::Queued(partition, rx) => match rx.await {
+                        Ok(Ok(appended)) => {
+                            let durable = if acks == -1 && appended.needs_sync {
+                                partition.wait_durable(appended.info.last_offset + 1, timeout).await.map_err(|code| {
+                                    let why = match code {
+                                        ResponseError::RequestTimedOut => {
+                                            "the write did not become durable within the request timeout"
+                                        }
+                                        _ => "the write could not be made durable (fsync failed)",
+                                    };
+                                    (code, why.to_string())
+                                })
+                            } else {
+                                Ok(())
+                            };
+                            durable.map(|()| appended)
+                        }
+                        Ok(Err(refusal)) => Err(refusal),
+                        Err(_) => Err((ResponseError::KafkaStorageError, "the partition's writer stopped".into())),
+                    },
+                };
+                partitions.push(match outcome {
+                    Ok(a) => resp
+                        .with_base_offset(a.info.base_offset as i64)
+                        .with_log_append_time_ms(a.info.log_append_time.unwrap_or(-1))
+                        .with_log_start_offset(a.log_start_offset as i64),
+                    Err((code, message)) => {
+                        resp.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(message)))
+                    }
+                });
             }
+            responses.push(TopicProduceResponse::default().with_name(name).with_partition_responses(partitions));
         }
-        ctx.respond(&response)
+        ctx.respond(&ProduceResponse::default().with_responses(responses))
     })
 }
