@@ -13,7 +13,16 @@ use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::groups::{ConsumerGroupConfig, GroupConfig, GroupCoordinator, OffsetStore, TopicShape, OFFSETS_TOPIC};
 use crate::topics::{Topic, TopicMeta};
+
+/// Topics the broker keeps for itself; clients may read but not write or delete them.
+pub const INTERNAL_TOPICS: &[&str] = &[OFFSETS_TOPIC];
+
+/// Whether a topic is one of the broker's own.
+pub fn is_internal(topic: &str) -> bool {
+    INTERNAL_TOPICS.contains(&topic)
+}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -35,6 +44,10 @@ pub struct BrokerConfig {
     pub default_partitions: i32,
     /// Broker-wide overrides of the topic config defaults.
     pub topic_defaults: TopicConfig,
+    /// Classic consumer group timeouts.
+    pub groups: GroupConfig,
+    /// Consumer-protocol (KIP-848) group settings.
+    pub consumer_groups: ConsumerGroupConfig,
 }
 
 impl Default for BrokerConfig {
@@ -47,6 +60,8 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             topic_defaults: TopicConfig::default(),
+            groups: GroupConfig::default(),
+            consumer_groups: ConsumerGroupConfig::default(),
         }
     }
 }
@@ -94,6 +109,7 @@ pub struct Broker {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serializes changes to the set of topics and their configs.
     admin: Mutex<()>,
+    groups: std::sync::OnceLock<Arc<GroupCoordinator>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -128,10 +144,39 @@ impl Broker {
             fs::write_atomic(&*fs, &meta_path, &bytes).map_err(io_err(&meta_path))?;
             meta.cluster_id
         };
-        let broker = Broker { config, fs, cluster_id, topics: RwLock::default(), admin: Mutex::default() };
+        let broker = Broker {
+            config,
+            fs,
+            cluster_id,
+            topics: RwLock::default(),
+            admin: Mutex::default(),
+            groups: Default::default(),
+        };
         broker.load_topics()?;
         broker.empty_trash();
+        broker.open_internal_topics()?;
         Ok(Arc::new(broker))
+    }
+
+    /// Creates the internal topics if needed and loads the state they hold.
+    fn open_internal_topics(&self) -> Result<(), BrokerError> {
+        if self.topic(OFFSETS_TOPIC).is_none() {
+            // Committed offsets must never expire by time or size.
+            let config = TopicConfig::from_pairs([("retention.ms", "-1"), ("retention.bytes", "-1")])
+                .expect("valid internal topic config");
+            self.create_topic(OFFSETS_TOPIC, 1, config, false)?;
+        }
+        let partition = self.topic(OFFSETS_TOPIC).and_then(|t| t.partition(0)).expect("offsets topic exists");
+        let store = OffsetStore::load(partition)
+            .map_err(|reason| BrokerError::Metadata { path: self.topics_dir().join(OFFSETS_TOPIC), reason })?;
+        let coordinator = GroupCoordinator::new(self.config.groups, self.config.consumer_groups, store);
+        let _ = self.groups.set(Arc::new(coordinator));
+        Ok(())
+    }
+
+    /// The group coordinator.
+    pub fn groups(&self) -> &Arc<GroupCoordinator> {
+        self.groups.get().expect("the coordinator is set when the broker opens")
     }
 
     fn load_topics(&self) -> Result<(), BrokerError> {
@@ -242,6 +287,12 @@ impl Broker {
 
     /// Deletes a topic: its directory is moved aside atomically, then removed.
     pub fn delete_topic(&self, name: &str) -> Result<Uuid, BrokerError> {
+        if is_internal(name) {
+            return Err(BrokerError::kafka(
+                ResponseError::InvalidTopicException,
+                format!("'{name}' is an internal topic"),
+            ));
+        }
         let _admin = self.admin.lock().expect("admin lock");
         let topic = self.topic(name).ok_or_else(|| {
             BrokerError::kafka(ResponseError::UnknownTopicOrPartition, format!("topic '{name}' does not exist"))
@@ -304,8 +355,20 @@ impl Broker {
         }
     }
 
-    /// Runs [`Broker::maintain`] every second on a blocking thread until the broker is dropped.
-    pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Starts the background work: [`Broker::maintain`] every second on a blocking thread, and
+    /// the group coordinator's timers. Both stop when the broker is dropped.
+    pub fn spawn_background(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let weak = Arc::downgrade(self);
+        let shapes = Arc::new(move |topic: &str| weak.upgrade().and_then(|b| b.topic_shape(topic)));
+        vec![self.spawn_maintenance(), self.groups().spawn_timers(shapes)]
+    }
+
+    /// A topic's id and partition count, for group assignments.
+    pub fn topic_shape(&self, topic: &str) -> Option<TopicShape> {
+        self.topic(topic).map(|t| TopicShape { id: t.id, partitions: t.partition_count() })
+    }
+
+    fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(MAINTENANCE_INTERVAL_MS));

@@ -10,10 +10,11 @@
 mod apis;
 mod broker;
 mod error;
+pub mod groups;
 mod partition;
 mod topics;
 
 pub use apis::{supported_apis, FrameError, Reply, Responder};
-pub use broker::{now_ms, Broker, BrokerConfig, BrokerError};
+pub use broker::{is_internal, now_ms, Broker, BrokerConfig, BrokerError, INTERNAL_TOPICS};
 pub use partition::{AppendResult, Appended, Partition};
 pub use topics::Topic;

@@ -27,7 +27,10 @@ fn frame<R: Request>(req: &R, version: i16, correlation_id: i32) -> Bytes {
 async fn call<R: Request>(broker: &Arc<Broker>, req: &R, version: i16) -> R::Response {
     let correlation_id = 1000 + version as i32;
     let responder = broker.handle(frame(req, version, correlation_id)).unwrap_or_else(|e| panic!("{e}"));
-    let bytes = match responder.await {
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(10), responder)
+        .await
+        .unwrap_or_else(|_| panic!("{} v{version}: no answer within 10 s", std::any::type_name::<R>()));
+    let bytes = match reply {
         Reply::Frame(b) => b,
         Reply::Chunks(c) => Bytes::from(c.concat()),
         other => panic!("{} v{version}: expected a response, got {other:?}", std::any::type_name::<R>()),
@@ -57,6 +60,7 @@ async fn every_api_answers_at_every_advertised_version() {
     let tmp = tempfile::tempdir().unwrap();
     let config = BrokerConfig { data_dir: tmp.path().to_path_buf(), ..BrokerConfig::default() };
     let broker = Broker::open(config, Arc::new(StdFs)).unwrap();
+    let _background = broker.spawn_background();
     broker.create_topic("t", 2, Default::default(), false).unwrap();
 
     for v in versions(ApiKey::Produce) {
@@ -111,7 +115,8 @@ async fn every_api_answers_at_every_advertised_version() {
         let resp = call(&broker, &req, v).await;
         assert_eq!(resp.topics[0].partitions.len(), 2, "metadata v{v}");
         let all = call(&broker, &MetadataRequest::default().with_topics(None), v.max(1)).await;
-        assert_eq!(all.topics.len(), 1);
+        assert_eq!(all.topics.len(), 2, "t and the internal offsets topic");
+        assert_eq!(all.topics.iter().filter(|t| t.is_internal).count(), 1);
     }
     for v in versions(ApiKey::CreateTopics) {
         let req = CreateTopicsRequest::default().with_validate_only(true).with_topics(vec![
@@ -198,6 +203,7 @@ async fn every_api_answers_at_every_advertised_version() {
         let resp = call(&broker, &req, v).await;
         assert_eq!(resp.results[0].error_code, 0, "create partitions v{v}");
     }
+    group_apis(&broker).await;
     for v in versions(ApiKey::ApiVersions) {
         let req = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("test"))
@@ -249,4 +255,137 @@ async fn api_versions_from_the_future_gets_a_v0_answer() {
     assert_eq!((av.min_version, av.max_version), (0, 3));
     let produce = resp.api_keys.iter().find(|k| k.api_key == ApiKey::Produce as i16).unwrap();
     assert_eq!(produce.min_version, 0, "librdkafka needs Produce advertised from v0");
+}
+
+fn sv(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// Consumer group APIs at every advertised version: a member joins, syncs, heartbeats, commits
+/// and fetches offsets, and leaves; groups are described, listed and deleted.
+async fn group_apis(broker: &Arc<Broker>) {
+    let clamp = |key: ApiKey, v: i16| v.clamp(*versions(key).start(), *versions(key).end());
+    for v in versions(ApiKey::FindCoordinator) {
+        let req = if v >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![sv("g")])
+        } else {
+            FindCoordinatorRequest::default().with_key(sv("g"))
+        };
+        let resp = call(broker, &req, v).await;
+        let (code, port) = if v >= 4 {
+            (resp.coordinators[0].error_code, resp.coordinators[0].port)
+        } else {
+            (resp.error_code, resp.port)
+        };
+        assert_eq!((code, port), (0, 9092), "find coordinator v{v}");
+    }
+    for v in versions(ApiKey::JoinGroup) {
+        let group = GroupId(sv(&format!("g{v}")));
+        let mut join = JoinGroupRequest::default()
+            .with_group_id(group.clone())
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(sv(""))
+            .with_protocol_type(sv("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()
+                .with_name(sv("range"))
+                .with_metadata(Bytes::from_static(&[0, 0, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 0]))]);
+        let mut resp = call(broker, &join, v).await;
+        if v >= 4 {
+            assert_eq!(resp.error_code, kafka_protocol::ResponseError::MemberIdRequired.code());
+            join = join.with_member_id(resp.member_id.clone());
+            resp = call(broker, &join, v).await;
+        }
+        assert_eq!(resp.error_code, 0, "join v{v}");
+        assert_eq!(resp.generation_id, 1);
+        assert_eq!(resp.leader, resp.member_id);
+        assert_eq!(resp.members.len(), 1);
+        let member = resp.member_id.clone();
+        let sv5 = clamp(ApiKey::SyncGroup, v);
+        let sync = SyncGroupRequest::default()
+            .with_group_id(group.clone())
+            .with_generation_id(1)
+            .with_member_id(member.clone())
+            .with_protocol_type(if sv5 >= 5 { Some(sv("consumer")) } else { None })
+            .with_protocol_name(if sv5 >= 5 { Some(sv("range")) } else { None })
+            .with_assignments(vec![sync_group_request::SyncGroupRequestAssignment::default()
+                .with_member_id(member.clone())
+                .with_assignment(Bytes::from_static(b"assigned"))]);
+        let resp = call(broker, &sync, sv5).await;
+        assert_eq!((resp.error_code, &resp.assignment[..]), (0, &b"assigned"[..]), "sync v{sv5}");
+        let hb = HeartbeatRequest::default()
+            .with_group_id(group.clone())
+            .with_generation_id(1)
+            .with_member_id(member.clone());
+        assert_eq!(call(broker, &hb, clamp(ApiKey::Heartbeat, v)).await.error_code, 0);
+        let ov = clamp(ApiKey::OffsetCommit, v);
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(group.clone())
+            .with_generation_id_or_member_epoch(1)
+            .with_member_id(member.clone())
+            .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(t("t"))
+                .with_partitions(vec![offset_commit_request::OffsetCommitRequestPartition::default()
+                    .with_partition_index(1)
+                    .with_committed_offset(7)
+                    .with_committed_metadata(Some(sv("meta")))])]);
+        let resp = call(broker, &commit, ov).await;
+        assert_eq!(resp.topics[0].partitions[0].error_code, 0, "offset commit v{ov}");
+        let dv = clamp(ApiKey::DescribeGroups, v);
+        let resp = call(broker, &DescribeGroupsRequest::default().with_groups(vec![group.clone()]), dv).await;
+        assert_eq!(resp.groups[0].group_state.as_str(), "Stable", "describe v{dv}");
+        assert_eq!(resp.groups[0].members[0].member_assignment, Bytes::from_static(b"assigned"));
+        let lv = clamp(ApiKey::LeaveGroup, v);
+        let leave = LeaveGroupRequest::default()
+            .with_group_id(group.clone())
+            .with_member_id(if lv < 3 { member.clone() } else { sv("") })
+            .with_members(if lv >= 3 {
+                vec![leave_group_request::MemberIdentity::default().with_member_id(member.clone())]
+            } else {
+                vec![]
+            });
+        let resp = call(broker, &leave, lv).await;
+        let code = if lv >= 3 { resp.members[0].error_code } else { resp.error_code };
+        assert_eq!((resp.error_code, code), (0, 0), "leave v{lv}");
+    }
+    for v in versions(ApiKey::OffsetFetch) {
+        let req = if v >= 8 {
+            OffsetFetchRequest::default().with_groups(vec![offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(sv("g5")))
+                .with_topics(Some(vec![offset_fetch_request::OffsetFetchRequestTopics::default()
+                    .with_name(t("t"))
+                    .with_partition_indexes(vec![0, 1])]))])
+        } else {
+            OffsetFetchRequest::default().with_group_id(GroupId(sv("g5"))).with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(t("t"))
+                    .with_partition_indexes(vec![0, 1]),
+            ]))
+        };
+        let resp = call(broker, &req, v).await;
+        let offsets: Vec<i64> = if v >= 8 {
+            resp.groups[0].topics[0].partitions.iter().map(|p| p.committed_offset).collect()
+        } else {
+            resp.topics[0].partitions.iter().map(|p| p.committed_offset).collect()
+        };
+        assert_eq!(offsets, vec![-1, 7], "offset fetch v{v}");
+    }
+    for v in versions(ApiKey::ListGroups) {
+        let resp = call(broker, &ListGroupsRequest::default(), v).await;
+        assert!(resp.groups.iter().any(|g| g.group_id.as_str() == "g5"), "list groups v{v}");
+    }
+    for v in versions(ApiKey::OffsetDelete) {
+        let req = OffsetDeleteRequest::default().with_group_id(GroupId(sv("g0"))).with_topics(vec![
+            offset_delete_request::OffsetDeleteRequestTopic::default().with_name(t("t")).with_partitions(vec![
+                offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(1),
+            ]),
+        ]);
+        let resp = call(broker, &req, v).await;
+        assert_eq!((resp.error_code, resp.topics[0].partitions[0].error_code), (0, 0), "offset delete v{v}");
+    }
+    for v in versions(ApiKey::DeleteGroups) {
+        let group = GroupId(sv(&format!("g{}", v + 1)));
+        let resp = call(broker, &DeleteGroupsRequest::default().with_groups_names(vec![group]), v).await;
+        assert_eq!(resp.results[0].error_code, 0, "delete groups v{v}");
+    }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use freshet_common::config::TopicConfig;
@@ -20,6 +21,14 @@ pub struct FileConfig {
     pub default_partitions: Option<i32>,
     pub max_connections: Option<usize>,
     pub max_request_bytes: Option<usize>,
+    /// Classic groups: shortest session a member may ask for (Kafka's group.min.session.timeout.ms).
+    pub group_min_session_timeout_ms: Option<u64>,
+    /// Classic groups: how long a new group waits for more members (group.initial.rebalance.delay.ms).
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Consumer-protocol groups: session timeout (group.consumer.session.timeout.ms).
+    pub consumer_group_session_timeout_ms: Option<u64>,
+    /// Consumer-protocol groups: heartbeat interval (group.consumer.heartbeat.interval.ms).
+    pub consumer_group_heartbeat_interval_ms: Option<u64>,
     /// Broker-wide defaults for topic configs, by Kafka topic config name.
     #[serde(default)]
     pub topic_defaults: BTreeMap<String, toml::Value>,
@@ -44,6 +53,8 @@ pub struct ServeConfig {
     pub max_connections: usize,
     pub max_request_bytes: usize,
     pub topic_defaults: TopicConfig,
+    pub groups: freshet_broker::groups::GroupConfig,
+    pub consumer_groups: freshet_broker::groups::ConsumerGroupConfig,
 }
 
 /// Values given on the command line or in the environment.
@@ -97,6 +108,33 @@ impl ServeConfig {
                 .unwrap_or(freshet_common::limits::DEFAULT_MAX_CONNECTIONS),
             max_request_bytes: file.max_request_bytes.unwrap_or(freshet_common::limits::MAX_REQUEST_BYTES),
             topic_defaults,
+            groups: {
+                let d = freshet_broker::groups::GroupConfig::default();
+                freshet_broker::groups::GroupConfig {
+                    min_session_timeout: file
+                        .group_min_session_timeout_ms
+                        .map(Duration::from_millis)
+                        .unwrap_or(d.min_session_timeout),
+                    initial_rebalance_delay: file
+                        .group_initial_rebalance_delay_ms
+                        .map(Duration::from_millis)
+                        .unwrap_or(d.initial_rebalance_delay),
+                    ..d
+                }
+            },
+            consumer_groups: {
+                let d = freshet_broker::groups::ConsumerGroupConfig::default();
+                freshet_broker::groups::ConsumerGroupConfig {
+                    session_timeout: file
+                        .consumer_group_session_timeout_ms
+                        .map(Duration::from_millis)
+                        .unwrap_or(d.session_timeout),
+                    heartbeat_interval: file
+                        .consumer_group_heartbeat_interval_ms
+                        .map(Duration::from_millis)
+                        .unwrap_or(d.heartbeat_interval),
+                }
+            },
         })
     }
 }

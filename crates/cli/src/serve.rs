@@ -29,13 +29,15 @@ pub async fn run(config: ServeConfig) -> Result<()> {
         auto_create_topics: config.auto_create_topics,
         default_partitions: config.default_partitions,
         topic_defaults: config.topic_defaults.clone(),
+        groups: config.groups,
+        consumer_groups: config.consumer_groups,
     };
     let started = std::time::Instant::now();
     let broker = tokio::task::spawn_blocking(move || Broker::open(broker_config, Arc::new(StdFs)))
         .await?
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     tracing::info!(data_dir = %config.data_dir.display(), recovery_ms = started.elapsed().as_millis() as u64, "data directory open");
-    let maintenance = broker.spawn_maintenance();
+    let background = broker.spawn_background();
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -47,7 +49,9 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     let server_config =
         ServerConfig { max_connections: config.max_connections, max_request_bytes: config.max_request_bytes };
     freshet_server::serve(listener, broker.clone(), server_config, stop_rx).await?;
-    maintenance.abort();
+    for task in background {
+        task.abort();
+    }
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.close()).await?;
     tracing::info!("stopped cleanly");

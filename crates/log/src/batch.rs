@@ -364,6 +364,62 @@ pub fn encode_batch(records: &[SimpleRecord]) -> Vec<u8> {
     out
 }
 
+/// One record of an uncompressed batch, borrowed from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
+}
+
+/// The records of an uncompressed batch (the broker's own internal topics are written
+/// uncompressed). None for a compressed or malformed batch.
+pub fn records(batch: &[u8]) -> Option<Vec<RecordView<'_>>> {
+    let header = BatchHeader::parse(batch).ok()?;
+    if header.compression() != 0 {
+        return None;
+    }
+    let mut buf = batch.get(RECORD_BATCH_HEADER_BYTES..header.size())?;
+    let mut out = Vec::with_capacity((header.records_count.max(0) as usize).min(buf.len()));
+    fn field(buf: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
+        let (len, n) = read_varint(buf)?;
+        let buf = &buf[n..];
+        if len < 0 {
+            return Some((None, buf));
+        }
+        let len = usize::try_from(len).ok()?;
+        Some((Some(buf.get(..len)?), &buf[len..]))
+    }
+    for _ in 0..header.records_count {
+        let (len, n) = read_varint(buf)?;
+        buf = buf.get(n..)?;
+        let mut rec = buf.get(..usize::try_from(len).ok()?)?;
+        buf = &buf[rec.len()..];
+        rec = rec.get(1..)?; // attributes
+        let (ts_delta, n) = read_varint(rec)?;
+        rec = &rec[n..];
+        let (offset_delta, n) = read_varint(rec)?;
+        rec = &rec[n..];
+        let (key, rest) = field(rec)?;
+        let (value, rest) = field(rest)?;
+        let (count, n) = read_varint(rest)?;
+        let mut rest = &rest[n..];
+        let mut headers = Vec::new();
+        for _ in 0..count {
+            let (k, r) = field(rest)?;
+            let (v, r) = field(r)?;
+            headers.push((k?, v));
+            rest = r;
+        }
+        let timestamp =
+            if header.is_log_append_time() { header.max_timestamp } else { header.base_timestamp + ts_delta };
+        out.push(RecordView { offset: header.base_offset + offset_delta, timestamp, key, value, headers });
+    }
+    Some(out)
+}
+
 /// Iterates over the records of an uncompressed batch as (offset, timestamp) pairs; used to
 /// answer timestamp lookups inside one batch. Returns None for a malformed batch.
 pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
@@ -449,6 +505,18 @@ mod tests {
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, 99_999);
         assert_eq!(record_timestamps(&b).unwrap(), vec![(42, 99_999), (43, 99_999)]);
+    }
+
+    #[test]
+    fn record_views() {
+        let b = sample(4);
+        let recs = records(&b).unwrap();
+        assert_eq!(recs.len(), 4);
+        assert_eq!(recs[1].key, Some(&b"k1"[..]));
+        assert_eq!(recs[0].value, None);
+        assert_eq!(recs[2].value, Some(&[2u8, 2][..]));
+        assert_eq!(recs[3].headers, vec![(&b"h"[..], Some(&b"v"[..])), (&b"n"[..], None)]);
+        assert_eq!(recs[3].timestamp, 1_003);
     }
 
     #[test]

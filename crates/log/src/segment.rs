@@ -236,7 +236,9 @@ impl Segment {
         }
         if times_upto > ix.persisted_times {
             let bytes = Indexes::encode_times(&ix.times[ix.persisted_times..times_upto]);
-            tfile.write_all_at(&bytes, (ix.persisted_times * TIME_ENTRY) as u64).at(&time_index_path(dir, self.base))?;
+            tfile
+                .write_all_at(&bytes, (ix.persisted_times * TIME_ENTRY) as u64)
+                .at(&time_index_path(dir, self.base))?;
             ix.persisted_times = times_upto;
         }
         Ok(())

@@ -147,6 +147,7 @@ async fn read_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let client_host = format!("/{}", peer.ip());
     loop {
         let frame = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
@@ -160,7 +161,7 @@ async fn read_loop(
                 return;
             }
         };
-        match broker.handle(frame) {
+        match broker.handle_from(frame, &client_host) {
             Ok(responder) => {
                 if tx.send(responder).await.is_err() {
                     return;

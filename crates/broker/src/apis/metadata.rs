@@ -123,7 +123,7 @@ fn describe(topic: &Topic, node: BrokerId, topic_ops: i32) -> MetadataResponseTo
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.id)
-        .with_is_internal(false)
+        .with_is_internal(crate::broker::is_internal(&topic.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(topic_ops)
 }

@@ -21,8 +21,10 @@ mod delete_records;
 mod delete_topics;
 mod describe_configs;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 mod splice;
 
@@ -76,6 +78,19 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 8),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The APIs and version ranges the broker advertises.
@@ -158,6 +173,8 @@ pub(crate) struct Ctx {
     pub broker: Arc<Broker>,
     pub header: RequestHeader,
     pub version: i16,
+    /// The client's address, as Kafka shows it ("/127.0.0.1").
+    pub client_host: String,
 }
 
 impl Ctx {
@@ -174,6 +191,11 @@ impl Broker {
     /// Handles one request frame (without the length prefix). The synchronous work of the
     /// request is done before this returns; the future completes the response.
     pub fn handle(self: &Arc<Self>, frame: Bytes) -> Result<Responder, FrameError> {
+        self.handle_from(frame, "")
+    }
+
+    /// [`Broker::handle`] for a request from a client at `client_host` ("/ip").
+    pub fn handle_from(self: &Arc<Self>, frame: Bytes, client_host: &str) -> Result<Responder, FrameError> {
         if frame.len() < 8 {
             return Err(FrameError::TooShort(frame.len()));
         }
@@ -197,7 +219,7 @@ impl Broker {
             version,
             reason: e.to_string(),
         })?;
-        let ctx = Ctx { broker: self.clone(), header, version };
+        let ctx = Ctx { broker: self.clone(), header, version, client_host: client_host.to_string() };
         let responder = match api {
             ApiKey::Produce => produce::handle(ctx, decode(&mut buf, api, version)?),
             ApiKey::Fetch => fetch::handle(ctx, decode(&mut buf, api, version)?),
@@ -210,6 +232,19 @@ impl Broker {
             ApiKey::AlterConfigs => alter_configs::handle_legacy(ctx, decode(&mut buf, api, version)?),
             ApiKey::IncrementalAlterConfigs => alter_configs::handle_incremental(ctx, decode(&mut buf, api, version)?),
             ApiKey::CreatePartitions => create_partitions::handle(ctx, decode(&mut buf, api, version)?),
+            ApiKey::FindCoordinator => groups::find_coordinator(ctx, decode(&mut buf, api, version)?),
+            ApiKey::JoinGroup => groups::join(ctx, decode(&mut buf, api, version)?),
+            ApiKey::SyncGroup => groups::sync(ctx, decode(&mut buf, api, version)?),
+            ApiKey::Heartbeat => groups::heartbeat(ctx, decode(&mut buf, api, version)?),
+            ApiKey::LeaveGroup => groups::leave(ctx, decode(&mut buf, api, version)?),
+            ApiKey::DescribeGroups => groups::describe(ctx, decode(&mut buf, api, version)?),
+            ApiKey::ListGroups => groups::list(ctx, decode(&mut buf, api, version)?),
+            ApiKey::DeleteGroups => groups::delete(ctx, decode(&mut buf, api, version)?),
+            ApiKey::OffsetCommit => offsets::commit(ctx, decode(&mut buf, api, version)?),
+            ApiKey::OffsetFetch => offsets::fetch(ctx, decode(&mut buf, api, version)?),
+            ApiKey::OffsetDelete => offsets::delete(ctx, decode(&mut buf, api, version)?),
+            ApiKey::ConsumerGroupHeartbeat => groups::consumer_heartbeat(ctx, decode(&mut buf, api, version)?),
+            ApiKey::ConsumerGroupDescribe => groups::consumer_describe(ctx, decode(&mut buf, api, version)?),
             other => return Err(FrameError::UnsupportedApi(other)),
         };
         Ok(responder)

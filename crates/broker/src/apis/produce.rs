@@ -48,6 +48,12 @@ pub(super) fn handle(ctx: Ctx, req: ProduceRequest) -> Responder {
                     ResponseError::UnknownTopicOrPartition,
                     format!("topic '{}' does not exist", topic_data.name.as_str()),
                 ))?;
+                if crate::broker::is_internal(&topic.name) {
+                    return Err((
+                        ResponseError::InvalidTopicException,
+                        format!("'{}' is an internal topic", topic.name),
+                    ));
+                }
                 let partition = topic.partition(data.index).ok_or((
                     ResponseError::UnknownTopicOrPartition,
                     format!("topic '{}' has no partition {}", topic.name, data.index),
