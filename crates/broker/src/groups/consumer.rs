@@ -434,7 +434,7 @@ impl ConsumerGroup {
         match self.members.get(member_id) {
             None => Err(ResponseError::UnknownMemberId),
             Some(m) if epoch > m.epoch => Err(ResponseError::FencedMemberEpoch),
-            Some(m) if epoch < m.epoch && epoch != m.previous_epoch => Err(ResponseError::StaleMemberEpoch),
+            Some(m) if epoch < m.epoch => Err(ResponseError::StaleMemberEpoch),
             Some(_) => Ok(()),
         }
     }
