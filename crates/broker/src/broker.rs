@@ -15,9 +15,10 @@ use uuid::Uuid;
 
 use crate::groups::{ConsumerGroupConfig, GroupConfig, GroupCoordinator, OffsetStore, TopicShape, OFFSETS_TOPIC};
 use crate::topics::{Topic, TopicMeta};
+use crate::txn::{ProducerIds, TxnCoordinator, TXN_TOPIC};
 
 /// Topics the broker keeps for itself; clients may read but not write or delete them.
-pub const INTERNAL_TOPICS: &[&str] = &[OFFSETS_TOPIC];
+pub const INTERNAL_TOPICS: &[&str] = &[OFFSETS_TOPIC, TXN_TOPIC];
 
 /// Whether a topic is one of the broker's own.
 pub fn is_internal(topic: &str) -> bool {
@@ -110,6 +111,7 @@ pub struct Broker {
     /// Serializes changes to the set of topics and their configs.
     admin: Mutex<()>,
     groups: std::sync::OnceLock<Arc<GroupCoordinator>>,
+    txns: std::sync::OnceLock<Arc<TxnCoordinator>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -151,6 +153,7 @@ impl Broker {
             topics: RwLock::default(),
             admin: Mutex::default(),
             groups: Default::default(),
+            txns: Default::default(),
         };
         broker.load_topics()?;
         broker.empty_trash();
@@ -160,18 +163,31 @@ impl Broker {
 
     /// Creates the internal topics if needed and loads the state they hold.
     fn open_internal_topics(&self) -> Result<(), BrokerError> {
-        if self.topic(OFFSETS_TOPIC).is_none() {
-            // Committed offsets must never expire by time or size.
-            let config = TopicConfig::from_pairs([("retention.ms", "-1"), ("retention.bytes", "-1")])
-                .expect("valid internal topic config");
-            self.create_topic(OFFSETS_TOPIC, 1, config, false)?;
+        for name in INTERNAL_TOPICS {
+            if self.topic(name).is_none() {
+                // Committed offsets and transaction state must never expire by time or size.
+                let config = TopicConfig::from_pairs([("retention.ms", "-1"), ("retention.bytes", "-1")])
+                    .expect("valid internal topic config");
+                self.create_topic(name, 1, config, false)?;
+            }
         }
         let partition = self.topic(OFFSETS_TOPIC).and_then(|t| t.partition(0)).expect("offsets topic exists");
         let store = OffsetStore::load(partition)
             .map_err(|reason| BrokerError::Metadata { path: self.topics_dir().join(OFFSETS_TOPIC), reason })?;
         let coordinator = GroupCoordinator::new(self.config.groups, self.config.consumer_groups, store);
         let _ = self.groups.set(Arc::new(coordinator));
+        let ids_path = self.config.data_dir.join("producer-ids");
+        let ids = ProducerIds::open(self.fs.clone(), ids_path.clone()).map_err(io_err(&ids_path))?;
+        let partition = self.topic(TXN_TOPIC).and_then(|t| t.partition(0)).expect("transaction topic exists");
+        let txns = TxnCoordinator::load(partition, ids)
+            .map_err(|reason| BrokerError::Metadata { path: self.topics_dir().join(TXN_TOPIC), reason })?;
+        let _ = self.txns.set(Arc::new(txns));
         Ok(())
+    }
+
+    /// The transaction coordinator (and producer ids).
+    pub fn txns(&self) -> &Arc<TxnCoordinator> {
+        self.txns.get().expect("the transaction coordinator is set when the broker opens")
     }
 
     /// The group coordinator.
@@ -360,7 +376,21 @@ impl Broker {
     pub fn spawn_background(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
         let weak = Arc::downgrade(self);
         let shapes = Arc::new(move |topic: &str| weak.upgrade().and_then(|b| b.topic_shape(topic)));
-        vec![self.spawn_maintenance(), self.groups().spawn_timers(shapes)]
+        vec![self.spawn_maintenance(), self.groups().spawn_timers(shapes), self.spawn_txn_timers()]
+    }
+
+    /// Finishes half-ended transactions and aborts expired ones, once a second.
+    fn spawn_txn_timers(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(MAINTENANCE_INTERVAL_MS));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(broker) = weak.upgrade() else { return };
+                broker.txns().tick(&broker).await;
+            }
+        })
     }
 
     /// A topic's id and partition count, for group assignments.

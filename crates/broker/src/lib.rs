@@ -12,7 +12,9 @@ mod broker;
 mod error;
 pub mod groups;
 mod partition;
+pub mod producers;
 mod topics;
+pub mod txn;
 
 pub use apis::{supported_apis, FrameError, Reply, Responder};
 pub use broker::{is_internal, now_ms, Broker, BrokerConfig, BrokerError, INTERNAL_TOPICS};

@@ -7,7 +7,7 @@
 //! Waiters watch the `durable` channel.
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -19,6 +19,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, watch};
 
 use crate::broker::now_ms;
+use crate::producers::{Check, ProducerState};
 
 /// Durability progress of a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +41,10 @@ enum State {
 pub struct ReadOutput {
     pub records: Bytes,
     pub high_watermark: u64,
+    pub last_stable_offset: u64,
     pub log_start_offset: u64,
+    /// For read_committed reads: aborted transactions in the range, as (producer id, first offset).
+    pub aborted: Vec<(i64, u64)>,
 }
 
 /// Where an appended batch landed.
@@ -59,8 +63,16 @@ struct AppendJob {
     batch: BytesMut,
     header: BatchHeader,
     now: i64,
+    /// A transaction marker (commit: true) rather than a producer's data.
+    marker: Option<bool>,
     done: oneshot::Sender<AppendResult>,
 }
+
+/// Name of the producer state snapshot in a partition directory.
+const PRODUCER_SNAPSHOT: &str = "producer-state";
+
+/// Least time between two producer state snapshots of a busy partition.
+const SNAPSHOT_INTERVAL_MS: i64 = 30_000;
 
 /// A partition of a topic.
 pub struct Partition {
@@ -74,6 +86,12 @@ pub struct Partition {
     /// Appends waiting for the writer, in order.
     appends: Mutex<VecDeque<AppendJob>>,
     writing: AtomicBool,
+    /// Producer ids, sequences, open and aborted transactions. Lock after `state`.
+    producers: Mutex<ProducerState>,
+    /// (end offset, time) of the last producer state snapshot.
+    snapshot: Mutex<(u64, i64)>,
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
 }
 
 impl std::fmt::Debug for Partition {
@@ -96,18 +114,22 @@ impl Partition {
     /// Opens (recovering) the partition's log; a log that cannot be opened leaves the partition
     /// offline with the reason, and the rest of the broker serving.
     pub(crate) fn open(fs: Arc<dyn Fs>, dir: &Path, topic: &str, index: i32, config: LogConfig) -> Partition {
-        let state = match Log::open(fs, dir, config, now_ms()) {
-            Ok((log, report)) => {
-                if report.truncated_bytes > 0 || !report.rebuilt_indexes.is_empty() {
-                    tracing::warn!(topic, partition = index, ?report, "recovered partition after an unclean shutdown");
-                }
-                State::Online(log)
+        let mut producers = ProducerState::default();
+        let opened = Log::open(fs.clone(), dir, config, now_ms()).and_then(|(mut log, report)| {
+            if report.truncated_bytes > 0 || !report.rebuilt_indexes.is_empty() {
+                tracing::warn!(topic, partition = index, ?report, "recovered partition after an unclean shutdown");
             }
+            producers = load_producer_state(&*fs, dir, &mut log)?;
+            Ok(log)
+        });
+        let state = match opened {
+            Ok(log) => State::Online(log),
             Err(e) => {
                 tracing::error!(topic, partition = index, error = %e, "partition is offline: its log could not be opened");
                 State::Offline(e.to_string())
             }
         };
+        let end = producers.end_offset;
         let (hw, durable) = match &state {
             State::Online(log) => (log.high_watermark(), log.durable_offset()),
             _ => (0, 0),
@@ -121,7 +143,49 @@ impl Partition {
             syncing: AtomicBool::new(false),
             appends: Mutex::default(),
             writing: AtomicBool::new(false),
+            producers: Mutex::new(producers),
+            snapshot: Mutex::new((end, now_ms())),
+            fs,
+            dir: dir.to_path_buf(),
         }
+    }
+
+    fn producers(&self) -> MutexGuard<'_, ProducerState> {
+        self.producers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Log start, high watermark and last stable offset (no open transaction starts below it).
+    pub fn stable_offsets(&self) -> Result<(u64, u64, u64), ResponseError> {
+        let state = self.lock();
+        let State::Online(log) = &*state else { return Err(ResponseError::KafkaStorageError) };
+        let hw = log.high_watermark();
+        let lso = self.producers().first_unstable_offset().map_or(hw, |f| f.min(hw));
+        Ok((log.log_start_offset(), hw, lso))
+    }
+
+    /// Raises a producer's epoch here, so batches of the fenced incarnation are refused.
+    pub fn fence_producer(&self, producer_id: i64, epoch: i16) {
+        let _state = self.lock();
+        self.producers().fence(producer_id, epoch);
+    }
+
+    /// Writes a transaction marker for `producer_id` (commit or abort) and returns where.
+    pub fn append_marker(
+        self: &Arc<Self>,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> oneshot::Receiver<AppendResult> {
+        let now = now_ms();
+        let bytes = freshet_log::batch::encode_marker(producer_id, epoch, commit, now);
+        let header = freshet_log::batch::validate(&bytes).expect("a marker is a valid batch");
+        self.enqueue(AppendJob {
+            batch: BytesMut::from(&bytes[..]),
+            header,
+            now,
+            marker: Some(commit),
+            done: oneshot::channel().0,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -166,8 +230,13 @@ impl Partition {
     /// pool, so the async workers never wait on the disk. A connection queues the batches of its
     /// requests in arrival order, so its writes to a partition keep that order.
     pub fn append(self: &Arc<Self>, batch: BytesMut, header: BatchHeader, now: i64) -> oneshot::Receiver<AppendResult> {
+        self.enqueue(AppendJob { batch, header, now, marker: None, done: oneshot::channel().0 })
+    }
+
+    fn enqueue(self: &Arc<Self>, mut job: AppendJob) -> oneshot::Receiver<AppendResult> {
         let (done, rx) = oneshot::channel();
-        self.appends.lock().unwrap_or_else(|p| p.into_inner()).push_back(AppendJob { batch, header, now, done });
+        job.done = done;
+        self.appends.lock().unwrap_or_else(|p| p.into_inner()).push_back(job);
         if !self.writing.swap(true, Ordering::AcqRel) {
             let partition = self.clone();
             tokio::task::spawn_blocking(move || partition.write_loop());
@@ -194,15 +263,38 @@ impl Partition {
                 let mut state = self.lock();
                 match &mut *state {
                     State::Online(log) => {
+                        let mut producers = self.producers();
                         for mut job in jobs {
-                            let r = log
-                                .append(&mut job.batch, &job.header, job.now)
-                                .map(|info| Appended {
-                                    info,
-                                    log_start_offset: log.log_start_offset(),
-                                    needs_sync: log.config().sync_writes(),
-                                })
-                                .map_err(|e| (error_code(&e), e.to_string()));
+                            let sync = log.config().sync_writes();
+                            let appended = |info, start| Appended { info, log_start_offset: start, needs_sync: sync };
+                            let check = if job.marker.is_some() { Check::Append } else { producers.check(&job.header) };
+                            let r = match check {
+                                Check::Refuse(code, why) => Err((code, why)),
+                                Check::Duplicate(b) => Ok(appended(
+                                    AppendInfo {
+                                        base_offset: b.base_offset,
+                                        last_offset: b.last_offset,
+                                        log_append_time: None,
+                                        size: 0,
+                                    },
+                                    log.log_start_offset(),
+                                )),
+                                Check::Append => match log.append(&mut job.batch, &job.header, job.now) {
+                                    Ok(info) => {
+                                        match job.marker {
+                                            Some(commit) => producers.on_marker(
+                                                job.header.producer_id,
+                                                job.header.producer_epoch,
+                                                commit,
+                                                info.base_offset,
+                                            ),
+                                            None => producers.on_batch(&job.header, info.base_offset),
+                                        }
+                                        Ok(appended(info, log.log_start_offset()))
+                                    }
+                                    Err(e) => Err((error_code(&e), e.to_string())),
+                                },
+                            };
                             results.push((job.done, r));
                         }
                         Some((log.config().sync_writes(), log.high_watermark()))
@@ -306,24 +398,45 @@ impl Partition {
     }
 
     /// Reads whole batches from `offset`, at most `max_bytes` unless the first batch alone is
-    /// larger and `min_one_batch` is set. The file I/O happens outside the partition lock.
-    pub fn read(&self, mut offset: u64, max_bytes: usize, min_one_batch: bool) -> Result<ReadOutput, ResponseError> {
+    /// larger and `min_one_batch` is set. A `read_committed` read stops at the last stable
+    /// offset and lists the aborted transactions it covers. The file I/O happens outside the
+    /// partition lock.
+    pub fn read(
+        &self,
+        mut offset: u64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        read_committed: bool,
+    ) -> Result<ReadOutput, ResponseError> {
         loop {
-            let (start, hw, plan) = self.with_log(|log| {
+            let (start, hw, lso, plan) = {
+                let mut state = self.lock();
+                let State::Online(log) = &mut *state else { return Err(ResponseError::KafkaStorageError) };
                 let hw = log.high_watermark();
-                Ok((log.log_start_offset(), hw, log.plan_read(offset, hw)?))
-            })?;
-            let empty = || ReadOutput { records: Bytes::new(), high_watermark: hw, log_start_offset: start };
+                let lso = self.producers().first_unstable_offset().map_or(hw, |f| f.min(hw));
+                let upper = if read_committed { lso } else { hw };
+                let plan = log.plan_read(offset, upper).map_err(|e| error_code(&e))?;
+                (log.log_start_offset(), hw, lso, plan)
+            };
+            let output = |records: Bytes, next: u64| ReadOutput {
+                aborted: if read_committed && next > offset {
+                    self.producers().aborted_between(offset, next)
+                } else {
+                    vec![]
+                },
+                records,
+                high_watermark: hw,
+                last_stable_offset: lso,
+                log_start_offset: start,
+            };
             let plan = match plan {
-                ReadStart::AtEnd => return Ok(empty()),
+                ReadStart::AtEnd => return Ok(output(Bytes::new(), offset)),
                 ReadStart::Plan(plan) => plan,
             };
             match plan.execute(max_bytes, min_one_batch).map_err(|e| error_code(&e))? {
-                ReadChunk::Data { bytes, .. } => {
-                    return Ok(ReadOutput { records: bytes, high_watermark: hw, log_start_offset: start })
-                }
+                ReadChunk::Data { bytes, next_offset } => return Ok(output(bytes, next_offset)),
                 ReadChunk::NextSegment(next) => offset = next,
-                ReadChunk::AtEnd => return Ok(empty()),
+                ReadChunk::AtEnd => return Ok(output(Bytes::new(), offset)),
             }
         }
     }
@@ -369,8 +482,14 @@ impl Partition {
     pub(crate) fn maintain(&self, now: i64) {
         let mut state = self.lock();
         let State::Online(log) = &mut *state else { return };
-        if let Err(e) = log.apply_retention(now) {
-            tracing::error!(topic = %self.topic, partition = self.index, error = %e, "retention failed");
+        match log.apply_retention(now) {
+            Ok(r) if r.deleted_segments > 0 => self.producers().truncate_below(r.log_start_offset),
+            Ok(_) => {}
+            Err(e) => tracing::error!(topic = %self.topic, partition = self.index, error = %e, "retention failed"),
+        }
+        let (snap_end, snap_ms) = *self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        if log.next_offset() != snap_end && now - snap_ms >= SNAPSHOT_INTERVAL_MS {
+            self.write_snapshot(log.next_offset(), now);
         }
         if !log.config().sync_writes() && log.flush_due(now) {
             match log.flush(now) {
@@ -382,11 +501,23 @@ impl Partition {
         }
     }
 
+    /// Writes the producer state snapshot (it reflects the log below `end`).
+    fn write_snapshot(&self, end: u64, now: i64) {
+        let mut producers = self.producers().clone();
+        producers.end_offset = end;
+        let path = self.dir.join(PRODUCER_SNAPSHOT);
+        match freshet_log::fs::write_atomic(&*self.fs, &path, &producers.to_bytes()) {
+            Ok(()) => *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = (end, now),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not write the producer state snapshot"),
+        }
+    }
+
     /// Flushes and closes the log; the partition answers KAFKA_STORAGE_ERROR afterwards.
     pub(crate) fn close(&self, now: i64) {
         let mut state = self.lock();
         if let State::Online(log) = std::mem::replace(&mut *state, State::Closed) {
             let end = log.next_offset();
+            self.write_snapshot(end, now);
             match log.close(now) {
                 Ok(()) => {
                     self.durable.send_replace(Durable { offset: end, failed: true });
@@ -399,4 +530,53 @@ impl Partition {
         }
         self.durable.send_modify(|d| d.failed = true);
     }
+}
+
+/// Loads the producer state: the snapshot, then every batch written after it.
+fn load_producer_state(fs: &dyn Fs, dir: &Path, log: &mut Log) -> Result<ProducerState, LogError> {
+    let path = dir.join(PRODUCER_SNAPSHOT);
+    let mut state = fs
+        .exists(&path)
+        .then(|| freshet_log::fs::read_all(fs, &path).ok())
+        .flatten()
+        .and_then(|b| ProducerState::from_bytes(&b))
+        .filter(|s| s.end_offset <= log.next_offset() && s.end_offset >= log.log_start_offset())
+        .unwrap_or_default();
+    let mut offset = state.end_offset.max(log.log_start_offset());
+    let end = log.next_offset();
+    let mut replayed = 0u64;
+    while offset < end {
+        match log.read(offset, 4 << 20, true)? {
+            ReadChunk::Data { bytes, next_offset } => {
+                let mut rest = &bytes[..];
+                while let Some(size) = freshet_log::batch::peek_size(rest).filter(|s| *s <= rest.len()) {
+                    let one = &rest[..size];
+                    rest = &rest[size..];
+                    let Ok(h) = BatchHeader::parse(one) else { break };
+                    let base = h.base_offset as u64;
+                    if h.is_control() {
+                        let commit = freshet_log::batch::records(one)
+                            .and_then(|r| r.first().and_then(|r| r.key).and_then(crate::producers::marker_is_commit));
+                        if let Some(commit) = commit {
+                            state.on_marker(h.producer_id, h.producer_epoch, commit, base);
+                        }
+                    } else {
+                        state.on_batch(&h, base);
+                    }
+                    replayed += 1;
+                }
+                if next_offset <= offset {
+                    break;
+                }
+                offset = next_offset;
+            }
+            ReadChunk::NextSegment(next) => offset = next,
+            ReadChunk::AtEnd => break,
+        }
+    }
+    state.end_offset = end;
+    if replayed > 0 {
+        tracing::debug!(dir = %dir.display(), batches = replayed, "rebuilt producer state from the log");
+    }
+    Ok(state)
 }

@@ -115,8 +115,8 @@ async fn every_api_answers_at_every_advertised_version() {
         let resp = call(&broker, &req, v).await;
         assert_eq!(resp.topics[0].partitions.len(), 2, "metadata v{v}");
         let all = call(&broker, &MetadataRequest::default().with_topics(None), v.max(1)).await;
-        assert_eq!(all.topics.len(), 2, "t and the internal offsets topic");
-        assert_eq!(all.topics.iter().filter(|t| t.is_internal).count(), 1);
+        assert_eq!(all.topics.len(), 3, "t and the two internal topics");
+        assert_eq!(all.topics.iter().filter(|t| t.is_internal).count(), 2);
     }
     for v in versions(ApiKey::CreateTopics) {
         let req = CreateTopicsRequest::default().with_validate_only(true).with_topics(vec![
@@ -204,6 +204,7 @@ async fn every_api_answers_at_every_advertised_version() {
         assert_eq!(resp.results[0].error_code, 0, "create partitions v{v}");
     }
     group_apis(&broker).await;
+    transaction_apis(&broker).await;
     for v in versions(ApiKey::ApiVersions) {
         let req = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("test"))
@@ -387,5 +388,83 @@ async fn group_apis(broker: &Arc<Broker>) {
         let group = GroupId(sv(&format!("g{}", v + 1)));
         let resp = call(broker, &DeleteGroupsRequest::default().with_groups_names(vec![group]), v).await;
         assert_eq!(resp.results[0].error_code, 0, "delete groups v{v}");
+    }
+}
+
+/// Producer ids and transactions at every advertised version: a transactional producer adds a
+/// partition and a group, writes, commits offsets in the transaction and commits it.
+async fn transaction_apis(broker: &Arc<Broker>) {
+    for v in versions(ApiKey::InitProducerId) {
+        let init = InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000);
+        let resp = call(broker, &init, v).await;
+        assert_eq!(resp.error_code, 0, "idempotent init v{v}");
+        assert!(resp.producer_id.0 >= 0);
+    }
+    let clamp = |key: ApiKey, v: i16| v.clamp(*versions(key).start(), *versions(key).end());
+    for v in versions(ApiKey::EndTxn) {
+        let txn = TransactionalId(sv(&format!("tx{v}")));
+        let init = InitProducerIdRequest::default()
+            .with_transactional_id(Some(txn.clone()))
+            .with_transaction_timeout_ms(60_000);
+        let resp = call(broker, &init, clamp(ApiKey::InitProducerId, v)).await;
+        assert_eq!(resp.error_code, 0, "transactional init v{v}");
+        let (pid, epoch) = (resp.producer_id, resp.producer_epoch);
+        let add = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(txn.clone())
+            .with_v3_and_below_producer_id(pid)
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                .with_name(t("t"))
+                .with_partitions(vec![0])]);
+        let resp = call(broker, &add, clamp(ApiKey::AddPartitionsToTxn, v)).await;
+        assert_eq!(
+            resp.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0,
+            "add partitions v{v}"
+        );
+        let mut batch =
+            encode_batch(&[SimpleRecord { timestamp: 1, value: Some(b"in-txn".to_vec()), ..Default::default() }]);
+        // Make it transactional: producer id, epoch, sequence 0, transactional bit.
+        batch[21..23].copy_from_slice(&freshet_log::batch::TRANSACTIONAL.to_be_bytes());
+        batch[43..51].copy_from_slice(&pid.0.to_be_bytes());
+        batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+        batch[53..57].copy_from_slice(&0i32.to_be_bytes());
+        let crc = freshet_log::batch::compute_crc(&batch);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let produce = ProduceRequest::default()
+            .with_transactional_id(Some(txn.clone()))
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default().with_name(t("t")).with_partition_data(
+                vec![produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from(batch)))],
+            )]);
+        let resp = call(broker, &produce, 9).await;
+        assert_eq!(resp.responses[0].partition_responses[0].error_code, 0, "transactional produce");
+        let add = AddOffsetsToTxnRequest::default()
+            .with_transactional_id(txn.clone())
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_group_id(GroupId(sv("txn-group")));
+        assert_eq!(call(broker, &add, clamp(ApiKey::AddOffsetsToTxn, v)).await.error_code, 0, "add offsets v{v}");
+        let commit = TxnOffsetCommitRequest::default()
+            .with_transactional_id(txn.clone())
+            .with_group_id(GroupId(sv("txn-group")))
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_generation_id(-1)
+            .with_topics(vec![txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                .with_name(t("t"))
+                .with_partitions(vec![txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(3)])]);
+        let resp = call(broker, &commit, clamp(ApiKey::TxnOffsetCommit, v)).await;
+        assert_eq!(resp.topics[0].partitions[0].error_code, 0, "txn offset commit v{v}");
+        let end = EndTxnRequest::default()
+            .with_transactional_id(txn)
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_committed(true);
+        assert_eq!(call(broker, &end, v).await.error_code, 0, "end txn v{v}");
     }
 }

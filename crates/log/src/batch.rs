@@ -364,6 +364,22 @@ pub fn encode_batch(records: &[SimpleRecord]) -> Vec<u8> {
     out
 }
 
+/// Encodes a transaction marker: a control batch of one record whose key says commit or abort
+/// (version 0, type 1 or 0) and whose value holds the coordinator epoch.
+pub fn encode_marker(producer_id: i64, producer_epoch: i16, commit: bool, timestamp: i64) -> Vec<u8> {
+    let mut key = 0i16.to_be_bytes().to_vec();
+    key.extend_from_slice(&(commit as i16).to_be_bytes());
+    let mut value = 0i16.to_be_bytes().to_vec();
+    value.extend_from_slice(&0i32.to_be_bytes());
+    let mut b = encode_batch(&[SimpleRecord { timestamp, key: Some(key), value: Some(value), headers: vec![] }]);
+    b[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&(TRANSACTIONAL | CONTROL).to_be_bytes());
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+    let crc = compute_crc(&b);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
 /// One record of an uncompressed batch, borrowed from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordView<'a> {
@@ -505,6 +521,16 @@ mod tests {
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, 99_999);
         assert_eq!(record_timestamps(&b).unwrap(), vec![(42, 99_999), (43, 99_999)]);
+    }
+
+    #[test]
+    fn markers() {
+        let m = encode_marker(42, 3, true, 1_000);
+        let h = validate(&m).unwrap();
+        assert!(h.is_control() && h.is_transactional());
+        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (42, 3, -1));
+        let r = &records(&m).unwrap()[0];
+        assert_eq!(r.key, Some(&[0u8, 0, 0, 1][..]));
     }
 
     #[test]

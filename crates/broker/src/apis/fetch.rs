@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use freshet_common::limits::{MAX_FETCH_RESPONSE_BYTES, MAX_FETCH_WAIT_MS};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -134,20 +134,32 @@ fn read_all(
                 let limit = (wanted.max_bytes.max(0) as usize).min(room);
                 if limit == 0 && total > 0 {
                     // The response is full: report offsets only.
-                    let (start, hw) = p.offsets()?;
-                    return Ok((bytes::Bytes::new(), hw, start));
+                    let (start, hw, lso) = p.stable_offsets()?;
+                    return Ok((bytes::Bytes::new(), hw, lso, start, vec![]));
                 }
-                let out = p.read(wanted.offset as u64, limit, total == 0)?;
-                Ok((out.records, out.high_watermark, out.log_start_offset))
+                let out = p.read(wanted.offset as u64, limit, total == 0, read_committed)?;
+                Ok((out.records, out.high_watermark, out.last_stable_offset, out.log_start_offset, out.aborted))
             });
             match result {
-                Ok((records, hw, start)) => {
+                Ok((records, hw, lso, start, aborted)) => {
                     total += records.len();
                     data = data
                         .with_high_watermark(hw as i64)
-                        .with_last_stable_offset(hw as i64)
+                        .with_last_stable_offset(lso as i64)
                         .with_log_start_offset(start as i64)
                         .with_records(Some(records));
+                    if read_committed {
+                        data = data.with_aborted_transactions(Some(
+                            aborted
+                                .into_iter()
+                                .map(|(pid, first)| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(pid))
+                                        .with_first_offset(first as i64)
+                                })
+                                .collect(),
+                        ));
+                    }
                 }
                 Err(code) => {
                     errors = true;

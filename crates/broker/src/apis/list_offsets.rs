@@ -38,7 +38,7 @@ pub(super) fn handle(ctx: Ctx, req: ListOffsetsRequest) -> Responder {
                         if version >= 4 && p.current_leader_epoch > 0 {
                             return resp.with_error_code(ResponseError::UnknownLeaderEpoch.code());
                         }
-                        match lookup(&partition, p.timestamp, version) {
+                        match lookup(&partition, p.timestamp, version, req.isolation_level == 1) {
                             Ok(Some((offset, ts))) => resp
                                 .with_offset(offset)
                                 .with_timestamp(ts)
@@ -56,10 +56,15 @@ pub(super) fn handle(ctx: Ctx, req: ListOffsetsRequest) -> Responder {
 }
 
 /// (offset, timestamp) for a ListOffsets query, or None when no record matches.
-fn lookup(partition: &Partition, timestamp: i64, version: i16) -> Result<Option<(i64, i64)>, ResponseError> {
-    let (start, hw) = partition.offsets()?;
+fn lookup(
+    partition: &Partition,
+    timestamp: i64,
+    version: i16,
+    read_committed: bool,
+) -> Result<Option<(i64, i64)>, ResponseError> {
+    let (start, hw, lso) = partition.stable_offsets()?;
     match timestamp {
-        LATEST => Ok(Some((hw as i64, -1))),
+        LATEST => Ok(Some((if read_committed { lso } else { hw } as i64, -1))),
         EARLIEST => Ok(Some((start as i64, -1))),
         MAX_TIMESTAMP if version >= 7 => {
             let Some(batch) = partition.find_batch_with_max_timestamp()? else { return Ok(None) };

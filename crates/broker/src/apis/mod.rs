@@ -27,6 +27,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod splice;
+mod txn;
 
 /// What the connection does once a request is handled.
 #[derive(Debug)]
@@ -91,6 +92,11 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
 ];
 
 /// The APIs and version ranges the broker advertises.
@@ -245,6 +251,11 @@ impl Broker {
             ApiKey::OffsetDelete => offsets::delete(ctx, decode(&mut buf, api, version)?),
             ApiKey::ConsumerGroupHeartbeat => groups::consumer_heartbeat(ctx, decode(&mut buf, api, version)?),
             ApiKey::ConsumerGroupDescribe => groups::consumer_describe(ctx, decode(&mut buf, api, version)?),
+            ApiKey::InitProducerId => txn::init_producer_id(ctx, decode(&mut buf, api, version)?),
+            ApiKey::AddPartitionsToTxn => txn::add_partitions(ctx, decode(&mut buf, api, version)?),
+            ApiKey::AddOffsetsToTxn => txn::add_offsets(ctx, decode(&mut buf, api, version)?),
+            ApiKey::EndTxn => txn::end(ctx, decode(&mut buf, api, version)?),
+            ApiKey::TxnOffsetCommit => txn::commit_offsets(ctx, decode(&mut buf, api, version)?),
             other => return Err(FrameError::UnsupportedApi(other)),
         };
         Ok(responder)

@@ -123,6 +123,8 @@ pub(super) fn fetch(ctx: Ctx, req: OffsetFetchRequest) -> Responder {
     let version = ctx.version;
     let epoch =
         |c: &Option<Committed>| if version >= 5 { c.as_ref().map(|c| c.leader_epoch).unwrap_or(-1) } else { -1 };
+    // require_stable: offsets still pending in an open transaction cannot be handed out yet.
+    let unstable = |group: &str| req.require_stable && ctx.broker.txns().has_pending_offsets(group);
     if version >= 8 {
         let groups = req
             .groups
@@ -149,7 +151,11 @@ pub(super) fn fetch(ctx: Ctx, req: OffsetFetchRequest) -> Responder {
                         )
                     })
                     .collect();
-                OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_topics(topics)
+                let code = if unstable(&g.group_id) { ResponseError::UnstableOffsetCommit.code() } else { 0 };
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id.clone())
+                    .with_topics(topics)
+                    .with_error_code(code)
             })
             .collect();
         return ready(ctx.respond(&OffsetFetchResponse::default().with_groups(groups)));
@@ -173,7 +179,8 @@ pub(super) fn fetch(ctx: Ctx, req: OffsetFetchRequest) -> Responder {
             )
         })
         .collect();
-    ready(ctx.respond(&OffsetFetchResponse::default().with_topics(topics)))
+    let code = if version >= 2 && unstable(&req.group_id) { ResponseError::UnstableOffsetCommit.code() } else { 0 };
+    ready(ctx.respond(&OffsetFetchResponse::default().with_topics(topics).with_error_code(code)))
 }
 
 pub(super) fn delete(ctx: Ctx, req: OffsetDeleteRequest) -> Responder {

@@ -38,12 +38,6 @@ pub(super) fn handle(ctx: Ctx, req: ProduceRequest) -> Responder {
                 if !matches!(acks, -1..=1) {
                     return Err((ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, not {acks}")));
                 }
-                if req.transactional_id.is_some() {
-                    return Err((
-                        ResponseError::TransactionalIdAuthorizationFailed,
-                        "transactions are not supported yet".to_string(),
-                    ));
-                }
                 let topic = topic.as_ref().ok_or((
                     ResponseError::UnknownTopicOrPartition,
                     format!("topic '{}' does not exist", topic_data.name.as_str()),
@@ -84,6 +78,14 @@ pub(super) fn handle(ctx: Ctx, req: ProduceRequest) -> Responder {
                     .map_err(|e| (batch_error_code(&e), format!("record batch refused: {e}")))?;
                 if header.is_control() {
                     return Err((ResponseError::InvalidRecord, "producers may not write control batches".into()));
+                }
+                if header.is_transactional() {
+                    ctx.broker.txns().check_write(
+                        header.producer_id,
+                        header.producer_epoch,
+                        &topic.name,
+                        data.index,
+                    )?;
                 }
                 let rx = partition.append(BytesMut::from(&records[..]), header, now);
                 Ok(Slot::Queued(partition, rx))

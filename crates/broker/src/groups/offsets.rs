@@ -23,7 +23,7 @@ use crate::broker::now_ms;
 use crate::partition::Partition;
 
 /// A committed offset.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Committed {
     pub offset: i64,
     pub leader_epoch: i32,
@@ -107,7 +107,7 @@ impl OffsetStore {
         let mut at = start;
         let mut loaded = 0usize;
         while at < end {
-            let out = log.read(at, 4 << 20, true).map_err(|e| format!("reading committed offsets: {e:?}"))?;
+            let out = log.read(at, 4 << 20, true, false).map_err(|e| format!("reading committed offsets: {e:?}"))?;
             if out.records.is_empty() {
                 break;
             }
