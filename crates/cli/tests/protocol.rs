@@ -190,7 +190,8 @@ fn malformed_frames_close_the_connection_and_the_broker_keeps_serving() {
         // Too short for a header; an unknown API key; an unsupported API; an unsupported version.
         assert!(closes_on(&server.addr, &frame(&[0, 1])).await);
         assert!(closes_on(&server.addr, &frame(&[0x7f, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0])).await);
-        assert!(closes_on(&server.addr, &frame(&[0, 11, 0, 5, 0, 0, 0, 1, 0, 0])).await, "JoinGroup is not served yet");
+        assert!(closes_on(&server.addr, &frame(&[0, 11, 0, 5, 0, 0, 0, 1, 0, 0])).await, "a JoinGroup cut short");
+        assert!(closes_on(&server.addr, &frame(&[0, 57, 0, 0, 0, 0, 0, 1, 0, 0])).await, "UpdateFeatures is not served");
         assert!(closes_on(&server.addr, &frame(&[0, 3, 0, 99, 0, 0, 0, 1, 0, 0])).await);
         assert!(closes_on(&server.addr, &frame(&[0, 0, 0, 1, 0, 0, 0, 1, 0, 0])).await, "Produce v1 is refused");
         // A Metadata v0 request whose topic array claims a billion entries.

@@ -2,8 +2,7 @@
 // kafkajs (a pure JavaScript client) against Freshet.
 //   produce: create the topic (3 partitions), write the records with acks=all.
 //   verify:  read every partition from the beginning and check the records exactly.
-// kafkajs can only consume through a consumer group; until Freshet serves the group APIs the
-// driver verifies kafkajs' writes with another client.
+// kafkajs consumes only through a consumer group, so verify also exercises the group APIs.
 const { Kafka, logLevel } = require("kafkajs");
 
 const PARTITIONS = 3;

@@ -12,7 +12,7 @@ def produce(a):
     admin = KafkaAdminClient(bootstrap_servers=a.bootstrap, request_timeout_ms=30000)
     admin.create_topics([NewTopic(a.topic, num_partitions=common.PARTITIONS, replication_factor=1)])
     admin.close()
-    producer = KafkaProducer(bootstrap_servers=a.bootstrap, acks="all", linger_ms=5, retries=5, enable_idempotence=False)
+    producer = KafkaProducer(bootstrap_servers=a.bootstrap, acks="all", linger_ms=5, retries=5)
     futures = []
     for r in common.expected(a.client, a.count):
         futures.append(producer.send(a.topic, key=r["key"], value=r["value"], partition=r["partition"], headers=r["headers"]))
