@@ -10,6 +10,7 @@
 //!   success; after any failed write or fsync the log refuses writes until reopened.
 
 pub mod batch;
+mod clean;
 mod error;
 pub mod fs;
 mod index;
@@ -22,4 +23,5 @@ pub use crate::log::{
     AppendInfo, Log, LogConfig, ReadChunk, ReadPlan, ReadStart, RecoveryReport, RetentionReport, SyncTicket,
 };
 pub use batch::{BatchError, BatchHeader};
+pub use clean::{CleanPlan, Cleaned};
 pub use error::{LogError, Result};

@@ -257,6 +257,15 @@ impl Log {
     pub fn open(fs: Arc<dyn Fs>, dir: &Path, config: LogConfig, now_ms: i64) -> Result<(Log, RecoveryReport)> {
         fs.create_dir_all(dir).at(dir)?;
         let mut report = RecoveryReport::default();
+        // A compaction swap that was decided is finished; one that was not is forgotten.
+        if let Some((new, old)) = crate::clean::read_manifest(&*fs, dir)? {
+            crate::clean::complete_swap(&*fs, dir, &new, &old)?;
+        }
+        for path in fs.read_dir(dir).at(dir)? {
+            if path.extension().is_some_and(|e| e == "cleaned") {
+                fs.remove_file(&path).at(&path)?;
+            }
+        }
         let mut bases = Vec::new();
         for path in fs.read_dir(dir).at(dir)? {
             if let Some(base) = segment::parse_segment_name(&path, "log") {
@@ -662,6 +671,51 @@ impl Log {
             Some((base, offset)) => self.batch_at(base, offset),
             None => Ok(None),
         }
+    }
+
+    /// Sealed segments wholly below `up_to` (nothing at or above it may be cleaned: the active
+    /// segment, open transactions, records younger than the compaction lag), oldest first.
+    pub fn plan_clean(&self, up_to: u64) -> Option<crate::CleanPlan> {
+        let bases: Vec<u64> = self.segments.keys().copied().collect();
+        let mut planned = Vec::new();
+        for (i, base) in bases.iter().enumerate() {
+            let Some(next) = bases.get(i + 1) else { break };
+            if *next > up_to {
+                break;
+            }
+            let seg = &self.segments[base];
+            planned.push(crate::clean::Planned { base: *base, file: seg.file.clone(), path: seg.path.clone(), size: seg.size });
+        }
+        (!planned.is_empty()).then(|| crate::CleanPlan {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+            segments: planned,
+            segment_bytes: self.config.segment_bytes,
+            interval: self.config.index_interval_bytes,
+        })
+    }
+
+    /// Swaps cleaned segments in for the ones they replace. Returns false (and drops the new
+    /// files) when the log changed meanwhile (retention removed a replaced segment).
+    pub fn swap_cleaned(&mut self, cleaned: crate::Cleaned, now_ms: i64) -> Result<bool> {
+        let active = *self.segments.keys().next_back().expect("a log has an active segment");
+        if cleaned.replaced.iter().any(|b| !self.segments.contains_key(b) || *b == active) {
+            cleaned.discard(&*self.fs, &self.dir);
+            return Ok(false);
+        }
+        let new: Vec<u64> = cleaned.segments.iter().map(|s| s.base).collect();
+        crate::clean::write_manifest(&*self.fs, &self.dir, &new, &cleaned.replaced)?;
+        crate::clean::complete_swap(&*self.fs, &self.dir, &new, &cleaned.replaced)?;
+        for b in &cleaned.replaced {
+            self.segments.remove(b);
+        }
+        for s in cleaned.segments {
+            let seg = s.into_segment(&*self.fs, &self.dir, now_ms)?;
+            self.segments.insert(seg.base, seg);
+        }
+        // Remembered read positions may point into replaced files.
+        *self.hints.lock().expect("hints lock") = Hints::default();
+        Ok(true)
     }
 
     /// Deletes sealed segments past `retention.ms` or over `retention.bytes`, and segments wholly
