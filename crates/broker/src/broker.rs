@@ -165,8 +165,9 @@ impl Broker {
     fn open_internal_topics(&self) -> Result<(), BrokerError> {
         for name in INTERNAL_TOPICS {
             if self.topic(name).is_none() {
-                // Committed offsets and transaction state must never expire by time or size.
-                let config = TopicConfig::from_pairs([("retention.ms", "-1"), ("retention.bytes", "-1")])
+                // Committed offsets and transaction state are kept by key (compaction), never by
+                // age or size; small segments let the cleaner reach them.
+                let config = TopicConfig::from_pairs([("cleanup.policy", "compact"), ("segment.bytes", "104857600")])
                     .expect("valid internal topic config");
                 self.create_topic(name, 1, config, false)?;
             }
@@ -361,12 +362,14 @@ impl Broker {
         topic.set_config(self, config)
     }
 
-    /// One pass of background work: retention, and fsyncs due under relaxed `flush.messages`.
+    /// One pass of background work: retention, fsyncs due under relaxed `flush.messages`, and
+    /// compaction of compacted topics.
     pub fn maintain(&self) {
         let now = now_ms();
         for topic in self.topics() {
             for partition in topic.partitions() {
                 partition.maintain(now);
+                partition.compact(now);
             }
         }
     }

@@ -9,6 +9,7 @@
 
 mod apis;
 mod broker;
+pub mod cleaner;
 mod error;
 pub mod groups;
 mod partition;

@@ -19,6 +19,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, watch};
 
 use crate::broker::now_ms;
+use crate::cleaner::{CleanReport, CompactionConfig};
 use crate::producers::{Check, ProducerState};
 
 /// Durability progress of a partition.
@@ -92,6 +93,12 @@ pub struct Partition {
     snapshot: Mutex<(u64, i64)>,
     fs: Arc<dyn Fs>,
     dir: PathBuf,
+    /// Set when the topic's cleanup policy compacts.
+    compaction: Mutex<Option<CompactionConfig>>,
+    /// The offset the last compaction pass reached (dirty data starts there).
+    cleaned_up_to: std::sync::atomic::AtomicU64,
+    /// When tombstones the last pass kept become removable (ms; i64::MAX: none kept).
+    tombstones_due: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Partition {
@@ -147,6 +154,59 @@ impl Partition {
             snapshot: Mutex::new((end, now_ms())),
             fs,
             dir: dir.to_path_buf(),
+            compaction: Mutex::new(None),
+            cleaned_up_to: std::sync::atomic::AtomicU64::new(0),
+            tombstones_due: std::sync::atomic::AtomicI64::new(i64::MAX),
+        }
+    }
+
+    /// Sets (or clears) the partition's compaction settings.
+    pub(crate) fn set_compaction(&self, config: Option<CompactionConfig>) {
+        *self.compaction.lock().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    /// One compaction pass if one is due: plan under the lock, clean without it, swap under it.
+    pub fn compact(&self, now: i64) -> Option<CleanReport> {
+        let config = (*self.compaction.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let (plan, up_to, aborted) = {
+            let state = self.lock();
+            let State::Online(log) = &*state else { return None };
+            let producers = self.producers();
+            let stable =
+                producers.first_unstable_offset().map_or(log.high_watermark(), |f| f.min(log.high_watermark()));
+            let up_to = crate::cleaner::due(
+                &log.segment_summaries(),
+                stable,
+                self.cleaned_up_to.load(Ordering::Relaxed),
+                Some(self.tombstones_due.load(Ordering::Relaxed)).filter(|t| *t != i64::MAX),
+                &config,
+                now,
+            )?;
+            let aborted: Vec<(i64, u64, u64)> =
+                producers.aborted.iter().map(|a| (a.producer_id, a.first_offset, a.last_offset)).collect();
+            (log.plan_clean(up_to)?, up_to, aborted)
+        };
+        let (cleaned, report) = match crate::cleaner::clean(&plan, &config, &aborted, now) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "compaction failed");
+                return None;
+            }
+        };
+        let mut state = self.lock();
+        let State::Online(log) = &mut *state else { return None };
+        match log.swap_cleaned(cleaned, now) {
+            Ok(true) => {
+                self.cleaned_up_to.store(up_to, Ordering::Relaxed);
+                self.tombstones_due.store(report.tombstones_due_ms.unwrap_or(i64::MAX), Ordering::Relaxed);
+                tracing::debug!(topic = %self.topic, partition = self.index, ?report, "compacted");
+                Some(report)
+            }
+            Ok(false) => None,
+            Err(e) => {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "compaction swap failed");
+                None
+            }
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Topic {
     pub id: Uuid,
     dir: PathBuf,
     config: RwLock<TopicConfig>,
+    /// What Produce checks on every request, resolved once per config change.
+    produce_rules: RwLock<ProduceRules>,
     partitions: RwLock<Vec<Arc<Partition>>>,
 }
 
@@ -45,6 +47,37 @@ impl std::fmt::Debug for Topic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Topic").field("name", &self.name).field("partitions", &self.partition_count()).finish()
     }
+}
+
+/// The settings Produce checks, resolved from the topic config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceRules {
+    pub min_insync_replicas: i64,
+    /// Compacted topics only take records with keys.
+    pub keys_required: bool,
+}
+
+fn produce_rules(topic: &TopicConfig, defaults: &TopicConfig) -> ProduceRules {
+    ProduceRules {
+        min_insync_replicas: topic.resolve_i64(defaults, "min.insync.replicas"),
+        keys_required: topic.resolve_str(defaults, "cleanup.policy").split(',').any(|p| p == "compact"),
+    }
+}
+
+/// The compaction settings a topic config resolves to, if its cleanup policy compacts.
+pub(crate) fn compaction_config(
+    topic: &TopicConfig,
+    defaults: &TopicConfig,
+) -> Option<crate::cleaner::CompactionConfig> {
+    if !topic.resolve_str(defaults, "cleanup.policy").split(',').any(|p| p == "compact") {
+        return None;
+    }
+    Some(crate::cleaner::CompactionConfig {
+        delete_retention_ms: topic.resolve_i64(defaults, "delete.retention.ms"),
+        min_dirty_ratio: topic.resolve_f64(defaults, "min.cleanable.dirty.ratio"),
+        min_lag_ms: topic.resolve_i64(defaults, "min.compaction.lag.ms"),
+        max_lag_ms: topic.resolve_i64(defaults, "max.compaction.lag.ms"),
+    })
 }
 
 /// The storage settings a topic config resolves to.
@@ -55,6 +88,7 @@ pub(crate) fn log_config(topic: &TopicConfig, defaults: &TopicConfig) -> LogConf
         segment_ms: int("segment.ms"),
         retention_ms: int("retention.ms"),
         retention_bytes: int("retention.bytes"),
+        retention_enabled: topic.resolve_str(defaults, "cleanup.policy").split(',').any(|p| p == "delete"),
         index_interval_bytes: int("index.interval.bytes") as u64,
         max_message_bytes: int("max.message.bytes") as usize,
         log_append_time: topic.resolve_str(defaults, "message.timestamp.type") == "LogAppendTime",
@@ -75,7 +109,9 @@ impl Topic {
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for index in 0..meta.partitions {
             let pdir = Self::partition_dir(dir, index);
-            partitions.push(Arc::new(Partition::open(broker.fs.clone(), &pdir, &meta.name, index, log_config.clone())));
+            let p = Partition::open(broker.fs.clone(), &pdir, &meta.name, index, log_config.clone());
+            p.set_compaction(compaction_config(&config, &broker.config.topic_defaults));
+            partitions.push(Arc::new(p));
         }
         // Partition directories past the count are left from a CreatePartitions that never
         // finished (the count in topic.json is written last).
@@ -89,6 +125,7 @@ impl Topic {
             name: meta.name,
             id: meta.id,
             dir: dir.to_path_buf(),
+            produce_rules: RwLock::new(produce_rules(&config, &broker.config.topic_defaults)),
             config: RwLock::new(config),
             partitions: RwLock::new(partitions),
         })
@@ -110,6 +147,7 @@ impl Topic {
             if let Some(reason) = p.offline_reason() {
                 return Err(BrokerError::kafka(ResponseError::KafkaStorageError, reason));
             }
+            p.set_compaction(compaction_config(&config, &broker.config.topic_defaults));
             partitions.push(Arc::new(p));
         }
         broker.fs.sync_dir(dir).map_err(io_err(dir))?;
@@ -120,6 +158,7 @@ impl Topic {
             name: meta.name,
             id: meta.id,
             dir: dir.to_path_buf(),
+            produce_rules: RwLock::new(produce_rules(&config, &broker.config.topic_defaults)),
             config: RwLock::new(config),
             partitions: RwLock::new(partitions),
         })
@@ -136,6 +175,11 @@ impl Topic {
 
     pub fn partition_count(&self) -> i32 {
         self.partitions.read().expect("partitions lock").len() as i32
+    }
+
+    /// The settings Produce checks.
+    pub fn produce_rules(&self) -> ProduceRules {
+        *self.produce_rules.read().expect("rules lock")
     }
 
     /// The topic's config overrides.
@@ -155,9 +199,12 @@ impl Topic {
     pub(crate) fn set_config(&self, broker: &Broker, config: TopicConfig) -> Result<(), BrokerError> {
         write_meta(broker, &self.dir, &self.meta(self.partition_count(), &config))?;
         let log_config = log_config(&config, &broker.config.topic_defaults);
+        let compaction = compaction_config(&config, &broker.config.topic_defaults);
         for p in self.partitions() {
             p.set_config(log_config.clone(), now_ms());
+            p.set_compaction(compaction);
         }
+        *self.produce_rules.write().expect("rules lock") = produce_rules(&config, &broker.config.topic_defaults);
         *self.config.write().expect("config lock") = config;
         Ok(())
     }
@@ -178,6 +225,7 @@ impl Topic {
             if let Some(reason) = p.offline_reason() {
                 return Err(BrokerError::kafka(ResponseError::KafkaStorageError, reason));
             }
+            p.set_compaction(compaction_config(&config, &broker.config.topic_defaults));
             added.push(Arc::new(p));
         }
         broker.fs.sync_dir(&self.dir).map_err(io_err(&self.dir))?;

@@ -191,7 +191,10 @@ fn malformed_frames_close_the_connection_and_the_broker_keeps_serving() {
         assert!(closes_on(&server.addr, &frame(&[0, 1])).await);
         assert!(closes_on(&server.addr, &frame(&[0x7f, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0])).await);
         assert!(closes_on(&server.addr, &frame(&[0, 11, 0, 5, 0, 0, 0, 1, 0, 0])).await, "a JoinGroup cut short");
-        assert!(closes_on(&server.addr, &frame(&[0, 57, 0, 0, 0, 0, 0, 1, 0, 0])).await, "UpdateFeatures is not served");
+        assert!(
+            closes_on(&server.addr, &frame(&[0, 57, 0, 0, 0, 0, 0, 1, 0, 0])).await,
+            "UpdateFeatures is not served"
+        );
         assert!(closes_on(&server.addr, &frame(&[0, 3, 0, 99, 0, 0, 0, 1, 0, 0])).await);
         assert!(closes_on(&server.addr, &frame(&[0, 0, 0, 1, 0, 0, 0, 1, 0, 0])).await, "Produce v1 is refused");
         // A Metadata v0 request whose topic array claims a billion entries.

@@ -321,12 +321,8 @@ fn admin_operations() {
     assert!(matches!(&missing[0], Err((_, RDKafkaErrorCode::UnknownTopicOrPartition))), "{missing:?}");
 }
 
-#[test]
-fn oversized_messages_are_refused_with_message_too_large() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(tmp.path());
-    create_topic(&server.addr, "small", 1, &[("max.message.bytes", "1000")]);
-    let big = [Rec { partition: 0, key: b"k".to_vec(), value: vec![b'x'; 5000], headers: vec![] }];
+/// Sends one record without retries and returns its delivery result.
+fn deliver_one(addr: &str, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Result<(), KafkaError> {
     let (tx, rx) = std::sync::mpsc::channel();
     struct Ctx(std::sync::Mutex<std::sync::mpsc::Sender<Result<(), KafkaError>>>);
     impl rdkafka::ClientContext for Ctx {}
@@ -336,17 +332,26 @@ fn oversized_messages_are_refused_with_message_too_large() {
             let _ = self.0.lock().unwrap().send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
         }
     }
-    let producer: ThreadedProducer<Ctx> = base(&server.addr)
+    let producer: ThreadedProducer<Ctx> = base(addr)
         .set("message.timeout.ms", "10000")
         .set("retries", "0")
         .create_with_context(Ctx(std::sync::Mutex::new(tx)))
         .unwrap();
-    producer
-        .send(BaseRecord::to("small").partition(0).key(&big[0].key).payload(&big[0].value))
-        .map_err(|(e, _)| e)
-        .unwrap();
+    let mut record = BaseRecord::to(topic).partition(0).payload(payload);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    producer.send(record).map_err(|(e, _)| e).unwrap();
     producer.flush(WAIT).unwrap();
-    let result = rx.recv_timeout(WAIT).unwrap();
+    rx.recv_timeout(WAIT).unwrap()
+}
+
+#[test]
+fn oversized_messages_are_refused_with_message_too_large() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    create_topic(&server.addr, "small", 1, &[("max.message.bytes", "1000")]);
+    let result = deliver_one(&server.addr, "small", Some(b"k"), &[b'x'; 5000]);
     assert!(matches!(result, Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge))), "{result:?}");
 }
 
@@ -385,4 +390,100 @@ fn retention_deletes_old_segments() {
     assert!(total >= 4000 && total - segs[0].1 < 4000, "segments left: {segs:?}");
     assert_eq!(low as u64, segs[0].0, "the log starts at the oldest segment");
     assert_eq!(consume_all(&server.addr, "short", 1, (300 - low) as usize).len() as i64, 300 - low);
+}
+
+#[test]
+fn compaction_keeps_the_latest_value_per_key_and_drops_tombstones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    create_topic(
+        &server.addr,
+        "state",
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "2000"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("delete.retention.ms", "2000"),
+        ],
+    );
+    // 40 keys, 10 versions each; then tombstones for keys 0..5.
+    let mut sent: Vec<Rec> = Vec::new();
+    for version in 0..10 {
+        for k in 0..40 {
+            sent.push(Rec {
+                partition: 0,
+                key: format!("key-{k}").into_bytes(),
+                value: format!("v{version}").into_bytes(),
+                headers: vec![],
+            });
+        }
+    }
+    let produced = produce_all(&server.addr, "state", &sent, &[("linger.ms", "0"), ("batch.num.messages", "20")]);
+    // Tombstones (null values) through a plain producer.
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        base(&server.addr).set("acks", "all").create().unwrap();
+    for k in 0..5 {
+        let key = format!("key-{k}");
+        producer.send(BaseRecord::<_, ()>::to("state").partition(0).key(&key)).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(WAIT).unwrap();
+    // Filler with its own keys, so the data above ends up in sealed segments.
+    let filler: Vec<Rec> = (0..60)
+        .map(|i| Rec { partition: 0, key: format!("filler-{i}").into_bytes(), value: b"f".to_vec(), headers: vec![] })
+        .collect();
+    produce_all(&server.addr, "state", &filler, &[("linger.ms", "0")]);
+    // A record without a key is refused by a compacted topic.
+    let keyless = deliver_one(&server.addr, "state", None, b"no key");
+    assert!(matches!(keyless, Err(KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord))), "{keyless:?}");
+
+    let read = || -> Vec<(i64, Vec<u8>, Option<Vec<u8>>)> {
+        let consumer: BaseConsumer = consumer_config(&server.addr).create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("state", 0, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let (_, high) = consumer.fetch_watermarks("state", 0, WAIT).unwrap();
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    out.push((m.offset(), m.key().unwrap_or_default().to_vec(), m.payload().map(|p| p.to_vec())));
+                    if m.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                _ => {
+                    if out.last().is_some_and(|l| l.0 + 1 >= high) {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    };
+    // The cleaner runs once a second; wait until the first versions are gone and the tombstones
+    // (older than delete.retention.ms by then) too.
+    let compacted = wait_until(WAIT, "compaction", || {
+        let got = read();
+        let gone = !got.iter().any(|(_, k, v)| k == b"key-7" && v.as_deref() == Some(&b"v0"[..]))
+            && !got.iter().any(|(_, k, _)| k == b"key-0");
+        gone.then_some(got)
+    });
+    // Each surviving key appears once, with its latest value, at the offset it was written at.
+    let mut seen = std::collections::HashSet::new();
+    for (offset, key, value) in &compacted {
+        assert!(seen.insert(key.clone()), "key {} appears twice", String::from_utf8_lossy(key));
+        if key.starts_with(b"key-") {
+            assert_eq!(value.as_deref(), Some(&b"v9"[..]));
+            let (&(_, original), _) = produced.iter().find(|(_, r)| &r.key == key && r.value == b"v9").unwrap();
+            assert_eq!(*offset, original, "offsets do not change");
+        }
+    }
+    for k in 5..40 {
+        assert!(seen.contains(format!("key-{k}").as_bytes()), "key-{k} was lost");
+    }
+    for k in 0..5 {
+        assert!(!seen.contains(format!("key-{k}").as_bytes()), "the tombstoned key-{k} is still there");
+    }
 }

@@ -71,9 +71,10 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         broker_name: "log.cleanup.policy",
         kind: ConfigKind::List,
         default: "delete",
-        check: Check::OneOf(&["delete"]),
+        check: Check::OneOf(&["delete", "compact"]),
         honoured: true,
-        doc: "How old segments are discarded: delete (by retention.ms / retention.bytes).",
+        doc: "delete: old segments go by retention.ms / retention.bytes; compact: sealed segments keep the \
+              latest record per key; both: compact, and delete by retention.",
     },
     ConfigDef {
         name: "compression.type",
@@ -90,8 +91,8 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         kind: ConfigKind::Long,
         default: "86400000",
         check: Check::Range(0, LONG_MAX),
-        honoured: false,
-        doc: "How long tombstones are kept by compaction (inert until compaction is enabled).",
+        honoured: true,
+        doc: "Compaction keeps a tombstone (a record with no value) until its timestamp is this old.",
     },
     ConfigDef {
         name: "file.delete.delay.ms",
@@ -132,6 +133,15 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         doc: "Bytes of log between two entries of the sparse offset index.",
     },
     ConfigDef {
+        name: "max.compaction.lag.ms",
+        broker_name: "log.cleaner.max.compaction.lag.ms",
+        kind: ConfigKind::Long,
+        default: "9223372036854775807",
+        check: Check::Range(1, LONG_MAX),
+        honoured: true,
+        doc: "Compaction runs regardless of min.cleanable.dirty.ratio once a dirty segment is this old.",
+    },
+    ConfigDef {
         name: "max.message.bytes",
         broker_name: "message.max.bytes",
         kind: ConfigKind::Int,
@@ -166,6 +176,24 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         check: Check::OneOf(&["CreateTime", "LogAppendTime"]),
         honoured: true,
         doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps each batch with the broker's clock.",
+    },
+    ConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        broker_name: "log.cleaner.min.cleanable.ratio",
+        kind: ConfigKind::Double,
+        default: "0.5",
+        check: Check::DoubleRange(0.0, 1.0),
+        honoured: true,
+        doc: "Compaction runs when this share of the sealed log was written since it last ran.",
+    },
+    ConfigDef {
+        name: "min.compaction.lag.ms",
+        broker_name: "log.cleaner.min.compaction.lag.ms",
+        kind: ConfigKind::Long,
+        default: "0",
+        check: Check::Range(0, LONG_MAX),
+        honoured: true,
+        doc: "Segments stay uncompacted until their newest record is this old.",
     },
     ConfigDef {
         name: "min.insync.replicas",
@@ -377,6 +405,12 @@ impl TopicConfig {
         let (value, _) = self.resolve(defaults, name);
         // Values were validated on the way in, so they parse.
         value.parse().unwrap_or_else(|_| panic!("config {name} holds a non-integer '{value}'"))
+    }
+
+    /// Resolves a floating-point config.
+    pub fn resolve_f64(&self, defaults: &TopicConfig, name: &str) -> f64 {
+        let (value, _) = self.resolve(defaults, name);
+        value.parse().unwrap_or_else(|_| panic!("config {name} holds a non-number '{value}'"))
     }
 
     /// Resolves a string config.

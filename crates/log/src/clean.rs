@@ -108,13 +108,14 @@ impl CleanPlan {
     pub fn rewrite(&self, mut keep: impl for<'a> FnMut(&'a [u8]) -> Option<Cow<'a, [u8]>>) -> Result<Cleaned> {
         let mut out: Vec<CleanedSegment> = Vec::new();
         let mut current: Option<(CleanedSegment, Arc<dyn File>, PathBuf)> = None;
-        let finish = |cur: Option<(CleanedSegment, Arc<dyn File>, PathBuf)>, out: &mut Vec<CleanedSegment>| -> Result<()> {
-            if let Some((seg, file, path)) = cur {
-                file.sync_data().at(&path)?;
-                out.push(seg);
-            }
-            Ok(())
-        };
+        let finish =
+            |cur: Option<(CleanedSegment, Arc<dyn File>, PathBuf)>, out: &mut Vec<CleanedSegment>| -> Result<()> {
+                if let Some((seg, file, path)) = cur {
+                    file.sync_data().at(&path)?;
+                    out.push(seg);
+                }
+                Ok(())
+            };
         let mut buf = Vec::new();
         for planned in &self.segments {
             for b in Self::batches_of(planned)? {
@@ -123,7 +124,8 @@ impl CleanPlan {
                 let Some(kept) = keep(&buf) else { continue };
                 let header = batch::BatchHeader::parse(&kept)?;
                 let size = kept.len() as u64;
-                let full = current.as_ref().is_some_and(|(seg, _, _)| seg.size > 0 && seg.size + size > self.segment_bytes);
+                let full =
+                    current.as_ref().is_some_and(|(seg, _, _)| seg.size > 0 && seg.size + size > self.segment_bytes);
                 if full {
                     finish(current.take(), &mut out)?;
                 }

@@ -24,6 +24,8 @@ pub struct LogConfig {
     pub retention_ms: i64,
     /// -1: no size limit.
     pub retention_bytes: i64,
+    /// Whether `retention.ms` / `retention.bytes` delete segments (`cleanup.policy` has delete).
+    pub retention_enabled: bool,
     pub index_interval_bytes: u64,
     pub max_message_bytes: usize,
     /// Stamp batches with the broker clock (`message.timestamp.type=LogAppendTime`).
@@ -40,6 +42,7 @@ impl Default for LogConfig {
             segment_ms: 7 * 24 * 3600 * 1000,
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
+            retention_enabled: true,
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             log_append_time: false,
@@ -673,6 +676,11 @@ impl Log {
         }
     }
 
+    /// (base offset, size, largest timestamp) of every segment, oldest first; the last is active.
+    pub fn segment_summaries(&self) -> Vec<(u64, u64, i64)> {
+        self.segments.values().map(|s| (s.base, s.size, s.max_timestamp)).collect()
+    }
+
     /// Sealed segments wholly below `up_to` (nothing at or above it may be cleaned: the active
     /// segment, open transactions, records younger than the compaction lag), oldest first.
     pub fn plan_clean(&self, up_to: u64) -> Option<crate::CleanPlan> {
@@ -684,7 +692,12 @@ impl Log {
                 break;
             }
             let seg = &self.segments[base];
-            planned.push(crate::clean::Planned { base: *base, file: seg.file.clone(), path: seg.path.clone(), size: seg.size });
+            planned.push(crate::clean::Planned {
+                base: *base,
+                file: seg.file.clone(),
+                path: seg.path.clone(),
+                size: seg.size,
+            });
         }
         (!planned.is_empty()).then(|| crate::CleanPlan {
             fs: self.fs.clone(),
@@ -726,11 +739,13 @@ impl Log {
             let (&base, first) = self.segments.iter().next().expect("a log has a segment");
             let is_active = self.segments.len() == 1;
             let next_base = if is_active { self.next_offset } else { first.next_offset };
-            let expired_by_time = self.config.retention_ms >= 0
+            let expired_by_time = self.config.retention_enabled
+                && self.config.retention_ms >= 0
                 && first.size > 0
                 && first.max_timestamp < now_ms.saturating_sub(self.config.retention_ms);
             let total = self.size_bytes();
-            let over_size = self.config.retention_bytes >= 0
+            let over_size = self.config.retention_enabled
+                && self.config.retention_bytes >= 0
                 && total.saturating_sub(first.size) >= self.config.retention_bytes as u64
                 && first.size > 0;
             let below_start = next_base <= self.log_start_offset && first.size > 0;

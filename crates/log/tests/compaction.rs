@@ -75,7 +75,12 @@ fn compaction_keeps_the_latest_per_key_at_its_offset() {
     let after = read_all(&mut log, 0);
     // Sealed part: one batch per key, at its original offset; the active segment is untouched.
     assert!(after.len() < before.len());
-    let active_base = before.iter().map(|(o, _)| *o).filter(|o| after.iter().filter(|(a, _)| a >= o).count() == before.iter().filter(|(b, _)| b >= o).count()).min().unwrap();
+    let active_base = before
+        .iter()
+        .map(|(o, _)| *o)
+        .filter(|o| after.iter().filter(|(a, _)| a >= o).count() == before.iter().filter(|(b, _)| b >= o).count())
+        .min()
+        .unwrap();
     assert!(active_base > 0, "the tail (at least the active segment) is kept whole");
     let mut seen: HashMap<Vec<u8>, u64> = HashMap::new();
     for (offset, b) in &after {

@@ -52,8 +52,9 @@ pub(super) fn handle(ctx: Ctx, req: ProduceRequest) -> Responder {
                     ResponseError::UnknownTopicOrPartition,
                     format!("topic '{}' has no partition {}", topic.name, data.index),
                 ))?;
+                let rules = topic.produce_rules();
                 if acks == -1 {
-                    let min_isr = topic.config().resolve_i64(&ctx.broker.config.topic_defaults, "min.insync.replicas");
+                    let min_isr = rules.min_insync_replicas;
                     if min_isr > 1 {
                         return Err((
                             ResponseError::NotEnoughReplicas,
@@ -86,6 +87,17 @@ pub(super) fn handle(ctx: Ctx, req: ProduceRequest) -> Responder {
                         &topic.name,
                         data.index,
                     )?;
+                }
+                if rules.keys_required {
+                    // A compacted topic keeps records by key: every record needs one.
+                    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut records.clone())
+                        .map_err(|e| (ResponseError::CorruptMessage, format!("record batch cannot be decoded: {e}")))?;
+                    if set.records.iter().any(|r| r.key.is_none()) {
+                        return Err((
+                            ResponseError::InvalidRecord,
+                            "a compacted topic only accepts records with a key".into(),
+                        ));
+                    }
                 }
                 let rx = partition.append(BytesMut::from(&records[..]), header, now);
                 Ok(Slot::Queued(partition, rx))
