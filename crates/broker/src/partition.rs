@@ -330,15 +330,18 @@ impl Partition {
                             let check = if job.marker.is_some() { Check::Append } else { producers.check(&job.header) };
                             let r = match check {
                                 Check::Refuse(code, why) => Err((code, why)),
-                                Check::Duplicate(b) => Ok(appended(
-                                    AppendInfo {
-                                        base_offset: b.base_offset,
-                                        last_offset: b.last_offset,
-                                        log_append_time: None,
-                                        size: 0,
-                                    },
-                                    log.log_start_offset(),
-                                )),
+                                Check::Duplicate(b) => {
+                                    tracing::debug!(topic = %self.topic, partition = self.index, producer = job.header.producer_id, sequence = job.header.base_sequence, offset = b.base_offset, "duplicate batch: answered with its first offset");
+                                    Ok(appended(
+                                        AppendInfo {
+                                            base_offset: b.base_offset,
+                                            last_offset: b.last_offset,
+                                            log_append_time: None,
+                                            size: 0,
+                                        },
+                                        log.log_start_offset(),
+                                    ))
+                                }
                                 Check::Append => match log.append(&mut job.batch, &job.header, job.now) {
                                     Ok(info) => {
                                         match job.marker {

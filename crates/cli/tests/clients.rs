@@ -14,31 +14,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{missing, python, repo, Server};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 const COUNT: &str = "300";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn required() -> bool {
-    std::env::var("FRESHET_REQUIRE_CLIENTS").is_ok_and(|v| v == "1")
-}
-
-/// Says a client is missing: a skip locally, a failure where clients are required.
-fn missing(what: &str) {
-    if required() {
-        panic!("{what} is required (FRESHET_REQUIRE_CLIENTS=1) but not available");
-    }
-    eprintln!("SKIPPED: {what} is not available; .ci/run installs it");
-}
-
-fn python() -> Option<PathBuf> {
-    let p = PathBuf::from(std::env::var_os("FRESHET_PYTHON")?);
-    p.exists().then_some(p)
-}
 
 fn node_path() -> Option<PathBuf> {
     let p = PathBuf::from(std::env::var_os("FRESHET_NODE_PATH")?);

@@ -105,6 +105,7 @@ async fn connection(
     let writer = tokio::spawn(write_loop(wr, rx, peer));
     read_loop(rd, peer, &broker, max_request, tx, shutdown).await;
     let _ = writer.await;
+    tracing::trace!(%peer, "connection closed");
 }
 
 /// Why the reader stopped.

@@ -99,6 +99,7 @@ pub(super) fn handle(ctx: Ctx, req: ProduceRequest) -> Responder {
                         ));
                     }
                 }
+                tracing::trace!(topic = %topic.name, partition = data.index, pid = header.producer_id, epoch = header.producer_epoch, seq = header.base_sequence, count = header.records_count, "append");
                 let rx = partition.append(BytesMut::from(&records[..]), header, now);
                 Ok(Slot::Queued(partition, rx))
             })();

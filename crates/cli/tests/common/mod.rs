@@ -139,3 +139,45 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Whether client tools are required (CI) rather than skipped when missing.
+pub fn clients_required() -> bool {
+    std::env::var("FRESHET_REQUIRE_CLIENTS").is_ok_and(|v| v == "1")
+}
+
+/// Says a client is missing: a skip locally, a failure where clients are required.
+pub fn missing(what: &str) {
+    if clients_required() {
+        panic!("{what} is required (FRESHET_REQUIRE_CLIENTS=1) but not available");
+    }
+    eprintln!("SKIPPED: {what} is not available; .ci/run installs it");
+}
+
+/// The Python with confluent-kafka and kafka-python (FRESHET_PYTHON), if there is one.
+pub fn python() -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var_os("FRESHET_PYTHON")?);
+    p.exists().then_some(p)
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A Python client script from tests/clients/python.
+pub fn python_script(name: &str) -> Command {
+    let mut c = Command::new(python().expect("python"));
+    c.arg(repo().join("tests/clients/python").join(name));
+    c
+}
+
+/// A config file for `serve` with fast group timeouts (tests wait for dead members).
+pub fn fast_groups_config(dir: &Path) -> PathBuf {
+    let path = dir.join("freshet-test.toml");
+    std::fs::write(
+        &path,
+        "group_min_session_timeout_ms = 1000\nconsumer_group_session_timeout_ms = 6000\nconsumer_group_heartbeat_interval_ms = 500\n",
+    )
+    .unwrap();
+    path
+}
