@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 mod bench;
 mod config;
 mod consume;
+mod group;
 mod produce;
 mod serve;
 mod topic;
@@ -34,6 +35,13 @@ enum Command {
     Topic {
         #[command(subcommand)]
         command: topic::TopicCommand,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    /// List, describe, reset and delete consumer groups.
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
         #[command(flatten)]
         bootstrap: Bootstrap,
     },
@@ -105,6 +113,10 @@ fn main() -> Result<()> {
         Command::Topic { command, bootstrap } => {
             init_logging("warn");
             runtime.block_on(topic::run(command, &bootstrap.bootstrap))
+        }
+        Command::Group { command, bootstrap } => {
+            init_logging("warn");
+            runtime.block_on(group::run(command, &bootstrap.bootstrap))
         }
         Command::Produce(args) => {
             init_logging("warn");

@@ -114,3 +114,60 @@ fn topic_produce_consume() {
     ok(freshet(&server, &["topic", "delete", "events"], None));
     assert!(!ok(freshet(&server, &["topic", "list"], None)).contains("events"));
 }
+
+#[test]
+fn group_list_describe_reset_and_delete() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::message::Message;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    ok(freshet(&server, &["topic", "create", "clicks", "--partitions", "2"], None));
+    let lines: String = (0..20).map(|i| format!("k{i}:v{i}\n")).collect();
+    ok(freshet(&server, &["produce", "clicks", "--key-separator", ":"], Some(&lines)));
+    // A member of group "reporting" consumes every record and commits, then leaves.
+    {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &server.addr)
+            .set("group.id", "reporting")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        consumer.subscribe(&["clicks"]).unwrap();
+        let mut n = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while n < 20 {
+            assert!(std::time::Instant::now() < deadline, "no records for the group member");
+            if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(200)) {
+                consumer.commit_message(&m, CommitMode::Sync).unwrap();
+                n += 1;
+                let _ = m.offset();
+            }
+        }
+    }
+    let list = ok(freshet(&server, &["group", "list"], None));
+    assert!(list.contains("reporting\tconsumer"), "{list}");
+    let out = ok(freshet(&server, &["group", "describe", "reporting"], None));
+    assert!(out.contains("total lag: 0") && out.contains("clicks") && out.lines().count() >= 4, "{out}");
+    // A dry run changes nothing; --execute moves the offsets.
+    let plan =
+        ok(freshet(&server, &["group", "reset-offsets", "reporting", "--topic", "clicks", "--to-earliest"], None));
+    assert!(plan.contains("dry run"), "{plan}");
+    assert!(ok(freshet(&server, &["group", "describe", "reporting"], None)).contains("total lag: 0"));
+    ok(freshet(
+        &server,
+        &["group", "reset-offsets", "reporting", "--topic", "clicks", "--to-earliest", "--execute"],
+        None,
+    ));
+    assert!(ok(freshet(&server, &["group", "describe", "reporting"], None)).contains("total lag: 20"));
+    ok(freshet(
+        &server,
+        &["group", "reset-offsets", "reporting", "--topic", "clicks", "--shift-by", "3", "--execute"],
+        None,
+    ));
+    assert!(ok(freshet(&server, &["group", "describe", "reporting"], None)).contains("total lag: 14"));
+    ok(freshet(&server, &["group", "delete", "reporting"], None));
+    assert!(!ok(freshet(&server, &["group", "list"], None)).contains("reporting"));
+    let out = freshet(&server, &["group", "delete", "reporting"], None);
+    assert!(!out.status.success(), "deleting a missing group fails");
+}

@@ -302,6 +302,128 @@ impl Client {
         Ok(p.low_watermark)
     }
 
+    /// The coordinator of a group (FindCoordinator), as a connection.
+    async fn coordinator(&self, group: &str) -> Result<Arc<Connection>> {
+        let conn = self.bootstrap.clone();
+        let version = conn.version::<FindCoordinatorRequest>(4)?;
+        let req = if version >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![StrBytes::from_string(group.to_string())])
+        } else {
+            FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string()))
+        };
+        let resp = conn.send_versioned(&req, version).await?;
+        let (code, node, host, port) = match resp.coordinators.first() {
+            Some(c) => (c.error_code, c.node_id.0, c.host.to_string(), c.port),
+            None => (resp.error_code, resp.node_id.0, resp.host.to_string(), resp.port),
+        };
+        check(code, None)?;
+        self.brokers.lock().await.entry(node).or_insert_with(|| format!("{host}:{port}"));
+        self.connection_to(node).await
+    }
+
+    /// Groups: (id, protocol type, state).
+    pub async fn list_groups(&self) -> Result<Vec<(String, String, String)>> {
+        let resp = self.bootstrap.send(&ListGroupsRequest::default(), 4).await?;
+        check(resp.error_code, None)?;
+        Ok(resp
+            .groups
+            .iter()
+            .map(|g| (g.group_id.to_string(), g.protocol_type.to_string(), g.group_state.to_string()))
+            .collect())
+    }
+
+    /// DescribeGroups for one group.
+    pub async fn describe_group(&self, group: &str) -> Result<describe_groups_response::DescribedGroup> {
+        let conn = self.coordinator(group).await?;
+        let req = DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_string(group.to_string()))]);
+        let resp = conn.send(&req, 5).await?;
+        let g = resp
+            .groups
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Protocol("empty DescribeGroups response".into()))?;
+        check(g.error_code, g.error_message.as_ref())?;
+        Ok(g)
+    }
+
+    /// ConsumerGroupDescribe (KIP-848 groups), if the broker serves it.
+    pub async fn describe_consumer_group(
+        &self,
+        group: &str,
+    ) -> Result<consumer_group_describe_response::DescribedGroup> {
+        let conn = self.coordinator(group).await?;
+        let req = ConsumerGroupDescribeRequest::default()
+            .with_group_ids(vec![GroupId(StrBytes::from_string(group.to_string()))]);
+        let resp = conn.send(&req, 1).await?;
+        let g = resp
+            .groups
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Protocol("empty ConsumerGroupDescribe response".into()))?;
+        check(g.error_code, g.error_message.as_ref())?;
+        Ok(g)
+    }
+
+    /// A group's committed offsets: (topic, partition) -> offset.
+    pub async fn committed_offsets(&self, group: &str) -> Result<std::collections::BTreeMap<(String, i32), i64>> {
+        let conn = self.coordinator(group).await?;
+        let version = conn.version::<OffsetFetchRequest>(7)?;
+        let req = OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_topics(None);
+        let resp = conn.send_versioned(&req, version).await?;
+        check(resp.error_code, None)?;
+        let mut out = std::collections::BTreeMap::new();
+        for t in &resp.topics {
+            for p in &t.partitions {
+                check(p.error_code, None)?;
+                if p.committed_offset >= 0 {
+                    out.insert((t.name.to_string(), p.partition_index), p.committed_offset);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits offsets for a group from outside it (the group must have no members).
+    pub async fn commit_offsets(&self, group: &str, offsets: &[((String, i32), i64)]) -> Result<()> {
+        use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+        let conn = self.coordinator(group).await?;
+        let mut by_topic: std::collections::BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = Default::default();
+        for ((t, p), o) in offsets {
+            by_topic
+                .entry(t)
+                .or_default()
+                .push(OffsetCommitRequestPartition::default().with_partition_index(*p).with_committed_offset(*o));
+        }
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(t, ps)| OffsetCommitRequestTopic::default().with_name(name(t)).with_partitions(ps))
+                    .collect(),
+            );
+        let resp = conn.send(&req, 8).await?;
+        for t in &resp.topics {
+            for p in &t.partitions {
+                check(p.error_code, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a group (it must have no members) and its committed offsets.
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        let conn = self.coordinator(group).await?;
+        let req =
+            DeleteGroupsRequest::default().with_groups_names(vec![GroupId(StrBytes::from_string(group.to_string()))]);
+        let resp = conn.send(&req, 2).await?;
+        let r = resp.results.first().ok_or_else(|| ClientError::Protocol("empty DeleteGroups response".into()))?;
+        check(r.error_code, None)
+    }
+
     /// Builds a Produce request for one partition.
     pub fn produce_request(topic: &str, partition: i32, batch: Bytes, acks: i16, timeout: Duration) -> ProduceRequest {
         ProduceRequest::default().with_acks(acks).with_timeout_ms(timeout.as_millis() as i32).with_topic_data(vec![
