@@ -74,6 +74,8 @@ pub enum BrokerError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("bad metadata file {path}: {reason}")]
     Metadata { path: PathBuf, reason: String },
+    #[error("data directory {path} is in use by another freshet process")]
+    Locked { path: PathBuf },
     #[error("{message}")]
     Kafka { code: ResponseError, message: String },
 }
@@ -104,6 +106,8 @@ struct ClusterMeta {
 
 /// The broker.
 pub struct Broker {
+    /// Exclusive lock on the data directory, held for the broker's life.
+    _lock: Box<dyn std::any::Any + Send + Sync>,
     pub(crate) config: BrokerConfig,
     pub(crate) fs: Arc<dyn Fs>,
     pub(crate) cluster_id: String,
@@ -131,6 +135,13 @@ impl Broker {
     /// Opens the data directory, recovering every partition log. Blocking.
     pub fn open(config: BrokerConfig, fs: Arc<dyn Fs>) -> Result<Arc<Broker>, BrokerError> {
         let data = config.data_dir.clone();
+        fs.create_dir_all(&data).map_err(io_err(&data))?;
+        // One broker per data directory: a second one would interleave writes to the same logs.
+        let lock_path = data.join("lock");
+        let lock = fs.lock(&lock_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => BrokerError::Locked { path: data.clone() },
+            _ => io_err(&lock_path)(e),
+        })?;
         fs.create_dir_all(&data.join("topics")).map_err(io_err(&data))?;
         fs.create_dir_all(&data.join("deleted")).map_err(io_err(&data))?;
         let meta_path = data.join("cluster.json");
@@ -147,6 +158,7 @@ impl Broker {
             meta.cluster_id
         };
         let broker = Broker {
+            _lock: lock,
             config,
             fs,
             cluster_id,

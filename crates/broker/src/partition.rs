@@ -598,13 +598,23 @@ impl Partition {
 /// Loads the producer state: the snapshot, then every batch written after it.
 fn load_producer_state(fs: &dyn Fs, dir: &Path, log: &mut Log) -> Result<ProducerState, LogError> {
     let path = dir.join(PRODUCER_SNAPSHOT);
-    let mut state = fs
+    let snapshot = fs
         .exists(&path)
         .then(|| freshet_log::fs::read_all(fs, &path).ok())
         .flatten()
-        .and_then(|b| ProducerState::from_bytes(&b))
-        .filter(|s| s.end_offset <= log.next_offset() && s.end_offset >= log.log_start_offset())
-        .unwrap_or_default();
+        .and_then(|b| ProducerState::from_bytes(&b));
+    let mut state = match snapshot {
+        Some(s) if s.end_offset <= log.next_offset() && s.end_offset >= log.log_start_offset() => s,
+        Some(s) => {
+            // The snapshot does not fit the log (its unflushed tail was lost, or retention passed
+            // it). Remove it now: once the log grows past its end again it would seem to fit.
+            tracing::info!(dir = %dir.display(), snapshot_end = s.end_offset, log_end = log.next_offset(),
+                "discarding a producer state snapshot that does not match the log");
+            fs.remove_file(&path).map_err(|e| LogError::Io { path: path.clone(), source: e })?;
+            ProducerState::default()
+        }
+        None => ProducerState::default(),
+    };
     let mut offset = state.end_offset.max(log.log_start_offset());
     let end = log.next_offset();
     let mut replayed = 0u64;

@@ -2,51 +2,17 @@
 //! that version: a field set that an old version lacks, or a tagged field a version does not
 //! expect, would break old clients (librdkafka 2.0.x among them).
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use common::{call, frame, t};
 use freshet_broker::{supported_apis, Broker, BrokerConfig, Reply};
 use freshet_log::batch::{encode_batch, SimpleRecord};
 use freshet_log::fs::StdFs;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-
-fn frame<R: Request>(req: &R, version: i16, correlation_id: i32) -> Bytes {
-    let header = RequestHeader::default()
-        .with_request_api_key(R::KEY)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("versions-test")));
-    let hv = R::header_version(version);
-    let mut buf = BytesMut::new();
-    header.encode(&mut buf, hv).unwrap();
-    req.encode(&mut buf, version).unwrap();
-    buf.freeze()
-}
-
-async fn call<R: Request>(broker: &Arc<Broker>, req: &R, version: i16) -> R::Response {
-    let correlation_id = 1000 + version as i32;
-    let responder = broker.handle(frame(req, version, correlation_id)).unwrap_or_else(|e| panic!("{e}"));
-    let reply = tokio::time::timeout(std::time::Duration::from_secs(10), responder)
-        .await
-        .unwrap_or_else(|_| panic!("{} v{version}: no answer within 10 s", std::any::type_name::<R>()));
-    let bytes = match reply {
-        Reply::Frame(b) => b,
-        Reply::Chunks(c) => Bytes::from(c.concat()),
-        other => panic!("{} v{version}: expected a response, got {other:?}", std::any::type_name::<R>()),
-    };
-    let mut body = bytes.slice(4..);
-    let header = ResponseHeader::decode(&mut body, R::Response::header_version(version)).unwrap();
-    assert_eq!(header.correlation_id, correlation_id);
-    let resp = R::Response::decode(&mut body, version)
-        .unwrap_or_else(|e| panic!("{} v{version} does not decode: {e}", std::any::type_name::<R>()));
-    assert!(body.is_empty(), "{} v{version}: {} trailing bytes", std::any::type_name::<R>(), body.len());
-    resp
-}
-
-fn t(name: &str) -> TopicName {
-    TopicName(StrBytes::from_string(name.to_string()))
-}
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
 fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
     let (_, min, max) = supported_apis().iter().find(|(k, _, _)| *k == key).copied().unwrap();
@@ -423,13 +389,7 @@ async fn transaction_apis(broker: &Arc<Broker>) {
         );
         let mut batch =
             encode_batch(&[SimpleRecord { timestamp: 1, value: Some(b"in-txn".to_vec()), ..Default::default() }]);
-        // Make it transactional: producer id, epoch, sequence 0, transactional bit.
-        batch[21..23].copy_from_slice(&freshet_log::batch::TRANSACTIONAL.to_be_bytes());
-        batch[43..51].copy_from_slice(&pid.0.to_be_bytes());
-        batch[51..53].copy_from_slice(&epoch.to_be_bytes());
-        batch[53..57].copy_from_slice(&0i32.to_be_bytes());
-        let crc = freshet_log::batch::compute_crc(&batch);
-        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        freshet_log::batch::set_producer(&mut batch, pid.0, epoch, 0, true);
         let produce = ProduceRequest::default()
             .with_transactional_id(Some(txn.clone()))
             .with_acks(-1)

@@ -36,8 +36,19 @@ pub enum BenchCommand {
     Produce(ProduceArgs),
     /// Consume throughput against a broker.
     Consume(ConsumeArgs),
+    /// Consumer group join and rebalance times, and latency from producer to group member.
+    Group(GroupArgs),
     /// Everything, against a broker started for the run; prints Markdown for BENCHMARKS.md.
     All(AllArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct GroupArgs {
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+    /// Records for the end-to-end latency measurement.
+    #[arg(long, default_value_t = 2000)]
+    pub records: usize,
 }
 
 #[derive(Args, Clone)]
@@ -127,6 +138,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
             let r = consume(&a).await?;
             println!("consume: {:.0} MB/s, {:.0} records/s ({} bytes)", r.mb_per_s, r.records_per_s, r.bytes);
         }
+        BenchCommand::Group(a) => println!("{}", group(&a).await?.line()),
         BenchCommand::All(a) => all(&a).await?,
     }
     Ok(())
@@ -420,6 +432,168 @@ pub async fn consume(a: &ConsumeArgs) -> Result<ConsumeResult> {
     Ok(ConsumeResult { bytes, records_per_s: records as f64 / secs, mb_per_s: bytes as f64 / secs / 1e6 })
 }
 
+pub struct GroupResult {
+    pub first_join_ms: f64,
+    pub three_join_ms: f64,
+    pub rebalance_ms: f64,
+    /// Producer send to group member receipt, acks=all, per record: p50, p99.
+    pub e2e_p50_ms: f64,
+    pub e2e_p99_ms: f64,
+}
+
+impl GroupResult {
+    pub fn line(&self) -> String {
+        format!(
+            "group: first member joined in {:.1} ms; 3 members in {:.1} ms; rebalance after a member left {:.1} ms; producer to member p50 {:.2} ms, p99 {:.2} ms",
+            self.first_join_ms, self.three_join_ms, self.rebalance_ms, self.e2e_p50_ms, self.e2e_p99_ms
+        )
+    }
+}
+
+/// A classic-protocol member driven by hand: join (with the member id round trip), sync.
+struct Member {
+    conn: Connection,
+    group: String,
+    id: String,
+    generation: i32,
+}
+
+impl Member {
+    async fn new(bootstrap: &str, group: &str) -> Result<Member> {
+        Ok(Member {
+            conn: Connection::connect(bootstrap, "bench-member").await?,
+            group: group.into(),
+            id: String::new(),
+            generation: -1,
+        })
+    }
+
+    /// JoinGroup until admitted, then SyncGroup; the leader assigns nothing (the bench only
+    /// measures membership). Returns once synced.
+    async fn join(&mut self, topic: &str) -> Result<()> {
+        use freshet_client::kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+        use freshet_client::kafka_protocol::messages::*;
+        use freshet_client::kafka_protocol::protocol::StrBytes;
+        let mut meta = vec![0u8, 0, 0, 0, 0, 1];
+        meta.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+        meta.extend_from_slice(topic.as_bytes());
+        meta.extend_from_slice(&[0, 0, 0, 0]);
+        loop {
+            let req = JoinGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(self.group.clone())))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_member_id(StrBytes::from_string(self.id.clone()))
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("range"))
+                    .with_metadata(Bytes::from(meta.clone()))]);
+            let resp = self.conn.send(&req, 7).await?;
+            self.id = resp.member_id.to_string();
+            if resp.error_code == freshet_client::kafka_protocol::ResponseError::MemberIdRequired.code() {
+                continue;
+            }
+            if resp.error_code != 0 {
+                bail!("JoinGroup failed with error {}", resp.error_code);
+            }
+            self.generation = resp.generation_id;
+            let sync = SyncGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(self.group.clone())))
+                .with_generation_id(self.generation)
+                .with_member_id(StrBytes::from_string(self.id.clone()));
+            let resp = self.conn.send(&sync, 5).await?;
+            match resp.error_code {
+                0 => return Ok(()),
+                e if e == freshet_client::kafka_protocol::ResponseError::RebalanceInProgress.code() => continue,
+                e => bail!("SyncGroup failed with error {e}"),
+            }
+        }
+    }
+
+    /// Heartbeat: whether a rebalance is in progress.
+    async fn rebalancing(&self) -> Result<bool> {
+        use freshet_client::kafka_protocol::messages::*;
+        use freshet_client::kafka_protocol::protocol::StrBytes;
+        let req = HeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(self.group.clone())))
+            .with_generation_id(self.generation)
+            .with_member_id(StrBytes::from_string(self.id.clone()));
+        Ok(self.conn.send(&req, 4).await?.error_code != 0)
+    }
+
+    async fn leave(&self) -> Result<()> {
+        use freshet_client::kafka_protocol::messages::leave_group_request::MemberIdentity;
+        use freshet_client::kafka_protocol::messages::*;
+        use freshet_client::kafka_protocol::protocol::StrBytes;
+        let req = LeaveGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(self.group.clone())))
+            .with_members(vec![MemberIdentity::default().with_member_id(StrBytes::from_string(self.id.clone()))]);
+        self.conn.send(&req, 5).await?;
+        Ok(())
+    }
+}
+
+/// Group join and rebalance times, and producer-to-member latency through a group.
+pub async fn group(a: &GroupArgs) -> Result<GroupResult> {
+    let client = Client::connect(&a.bootstrap).await?;
+    ensure_topic(&client, "bench-group", 3).await?;
+    // The first member of a new group.
+    let started = Instant::now();
+    let mut first = Member::new(&a.bootstrap, "bench-g1").await?;
+    first.join("bench-group").await?;
+    let first_join_ms = started.elapsed().as_secs_f64() * 1000.0;
+    first.leave().await?;
+    // Three members joining a new group together.
+    let started = Instant::now();
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        members.push(Member::new(&a.bootstrap, "bench-g3").await?);
+    }
+    let joins = members.iter_mut().map(|m| m.join("bench-group"));
+    for r in futures::future::join_all(joins).await {
+        r?;
+    }
+    let three_join_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // One leaves: the others notice at their next heartbeat (sent at once here) and rejoin.
+    let started = Instant::now();
+    let leaver = members.pop().expect("three members");
+    leaver.leave().await?;
+    for m in &members {
+        while !m.rebalancing().await? {}
+    }
+    let rejoins = members.iter_mut().map(|m| m.join("bench-group"));
+    for r in futures::future::join_all(rejoins).await {
+        r?;
+    }
+    let rebalance_ms = started.elapsed().as_secs_f64() * 1000.0;
+    for m in &members {
+        m.leave().await?;
+    }
+    // Producer to consumer: acks=all writes, a long-polling reader, one record at a time.
+    let reader = Connection::connect(&a.bootstrap, "bench-e2e-reader").await?;
+    let writer = Connection::connect(&a.bootstrap, "bench-e2e-writer").await?;
+    let mut offset = client.list_offset("bench-group", 0, -1).await?;
+    let mut latencies = Vec::with_capacity(a.records);
+    for _ in 0..a.records {
+        let batch = bench_batch(1, 100)?;
+        let sent = Instant::now();
+        let req = Client::produce_request("bench-group", 0, batch, -1, Duration::from_secs(10));
+        let fetch = Client::fetch_request("bench-group", 0, offset, Duration::from_secs(5), 1 << 20);
+        let (fetched, produced) = tokio::join!(reader.send(&fetch, 12), writer.send(&req, 9));
+        produced?;
+        let fetched = fetched?;
+        let records = fetched.responses[0].partitions[0].records.clone().unwrap_or_default();
+        if records.is_empty() {
+            bail!("the long poll returned no record");
+        }
+        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+        offset += 1;
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    Ok(GroupResult { first_join_ms, three_join_ms, rebalance_ms, e2e_p50_ms: pct(0.5), e2e_p99_ms: pct(0.99) })
+}
+
 /// A broker process started for a benchmark run.
 struct BenchServer {
     child: Child,
@@ -513,6 +687,9 @@ async fn all(a: &AllArgs) -> Result<()> {
     let c =
         consume(&ConsumeArgs { bootstrap: server.addr.clone(), topic: "bench".into(), partition_max_bytes: 8 << 20 })
             .await?;
+    eprintln!("consumer groups...");
+    let g = group(&GroupArgs { bootstrap: server.addr.clone(), records: 2000 }).await?;
+    eprintln!("{}", g.line());
     drop(server);
     // The raw limits come last: deleting the disk test's files makes a disk mounted with
     // `discard` busy for a while, which would disturb the broker runs.
@@ -559,6 +736,16 @@ async fn all(a: &AllArgs) -> Result<()> {
         c.mb_per_s,
         c.records_per_s,
         100.0 * c.mb_per_s / loopback
+    );
+    println!(
+        "| consumer group: first member joins a new group | {:.1} ms | includes the 100 ms initial rebalance delay |",
+        g.first_join_ms
+    );
+    println!("| consumer group: 3 members join a new group | {:.1} ms | |", g.three_join_ms);
+    println!("| consumer group: rebalance after a member leaves | {:.1} ms | |", g.rebalance_ms);
+    println!(
+        "| end to end: acks=all produce to a long-polling reader, 100 B records | p50 {:.2} ms, p99 {:.2} ms | |",
+        g.e2e_p50_ms, g.e2e_p99_ms
     );
     if max.errors + half.errors + acks1.errors > 0 {
         bail!("{} produce requests failed", max.errors + half.errors + acks1.errors);

@@ -228,10 +228,10 @@ fn consumer_protocol_group_members_join_leave_and_die_without_losing_records() {
 // ---------------------------------------------------------------------------------------------
 // librdkafka groups in-process (rdkafka crate).
 
-fn rdkafka_group(protocol: &str) {
+fn rdkafka_group(protocol: &str, assignor: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let config = fast_groups_config(tmp.path());
-    let server = Server::start_with(&tmp.path().join("data"), 0, &["--config", config.to_str().unwrap()]);
+    let mut server = Server::start_with(&tmp.path().join("data"), 0, &["--config", config.to_str().unwrap()]);
     create_topic(&server.addr, "events", 4);
     let values: Vec<String> = (0..1000).map(|i| format!("e{i}")).collect();
     produce(&server.addr, "events", 4, &values, Duration::ZERO);
@@ -244,7 +244,7 @@ fn rdkafka_group(protocol: &str) {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest");
         if protocol == "classic" {
-            c.set("session.timeout.ms", "6000");
+            c.set("session.timeout.ms", "6000").set("partition.assignment.strategy", assignor);
         }
         let consumer: BaseConsumer = c.create().unwrap();
         consumer.subscribe(&["events"]).unwrap();
@@ -274,31 +274,49 @@ fn rdkafka_group(protocol: &str) {
     for h in handles {
         h.join().unwrap();
     }
-    // The committed offsets are at the end of every partition.
-    let consumer: BaseConsumer =
-        base(&server.addr).set("group.id", "rd").set("group.protocol", "classic").create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..4 {
-        tpl.add_partition("events", p);
-    }
-    let committed = consumer.committed_offsets(tpl, WAIT).unwrap();
-    for p in 0..4 {
-        assert_eq!(
-            committed.find_partition("events", p).unwrap().offset(),
-            Offset::Offset(250),
-            "{protocol} partition {p}"
-        );
-    }
+    // The committed offsets are at the end of every partition, and stay there across a
+    // SIGKILL of the broker: they were acknowledged, so they are durable.
+    let addr = server.addr.clone();
+    let check_committed = |when: &str| {
+        let consumer: BaseConsumer =
+            base(&addr).set("group.id", "rd").set("group.protocol", "classic").create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..4 {
+            tpl.add_partition("events", p);
+        }
+        let committed = consumer.committed_offsets(tpl, WAIT).unwrap();
+        for p in 0..4 {
+            assert_eq!(
+                committed.find_partition("events", p).unwrap().offset(),
+                Offset::Offset(250),
+                "{protocol}/{assignor} partition {p} {when}"
+            );
+        }
+    };
+    check_committed("before the crash");
+    server.kill();
+    server.restart();
+    check_committed("after the crash");
 }
 
 #[test]
-fn rdkafka_classic_group_shares_partitions_and_commits() {
-    rdkafka_group("classic");
+fn rdkafka_classic_range_group_shares_partitions_and_commits() {
+    rdkafka_group("classic", "range");
+}
+
+#[test]
+fn rdkafka_classic_roundrobin_group_shares_partitions_and_commits() {
+    rdkafka_group("classic", "roundrobin");
+}
+
+#[test]
+fn rdkafka_classic_cooperative_sticky_group_shares_partitions_and_commits() {
+    rdkafka_group("classic", "cooperative-sticky");
 }
 
 #[test]
 fn rdkafka_consumer_protocol_group_shares_partitions_and_commits() {
-    rdkafka_group("consumer");
+    rdkafka_group("consumer", "");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -541,4 +559,33 @@ fn consume_transform_produce_is_exactly_once_across_sigkill() {
     let twice: Vec<_> = count.iter().filter(|(_, c)| **c > 1).map(|(v, _)| *v).collect();
     assert!(twice.is_empty(), "outputs committed more than once: {:?}", &twice[..twice.len().min(5)]);
     assert_eq!(out.len(), n);
+}
+
+#[test]
+fn an_open_transaction_left_by_a_crashed_broker_is_aborted_after_its_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(tmp.path());
+    create_topic(&server.addr, "pending", 1);
+    let p: ThreadedProducer<DefaultProducerContext> =
+        base(&server.addr).set("transactional.id", "crash-tx").set("transaction.timeout.ms", "3000").create().unwrap();
+    p.init_transactions(WAIT).unwrap();
+    p.begin_transaction().unwrap();
+    p.send(BaseRecord::<(), _>::to("pending").partition(0).payload("committed-first")).map_err(|(e, _)| e).unwrap();
+    p.commit_transaction(WAIT).unwrap();
+    p.begin_transaction().unwrap();
+    p.send(BaseRecord::<(), _>::to("pending").partition(0).payload("never-committed")).map_err(|(e, _)| e).unwrap();
+    p.flush(WAIT).unwrap();
+    // The broker dies with the transaction open; the producer is gone too.
+    server.kill();
+    drop(p);
+    server.restart();
+    // Plain data written after the open transaction is invisible to read_committed until the
+    // transaction ends; the coordinator aborts it once its timeout passes.
+    produce(&server.addr, "pending", 1, &["after".to_string()], Duration::ZERO);
+    let values = wait_until(WAIT, "the open transaction to be aborted", || {
+        let got: Vec<String> =
+            read_all(&server.addr, "pending", 1, "read_committed").into_iter().map(|(_, _, v)| v).collect();
+        got.contains(&"after".to_string()).then_some(got)
+    });
+    assert_eq!(values, vec!["committed-first".to_string(), "after".to_string()]);
 }

@@ -30,6 +30,9 @@ const CRC_OFFSET: usize = 17;
 const ATTRIBUTES_OFFSET: usize = 21;
 const MAX_TIMESTAMP_OFFSET: usize = 35;
 const PARTITION_LEADER_EPOCH_OFFSET: usize = 12;
+const PRODUCER_ID_OFFSET: usize = 43;
+const PRODUCER_EPOCH_OFFSET: usize = 51;
+const BASE_SEQUENCE_OFFSET: usize = 53;
 
 /// Attribute bits.
 pub const COMPRESSION_MASK: i16 = 0x07;
@@ -372,12 +375,23 @@ pub fn encode_marker(producer_id: i64, producer_epoch: i16, commit: bool, timest
     let mut value = 0i16.to_be_bytes().to_vec();
     value.extend_from_slice(&0i32.to_be_bytes());
     let mut b = encode_batch(&[SimpleRecord { timestamp, key: Some(key), value: Some(value), headers: vec![] }]);
-    b[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&(TRANSACTIONAL | CONTROL).to_be_bytes());
-    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
-    b[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
-    let crc = compute_crc(&b);
-    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    b[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&CONTROL.to_be_bytes());
+    set_producer(&mut b, producer_id, producer_epoch, -1, true);
     b
+}
+
+/// Stamps an encoded batch with a producer id, epoch and base sequence (and the transactional
+/// bit), then recomputes its CRC: how idempotent and transactional producers send batches.
+pub fn set_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32, transactional: bool) {
+    assert!(batch.len() >= RECORD_BATCH_HEADER_BYTES, "not an encoded batch");
+    batch[PRODUCER_ID_OFFSET..PRODUCER_ID_OFFSET + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH_OFFSET..PRODUCER_EPOCH_OFFSET + 2].copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    let attributes = i16::from_be_bytes([batch[ATTRIBUTES_OFFSET], batch[ATTRIBUTES_OFFSET + 1]]);
+    let attributes = if transactional { attributes | TRANSACTIONAL } else { attributes & !TRANSACTIONAL };
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// One record of an uncompressed batch, borrowed from it.

@@ -157,6 +157,11 @@ async fn read_loop(
         let frame = match frame {
             Ok(f) => f,
             Err(ReadError::Eof) => return,
+            // A client that goes away mid-connection (killed, reset) is routine.
+            Err(ReadError::Io(e)) => {
+                tracing::debug!(%peer, error = %e, "connection lost");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection");
                 return;
