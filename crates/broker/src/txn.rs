@@ -463,24 +463,22 @@ impl TxnCoordinator {
     }
 
     /// Finishes transactions left half-ended at startup; aborts (and fences) expired ones.
+    ///
+    /// The scan only nominates candidates: what to do is decided again under the transactional
+    /// id's lock, since the transaction may have ended (or a new one begun) meanwhile.
     pub async fn tick(&self, broker: &Broker) {
         let now = now_ms();
-        let due: Vec<(String, bool)> = self
+        let candidates: Vec<String> = self
             .txns()
             .values()
-            .filter_map(|m| match m.state {
-                TxnState::PrepareCommit => Some((m.transactional_id.clone(), true)),
-                TxnState::PrepareAbort => Some((m.transactional_id.clone(), false)),
-                TxnState::Ongoing if now - m.started_ms > m.timeout_ms as i64 => {
-                    Some((m.transactional_id.clone(), false))
-                }
-                _ => None,
-            })
+            .filter(|m| Self::due_action(m, now).is_some())
+            .map(|m| m.transactional_id.clone())
             .collect();
-        for (id, commit) in due {
+        for id in candidates {
             let lock = self.lock_for(&id);
             let _guard = lock.lock().await;
             let Some(mut meta) = self.txns().get(&id).cloned() else { continue };
+            let Some(commit) = Self::due_action(&meta, now_ms()) else { continue };
             if meta.state == TxnState::Ongoing {
                 // Timed out: abort with a new epoch, so the producer is fenced.
                 tracing::info!(transactional_id = %id, "transaction timed out; aborting it");
@@ -490,5 +488,21 @@ impl TxnCoordinator {
                 tracing::warn!(transactional_id = %id, ?code, %why, "could not finish a transaction; will retry");
             }
         }
+    }
+
+    /// What the timer must do with a transaction now: finish a half-ended one as decided
+    /// (Some(commit)), abort an expired one (Some(false)), or nothing.
+    fn due_action(meta: &TxnMeta, now: i64) -> Option<bool> {
+        match meta.state {
+            TxnState::PrepareCommit => Some(true),
+            TxnState::PrepareAbort => Some(false),
+            TxnState::Ongoing if now - meta.started_ms > meta.timeout_ms as i64 => Some(false),
+            _ => None,
+        }
+    }
+
+    /// A transactional id's current state (producer id, epoch, transaction state).
+    pub fn state(&self, transactional_id: &str) -> Option<TxnMeta> {
+        self.txns().get(transactional_id).cloned()
     }
 }
