@@ -53,7 +53,8 @@ pub struct ReadOutput {
 pub struct Appended {
     pub info: AppendInfo,
     pub log_start_offset: u64,
-    /// The write is durable (and readable) only after the next fsync (`flush.messages=1`).
+    /// The write is durable only after the next fsync, which the writer schedules: with
+    /// `flush.messages=1` (readable only then, too), and for transaction markers always.
     pub needs_sync: bool,
 }
 
@@ -319,13 +320,18 @@ impl Partition {
                 return;
             }
             let mut results = Vec::with_capacity(jobs.len());
+            let mut markers_written = false;
+            // (whether an fsync must follow, the high watermark to publish now if writes are
+            // readable before they are durable)
             let published = {
                 let mut state = self.lock();
                 match &mut *state {
                     State::Online(log) => {
                         let mut producers = self.producers();
                         for mut job in jobs {
-                            let sync = log.config().sync_writes();
+                            // A transaction marker is always made durable before the coordinator
+                            // completes the transaction, whatever the topic's flush.messages.
+                            let sync = log.config().sync_writes() || job.marker.is_some();
                             let appended = |info, start| Appended { info, log_start_offset: start, needs_sync: sync };
                             let check = if job.marker.is_some() { Check::Append } else { producers.check(&job.header) };
                             let r = match check {
@@ -345,12 +351,15 @@ impl Partition {
                                 Check::Append => match log.append(&mut job.batch, &job.header, job.now) {
                                     Ok(info) => {
                                         match job.marker {
-                                            Some(commit) => producers.on_marker(
-                                                job.header.producer_id,
-                                                job.header.producer_epoch,
-                                                commit,
-                                                info.base_offset,
-                                            ),
+                                            Some(commit) => {
+                                                markers_written = true;
+                                                producers.on_marker(
+                                                    job.header.producer_id,
+                                                    job.header.producer_epoch,
+                                                    commit,
+                                                    info.base_offset,
+                                                )
+                                            }
                                             None => producers.on_batch(&job.header, info.base_offset),
                                         }
                                         Ok(appended(info, log.log_start_offset()))
@@ -360,7 +369,8 @@ impl Partition {
                             };
                             results.push((job.done, r));
                         }
-                        Some((log.config().sync_writes(), log.high_watermark()))
+                        let sync_writes = log.config().sync_writes();
+                        Some((sync_writes || markers_written, (!sync_writes).then(|| log.high_watermark())))
                     }
                     State::Offline(reason) => {
                         let reason = reason.clone();
@@ -382,6 +392,9 @@ impl Partition {
             for (done, r) in results {
                 let _ = done.send(r);
             }
+            if let Some((_, Some(hw))) = published {
+                self.visible.send_replace(hw);
+            }
             match published {
                 // Run the group-commit fsync on this thread (one hand-off less on the acks=all
                 // path), handing the writer role to a new thread meanwhile.
@@ -395,12 +408,8 @@ impl Partition {
                     self.sync_loop();
                     return;
                 }
-                // A sync is running: it covers these appends.
-                Some((true, _)) => {}
-                Some((false, hw)) => {
-                    self.visible.send_replace(hw);
-                }
-                None => {}
+                // A sync is running: it covers these appends. Without one, nothing to do.
+                _ => {}
             }
         }
     }
