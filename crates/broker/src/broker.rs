@@ -178,9 +178,12 @@ impl Broker {
         for name in INTERNAL_TOPICS {
             if self.topic(name).is_none() {
                 // Committed offsets and transaction state are kept by key (compaction), never by
-                // age or size; small segments let the cleaner reach them.
-                let config = TopicConfig::from_pairs([("cleanup.policy", "compact"), ("segment.bytes", "104857600")])
-                    .expect("valid internal topic config");
+                // age or size; small segments let the cleaner reach them. Every write is fsynced
+                // (see `topics::INTERNAL_OVERRIDES`, also forced when the topic is opened).
+                let pairs = [("cleanup.policy", "compact"), ("segment.bytes", "104857600")];
+                let config =
+                    TopicConfig::from_pairs(pairs.into_iter().chain(crate::topics::INTERNAL_OVERRIDES.iter().copied()))
+                        .expect("valid internal topic config");
                 self.create_topic(name, 1, config, false)?;
             }
         }
@@ -316,12 +319,7 @@ impl Broker {
 
     /// Deletes a topic: its directory is moved aside atomically, then removed.
     pub fn delete_topic(&self, name: &str) -> Result<Uuid, BrokerError> {
-        if is_internal(name) {
-            return Err(BrokerError::kafka(
-                ResponseError::InvalidTopicException,
-                format!("'{name}' is an internal topic"),
-            ));
-        }
+        Self::refuse_internal(name)?;
         let _admin = self.admin.lock().expect("admin lock");
         let topic = self.topic(name).ok_or_else(|| {
             BrokerError::kafka(ResponseError::UnknownTopicOrPartition, format!("topic '{name}' does not exist"))
@@ -340,8 +338,21 @@ impl Broker {
         Ok(topic.id)
     }
 
+    /// Refuses changes to the broker's own topics, as Kafka refuses writes and DeleteRecords to
+    /// its internal topics (INVALID_TOPIC_EXCEPTION).
+    pub(crate) fn refuse_internal(name: &str) -> Result<(), BrokerError> {
+        if is_internal(name) {
+            return Err(BrokerError::kafka(
+                ResponseError::InvalidTopicException,
+                format!("'{name}' is an internal topic"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Grows a topic to `count` partitions.
     pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), BrokerError> {
+        Self::refuse_internal(name)?;
         let _admin = self.admin.lock().expect("admin lock");
         let topic = self.topic(name).ok_or_else(|| {
             BrokerError::kafka(ResponseError::UnknownTopicOrPartition, format!("topic '{name}' does not exist"))
@@ -367,6 +378,7 @@ impl Broker {
 
     /// Replaces a topic's config overrides.
     pub fn set_topic_config(&self, name: &str, config: TopicConfig) -> Result<(), BrokerError> {
+        Self::refuse_internal(name)?;
         let _admin = self.admin.lock().expect("admin lock");
         let topic = self.topic(name).ok_or_else(|| {
             BrokerError::kafka(ResponseError::UnknownTopicOrPartition, format!("topic '{name}' does not exist"))

@@ -27,8 +27,23 @@ pub(crate) struct TopicMeta {
 
 impl TopicMeta {
     fn config(&self, path: &Path) -> Result<TopicConfig, BrokerError> {
-        TopicConfig::from_pairs(self.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .map_err(|e| BrokerError::Metadata { path: path.to_path_buf(), reason: e.to_string() })
+        let mut config = TopicConfig::from_pairs(self.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| BrokerError::Metadata { path: path.to_path_buf(), reason: e.to_string() })?;
+        if crate::broker::is_internal(&self.name) {
+            force_internal_overrides(&mut config);
+        }
+        Ok(config)
+    }
+}
+
+/// Overrides every internal topic has, whatever the broker-wide `[topic_defaults]` say: the
+/// coordinators rely on each record being durable (fsynced) before it is acknowledged or acted
+/// on, so a relaxed `flush.messages` must never reach them.
+pub(crate) const INTERNAL_OVERRIDES: &[(&str, &str)] = &[("flush.messages", "1")];
+
+fn force_internal_overrides(config: &mut TopicConfig) {
+    for (name, value) in INTERNAL_OVERRIDES {
+        config.set(name, value).expect("valid internal topic override");
     }
 }
 

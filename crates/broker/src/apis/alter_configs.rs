@@ -23,7 +23,7 @@ type Outcome = Result<(), (ResponseError, String)>;
 fn check_resource(broker: &Broker, resource_type: i8, name: &str) -> Outcome {
     match resource_type {
         RESOURCE_TOPIC => match broker.topic(name) {
-            Some(_) => Ok(()),
+            Some(_) => Broker::refuse_internal(name).map_err(|e| (ResponseError::InvalidTopicException, e.to_string())),
             None => Err((ResponseError::UnknownTopicOrPartition, format!("topic '{name}' does not exist"))),
         },
         RESOURCE_BROKER => Err((

@@ -13,6 +13,8 @@ pub(super) fn handle(ctx: Ctx, req: DeleteRecordsRequest) -> Responder {
             .into_iter()
             .map(|t| {
                 let topic = ctx.broker.topic(&t.name);
+                // Kafka refuses DeleteRecords on its internal topics the same way.
+                let internal = crate::broker::is_internal(&t.name);
                 let partitions = t
                     .partitions
                     .iter()
@@ -23,6 +25,9 @@ pub(super) fn handle(ctx: Ctx, req: DeleteRecordsRequest) -> Responder {
                         let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
                             return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                         };
+                        if internal {
+                            return resp.with_error_code(ResponseError::InvalidTopicException.code());
+                        }
                         if p.offset < -1 {
                             return resp.with_error_code(ResponseError::OffsetOutOfRange.code());
                         }
