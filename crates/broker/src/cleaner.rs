@@ -4,7 +4,9 @@
 //! tombstone (no value) older than `delete.retention.ms`, or data of an aborted transaction.
 //! Transaction markers are kept, and so is each producer's last batch (whole), so producer state
 //! rebuilt from the log stays right. Batches that lose some records are re-encoded with the same
-//! offsets, compression and producer fields; untouched batches are copied byte for byte.
+//! offsets, compression, producer fields and timestamp type (a LogAppendTime batch keeps its
+//! broker-set max timestamp); untouched batches are copied byte for byte. A batch that cannot be
+//! decoded or re-encoded fails the pass: the old segments stay, nothing is dropped by accident.
 //!
 //! The cleaner reads sealed segments without holding the partition; produce and fetch go on.
 //! Only the final swap takes the partition's lock.
@@ -15,7 +17,7 @@ use std::collections::HashMap;
 use bytes::{Bytes, BytesMut};
 use freshet_log::batch::BatchHeader;
 use freshet_log::CleanPlan;
-use kafka_protocol::records::{Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 
 /// A compacted topic's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,6 +49,9 @@ fn compression_of(h: &BatchHeader) -> Compression {
 }
 
 /// Decides, then rewrites. `aborted` lists aborted transactions as (producer id, first, last).
+///
+/// Any batch that cannot be parsed, decoded or re-encoded fails the whole pass (the old segments
+/// stay as they are): a record is only ever removed because the policy decided so.
 pub(crate) fn clean(
     plan: &CleanPlan,
     config: &CompactionConfig,
@@ -61,7 +66,16 @@ pub(crate) fn clean(
     let mut last_batch_of: HashMap<i64, i64> = HashMap::new();
     let mut failure = None;
     plan.for_each_batch(|b| {
-        let Ok(h) = BatchHeader::parse(b) else { return };
+        if failure.is_some() {
+            return;
+        }
+        let h = match BatchHeader::parse(b) {
+            Ok(h) => h,
+            Err(e) => {
+                failure = Some(format!("a batch header could not be parsed: {e}"));
+                return;
+            }
+        };
         if h.producer_id >= 0 {
             last_batch_of.insert(h.producer_id, h.base_offset);
         }
@@ -76,58 +90,102 @@ pub(crate) fn clean(
                     }
                 }
             }
-            Err(e) => failure = Some(e.to_string()),
+            Err(e) => failure = Some(format!("the batch at offset {} could not be decoded: {e}", h.base_offset)),
         }
     })
     .map_err(|e| e.to_string())?;
     if let Some(e) = failure {
-        return Err(format!("a batch could not be decoded: {e}"));
+        return Err(e);
     }
     // Pass 2: rewrite.
-    let mut removed = 0u64;
-    let mut oldest_tombstone: Option<i64> = None;
-    let tombstone_horizon = now.saturating_sub(config.delete_retention_ms);
-    let cleaned = plan
-        .rewrite(|b| {
-            let h = BatchHeader::parse(b).ok()?;
-            if h.is_control() || (h.producer_id >= 0 && last_batch_of.get(&h.producer_id) == Some(&h.base_offset)) {
-                return Some(Cow::Borrowed(b));
-            }
-            let aborted_batch = h.is_transactional() && is_aborted(h.producer_id, h.base_offset);
-            let set = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(b)).ok()?;
-            let total = set.records.len();
-            let kept: Vec<_> = set
-                .records
-                .into_iter()
-                .filter(|r| {
-                    !aborted_batch
-                        && r.key.as_ref().is_some_and(|k| latest.get(k) == Some(&r.offset))
-                        && !(r.value.is_none() && r.timestamp < tombstone_horizon)
-                })
-                .collect();
-            removed += (total - kept.len()) as u64;
-            for r in kept.iter().filter(|r| r.value.is_none()) {
-                oldest_tombstone = Some(oldest_tombstone.map_or(r.timestamp, |t: i64| t.min(r.timestamp)));
-            }
-            if kept.is_empty() {
-                return None;
-            }
-            if kept.len() == total {
-                return Some(Cow::Borrowed(b));
-            }
-            let mut out = BytesMut::new();
-            let options = RecordEncodeOptions { version: 2, compression: compression_of(&h) };
-            RecordBatchEncoder::encode(&mut out, kept.iter(), &options).ok()?;
-            Some(Cow::Owned(out.to_vec()))
-        })
-        .map_err(|e| e.to_string())?;
+    let mut policy = Keep {
+        latest: &latest,
+        last_batch_of: &last_batch_of,
+        is_aborted: &is_aborted,
+        tombstone_horizon: now.saturating_sub(config.delete_retention_ms),
+        removed: 0,
+        oldest_tombstone: None,
+    };
+    let cleaned = plan.rewrite(|b| policy.batch(b)).map_err(|e| e.to_string())?;
     let report = CleanReport {
         bytes_before: cleaned.bytes_before,
         bytes_after: cleaned.bytes_after,
-        records_removed: removed,
-        tombstones_due_ms: oldest_tombstone.map(|t| t.saturating_add(config.delete_retention_ms)),
+        records_removed: policy.removed,
+        tombstones_due_ms: policy.oldest_tombstone.map(|t| t.saturating_add(config.delete_retention_ms)),
     };
     Ok((cleaned, report))
+}
+
+/// The decision for each batch of pass 2, with what pass 1 learned.
+struct Keep<'p> {
+    /// The latest offset of every key in the cleaned range.
+    latest: &'p HashMap<Bytes, i64>,
+    /// Each producer's last batch (its base offset).
+    last_batch_of: &'p HashMap<i64, i64>,
+    is_aborted: &'p dyn Fn(i64, i64) -> bool,
+    /// Tombstones older than this go.
+    tombstone_horizon: i64,
+    removed: u64,
+    oldest_tombstone: Option<i64>,
+}
+
+impl Keep<'_> {
+    /// What to write in place of batch `b`: itself, a smaller batch, or nothing. An error (a batch
+    /// that cannot be parsed, decoded or re-encoded) fails the pass rather than drop the batch.
+    fn batch<'b>(&mut self, b: &'b [u8]) -> Result<Option<Cow<'b, [u8]>>, String> {
+        let h = BatchHeader::parse(b).map_err(|e| format!("a batch header could not be parsed: {e}"))?;
+        if h.is_control() || (h.producer_id >= 0 && self.last_batch_of.get(&h.producer_id) == Some(&h.base_offset)) {
+            return Ok(Some(Cow::Borrowed(b)));
+        }
+        if h.is_transactional() && (self.is_aborted)(h.producer_id, h.base_offset) {
+            // Aborted data goes whole; no need to look inside.
+            self.removed += h.records_count.max(0) as u64;
+            return Ok(None);
+        }
+        let set = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(b))
+            .map_err(|e| format!("the batch at offset {} could not be decoded: {e}", h.base_offset))?;
+        // With LogAppendTime a record's time is the broker's, in the batch header.
+        let time_of = |r: &Record| if h.is_log_append_time() { h.max_timestamp } else { r.timestamp };
+        let total = set.records.len();
+        let kept: Vec<_> = set
+            .records
+            .into_iter()
+            .filter(|r| {
+                r.key.as_ref().is_some_and(|k| self.latest.get(k) == Some(&r.offset))
+                    && !(r.value.is_none() && time_of(r) < self.tombstone_horizon)
+            })
+            .collect();
+        self.removed += (total - kept.len()) as u64;
+        for r in kept.iter().filter(|r| r.value.is_none()) {
+            let t = time_of(r);
+            self.oldest_tombstone = Some(self.oldest_tombstone.map_or(t, |o| o.min(t)));
+        }
+        if kept.is_empty() {
+            return Ok(None);
+        }
+        if kept.len() == total {
+            return Ok(Some(Cow::Borrowed(b)));
+        }
+        reencode(&h, &kept).map(|out| Some(Cow::Owned(out)))
+    }
+}
+
+/// Encodes the records kept of the batch `h` heads as one batch with the same compression and
+/// producer fields; a LogAppendTime batch keeps its timestamp type and broker-set max timestamp.
+fn reencode(h: &BatchHeader, kept: &[Record]) -> Result<Vec<u8>, String> {
+    let mut out = BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: compression_of(h) };
+    RecordBatchEncoder::encode(&mut out, kept.iter(), &options)
+        .map_err(|e| format!("the batch at offset {} could not be re-encoded: {e}", h.base_offset))?;
+    let mut out = out.to_vec();
+    if freshet_log::batch::peek_size(&out) != Some(out.len()) {
+        return Err(format!("the records kept of the batch at offset {} did not encode as one batch", h.base_offset));
+    }
+    if h.is_log_append_time() {
+        // The encoder knows only CreateTime; stamp the broker's time back (this recomputes the CRC).
+        freshet_log::batch::set_log_append_time(&mut out, h.max_timestamp);
+    }
+    Ok(out)
 }
 
 /// Where cleaning may go up to, and whether it is due: segments are eligible while their next
@@ -169,6 +227,83 @@ pub(crate) fn due(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use freshet_log::batch::{self, SimpleRecord};
+    use freshet_log::{Log, LogConfig};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn keyed(pairs: &[(&str, &str)], timestamp: i64) -> Vec<u8> {
+        let records: Vec<SimpleRecord> = pairs
+            .iter()
+            .map(|(k, v)| SimpleRecord {
+                timestamp,
+                key: Some(k.as_bytes().to_vec()),
+                value: Some(v.as_bytes().to_vec()),
+                headers: vec![],
+            })
+            .collect();
+        batch::encode_batch(&records)
+    }
+
+    fn append(log: &mut Log, mut b: Vec<u8>, now: i64) {
+        let h = batch::validate(&b).unwrap();
+        log.append(&mut b, &h, now).unwrap();
+    }
+
+    /// A LogAppendTime batch that loses records keeps its timestamp type and the broker's
+    /// timestamp (the records' own timestamps are the producer's).
+    #[test]
+    fn a_reencoded_log_append_time_batch_keeps_its_timestamp_type() {
+        let fs = freshet_log::sim::SimFs::new();
+        let config = LogConfig { log_append_time: true, ..LogConfig::default() };
+        let (mut log, _) = Log::open(Arc::new(fs), Path::new("/p"), config, NOW).unwrap();
+        append(&mut log, keyed(&[("k1", "old"), ("k2", "kept")], 1_000), NOW);
+        append(&mut log, keyed(&[("k1", "new")], 2_000), NOW + 5);
+        log.roll(NOW + 10).unwrap();
+        append(&mut log, keyed(&[("k3", "active")], 3_000), NOW + 20);
+        let plan = log.plan_clean(3).expect("one sealed segment");
+        let (cleaned, report) = clean(&plan, &config_for_test(), &[], NOW + 30).unwrap();
+        assert_eq!(report.records_removed, 1);
+        assert!(log.swap_cleaned(cleaned, NOW + 30).unwrap());
+        let freshet_log::ReadChunk::Data { bytes, .. } = log.read(0, 1 << 20, true).unwrap() else { panic!() };
+        let size = batch::peek_size(&bytes).unwrap();
+        let first = &bytes[..size];
+        let h = batch::validate(first).expect("a valid batch (CRC recomputed)");
+        assert!(h.is_log_append_time(), "the timestamp type survives the re-encoding");
+        assert_eq!(h.max_timestamp, NOW, "the broker-set max timestamp survives");
+        assert_eq!(h.base_offset, 1);
+        let records = batch::records(first).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].key, Some(&b"k2"[..]));
+    }
+
+    fn config_for_test() -> CompactionConfig {
+        CompactionConfig { delete_retention_ms: 1000, min_dirty_ratio: 0.5, min_lag_ms: 0, max_lag_ms: i64::MAX }
+    }
+
+    /// A batch that cannot be decoded is an error, never a batch to drop.
+    #[test]
+    fn an_undecodable_batch_fails_the_pass_instead_of_being_dropped() {
+        // A zstd batch whose payload is not zstd, with a valid CRC.
+        let mut b = keyed(&[("k", "v")], 1_000);
+        b[21..23].copy_from_slice(&4i16.to_be_bytes());
+        let crc = batch::compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        let (latest, last_batch_of) = (HashMap::new(), HashMap::new());
+        let mut keep = Keep {
+            latest: &latest,
+            last_batch_of: &last_batch_of,
+            is_aborted: &|_, _| false,
+            tombstone_horizon: 0,
+            removed: 0,
+            oldest_tombstone: None,
+        };
+        let err = keep.batch(&b).expect_err("an error, not Ok(None)");
+        assert!(err.contains("could not be decoded"), "{err}");
+        assert_eq!(keep.removed, 0);
+    }
 
     fn config() -> CompactionConfig {
         CompactionConfig { delete_retention_ms: 1000, min_dirty_ratio: 0.5, min_lag_ms: 0, max_lag_ms: i64::MAX }

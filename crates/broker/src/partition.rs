@@ -73,6 +73,9 @@ struct AppendJob {
 /// Name of the producer state snapshot in a partition directory.
 const PRODUCER_SNAPSHOT: &str = "producer-state";
 
+/// How long a partition waits after a failed compaction pass before trying again.
+const CLEAN_RETRY_MS: i64 = 60_000;
+
 /// Least time between two producer state snapshots of a busy partition.
 const SNAPSHOT_INTERVAL_MS: i64 = 30_000;
 
@@ -100,6 +103,8 @@ pub struct Partition {
     cleaned_up_to: std::sync::atomic::AtomicU64,
     /// When tombstones the last pass kept become removable (ms; i64::MAX: none kept).
     tombstones_due: std::sync::atomic::AtomicI64,
+    /// No compaction pass before this time (ms): the last one failed.
+    clean_retry_at: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Partition {
@@ -115,6 +120,7 @@ pub(crate) fn error_code(err: &LogError) -> ResponseError {
         LogError::TooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Batch(e) => crate::error::batch_error_code(e),
+        LogError::CleanAborted(_) => ResponseError::UnknownServerError,
     }
 }
 
@@ -158,6 +164,7 @@ impl Partition {
             compaction: Mutex::new(None),
             cleaned_up_to: std::sync::atomic::AtomicU64::new(0),
             tombstones_due: std::sync::atomic::AtomicI64::new(i64::MAX),
+            clean_retry_at: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -169,6 +176,9 @@ impl Partition {
     /// One compaction pass if one is due: plan under the lock, clean without it, swap under it.
     pub fn compact(&self, now: i64) -> Option<CleanReport> {
         let config = (*self.compaction.lock().unwrap_or_else(|p| p.into_inner()))?;
+        if now < self.clean_retry_at.load(Ordering::Relaxed) {
+            return None;
+        }
         let (plan, up_to, aborted) = {
             let state = self.lock();
             let State::Online(log) = &*state else { return None };
@@ -190,7 +200,10 @@ impl Partition {
         let (cleaned, report) = match crate::cleaner::clean(&plan, &config, &aborted, now) {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "compaction failed");
+                // The old segments stay as they were; try again later.
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e,
+                    retry_in_ms = CLEAN_RETRY_MS, "compaction pass failed; the segments are kept as they are");
+                self.clean_retry_at.store(now.saturating_add(CLEAN_RETRY_MS), Ordering::Relaxed);
                 return None;
             }
         };
@@ -198,6 +211,8 @@ impl Partition {
         let State::Online(log) = &mut *state else { return None };
         match log.swap_cleaned(cleaned, now) {
             Ok(true) => {
+                // A pass that kept nothing of the first segments moved the log start.
+                self.producers().truncate_below(log.log_start_offset());
                 self.cleaned_up_to.store(up_to, Ordering::Relaxed);
                 self.tombstones_due.store(report.tombstones_due_ms.unwrap_or(i64::MAX), Ordering::Relaxed);
                 tracing::debug!(topic = %self.topic, partition = self.index, ?report, "compacted");

@@ -9,11 +9,15 @@
 //! 1. every new segment is written as `<base>.cleaned` and fsynced;
 //! 2. `clean.swap` lists the new and the replaced bases, is fsynced with its directory: from
 //!    here on the swap is decided;
-//! 3. the replaced segments are deleted, each `<base>.cleaned` renamed to `<base>.log`, the
-//!    indexes written; the directory is fsynced and `clean.swap` removed.
+//! 3. the replaced segments (and their index files) are deleted, each `<base>.cleaned` renamed
+//!    to `<base>.log` (after removing stale index files of that base); the directory is fsynced,
+//!    then `clean.swap` removed and the directory fsynced again;
+//! 4. the new segments' index files are written (`Log::swap_cleaned`). A crash before that
+//!    leaves sealed segments without indexes, which `Log::open` rebuilds.
 //!
 //! `Log::open` finishes a decided swap (step 3 is idempotent) and deletes `.cleaned` files of
-//! one that was not.
+//! one that was not. A rewrite that fails (an I/O error, or the caller's `keep` refusing)
+//! removes the `.cleaned` files it wrote and leaves the log as it was.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -102,10 +106,30 @@ impl CleanPlan {
     }
 
     /// Rewrites the planned segments: `keep` gets each batch and returns the bytes to write in its
-    /// place (the batch itself, a smaller batch with the same offsets, or None to drop it).
-    /// Output is grouped into segments of at most `segment.bytes`. One batch is in memory at a
-    /// time.
-    pub fn rewrite(&self, mut keep: impl for<'a> FnMut(&'a [u8]) -> Option<Cow<'a, [u8]>>) -> Result<Cleaned> {
+    /// place (the batch itself, a smaller batch with the same offsets, or None to drop it), or an
+    /// error, which abandons the rewrite ([`crate::LogError::CleanAborted`]): nothing is dropped
+    /// because the caller could not decide. Output is grouped into segments of at most
+    /// `segment.bytes`. One batch is in memory at a time. On any error the files written so far
+    /// are removed.
+    pub fn rewrite<E: std::fmt::Display>(
+        &self,
+        keep: impl for<'a> FnMut(&'a [u8]) -> std::result::Result<Option<Cow<'a, [u8]>>, E>,
+    ) -> Result<Cleaned> {
+        let mut written = Vec::new();
+        let result = self.rewrite_into(keep, &mut written);
+        if result.is_err() {
+            for path in &written {
+                let _ = self.fs.remove_file(path);
+            }
+        }
+        result
+    }
+
+    fn rewrite_into<E: std::fmt::Display>(
+        &self,
+        mut keep: impl for<'a> FnMut(&'a [u8]) -> std::result::Result<Option<Cow<'a, [u8]>>, E>,
+        written: &mut Vec<PathBuf>,
+    ) -> Result<Cleaned> {
         let mut out: Vec<CleanedSegment> = Vec::new();
         let mut current: Option<(CleanedSegment, Arc<dyn File>, PathBuf)> = None;
         let finish =
@@ -121,8 +145,15 @@ impl CleanPlan {
             for b in Self::batches_of(planned)? {
                 buf.resize(b.size as usize, 0);
                 planned.file.read_exact_at(&mut buf, b.pos).at(&planned.path)?;
-                let Some(kept) = keep(&buf) else { continue };
+                let kept = keep(&buf).map_err(|e| crate::LogError::CleanAborted(e.to_string()))?;
+                let Some(kept) = kept else { continue };
                 let header = batch::BatchHeader::parse(&kept)?;
+                if batch::peek_size(&kept) != Some(kept.len()) {
+                    return Err(crate::LogError::CleanAborted(format!(
+                        "the batch kept in place of offset {} is not exactly one batch",
+                        header.base_offset
+                    )));
+                }
                 let size = kept.len() as u64;
                 let full =
                     current.as_ref().is_some_and(|(seg, _, _)| seg.size > 0 && seg.size + size > self.segment_bytes);
@@ -138,6 +169,7 @@ impl CleanPlan {
                         self.fs.remove_file(&path).at(&path)?;
                     }
                     let file = self.fs.open(&path, true).at(&path)?;
+                    written.push(path.clone());
                     let seg = CleanedSegment {
                         base,
                         size: 0,

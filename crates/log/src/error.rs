@@ -16,6 +16,8 @@ pub enum LogError {
     OffsetOutOfRange { offset: u64, start: u64, end: u64 },
     #[error("corrupt data in {path} at byte {pos}: {reason}")]
     Corrupt { path: PathBuf, pos: u64, reason: String },
+    #[error("compaction rewrite abandoned: {0}")]
+    CleanAborted(String),
     #[error("invalid record batch: {0}")]
     Batch(#[from] BatchError),
 }

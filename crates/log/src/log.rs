@@ -709,7 +709,9 @@ impl Log {
     }
 
     /// Swaps cleaned segments in for the ones they replace. Returns false (and drops the new
-    /// files) when the log changed meanwhile (retention removed a replaced segment).
+    /// files) when the log changed meanwhile (retention removed a replaced segment). When
+    /// nothing was kept at the start of the log, the log start offset moves up to the first
+    /// remaining segment (check [`Log::log_start_offset`] afterwards).
     pub fn swap_cleaned(&mut self, cleaned: crate::Cleaned, now_ms: i64) -> Result<bool> {
         let active = *self.segments.keys().next_back().expect("a log has an active segment");
         if cleaned.replaced.iter().any(|b| !self.segments.contains_key(b) || *b == active) {
@@ -728,6 +730,10 @@ impl Log {
         }
         // Remembered read positions may point into replaced files.
         *self.hints.lock().expect("hints lock") = Hints::default();
+        // If nothing was kept of the first segments, the log now starts at the first remaining
+        // one: say so now, as `open` would after a restart.
+        let first_base = *self.segments.keys().next().expect("a log has an active segment");
+        self.log_start_offset = self.log_start_offset.max(first_base);
         Ok(true)
     }
 

@@ -56,7 +56,7 @@ fn compact(log: &mut Log) -> bool {
     let cleaned = plan
         .rewrite(|b| {
             let h = batch::BatchHeader::parse(b).unwrap();
-            (latest[&key_of(b)] == h.base_offset).then_some(Cow::Borrowed(b))
+            Ok::<_, String>((latest[&key_of(b)] == h.base_offset).then_some(Cow::Borrowed(b)))
         })
         .unwrap();
     assert!(cleaned.bytes_after < cleaned.bytes_before);
@@ -115,7 +115,7 @@ fn a_crash_during_compaction_leaves_old_or_new_segments() {
         } else {
             // Crash before the swap is decided: only the .cleaned files exist.
             let plan = log.plan_clean(log.next_offset()).unwrap();
-            plan.rewrite(|b| Some(Cow::Borrowed(b))).unwrap();
+            plan.rewrite(|b| Ok::<_, String>(Some(Cow::Borrowed(b)))).unwrap();
         }
         drop(log);
         let crashed = fs.crash(&mut rng);
@@ -132,4 +132,56 @@ fn a_crash_during_compaction_leaves_old_or_new_segments() {
         assert!(!crashed.exists(&dir.join("clean.swap")), "seed {seed}: the swap was finished");
         assert_eq!(log.next_offset(), 200);
     }
+}
+
+/// When a pass keeps nothing of the segments it cleaned, the log starts at the first remaining
+/// segment at once, not only after a restart.
+#[test]
+fn a_pass_that_keeps_nothing_moves_the_log_start_at_once() {
+    let fs = SimFs::new();
+    let dir = Path::new("/p");
+    let mut log = fill(&fs, dir);
+    assert_eq!(log.log_start_offset(), 0);
+    let up_to = log.next_offset();
+    let plan = log.plan_clean(up_to).expect("sealed segments");
+    let cleaned = plan.rewrite(|_| Ok::<_, String>(None)).unwrap();
+    assert_eq!(cleaned.bytes_after, 0);
+    assert!(log.swap_cleaned(cleaned, NOW).unwrap());
+    let first_remaining = log.segment_summaries()[0].0;
+    assert!(first_remaining > 0);
+    assert_eq!(log.log_start_offset(), first_remaining, "the log start follows the removed segments");
+    // Reading from the old start is out of range; from the new one it works.
+    assert!(log.read(0, 1 << 20, true).is_err());
+    assert!(log.read(first_remaining, 1 << 20, true).is_ok());
+    log.close(NOW).unwrap();
+    let (log, _) = Log::open(Arc::new(fs.clone()), dir, LogConfig::default(), NOW).unwrap();
+    assert_eq!(log.log_start_offset(), first_remaining, "the same after a restart");
+}
+
+/// A `keep` that fails abandons the rewrite: the files written so far are removed and the log
+/// is untouched.
+#[test]
+fn a_failing_keep_abandons_the_rewrite() {
+    let fs = SimFs::new();
+    let dir = Path::new("/p");
+    let mut log = fill(&fs, dir);
+    let before = read_all(&mut log, 0);
+    let plan = log.plan_clean(log.next_offset()).expect("sealed segments");
+    let mut seen = 0;
+    let err = plan
+        .rewrite(|b| {
+            seen += 1;
+            if seen < 30 {
+                Ok(Some(Cow::Borrowed(b)))
+            } else {
+                Err("cannot decode")
+            }
+        })
+        .err()
+        .expect("the rewrite fails");
+    assert!(matches!(err, freshet_log::LogError::CleanAborted(ref why) if why == "cannot decode"), "{err}");
+    let leftovers: Vec<_> =
+        fs.read_dir(dir).unwrap().into_iter().filter(|p| p.extension().is_some_and(|e| e == "cleaned")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(read_all(&mut log, 0), before);
 }
