@@ -239,12 +239,6 @@ impl Partition {
         Ok((log.log_start_offset(), hw, lso))
     }
 
-    /// Raises a producer's epoch here, so batches of the fenced incarnation are refused.
-    pub fn fence_producer(&self, producer_id: i64, epoch: i16) {
-        let _state = self.lock();
-        self.producers().fence(producer_id, epoch);
-    }
-
     /// Writes a transaction marker for `producer_id` (commit or abort) and returns where.
     pub fn append_marker(
         self: &Arc<Self>,

@@ -163,15 +163,6 @@ impl ProducerState {
         }
     }
 
-    /// Raises a producer's epoch without a batch (InitProducerId fenced the old one).
-    pub fn fence(&mut self, producer_id: i64, epoch: i16) {
-        let entry = self.producers.entry(producer_id).or_default();
-        if epoch > entry.epoch {
-            entry.epoch = epoch;
-            entry.batches.clear();
-        }
-    }
-
     /// The first offset of any open transaction: the last stable offset can be no higher.
     pub fn first_unstable_offset(&self) -> Option<u64> {
         self.producers.values().filter_map(|e| e.txn_first_offset).min()
