@@ -11,6 +11,7 @@ mod consume;
 mod group;
 mod produce;
 mod serve;
+mod sqltest;
 mod topic;
 
 #[derive(Parser)]
@@ -54,6 +55,8 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// Run SQL test cases in ksqlDB's test-case JSON format (files or directories).
+    SqlTest(sqltest::SqlTestArgs),
 }
 
 #[derive(Args)]
@@ -129,6 +132,10 @@ fn main() -> Result<()> {
         Command::Bench { command } => {
             init_logging("warn");
             runtime.block_on(bench::run(command))
+        }
+        Command::SqlTest(args) => {
+            init_logging("error");
+            sqltest::run(args)
         }
     }
 }

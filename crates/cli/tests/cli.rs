@@ -171,3 +171,55 @@ fn group_list_describe_reset_and_delete() {
     let out = freshet(&server, &["group", "delete", "reporting"], None);
     assert!(!out.status.success(), "deleting a missing group fails");
 }
+
+#[test]
+fn sql_test_runs_ksqldb_format_cases_and_reports_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = r#"{
+      // comments are allowed, as in ksqlDB's files
+      "tests": [
+        {
+          "name": "passes",
+          "statements": [
+            "CREATE STREAM I (K STRING KEY, V INT) WITH (kafka_topic='i', value_format='JSON');",
+            "CREATE STREAM O AS SELECT K, V * 10 AS W FROM I WHERE V > 1;"
+          ],
+          "inputs": [{"topic": "i", "key": "a", "value": {"V": 1}}, {"topic": "i", "key": "b", "value": {"V": 2}}],
+          "outputs": [{"topic": "O", "key": "b", "value": {"W": 20}}]
+        },
+        {
+          "name": "fails",
+          "statements": [
+            "CREATE STREAM I (K STRING KEY, V INT) WITH (kafka_topic='i', value_format='JSON');",
+            "CREATE STREAM O AS SELECT K, V FROM I;"
+          ],
+          "inputs": [{"topic": "i", "key": "a", "value": {"V": 1}}],
+          "outputs": [{"topic": "O", "key": "a", "value": {"V": 2}}]
+        },
+        {
+          "name": "expected error",
+          "statements": ["CREATE STREAM O AS SELECT * FROM MISSING;"],
+          "expectedException": {"type": "x", "message": "MISSING does not exist"}
+        },
+        {
+          "name": "needs a registry",
+          "statements": ["CREATE STREAM I (V INT) WITH (kafka_topic='i', value_format='AVRO');"]
+        }
+      ]
+    }"#;
+    let file = dir.path().join("cases.json");
+    std::fs::write(&file, cases).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_freshet")).arg("sql-test").arg(&file).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("FAIL cases.json: fails"), "{stdout}");
+    assert!(stdout.contains(r#"value={"V":1}"#), "actual record shown: {stdout}");
+    assert!(stdout.trim_end().ends_with("2 passed, 1 failed, 1 skipped"), "{stdout}");
+    // The ratchet turns too few passes into a failing exit status.
+    let out = Command::new(env!("CARGO_BIN_EXE_freshet"))
+        .args(["sql-test", "--min-passed", "3"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

@@ -48,3 +48,12 @@ pub const READ_BUFFER_POOL_BYTES: usize = 128 * 1024 * 1024;
 
 /// Largest read buffer that is pooled; larger ones are freed.
 pub const READ_BUFFER_POOL_MAX_BUFFER: usize = 16 * 1024 * 1024;
+
+/// Most items COLLECT_LIST and COLLECT_SET keep per group (ksqlDB's default limit).
+pub const SQL_MAX_COLLECT_ITEMS: usize = 1000;
+
+/// Most distinct strings HISTOGRAM counts per group (ksqlDB's default limit).
+pub const SQL_MAX_HISTOGRAM_BUCKETS: usize = 1000;
+
+/// Records a persistent query reads from one input partition per processing step.
+pub const SQL_POLL_BATCH: usize = 1024;

@@ -1,0 +1,407 @@
+//! Aggregate functions: typing, accumulators, and undo for aggregations over tables.
+
+use crate::error::{Result, SqlError};
+use crate::types::SqlType;
+use crate::value::{type_of, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggKind {
+    Count,
+    CountStar,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    CountDistinct,
+    CollectList,
+    CollectSet,
+    EarliestByOffset,
+    LatestByOffset,
+    TopK,
+    TopKDistinct,
+    Histogram,
+    StddevSamp,
+    StddevPop,
+    VarSamp,
+    VarPop,
+    Correlation,
+}
+
+/// A typed aggregate call: how many expression arguments it evaluates per row, its constant
+/// parameters (TOPK's k, EARLIEST_BY_OFFSET's n and ignore-nulls flag) and its result type.
+#[derive(Debug, Clone)]
+pub struct AggSpec {
+    pub kind: AggKind,
+    pub arg_types: Vec<SqlType>,
+    pub params: Vec<Value>,
+    pub result: SqlType,
+}
+
+/// Resolves `name(args)`; `consts` are the trailing literal arguments.
+pub fn resolve(name: &str, arg_types: &[SqlType], consts: &[Value], star: bool) -> Result<AggSpec> {
+    use AggKind::*;
+    let first = arg_types.first().cloned();
+    let bad = || {
+        SqlError::statement(format!(
+            "Function '{name}' does not accept parameters ({}).",
+            arg_types.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+        ))
+    };
+    let one = || first.clone().ok_or_else(bad);
+    let (kind, result) = match name {
+        "COUNT" if star || arg_types.is_empty() => (CountStar, SqlType::BigInt),
+        "COUNT" => (Count, SqlType::BigInt),
+        "SUM" => {
+            let t = one()?;
+            if !t.is_numeric() {
+                return Err(bad());
+            }
+            (Sum, t)
+        }
+        "AVG" => {
+            let t = one()?;
+            if !t.is_numeric() {
+                return Err(bad());
+            }
+            let result = match t {
+                SqlType::Decimal { .. } => t,
+                _ => SqlType::Double,
+            };
+            (Avg, result)
+        }
+        "MIN" | "MAX" => {
+            let t = one()?;
+            if !t.is_primitive() || t == SqlType::Boolean {
+                return Err(bad());
+            }
+            (if name == "MIN" { Min } else { Max }, t)
+        }
+        "COUNT_DISTINCT" => (CountDistinct, SqlType::BigInt),
+        "COLLECT_LIST" => (CollectList, SqlType::Array(Box::new(one()?))),
+        "COLLECT_SET" => (CollectSet, SqlType::Array(Box::new(one()?))),
+        "EARLIEST_BY_OFFSET" | "LATEST_BY_OFFSET" => {
+            let t = one()?;
+            let kind = if name == "EARLIEST_BY_OFFSET" { EarliestByOffset } else { LatestByOffset };
+            let n = consts.first().and_then(Value::as_i64);
+            let result = match n {
+                Some(_) => SqlType::Array(Box::new(t)),
+                None => t,
+            };
+            (kind, result)
+        }
+        "TOPK" | "TOPKDISTINCT" => {
+            let t = one()?;
+            if consts.is_empty() {
+                return Err(bad());
+            }
+            (if name == "TOPK" { TopK } else { TopKDistinct }, SqlType::Array(Box::new(t)))
+        }
+        "HISTOGRAM" => (Histogram, SqlType::Map(Box::new(SqlType::String), Box::new(SqlType::BigInt))),
+        "STDDEV_SAMPLE" | "STDDEV_SAMP" => (StddevSamp, SqlType::Double),
+        "STDDEV_POP" => (StddevPop, SqlType::Double),
+        "VAR_SAMP" => (VarSamp, SqlType::Double),
+        "VAR_POP" => (VarPop, SqlType::Double),
+        "CORRELATION" => (Correlation, SqlType::Double),
+        _ => return Err(SqlError::statement(format!("Unknown aggregate function {name}"))),
+    };
+    Ok(AggSpec { kind, arg_types: arg_types.to_vec(), params: consts.to_vec(), result })
+}
+
+/// The running state of one aggregate for one group.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Acc {
+    Count(i64),
+    Sum(Value),
+    Avg(Value, i64),
+    Extreme(Value),
+    List(Vec<Value>),
+    /// Sum, sum of squares, count (variance); or sums for correlation.
+    Moments(f64, f64, i64),
+    Corr {
+        n: i64,
+        sx: f64,
+        sy: f64,
+        sxx: f64,
+        syy: f64,
+        sxy: f64,
+    },
+    Histogram(Vec<(String, i64)>),
+}
+
+impl AggSpec {
+    pub fn init(&self) -> Acc {
+        use AggKind::*;
+        match self.kind {
+            Count | CountStar => Acc::Count(0),
+            Sum => Acc::Sum(zero(&self.result)),
+            Avg => Acc::Avg(Value::Null, 0),
+            Min | Max | EarliestByOffset | LatestByOffset => Acc::Extreme(Value::Null),
+            CountDistinct | CollectList | CollectSet | TopK | TopKDistinct => Acc::List(vec![]),
+            StddevSamp | StddevPop | VarSamp | VarPop => Acc::Moments(0.0, 0.0, 0),
+            Correlation => Acc::Corr { n: 0, sx: 0.0, sy: 0.0, sxx: 0.0, syy: 0.0, sxy: 0.0 },
+            Histogram => Acc::Histogram(vec![]),
+        }
+    }
+
+    fn limit(&self) -> usize {
+        self.params.first().and_then(Value::as_i64).unwrap_or(1).max(0) as usize
+    }
+
+    fn ignore_nulls(&self) -> bool {
+        self.params.get(1).and_then(Value::as_bool).unwrap_or(true)
+    }
+
+    /// Adds one row's arguments.
+    pub fn add(&self, acc: &mut Acc, args: &[Value]) {
+        use AggKind::*;
+        let v = args.first().cloned().unwrap_or(Value::Null);
+        match (self.kind, acc) {
+            (CountStar, Acc::Count(n)) => *n += 1,
+            (Count, Acc::Count(n)) if !v.is_null() => *n += 1,
+            (Sum, Acc::Sum(s)) if !v.is_null() => *s = add_values(s, &v, &self.result),
+            (Avg, Acc::Avg(s, n)) if !v.is_null() => {
+                *s = if s.is_null() { v } else { add_values(s, &v, &widen_sum(&self.arg_types[0])) };
+                *n += 1;
+            }
+            (Min | Max, Acc::Extreme(cur)) => {
+                if v.is_null() {
+                    return;
+                }
+                let want = if self.kind == Min { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater };
+                if cur.is_null() || v.compare(cur) == Some(want) {
+                    *cur = v;
+                }
+            }
+            (EarliestByOffset | LatestByOffset, Acc::Extreme(cur)) if self.params.is_empty() => {
+                if v.is_null() && self.ignore_nulls() {
+                    return;
+                }
+                if self.kind == LatestByOffset || matches!(cur, Value::Null) {
+                    // Earliest keeps the first; a leading null (not ignored) is kept as a marker.
+                    if self.kind == EarliestByOffset {
+                        *cur = Value::Array(vec![v]);
+                    } else {
+                        *cur = v;
+                    }
+                }
+            }
+            (EarliestByOffset | LatestByOffset, Acc::Extreme(cur)) => {
+                if v.is_null() && self.ignore_nulls() {
+                    return;
+                }
+                let n = self.limit();
+                let mut items = match std::mem::replace(cur, Value::Null) {
+                    Value::Array(items) => items,
+                    _ => vec![],
+                };
+                if self.kind == EarliestByOffset {
+                    if items.len() < n {
+                        items.push(v);
+                    }
+                } else {
+                    items.push(v);
+                    if items.len() > n {
+                        items.remove(0);
+                    }
+                }
+                *cur = Value::Array(items);
+            }
+            (CountDistinct, Acc::List(items)) if !v.is_null() && !items.iter().any(|x| x.same(&v)) => items.push(v),
+            (CollectList, Acc::List(items)) if items.len() < crate::limits::MAX_COLLECT_ITEMS => items.push(v),
+            (CollectSet, Acc::List(items))
+                if !items.iter().any(|x| x.same(&v)) && items.len() < crate::limits::MAX_COLLECT_ITEMS =>
+            {
+                items.push(v)
+            }
+            (TopK | TopKDistinct, Acc::List(items)) => {
+                if v.is_null() {
+                    return;
+                }
+                if self.kind == TopKDistinct && items.iter().any(|x| x.same(&v)) {
+                    return;
+                }
+                items.push(v);
+                items.sort_by(|a, b| b.compare(a).unwrap_or(std::cmp::Ordering::Equal));
+                items.truncate(self.limit());
+            }
+            (Histogram, Acc::Histogram(h)) => {
+                let Value::String(s) = v else {
+                    return;
+                };
+                if let Some(slot) = h.iter_mut().find(|(k, _)| *k == s) {
+                    slot.1 += 1;
+                } else if h.len() < crate::limits::MAX_HISTOGRAM_BUCKETS {
+                    h.push((s, 1));
+                }
+            }
+            (StddevSamp | StddevPop | VarSamp | VarPop, Acc::Moments(s, sq, n)) => {
+                if let Some(x) = v.as_f64() {
+                    *s += x;
+                    *sq += x * x;
+                    *n += 1;
+                }
+            }
+            (Correlation, Acc::Corr { n, sx, sy, sxx, syy, sxy }) => {
+                if let (Some(x), Some(y)) = (v.as_f64(), args.get(1).and_then(Value::as_f64)) {
+                    *n += 1;
+                    *sx += x;
+                    *sy += y;
+                    *sxx += x * x;
+                    *syy += y * y;
+                    *sxy += x * y;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Removes one row's arguments (aggregations over tables). Returns false if this aggregate
+    /// cannot be undone.
+    pub fn undo(&self, acc: &mut Acc, args: &[Value]) -> bool {
+        use AggKind::*;
+        let v = args.first().cloned().unwrap_or(Value::Null);
+        match (self.kind, acc) {
+            (CountStar, Acc::Count(n)) => *n -= 1,
+            (Count, Acc::Count(n)) => {
+                if !v.is_null() {
+                    *n -= 1
+                }
+            }
+            (Sum, Acc::Sum(s)) => {
+                if !v.is_null() {
+                    *s = add_values(s, &negate(&v), &self.result);
+                }
+            }
+            (Avg, Acc::Avg(s, n)) => {
+                if !v.is_null() && !s.is_null() {
+                    *s = add_values(s, &negate(&v), &widen_sum(&self.arg_types[0]));
+                    *n -= 1;
+                }
+            }
+            (CollectList | CollectSet, Acc::List(items)) => {
+                if let Some(i) = items.iter().position(|x| x.same(&v)) {
+                    items.remove(i);
+                }
+            }
+            (CountDistinct, Acc::List(_)) => return false,
+            (Histogram, Acc::Histogram(h)) => {
+                if let Value::String(s) = v {
+                    if let Some(i) = h.iter().position(|(k, _)| *k == s) {
+                        h[i].1 -= 1;
+                        if h[i].1 == 0 {
+                            h.remove(i);
+                        }
+                    }
+                }
+            }
+            (StddevSamp | StddevPop | VarSamp | VarPop, Acc::Moments(s, sq, n)) => {
+                if let Some(x) = v.as_f64() {
+                    *s -= x;
+                    *sq -= x * x;
+                    *n -= 1;
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    pub fn result(&self, acc: &Acc) -> Value {
+        use AggKind::*;
+        match (self.kind, acc) {
+            (Count | CountStar, Acc::Count(n)) => Value::BigInt(*n),
+            (Sum, Acc::Sum(s)) => s.clone(),
+            (Avg, Acc::Avg(s, n)) => {
+                if *n == 0 || s.is_null() {
+                    return match self.result {
+                        SqlType::Double => Value::Double(0.0),
+                        _ => Value::Null,
+                    };
+                }
+                match (&self.result, s) {
+                    (SqlType::Decimal { scale, .. }, Value::Decimal(u, sc)) => {
+                        let u = crate::value::rescale(*u, *sc, *scale);
+                        Value::Decimal(u / *n as i128, *scale)
+                    }
+                    _ => Value::Double(s.as_f64().unwrap_or(0.0) / *n as f64),
+                }
+            }
+            (Min | Max | LatestByOffset, Acc::Extreme(v)) => v.clone(),
+            (EarliestByOffset, Acc::Extreme(v)) => {
+                if self.params.is_empty() {
+                    match v {
+                        Value::Array(items) => items.first().cloned().unwrap_or(Value::Null),
+                        other => other.clone(),
+                    }
+                } else {
+                    v.clone()
+                }
+            }
+            (CountDistinct, Acc::List(items)) => Value::BigInt(items.len() as i64),
+            (CollectList | CollectSet | TopK | TopKDistinct, Acc::List(items)) => Value::Array(items.clone()),
+            (Histogram, Acc::Histogram(h)) => {
+                Value::Map(h.iter().map(|(k, n)| (Value::String(k.clone()), Value::BigInt(*n))).collect())
+            }
+            (StddevSamp | StddevPop | VarSamp | VarPop, Acc::Moments(s, sq, n)) => {
+                let n = *n as f64;
+                let pop = matches!(self.kind, StddevPop | VarPop);
+                let denom = if pop { n } else { n - 1.0 };
+                if denom <= 0.0 {
+                    return Value::Double(0.0);
+                }
+                let var = (sq - s * s / n) / denom;
+                Value::Double(if matches!(self.kind, StddevSamp | StddevPop) { var.max(0.0).sqrt() } else { var })
+            }
+            (Correlation, Acc::Corr { n, sx, sy, sxx, syy, sxy }) => {
+                let n = *n as f64;
+                let cov = sxy - sx * sy / n;
+                let vx = sxx - sx * sx / n;
+                let vy = syy - sy * sy / n;
+                Value::Double(cov / (vx * vy).sqrt())
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
+fn zero(t: &SqlType) -> Value {
+    match t {
+        SqlType::Int => Value::Int(0),
+        SqlType::BigInt => Value::BigInt(0),
+        SqlType::Double => Value::Double(0.0),
+        SqlType::Decimal { scale, .. } => Value::Decimal(0, *scale),
+        _ => Value::Null,
+    }
+}
+
+fn widen_sum(t: &SqlType) -> SqlType {
+    match t {
+        SqlType::Int | SqlType::BigInt => SqlType::BigInt,
+        other => other.clone(),
+    }
+}
+
+fn negate(v: &Value) -> Value {
+    match v {
+        Value::Int(i) => Value::Int(-i),
+        Value::BigInt(i) => Value::BigInt(-i),
+        Value::Double(d) => Value::Double(-d),
+        Value::Decimal(u, s) => Value::Decimal(-u, *s),
+        other => other.clone(),
+    }
+}
+
+fn add_values(a: &Value, b: &Value, ty: &SqlType) -> Value {
+    match ty {
+        SqlType::Int => Value::Int((a.as_i64().unwrap_or(0) as i32).wrapping_add(b.as_i64().unwrap_or(0) as i32)),
+        SqlType::BigInt => Value::BigInt(a.as_i64().unwrap_or(0).wrapping_add(b.as_i64().unwrap_or(0))),
+        SqlType::Double => Value::Double(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0)),
+        SqlType::Decimal { scale, .. } => {
+            Value::Decimal(a.to_decimal(*scale).unwrap_or(0) + b.to_decimal(*scale).unwrap_or(0), *scale)
+        }
+        _ => {
+            let _ = type_of(a);
+            Value::Null
+        }
+    }
+}

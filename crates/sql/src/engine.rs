@@ -1,0 +1,1289 @@
+//! The engine: executes statements against the catalog, plans persistent queries and runs them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use crate::aggregate;
+use crate::ast::*;
+use crate::catalog::*;
+use crate::error::{Result, SqlError};
+use crate::expr::{CExpr, Compiler, Env, Scope};
+use crate::format::{Format, Serde};
+use crate::functions;
+use crate::parser::{self, TypeRegistry};
+use crate::query::{AggregatePlan, Plan, ProcessingError, Query};
+use crate::topics::{Record, Topics};
+use crate::types::{Field, SqlType};
+use crate::value::Value;
+
+/// What a statement did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A message for the user (DDL, SET, TERMINATE...).
+    Message(String),
+    /// A persistent query was started.
+    QueryStarted { id: String, sink: String },
+    /// A SELECT to answer as a pull or push query (run by the caller).
+    Select(Box<Select>),
+    /// A listing (SHOW / DESCRIBE) as JSON in ksqlDB's REST shapes.
+    Listing(serde_json::Value),
+}
+
+pub struct Engine {
+    pub catalog: Catalog,
+    topics: Arc<dyn Topics>,
+    pub queries: BTreeMap<String, Query>,
+    query_seq: u64,
+    pub properties: BTreeMap<String, String>,
+    pub variables: BTreeMap<String, String>,
+    pub processing_log: Vec<ProcessingError>,
+    /// Create a source's topic when it does not exist (test harness), instead of refusing.
+    pub auto_create_topics: bool,
+}
+
+fn prop_string(props: &BTreeMap<String, Value>, name: &str) -> Option<String> {
+    props.get(name).map(|v| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+impl Engine {
+    pub fn new(topics: Arc<dyn Topics>) -> Engine {
+        Engine {
+            catalog: Catalog::default(),
+            topics,
+            queries: BTreeMap::new(),
+            query_seq: 0,
+            properties: BTreeMap::new(),
+            variables: BTreeMap::new(),
+            processing_log: vec![],
+            auto_create_topics: false,
+        }
+    }
+
+    pub fn topics(&self) -> &Arc<dyn Topics> {
+        &self.topics
+    }
+
+    fn types(&self) -> TypeRegistry {
+        self.catalog.types.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Runs a script of statements; stops at the first error.
+    pub fn execute(&mut self, script: &str) -> Result<Vec<Outcome>> {
+        let mut out = vec![];
+        for text in parser::split_statements(script) {
+            out.push(self.execute_one(&text)?);
+        }
+        Ok(out)
+    }
+
+    /// Substitutes `${name}` variables defined with DEFINE.
+    fn substitute(&self, text: &str) -> String {
+        let mut s = text.to_string();
+        for (k, v) in &self.variables {
+            s = s.replace(&format!("${{{k}}}"), v);
+            s = s.replace(&format!("${{{}}}", k.to_ascii_lowercase()), v);
+        }
+        s
+    }
+
+    pub fn execute_one(&mut self, text: &str) -> Result<Outcome> {
+        let text = self.substitute(text);
+        let stmt = parser::parse_statement(&text, &self.types())?;
+        self.run_statement(stmt, &text)
+    }
+
+    fn run_statement(&mut self, stmt: Statement, text: &str) -> Result<Outcome> {
+        match stmt {
+            Statement::CreateSource(c) => self.create_source(c, text),
+            Statement::CreateAs(c) => self.create_as(c, text),
+            Statement::InsertInto { target, query, properties: _ } => self.insert_into(&target, *query, text),
+            Statement::InsertValues { target, columns, values, pos } => {
+                self.insert_values(&target, columns, values).map_err(|e| e.at(pos))
+            }
+            Statement::CreateType { name, ty, if_not_exists } => {
+                if self.catalog.types.contains_key(&name) {
+                    if if_not_exists {
+                        return Ok(Outcome::Message(format!("Type {name} already exists")));
+                    }
+                    return Err(SqlError::statement(format!(
+                        "Cannot register custom type '{name}' since it is already registered with type: {}",
+                        self.catalog.types[&name]
+                    )));
+                }
+                self.catalog.types.insert(name.clone(), ty);
+                Ok(Outcome::Message(format!("Registered custom type with name '{name}'")))
+            }
+            Statement::DropType { name, if_exists } => {
+                if self.catalog.types.remove(&name).is_none() && !if_exists {
+                    return Err(SqlError::statement(format!("Type {name} does not exist.")));
+                }
+                Ok(Outcome::Message(format!("Dropped type '{name}'")))
+            }
+            Statement::Drop { kind, name, if_exists, delete_topic } => self.drop(kind, &name, if_exists, delete_topic),
+            Statement::Terminate(id) => {
+                match id {
+                    None => self.queries.clear(),
+                    Some(id) => {
+                        let id = id.to_ascii_uppercase();
+                        if self.queries.remove(&id).is_none() {
+                            return Err(SqlError::statement(format!("Unknown queryId: {id}")));
+                        }
+                        for s in self.catalog.sources.values_mut() {
+                            if s.writer.as_deref() == Some(id.as_str()) {
+                                s.writer = None;
+                            }
+                        }
+                    }
+                }
+                Ok(Outcome::Message("Query terminated.".into()))
+            }
+            Statement::Set { name, value } => {
+                self.properties.insert(name, value);
+                Ok(Outcome::Message("Property set".into()))
+            }
+            Statement::Unset(name) => {
+                self.properties.remove(&name);
+                Ok(Outcome::Message("Property unset".into()))
+            }
+            Statement::Define { name, value } => {
+                self.variables.insert(name, value);
+                Ok(Outcome::Message("Variable defined".into()))
+            }
+            Statement::Undefine(name) => {
+                self.variables.remove(&name);
+                Ok(Outcome::Message("Variable undefined".into()))
+            }
+            Statement::Select(s) => Ok(Outcome::Select(s)),
+            Statement::Assert => Ok(Outcome::Message("Assertion passed".into())),
+            Statement::Show(_) | Statement::Describe { .. } | Statement::Explain(_) | Statement::Print { .. } => {
+                Err(SqlError::statement("this statement is served by the REST API"))
+            }
+        }
+    }
+
+    fn create_source(&mut self, c: CreateSource, text: &str) -> Result<Outcome> {
+        let what = c.kind.name().to_ascii_lowercase();
+        if let Some(existing) = self.catalog.get(&c.name) {
+            if c.if_not_exists {
+                return Ok(Outcome::Message(format!("{} {} already exists", c.kind.name(), c.name)));
+            }
+            if !c.or_replace {
+                return Err(SqlError::statement(format!(
+                    "Cannot add {what} '{}': A {} with the same name already exists",
+                    c.name,
+                    existing.kind.name().to_ascii_lowercase()
+                )));
+            }
+            if existing.read_only || c.source {
+                return Err(SqlError::statement(format!(
+                    "Cannot add {what} '{}': CREATE OR REPLACE is not supported on source {what}s.",
+                    c.name
+                )));
+            }
+        }
+        let props = &c.properties;
+        let topic = prop_string(props, "KAFKA_TOPIC").ok_or_else(|| {
+            SqlError::statement("Missing required property \"KAFKA_TOPIC\" which has no default value.")
+        })?;
+        let (key_serde, mut value_serde) = serdes_from_props(props, None)?;
+        let mut keys = vec![];
+        let mut values = vec![];
+        let mut headers = vec![];
+        let mut seen = HashSet::new();
+        for col in &c.columns {
+            if is_reserved_column(&col.name) {
+                return Err(SqlError::statement(format!(
+                    "'{}' is a reserved column name. You cannot use it as a name for a column.",
+                    col.name
+                ))
+                .at(col.pos));
+            }
+            if !seen.insert(col.name.clone()) {
+                return Err(SqlError::statement(format!("Duplicate column names: {}", col.name)).at(col.pos));
+            }
+            if col.key {
+                if c.kind == SourceKind::Table && !col.primary_key {
+                    return Err(SqlError::statement(format!(
+                        "Column `{}` is a 'KEY' column: please use 'PRIMARY KEY' for tables.\nTables have PRIMARY KEYs, which are unique and NON NULL.\nStreams have KEYs, which have no uniqueness or NON NULL constraints.",
+                        col.name
+                    ))
+                    .at(col.pos));
+                }
+                if c.kind == SourceKind::Stream && col.primary_key {
+                    return Err(SqlError::statement(format!(
+                        "Column `{}` is a 'PRIMARY KEY' column: please use 'KEY' for streams.\nTables have PRIMARY KEYs, which are unique and NON NULL.\nStreams have KEYs, which have no uniqueness or NON NULL constraints.",
+                        col.name
+                    ))
+                    .at(col.pos));
+                }
+                check_key_type(&col.name, &col.ty)?;
+                keys.push(Field { name: col.name.clone(), ty: col.ty.clone() });
+            } else if let Some(h) = &col.header {
+                headers
+                    .push(HeaderColumn { field: Field { name: col.name.clone(), ty: col.ty.clone() }, key: h.clone() });
+            } else {
+                values.push(Field { name: col.name.clone(), ty: col.ty.clone() });
+            }
+        }
+        if c.kind == SourceKind::Table && keys.is_empty() {
+            return Err(SqlError::statement("Tables require a PRIMARY KEY. Please define the PRIMARY KEY."));
+        }
+        if c.columns.is_empty() {
+            return Err(SqlError::statement("The statement does not define any columns."));
+        }
+        key_serde.check(&keys, "key")?;
+        value_serde.check(&values, "value")?;
+        if let Some(w) = prop_string(props, "WRAP_SINGLE_VALUE") {
+            let wrap = w.eq_ignore_ascii_case("true");
+            if value_serde.format == Format::Kafka && wrap {
+                return Err(SqlError::statement("Format 'KAFKA' does not support 'WRAP_SINGLE_VALUE' set to 'true'."));
+            }
+            if values.len() != 1 {
+                return Err(SqlError::statement("'WRAP_SINGLE_VALUE' is only valid for single-field value schemas"));
+            }
+            value_serde.unwrapped = !wrap;
+        }
+        let window = window_from_props(props)?;
+        let timestamp = prop_string(props, "TIMESTAMP").map(|t| t.to_ascii_uppercase());
+        if let Some(ts) = &timestamp {
+            let col = keys.iter().chain(&values).find(|f| &f.name == ts).ok_or_else(|| {
+                SqlError::statement(format!(
+                    "The TIMESTAMP column set in the WITH clause does not exist in the schema: '{ts}'"
+                ))
+            })?;
+            if !matches!(col.ty, SqlType::BigInt | SqlType::Timestamp | SqlType::String) {
+                return Err(SqlError::statement(format!(
+                    "Timestamp column, `{ts}`, should be LONG(INT64), TIMESTAMP, or a String with a timestamp_format specified."
+                )));
+            }
+        }
+        self.ensure_topic(&topic, props)?;
+        let def = SourceDef {
+            name: c.name.clone(),
+            kind: c.kind,
+            topic,
+            keys,
+            values,
+            headers,
+            key_serde,
+            value_serde,
+            timestamp,
+            timestamp_format: prop_string(props, "TIMESTAMP_FORMAT"),
+            window,
+            writer: None,
+            read_only: c.source,
+            sql: text.to_string(),
+        };
+        self.catalog.sources.insert(c.name.clone(), def);
+        Ok(Outcome::Message(format!("{} created", if c.kind == SourceKind::Stream { "Stream" } else { "Table" })))
+    }
+
+    fn ensure_topic(&mut self, topic: &str, props: &BTreeMap<String, Value>) -> Result<i32> {
+        if let Some(p) = self.topics.partitions(topic) {
+            return Ok(p);
+        }
+        let partitions = props.get("PARTITIONS").and_then(Value::as_i64);
+        match partitions {
+            Some(p) => {
+                self.topics.create_topic(topic, p as i32)?;
+                Ok(p as i32)
+            }
+            None if self.auto_create_topics => {
+                self.topics.create_topic(topic, 1)?;
+                Ok(1)
+            }
+            None => Err(SqlError::statement(format!(
+                "Topic '{topic}' does not exist. If you want to create a new topic for the stream/table please re-run the statement providing the required 'PARTITIONS' configuration in the WITH clause (and optionally 'REPLICAS'). For example: CREATE STREAM FOO (ID INT, VALUE STRING) WITH (KAFKA_TOPIC='{topic}', PARTITIONS=2, REPLICAS=1, FORMAT='JSON');"
+            ))),
+        }
+    }
+
+    fn drop(&mut self, kind: SourceKind, name: &str, if_exists: bool, delete_topic: bool) -> Result<Outcome> {
+        let Some(src) = self.catalog.get(name) else {
+            if if_exists {
+                return Ok(Outcome::Message(format!("Source `{name}` does not exist.")));
+            }
+            return Err(SqlError::statement(format!("Source {name} does not exist.")));
+        };
+        if src.kind != kind {
+            return Err(SqlError::statement(format!(
+                "Incompatible data source type is {}, but statement was DROP {}",
+                src.kind.name(),
+                kind.name()
+            )));
+        }
+        let readers: Vec<String> =
+            self.queries.values().filter(|q| q.input.name == name).map(|q| q.id.clone()).collect();
+        if !readers.is_empty() {
+            return Err(SqlError::statement(format!(
+                "Cannot drop {name}.\nThe following queries read from this source: [{}].\nYou need to terminate them before dropping {name}.",
+                readers.join(", ")
+            )));
+        }
+        let src = self.catalog.sources.remove(name).expect("checked above");
+        if let Some(w) = &src.writer {
+            self.queries.remove(w);
+        }
+        if delete_topic {
+            self.topics.delete_topic(&src.topic)?;
+        }
+        Ok(Outcome::Message(format!("Source `{name}` (topic: {}) was dropped.", src.topic)))
+    }
+
+    fn new_query_id(&mut self, kind: &str, sink: &str) -> String {
+        self.query_seq += 1;
+        format!("{kind}_{sink}_{}", self.query_seq - 1)
+    }
+
+    fn create_as(&mut self, c: CreateAs, text: &str) -> Result<Outcome> {
+        let what = c.kind.name().to_ascii_lowercase();
+        if let Some(existing) = self.catalog.get(&c.name) {
+            if c.if_not_exists {
+                return Ok(Outcome::Message(format!("{} {} already exists", c.kind.name(), c.name)));
+            }
+            if !c.or_replace {
+                return Err(SqlError::statement(format!(
+                    "Cannot add {what} '{}': A {} with the same name already exists",
+                    c.name,
+                    existing.kind.name().to_ascii_lowercase()
+                )));
+            }
+        }
+        let planned = self.plan(&c.query, &c.name, &c.properties, None)?;
+        if planned.kind != c.kind {
+            let (produced, stmt) = match planned.kind {
+                SourceKind::Table => ("TABLE", "CREATE TABLE AS SELECT"),
+                SourceKind::Stream => ("STREAM", "CREATE STREAM AS SELECT"),
+            };
+            return Err(SqlError::statement(format!(
+                "Invalid result type. Your SELECT query produces a {produced}. Please use {stmt} statement instead."
+            )));
+        }
+        let mut output = planned.output;
+        output.sql = text.to_string();
+        let partitions = self.topics.partitions(&planned.input.topic).unwrap_or(1);
+        let out_partitions =
+            c.properties.get("PARTITIONS").and_then(Value::as_i64).map(|p| p as i32).unwrap_or(partitions);
+        if self.topics.partitions(&output.topic).is_none() {
+            self.topics.create_topic(&output.topic, out_partitions)?;
+        }
+        let prefix = if c.kind == SourceKind::Stream { "CSAS" } else { "CTAS" };
+        let id = match self.catalog.get(&c.name).and_then(|s| s.writer.clone()) {
+            Some(existing) => existing,
+            None => self.new_query_id(prefix, &c.name),
+        };
+        output.writer = Some(id.clone());
+        self.catalog.sources.insert(c.name.clone(), output.clone());
+        let mut q = Query::new(id.clone(), text.to_string(), planned.input, output, planned.plan, partitions);
+        // A replaced query continues from where the old one stopped.
+        if let Some(old) = self.queries.remove(&id) {
+            q.offsets = old.offsets;
+        }
+        self.queries.insert(id.clone(), q);
+        Ok(Outcome::QueryStarted { id, sink: c.name })
+    }
+
+    fn insert_into(&mut self, target: &str, query: Select, text: &str) -> Result<Outcome> {
+        let Some(sink) = self.catalog.get(target).cloned() else {
+            return Err(SqlError::statement(format!("{target} does not exist.")));
+        };
+        if sink.read_only {
+            return Err(SqlError::statement(format!(
+                "Cannot insert into read-only {}: {target}",
+                sink.kind.name().to_ascii_lowercase()
+            )));
+        }
+        let planned = self.plan(&query, target, &BTreeMap::new(), Some(&sink))?;
+        if planned.kind != sink.kind {
+            return Err(SqlError::statement(format!(
+                "Incompatible data sink and query result. Data sink ({target}) type is {} but select query result is {}.",
+                sink.kind.name(),
+                planned.kind.name()
+            )));
+        }
+        let out = &planned.output;
+        let same = out.keys.len() == sink.keys.len()
+            && out.values.len() == sink.values.len()
+            && out.keys.iter().zip(&sink.keys).all(|(a, b)| a.ty == b.ty)
+            && out.values.iter().zip(&sink.values).all(|(a, b)| a.ty == b.ty && a.name == b.name);
+        if !same {
+            return Err(SqlError::statement(format!(
+                "Incompatible schema between results and sink.\nResult schema is {}\nSink schema is {}",
+                out.schema_string(),
+                sink.schema_string()
+            )));
+        }
+        let partitions = self.topics.partitions(&planned.input.topic).unwrap_or(1);
+        let id = self.new_query_id("INSERTQUERY", target);
+        let q = Query::new(id.clone(), text.to_string(), planned.input, sink, planned.plan, partitions);
+        self.queries.insert(id.clone(), q);
+        Ok(Outcome::QueryStarted { id, sink: target.to_string() })
+    }
+
+    fn insert_values(&mut self, target: &str, columns: Option<Vec<String>>, values: Vec<Expr>) -> Result<Outcome> {
+        let Some(sink) = self.catalog.get(target).cloned() else {
+            return Err(SqlError::statement(format!("Cannot insert values into an unknown stream/table: {target}")));
+        };
+        if sink.read_only {
+            return Err(SqlError::statement(format!(
+                "Cannot insert values into read-only {}: {target}",
+                sink.kind.name().to_ascii_lowercase()
+            )));
+        }
+        let all: Vec<&Field> = sink.keys.iter().chain(&sink.values).collect();
+        let columns: Vec<String> = match columns {
+            Some(c) => c,
+            None => all.iter().map(|f| f.name.clone()).collect(),
+        };
+        if columns.len() != values.len() {
+            return Err(SqlError::statement(format!(
+                "Expected number columns and values to match: {}, {}",
+                columns.len(),
+                values.len()
+            )));
+        }
+        for h in &sink.headers {
+            if columns.contains(&h.field.name) {
+                return Err(SqlError::statement(format!("Cannot insert into HEADER columns: {}", h.field.name)));
+            }
+        }
+        let scope = Scope::default();
+        let mut env = Env::default();
+        let mut row: BTreeMap<String, Value> = BTreeMap::new();
+        for (name, e) in columns.iter().zip(&values) {
+            let (c, _) = Compiler::new(&scope).compile(e)?;
+            let v = c
+                .eval(&[], &mut env)
+                .map_err(|m| SqlError::statement(format!("Failed to insert values into '{target}'. {m}")))?;
+            row.insert(name.clone(), v);
+        }
+        for name in row.keys() {
+            if name != ROWTIME && !all.iter().any(|f| &f.name == name) {
+                return Err(SqlError::statement(format!("Column name {name} does not exist.")));
+            }
+        }
+        let get = |f: &Field| -> Result<Value> {
+            let v = row.get(&f.name).cloned().unwrap_or(Value::Null);
+            crate::expr::cast(v, &f.ty).map_err(|m| {
+                SqlError::statement(format!(
+                    "Failed to insert values into '{target}'. Expected type {} for field {}: {m}",
+                    f.ty, f.name
+                ))
+            })
+        };
+        let keys: Vec<Value> = sink.keys.iter().map(get).collect::<Result<_>>()?;
+        let vals: Vec<Value> = sink.values.iter().map(get).collect::<Result<_>>()?;
+        let timestamp = match row.get(ROWTIME) {
+            Some(v) => v.as_i64().unwrap_or(0),
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        };
+        let key = sink
+            .key_serde
+            .serialize(&sink.keys, &keys)
+            .map_err(|m| SqlError::statement(format!("Failed to insert values into '{target}'. {m}")))?;
+        let value = sink
+            .value_serde
+            .serialize(&sink.values, &vals)
+            .map_err(|m| SqlError::statement(format!("Failed to insert values into '{target}'. {m}")))?;
+        let partitions = self.topics.partitions(&sink.topic).unwrap_or(1).max(1);
+        let partition = match &key {
+            Some(k) if partitions > 1 => (crate::query::murmur2(k) & 0x7fff_ffff) as i32 % partitions,
+            _ => 0,
+        };
+        self.topics.append(&sink.topic, partition, vec![Record { key, value, timestamp, headers: vec![] }])?;
+        Ok(Outcome::Message(String::new()))
+    }
+
+    /// Runs every persistent query until none has new input. Returns records processed.
+    pub fn run_until_idle(&mut self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let mut progressed = 0;
+            let ids: Vec<String> = self.queries.keys().cloned().collect();
+            for id in ids {
+                let Some(q) = self.queries.get_mut(&id) else {
+                    continue;
+                };
+                progressed += q.step(&self.topics, &mut self.processing_log)?;
+            }
+            total += progressed;
+            if progressed == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Plans a SELECT into a persistent query writing `sink_name`.
+    fn plan(
+        &self,
+        select: &Select,
+        sink_name: &str,
+        props: &BTreeMap<String, Value>,
+        existing_sink: Option<&SourceDef>,
+    ) -> Result<Planned> {
+        if !select.joins.is_empty() {
+            return Err(SqlError::statement("JOIN is not supported yet"));
+        }
+        let input =
+            self.catalog.get(&select.from.name).cloned().ok_or_else(|| {
+                SqlError::statement(format!("{} does not exist.", select.from.name)).at(select.from.pos)
+            })?;
+        let alias = select.from.alias().to_string();
+        let mut scope = input.scope(&alias);
+
+        // Expand wildcards into column references.
+        let mut items: Vec<(Expr, Option<String>)> = vec![];
+        for item in &select.items {
+            match item {
+                SelectItem::Wildcard(q) => {
+                    if let Some(q) = q {
+                        if q != &alias && q != &input.name {
+                            return Err(SqlError::statement(format!(
+                                "'{q}' is not a valid stream/table name or alias."
+                            )));
+                        }
+                    }
+                    for f in input.keys.iter().chain(&input.values) {
+                        items.push((Expr::Column { qualifier: None, name: f.name.clone(), pos: Pos::default() }, None));
+                    }
+                    if input.window.is_some() && select.group_by.is_empty() {
+                        for n in [WINDOWSTART, WINDOWEND] {
+                            items.push((Expr::Column { qualifier: None, name: n.into(), pos: Pos::default() }, None));
+                        }
+                    }
+                }
+                SelectItem::Expr { expr, alias } => {
+                    if let Some(a) = alias {
+                        if is_reserved_column(a) {
+                            return Err(SqlError::statement(format!(
+                                "`{a}` is a reserved column name. You cannot use it as an alias for a column."
+                            )));
+                        }
+                    }
+                    items.push((expr.clone(), alias.clone()))
+                }
+            }
+        }
+
+        // Table functions become extra columns of the row.
+        let mut table_functions = vec![];
+        for (e, _) in items.iter_mut() {
+            if let Expr::Function { name, args, pos, .. } = e {
+                if functions::is_table_function(name) {
+                    if args.len() != 1 {
+                        return Err(SqlError::statement(format!("{name} takes one argument")).at(*pos));
+                    }
+                    let (c, ty) = Compiler::new(&scope).compile(&args[0])?;
+                    let SqlType::Array(elem) = ty else {
+                        return Err(SqlError::statement(format!("{name} takes an ARRAY")).at(*pos));
+                    };
+                    let col = format!("$tf{}", table_functions.len());
+                    scope.push(None, &col, *elem);
+                    table_functions.push((scope.columns.len() - 1, c));
+                    *e = Expr::Column { qualifier: None, name: col, pos: *pos };
+                }
+            }
+        }
+
+        let filter = match &select.filter {
+            Some(f) => {
+                let (c, t) = Compiler::new(&scope).compile(f).map_err(|e| {
+                    if e.message.starts_with("Column '") {
+                        SqlError { message: format!("WHERE column {}", &e.message[7..]), ..e }
+                    } else {
+                        e
+                    }
+                })?;
+                if t != SqlType::Boolean {
+                    return Err(SqlError::statement(format!(
+                        "Type error in WHERE expression: Should evaluate to boolean but is {f} ({t}) instead."
+                    )));
+                }
+                Some(c)
+            }
+            None => None,
+        };
+
+        // Generated names for unnamed expressions: KSQL_COL_n, skipping names in use.
+        let mut used: HashSet<String> =
+            items.iter().filter_map(|(e, a)| a.clone().or_else(|| natural_name(e))).collect();
+        let mut next_gen = 0;
+        let mut gen_name = |used: &mut HashSet<String>| loop {
+            let n = format!("KSQL_COL_{next_gen}");
+            next_gen += 1;
+            if used.insert(n.clone()) {
+                return n;
+            }
+        };
+        let named: Vec<(Expr, String)> = items
+            .into_iter()
+            .map(|(e, a)| {
+                let n = a.or_else(|| natural_name(&e)).unwrap_or_else(|| gen_name(&mut used));
+                (e, n)
+            })
+            .collect();
+        for (e, n) in &named {
+            if matches!(e, Expr::Column { .. }) && is_reserved_column(n) && n != ROWTIME {
+                if n == WINDOWSTART || n == WINDOWEND {
+                    if input.window.is_none() && select.window.is_none() {
+                        return Err(SqlError::statement(format!(
+                            "Window bounds column {n} can only be used in the SELECT clause of windowed aggregations"
+                        )));
+                    }
+                    continue;
+                }
+                return Err(SqlError::statement(format!(
+                    "Reserved column name in select: `{n}`. Please remove or alias the column."
+                )));
+            }
+        }
+
+        let has_aggregates =
+            named.iter().any(|(e, _)| contains_aggregate(e)) || select.having.as_ref().is_some_and(contains_aggregate);
+        let (key_serde, value_serde) = serdes_from_props(props, Some(&input))?;
+        let sink_topic = existing_sink
+            .map(|s| s.topic.clone())
+            .or_else(|| prop_string(props, "KAFKA_TOPIC"))
+            .unwrap_or_else(|| sink_name.to_string());
+
+        if !select.group_by.is_empty() || has_aggregates {
+            return self.plan_aggregate(
+                select,
+                &input,
+                &scope,
+                filter,
+                named,
+                key_serde,
+                value_serde,
+                sink_name,
+                sink_topic,
+                existing_sink,
+            );
+        }
+        if select.window.is_some() {
+            return Err(SqlError::statement("WINDOW clause requires a GROUP BY clause."));
+        }
+
+        // Keys: PARTITION BY expressions, or the source's key columns.
+        let mut compiler = Compiler::new(&scope);
+        let mut key_exprs = vec![];
+        let mut key_fields = vec![];
+        let mut used_items = HashSet::new();
+        let item_canon: Vec<Option<String>> = named.iter().map(|(e, _)| canonical(&scope, e)).collect();
+        let partitioned = !select.partition_by.is_empty();
+        let partition_by_null =
+            select.partition_by.len() == 1 && matches!(select.partition_by[0], Expr::Literal(Value::Null));
+        if partitioned && !partition_by_null {
+            let mut missing = vec![];
+            for pe in &select.partition_by {
+                let (c, t) = compiler.compile(pe)?;
+                let canon = format!("{c:?}");
+                match item_canon.iter().position(|ic| ic.as_deref() == Some(&canon)) {
+                    Some(i) => {
+                        used_items.insert(i);
+                        key_fields.push(Field { name: named[i].1.clone(), ty: t.clone() });
+                        check_key_type(&named[i].1, &t)?;
+                        key_exprs.push(c);
+                    }
+                    None => missing.push(qualified_display(pe, &input.name)),
+                }
+            }
+            if !missing.is_empty() {
+                let (noun, list) = describe_missing("partitioning expression", &missing);
+                return Err(SqlError::statement(format!(
+                    "The query used to build `{sink_name}` must include the {noun} {list} in its projection (eg, SELECT {}...).",
+                    missing.join(", ")
+                )));
+            }
+        } else if !partitioned {
+            let mut missing = vec![];
+            for k in &input.keys {
+                let idx = scope.resolve(Some(&alias), &k.name)?.expect("source keys are in its scope");
+                let canon = format!("{:?}", CExpr::Column(idx));
+                match item_canon.iter().position(|ic| ic.as_deref() == Some(&canon)) {
+                    Some(i) => {
+                        used_items.insert(i);
+                        key_fields.push(Field { name: named[i].1.clone(), ty: k.ty.clone() });
+                        key_exprs.push(CExpr::Column(idx));
+                    }
+                    None => missing.push(k.name.clone()),
+                }
+            }
+            if !missing.is_empty() {
+                let (noun, list) = describe_missing("key column", &missing);
+                return Err(SqlError::statement(format!(
+                    "The query used to build `{sink_name}` must include the {noun} {list} in its projection (eg, SELECT {}...).",
+                    missing.join(", ")
+                )));
+            }
+        }
+        if partitioned && input.kind == SourceKind::Table {
+            return Err(SqlError::statement(
+                "Unsupported operation: PARTITION BY is not supported on tables: use GROUP BY instead.",
+            ));
+        }
+        let mut value_exprs = vec![];
+        let mut value_fields = vec![];
+        for (i, (e, n)) in named.iter().enumerate() {
+            if used_items.contains(&i) {
+                continue;
+            }
+            let (c, t) = compiler.compile(e)?;
+            value_exprs.push(c);
+            value_fields.push(Field { name: n.clone(), ty: t });
+        }
+        check_duplicates(&key_fields, &value_fields)?;
+        if value_fields.is_empty() && value_serde.format != Format::None {
+            return Err(SqlError::statement("The projection contains no value columns."));
+        }
+        let output = self.output_def(
+            sink_name,
+            input.kind,
+            sink_topic,
+            key_fields,
+            value_fields,
+            key_serde,
+            value_serde,
+            if partitioned { None } else { input.window },
+            existing_sink,
+        )?;
+        Ok(Planned {
+            kind: input.kind,
+            input,
+            output,
+            plan: Plan::Project { filter, table_functions, key: key_exprs, value: value_exprs },
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn output_def(
+        &self,
+        name: &str,
+        kind: SourceKind,
+        topic: String,
+        keys: Vec<Field>,
+        values: Vec<Field>,
+        key_serde: Serde,
+        mut value_serde: Serde,
+        window: Option<WindowKind>,
+        existing: Option<&SourceDef>,
+    ) -> Result<SourceDef> {
+        if let Some(e) = existing {
+            return Ok(e.clone());
+        }
+        key_serde.check(&keys, "key")?;
+        value_serde.check(&values, "value")?;
+        if value_serde.format == Format::Kafka {
+            value_serde.unwrapped = true;
+        }
+        Ok(SourceDef {
+            name: name.to_string(),
+            kind,
+            topic,
+            keys,
+            values,
+            headers: vec![],
+            key_serde,
+            value_serde,
+            timestamp: None,
+            timestamp_format: None,
+            window,
+            writer: None,
+            read_only: false,
+            sql: String::new(),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn plan_aggregate(
+        &self,
+        select: &Select,
+        input: &SourceDef,
+        scope: &Scope,
+        filter: Option<CExpr>,
+        named: Vec<(Expr, String)>,
+        key_serde: Serde,
+        value_serde: Serde,
+        sink_name: &str,
+        sink_topic: String,
+        existing_sink: Option<&SourceDef>,
+    ) -> Result<Planned> {
+        if select.group_by.is_empty() {
+            return Err(SqlError::statement("Aggregate functions require a GROUP BY clause."));
+        }
+        let mut compiler = Compiler::new(scope);
+        // Group-by expressions on the input row.
+        let mut group_by = vec![];
+        let mut group_canon = vec![];
+        let mut group_types = vec![];
+        for g in &select.group_by {
+            if contains_aggregate(g) {
+                let name = aggregate_name(g).unwrap_or_default();
+                return Err(SqlError::statement(format!(
+                    "GROUP BY does not support aggregate functions: {name} is an aggregate function."
+                )));
+            }
+            let (c, t) = compiler.compile(g)?;
+            group_canon.push(format!("{c:?}"));
+            group_by.push(c);
+            group_types.push(t);
+        }
+        // Aggregate calls in the projection and HAVING, deduplicated.
+        let mut calls: Vec<Expr> = vec![];
+        for (e, _) in &named {
+            collect_aggregates(e, &mut calls);
+        }
+        if let Some(h) = &select.having {
+            collect_aggregates(h, &mut calls);
+        }
+        if calls.is_empty() {
+            return Err(SqlError::statement(
+                "GROUP BY requires aggregate functions in either the SELECT or HAVING clause.",
+            ));
+        }
+        let mut specs = vec![];
+        let mut args = vec![];
+        let mut call_canon = vec![];
+        for call in &calls {
+            let Expr::Function { name, args: a, star, pos, .. } = call else {
+                unreachable!("collect_aggregates returns calls")
+            };
+            // Trailing literal arguments are parameters (TOPK's k); the rest are evaluated.
+            let mut exprs = vec![];
+            let mut types = vec![];
+            let mut consts = vec![];
+            for (i, arg) in a.iter().enumerate() {
+                match arg {
+                    Expr::Literal(v) if i > 0 => consts.push(v.clone()),
+                    _ => {
+                        if contains_aggregate(arg) {
+                            return Err(SqlError::statement(format!("Aggregate functions can not be nested: {call}")));
+                        }
+                        let (c, t) = compiler.compile(arg).map_err(|e| e.at(*pos))?;
+                        exprs.push(c);
+                        types.push(t);
+                    }
+                }
+            }
+            // COUNT(1) counts rows.
+            let star = *star
+                || (name.eq_ignore_ascii_case("COUNT") && matches!(a.as_slice(), [Expr::Literal(v)] if !v.is_null()));
+            let spec = aggregate::resolve(&name.to_ascii_uppercase(), &types, &consts, star).map_err(|e| e.at(*pos))?;
+            call_canon.push(format!("{}({:?})", name.to_ascii_uppercase(), exprs));
+            specs.push(spec);
+            args.push(exprs);
+        }
+
+        // The aggregated row: group keys, aggregate results, ROWTIME, WINDOWSTART, WINDOWEND.
+        let mut agg_scope = Scope::default();
+        for (i, t) in group_types.iter().enumerate() {
+            agg_scope.push(None, &format!("$gk{i}"), t.clone());
+        }
+        for (i, s) in specs.iter().enumerate() {
+            agg_scope.push(None, &format!("$agg{i}"), s.result.clone());
+        }
+        agg_scope.push(None, ROWTIME, SqlType::BigInt);
+        agg_scope.push(None, WINDOWSTART, SqlType::BigInt);
+        agg_scope.push(None, WINDOWEND, SqlType::BigInt);
+        let n_groups = group_by.len();
+        let lookup = |e: &Expr| -> Option<usize> {
+            if let Expr::Function { name, .. } = e {
+                if functions::is_aggregate(&name.to_ascii_uppercase()) {
+                    let i = calls.iter().position(|c| c.to_string() == e.to_string())?;
+                    return Some(n_groups + i);
+                }
+            }
+            if matches!(e, Expr::Literal(_)) {
+                return None;
+            }
+            let (c, _) = Compiler::new(scope).compile(e).ok()?;
+            let canon = format!("{c:?}");
+            group_canon.iter().position(|g| *g == canon)
+        };
+        let _ = &call_canon;
+        let windowed = select.window.is_some();
+        let mut post = Compiler::new(&agg_scope);
+        post.aggregate_columns = Some(&lookup);
+        // Which projection items are the group keys.
+        let mut key_exprs = vec![None; n_groups];
+        let mut key_fields: Vec<Option<Field>> = vec![None; n_groups];
+        let mut value_exprs = vec![];
+        let mut value_fields = vec![];
+        for (e, n) in &named {
+            if let Some(i) = lookup(e).filter(|i| *i < n_groups) {
+                if key_exprs[i].is_none() {
+                    key_exprs[i] = Some(CExpr::Column(i));
+                    key_fields[i] = Some(Field { name: n.clone(), ty: group_types[i].clone() });
+                    continue;
+                }
+            }
+            if !windowed {
+                if let Expr::Column { name, .. } = e {
+                    if name == WINDOWSTART || name == WINDOWEND {
+                        return Err(SqlError::statement(format!(
+                            "Window bounds column {name} can only be used in the SELECT clause of windowed aggregations"
+                        )));
+                    }
+                }
+            }
+            if windowed {
+                if let Expr::Column { name, .. } = e {
+                    if name == WINDOWSTART || name == WINDOWEND {
+                        // Window bounds are part of the windowed key, not value columns.
+                        let (c, t) = post.compile(e)?;
+                        value_exprs.push(c);
+                        value_fields.push(Field { name: n.clone(), ty: t });
+                        continue;
+                    }
+                }
+            }
+            let (c, t) = post.compile(e).map_err(|err| non_aggregate_error(err, e))?;
+            value_exprs.push(c);
+            value_fields.push(Field { name: n.clone(), ty: t });
+        }
+        let missing: Vec<String> =
+            select.group_by.iter().zip(&key_exprs).filter(|(_, k)| k.is_none()).map(|(g, _)| g.to_string()).collect();
+        if !missing.is_empty() {
+            let (noun, list) = describe_missing("grouping expression", &missing);
+            return Err(SqlError::statement(format!(
+                "The query used to build `{sink_name}` must include the {noun} {list} in its projection (eg, SELECT {}...).",
+                missing.join(", ")
+            )));
+        }
+        let having = match &select.having {
+            Some(h) => {
+                let (c, t) = post.compile(h).map_err(|err| non_aggregate_error(err, h))?;
+                if t != SqlType::Boolean {
+                    return Err(SqlError::statement("HAVING expression must be BOOLEAN"));
+                }
+                Some(c)
+            }
+            None => None,
+        };
+        let key_fields: Vec<Field> = key_fields.into_iter().flatten().collect();
+        for f in &key_fields {
+            check_key_type(&f.name, &f.ty)?;
+        }
+        check_duplicates(&key_fields, &value_fields)?;
+        if value_fields.is_empty() {
+            return Err(SqlError::statement("The projection contains no value columns."));
+        }
+        // Multiple group-by keys: KAFKA cannot carry them; use JSON... as ksqlDB does, refuse.
+        let output = self.output_def(
+            sink_name,
+            SourceKind::Table,
+            sink_topic,
+            key_fields,
+            value_fields,
+            key_serde,
+            value_serde,
+            select.window.map(|w| w.kind),
+            existing_sink,
+        )?;
+        Ok(Planned {
+            kind: SourceKind::Table,
+            input: input.clone(),
+            output,
+            plan: Plan::Aggregate(AggregatePlan {
+                filter,
+                group_by,
+                specs,
+                args,
+                window: select.window,
+                having,
+                key: key_exprs.into_iter().flatten().collect(),
+                value: value_exprs,
+            }),
+        })
+    }
+
+    /// Inserts a record into a topic as a source's serde would encode it (used by tests and
+    /// the REST API's INSERT VALUES path).
+    pub fn produce_raw(&self, topic: &str, record: Record) -> Result<()> {
+        let partitions = self.topics.partitions(topic).unwrap_or(0);
+        if partitions == 0 {
+            self.topics.create_topic(topic, 1)?;
+        }
+        self.topics.append(topic, 0, vec![record])?;
+        Ok(())
+    }
+}
+
+struct Planned {
+    kind: SourceKind,
+    input: SourceDef,
+    output: SourceDef,
+    plan: Plan,
+}
+
+fn describe_missing(noun: &str, missing: &[String]) -> (String, String) {
+    if missing.len() == 1 {
+        (noun.to_string(), missing[0].clone())
+    } else {
+        let (last, rest) = missing.split_last().expect("non-empty");
+        (format!("{noun}s"), format!("{} and {last}", rest.join(", ")))
+    }
+}
+
+fn qualified_display(e: &Expr, source: &str) -> String {
+    fn qualify(e: &Expr, source: &str) -> Expr {
+        match e {
+            Expr::Column { qualifier: None, name, pos } => {
+                Expr::Column { qualifier: Some(source.to_string()), name: name.clone(), pos: *pos }
+            }
+            Expr::Function { name, args, star, distinct, pos } => Expr::Function {
+                name: name.clone(),
+                args: args.iter().map(|a| qualify(a, source)).collect(),
+                star: *star,
+                distinct: *distinct,
+                pos: *pos,
+            },
+            other => other.clone(),
+        }
+    }
+    qualify(e, source).to_string()
+}
+
+fn non_aggregate_error(err: SqlError, e: &Expr) -> SqlError {
+    if err.message.contains("cannot be resolved") {
+        let mut cols = vec![];
+        e.walk(&mut |x| {
+            if let Expr::Column { name, .. } = x {
+                cols.push(name.clone())
+            }
+        });
+        return SqlError::statement(format!(
+            "Non-aggregate SELECT expression(s) not part of GROUP BY: {}",
+            if cols.is_empty() { e.to_string() } else { cols.join(", ") }
+        ));
+    }
+    err
+}
+
+/// The name a select item gets without an alias: a column's name or a struct field's name.
+fn natural_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Column { name, .. } => Some(name.clone()),
+        Expr::Field(_, f) => Some(f.clone()),
+        _ => None,
+    }
+}
+
+/// The resolved form of an expression, to tell whether two expressions are the same.
+fn canonical(scope: &Scope, e: &Expr) -> Option<String> {
+    Compiler::new(scope).compile(e).ok().map(|(c, _)| format!("{c:?}"))
+}
+
+fn contains_aggregate(e: &Expr) -> bool {
+    let mut found = false;
+    e.walk(&mut |x| {
+        if let Expr::Function { name, .. } = x {
+            if functions::is_aggregate(&name.to_ascii_uppercase()) {
+                found = true;
+            }
+        }
+    });
+    found
+}
+
+fn aggregate_name(e: &Expr) -> Option<String> {
+    let mut found = None;
+    e.walk(&mut |x| {
+        if let Expr::Function { name, .. } = x {
+            if found.is_none() && functions::is_aggregate(&name.to_ascii_uppercase()) {
+                found = Some(name.to_ascii_uppercase());
+            }
+        }
+    });
+    found
+}
+
+/// Aggregate calls in an expression (not descending into them), deduplicated by text.
+fn collect_aggregates(e: &Expr, out: &mut Vec<Expr>) {
+    if let Expr::Function { name, args, .. } = e {
+        if functions::is_aggregate(&name.to_ascii_uppercase()) {
+            if !out.iter().any(|c| c.to_string() == e.to_string()) {
+                out.push(e.clone());
+            }
+            return;
+        }
+        for a in args {
+            collect_aggregates(a, out);
+        }
+        return;
+    }
+    match e {
+        Expr::Field(b, _) | Expr::Unary(_, b) | Expr::Cast(b, _) => collect_aggregates(b, out),
+        Expr::IsNull { expr, .. } => collect_aggregates(expr, out),
+        Expr::Subscript(a, b) | Expr::Binary(_, a, b) => {
+            collect_aggregates(a, out);
+            collect_aggregates(b, out)
+        }
+        Expr::IsDistinct { left, right, .. } => {
+            collect_aggregates(left, out);
+            collect_aggregates(right, out)
+        }
+        Expr::Between { expr, low, high, .. } => {
+            collect_aggregates(expr, out);
+            collect_aggregates(low, out);
+            collect_aggregates(high, out)
+        }
+        Expr::InList { expr, list, .. } => {
+            collect_aggregates(expr, out);
+            list.iter().for_each(|e| collect_aggregates(e, out))
+        }
+        Expr::Like { expr, pattern, .. } => {
+            collect_aggregates(expr, out);
+            collect_aggregates(pattern, out)
+        }
+        Expr::Case { operand, whens, otherwise } => {
+            if let Some(o) = operand {
+                collect_aggregates(o, out)
+            }
+            for (w, t) in whens {
+                collect_aggregates(w, out);
+                collect_aggregates(t, out)
+            }
+            if let Some(o) = otherwise {
+                collect_aggregates(o, out)
+            }
+        }
+        Expr::Array(items) => items.iter().for_each(|e| collect_aggregates(e, out)),
+        Expr::Map(entries) => entries.iter().for_each(|(k, v)| {
+            collect_aggregates(k, out);
+            collect_aggregates(v, out)
+        }),
+        Expr::Struct(fields) => fields.iter().for_each(|(_, e)| collect_aggregates(e, out)),
+        _ => {}
+    }
+}
+
+fn check_duplicates(keys: &[Field], values: &[Field]) -> Result<()> {
+    let mut seen = HashSet::new();
+    for f in keys.iter().chain(values) {
+        if !seen.insert(&f.name) {
+            return Err(SqlError::statement(format!("Duplicate value columns found in schema: `{}` {}", f.name, f.ty)));
+        }
+    }
+    Ok(())
+}
+
+fn contains_map(t: &SqlType) -> bool {
+    match t {
+        SqlType::Map(..) => true,
+        SqlType::Array(e) => contains_map(e),
+        SqlType::Struct(fields) => fields.iter().any(|f| contains_map(&f.ty)),
+        _ => false,
+    }
+}
+
+fn check_key_type(name: &str, t: &SqlType) -> Result<()> {
+    if contains_map(t) {
+        return Err(SqlError::statement(format!(
+            "Map keys, including types that contain maps, are not supported as they may lead to unexpected behavior due to inconsistent serialization. Key column name: `{name}`. Column type: {t}. See https://github.com/confluentinc/ksql/issues/6621 for more."
+        )));
+    }
+    Ok(())
+}
+
+fn window_from_props(props: &BTreeMap<String, Value>) -> Result<Option<WindowKind>> {
+    let Some(t) = prop_string(props, "WINDOW_TYPE") else {
+        return Ok(None);
+    };
+    let size = prop_string(props, "WINDOW_SIZE").map(|s| parse_duration_text(&s)).transpose()?;
+    Ok(Some(match t.to_ascii_uppercase().as_str() {
+        "SESSION" => WindowKind::Session { gap: 0 },
+        "TUMBLING" => WindowKind::Tumbling {
+            size: size.ok_or_else(|| SqlError::statement("Tumbling windows require 'WINDOW_SIZE' to be provided in the WITH clause. For example: 'WINDOW_SIZE'='10 SECONDS'"))?,
+        },
+        "HOPPING" => {
+            let size = size.ok_or_else(|| SqlError::statement("Hopping windows require 'WINDOW_SIZE' to be provided in the WITH clause. For example: 'WINDOW_SIZE'='10 SECONDS'"))?;
+            WindowKind::Hopping { size, advance: size }
+        }
+        other => {
+            return Err(SqlError::statement(format!(
+                "Unknown window type: {other}"
+            )))
+        }
+    }))
+}
+
+fn parse_duration_text(s: &str) -> Result<i64> {
+    let mut parts = s.split_whitespace();
+    let n: i64 = parts
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| SqlError::statement(format!("Invalid duration: {s}")))?;
+    let unit = parts.next().unwrap_or("MILLISECONDS").to_ascii_uppercase();
+    let ms = match unit.trim_end_matches('S') {
+        "MILLISECOND" => 1,
+        "SECOND" => 1000,
+        "MINUTE" => 60_000,
+        "HOUR" => 3_600_000,
+        "DAY" => 86_400_000,
+        _ => return Err(SqlError::statement(format!("Invalid duration: {s}"))),
+    };
+    Ok(n * ms)
+}
+
+/// Key and value serdes from WITH properties, defaulting to the input source's (for derived
+/// sources) or KAFKA keys (for declared ones).
+fn serdes_from_props(props: &BTreeMap<String, Value>, input: Option<&SourceDef>) -> Result<(Serde, Serde)> {
+    let format = prop_string(props, "FORMAT");
+    let key_format = prop_string(props, "KEY_FORMAT");
+    let value_format = prop_string(props, "VALUE_FORMAT");
+    if format.is_some() && (key_format.is_some() || value_format.is_some()) {
+        return Err(SqlError::statement(
+            "Cannot supply both 'FORMAT' and 'KEY_FORMAT'/'VALUE_FORMAT' properties, as 'FORMAT' sets both key and value formats.",
+        ));
+    }
+    let mut key = match key_format.or_else(|| format.clone()) {
+        Some(f) => Serde::new(Format::parse(&f)?),
+        None => match input {
+            Some(i) => i.key_serde.clone(),
+            None => Serde::new(Format::Kafka),
+        },
+    };
+    let mut value = match value_format.or(format) {
+        Some(f) => Serde::new(Format::parse(&f)?),
+        None => match input {
+            Some(i) => Serde { unwrapped: false, ..i.value_serde.clone() },
+            None => {
+                return Err(SqlError::statement(
+                    "Missing required property \"VALUE_FORMAT\" which has no default value.",
+                ))
+            }
+        },
+    };
+    // Single JSON key columns are written bare, as ksqlDB does.
+    key.unwrapped = true;
+    for (name, serde) in [("VALUE_DELIMITER", &mut value), ("KEY_DELIMITER", &mut key)] {
+        if let Some(d) = prop_string(props, name) {
+            serde.delimiter = match d.to_ascii_uppercase().as_str() {
+                "TAB" => '\t',
+                "SPACE" => ' ',
+                _ if d.chars().count() == 1 => d.chars().next().unwrap_or(','),
+                "" => {
+                    return Err(SqlError::statement(format!(
+                        "Configuration {name} is invalid: Delimiter cannot be empty, if you meant to have a tab or space for delimiter, please use the special values 'TAB' or 'SPACE'\nExample valid value: ';'"
+                    )))
+                }
+                _ => {
+                    return Err(SqlError::statement(format!(
+                        "Configuration {name} is invalid: Invalid delimiter value: '{d}'. Delimiter must be a single character or TAB or SPACE\nExample valid value: ';'"
+                    )))
+                }
+            };
+        }
+    }
+    if value.format == Format::Kafka {
+        value.unwrapped = true;
+    }
+    Ok((key, value))
+}

@@ -1,0 +1,511 @@
+//! Record formats: how the key and value columns of a row become bytes and back.
+//! JSON, KAFKA (single primitive column, Kafka's serializers), DELIMITED (CSV) and NONE.
+//! AVRO and PROTOBUF need a schema registry and are refused with a clear error.
+
+use serde_json::Value as Json;
+
+use crate::error::{Result, SqlError};
+use crate::functions::{base64_decode, base64_encode};
+use crate::types::{Field, SqlType};
+use crate::value::{decimal_to_string, double_to_string, parse_decimal, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Kafka,
+    Delimited,
+    None,
+}
+
+impl Format {
+    pub fn parse(name: &str) -> Result<Format> {
+        Ok(match name.to_ascii_uppercase().as_str() {
+            "JSON" => Format::Json,
+            "KAFKA" => Format::Kafka,
+            "DELIMITED" => Format::Delimited,
+            "NONE" => Format::None,
+            "AVRO" | "PROTOBUF" | "PROTOBUF_NOSR" | "JSON_SR" => {
+                return Err(SqlError::statement(format!(
+                    "Format {name} needs a schema registry, which Freshet does not have yet: use JSON, KAFKA, DELIMITED or NONE"
+                )))
+            }
+            other => return Err(SqlError::statement(format!("Unknown format: {other}"))),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "JSON",
+            Format::Kafka => "KAFKA",
+            Format::Delimited => "DELIMITED",
+            Format::None => "NONE",
+        }
+    }
+}
+
+/// How one side (key or value) of a record is encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Serde {
+    pub format: Format,
+    /// Single-column JSON: write the bare value instead of an object.
+    pub unwrapped: bool,
+    pub delimiter: char,
+}
+
+impl Serde {
+    pub fn new(format: Format) -> Serde {
+        Serde { format, unwrapped: false, delimiter: ',' }
+    }
+
+    /// Checks the columns can be carried by this format.
+    pub fn check(&self, columns: &[Field], what: &str) -> Result<()> {
+        match self.format {
+            Format::Kafka => {
+                if columns.len() > 1 {
+                    return Err(SqlError::statement(format!(
+                        "The '{}' format only supports a single field. Got: {}",
+                        self.format.name(),
+                        columns.iter().map(|c| format!("`{}` {}", c.name, c.ty)).collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                if let Some(c) = columns.first() {
+                    if !matches!(
+                        c.ty,
+                        SqlType::Int | SqlType::BigInt | SqlType::Double | SqlType::String | SqlType::Bytes
+                    ) {
+                        return Err(SqlError::statement(format!(
+                            "The 'KAFKA' format does not support type '{}'",
+                            kafka_type_name(&c.ty)
+                        )));
+                    }
+                }
+            }
+            Format::None => {
+                if !columns.is_empty() {
+                    return Err(SqlError::statement(format!(
+                        "The 'NONE' format can only be used when no columns are defined. Got: {}",
+                        columns.iter().map(|c| format!("`{}` {}", c.name, c.ty)).collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+            Format::Delimited => {
+                for c in columns {
+                    if !c.ty.is_primitive() {
+                        return Err(SqlError::statement(format!(
+                            "The 'DELIMITED' format does not support type '{}', column: `{}`",
+                            kafka_type_name(&c.ty),
+                            c.name
+                        )));
+                    }
+                }
+            }
+            Format::Json => {}
+        }
+        let _ = what;
+        Ok(())
+    }
+
+    pub fn serialize(&self, columns: &[Field], values: &[Value]) -> Result<Option<Vec<u8>>, String> {
+        match self.format {
+            Format::None => Ok(None),
+            Format::Kafka => match values.first() {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => Ok(Some(kafka_encode(v)?)),
+            },
+            Format::Delimited => {
+                if values.iter().all(Value::is_null) && values.len() == 1 {
+                    return Ok(None);
+                }
+                let mut out = String::new();
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        out.push(self.delimiter);
+                    }
+                    out.push_str(&delimited_field(v, self.delimiter));
+                }
+                Ok(Some(out.into_bytes()))
+            }
+            Format::Json => {
+                let mut out = String::new();
+                if self.unwrapped && columns.len() == 1 {
+                    if values[0].is_null() {
+                        return Ok(None);
+                    }
+                    write_json(&values[0], &mut out);
+                } else {
+                    out.push('{');
+                    for (i, (c, v)) in columns.iter().zip(values).enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        write_json_string(&c.name, &mut out);
+                        out.push(':');
+                        write_json(v, &mut out);
+                    }
+                    out.push('}');
+                }
+                Ok(Some(out.into_bytes()))
+            }
+        }
+    }
+
+    /// Decodes bytes into one value per column. `None` bytes decode to all nulls.
+    pub fn deserialize(&self, columns: &[Field], bytes: Option<&[u8]>) -> Result<Vec<Value>, String> {
+        let Some(bytes) = bytes else {
+            return Ok(vec![Value::Null; columns.len()]);
+        };
+        match self.format {
+            Format::None => Ok(vec![]),
+            Format::Kafka => match columns.first() {
+                None => Ok(vec![]),
+                Some(c) => Ok(vec![kafka_decode(&c.ty, bytes)?]),
+            },
+            Format::Delimited => {
+                let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
+                let fields = split_delimited(text, self.delimiter);
+                if fields.len() != columns.len() {
+                    return Err(format!(
+                        "Unexpected field count, csvFields:{} schemaFields:{} line: {text}",
+                        fields.len(),
+                        columns.len()
+                    ));
+                }
+                columns
+                    .iter()
+                    .zip(fields)
+                    .map(|(c, f)| match f {
+                        None => Ok(Value::Null),
+                        Some(f) if f.is_empty() && c.ty != SqlType::String => Ok(Value::Null),
+                        Some(f) => from_text(&c.ty, &f),
+                    })
+                    .collect()
+            }
+            Format::Json => {
+                let json: Json =
+                    serde_json::from_slice(bytes).map_err(|e| format!("Failed to deserialize JSON: {e}"))?;
+                if self.unwrapped && columns.len() == 1 {
+                    return Ok(vec![from_json(&columns[0].ty, &json)?]);
+                }
+                match &json {
+                    Json::Object(map) => columns
+                        .iter()
+                        .map(|c| {
+                            let v = map
+                                .get(&c.name)
+                                .or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(&c.name)).map(|(_, v)| v));
+                            match v {
+                                None => Ok(Value::Null),
+                                Some(v) => from_json(&c.ty, v),
+                            }
+                        })
+                        .collect(),
+                    Json::Null => Ok(vec![Value::Null; columns.len()]),
+                    other if columns.len() == 1 => Ok(vec![from_json(&columns[0].ty, other)?]),
+                    other => Err(format!("Expected a JSON object, got {other}")),
+                }
+            }
+        }
+    }
+}
+
+fn kafka_type_name(t: &SqlType) -> String {
+    t.to_string()
+}
+
+pub fn kafka_encode(v: &Value) -> Result<Vec<u8>, String> {
+    Ok(match v {
+        Value::Int(i) => i.to_be_bytes().to_vec(),
+        Value::BigInt(i) => i.to_be_bytes().to_vec(),
+        Value::Double(d) => d.to_be_bytes().to_vec(),
+        Value::String(s) => s.as_bytes().to_vec(),
+        Value::Bytes(b) => b.clone(),
+        other => return Err(format!("the KAFKA format cannot carry {other}")),
+    })
+}
+
+pub fn kafka_decode(ty: &SqlType, b: &[u8]) -> Result<Value, String> {
+    let size_err = |n: usize| format!("Size of data received by Deserializer is not {n}");
+    Ok(match ty {
+        SqlType::Int => Value::Int(i32::from_be_bytes(b.try_into().map_err(|_| size_err(4))?)),
+        SqlType::BigInt => Value::BigInt(i64::from_be_bytes(b.try_into().map_err(|_| size_err(8))?)),
+        SqlType::Double => Value::Double(f64::from_be_bytes(b.try_into().map_err(|_| size_err(8))?)),
+        SqlType::String => Value::String(String::from_utf8(b.to_vec()).map_err(|e| format!("invalid UTF-8: {e}"))?),
+        SqlType::Bytes => Value::Bytes(b.to_vec()),
+        other => return Err(format!("the KAFKA format cannot carry {other}")),
+    })
+}
+
+fn delimited_field(v: &Value, delim: char) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => {
+            if s.contains(delim) || s.contains('"') || s.contains('\n') {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.clone()
+            }
+        }
+        Value::Bytes(b) => base64_encode(b),
+        Value::Date(d) => d.to_string(),
+        Value::Time(t) => t.to_string(),
+        Value::Timestamp(t) => t.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// CSV fields; `None` for an empty unquoted field.
+fn split_delimited(text: &str, delim: char) -> Vec<Option<String>> {
+    let mut out = vec![];
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if quoted {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    cur.push('"');
+                    chars.next();
+                } else {
+                    quoted = false;
+                }
+            } else {
+                cur.push(c);
+            }
+        } else if c == '"' && cur.is_empty() {
+            quoted = true;
+            was_quoted = true;
+        } else if c == delim {
+            out.push(if cur.is_empty() && !was_quoted { None } else { Some(std::mem::take(&mut cur)) });
+            was_quoted = false;
+        } else {
+            cur.push(c);
+        }
+    }
+    out.push(if cur.is_empty() && !was_quoted { None } else { Some(cur) });
+    out
+}
+
+/// Parses a value of a primitive type from text (DELIMITED fields).
+pub fn from_text(ty: &SqlType, s: &str) -> Result<Value, String> {
+    let err = || format!("Invalid value '{s}' for type {ty}");
+    Ok(match ty {
+        SqlType::Boolean => Value::Boolean(match s.trim().to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(err()),
+        }),
+        SqlType::Int => Value::Int(s.trim().parse().map_err(|_| err())?),
+        SqlType::BigInt => Value::BigInt(s.trim().parse().map_err(|_| err())?),
+        SqlType::Double => Value::Double(s.trim().parse().map_err(|_| err())?),
+        SqlType::Decimal { precision, scale } => {
+            let (u, sc) = parse_decimal(s).ok_or_else(err)?;
+            fit_decimal(u, sc, *precision, *scale)?
+        }
+        SqlType::String => Value::String(s.to_string()),
+        SqlType::Bytes => Value::Bytes(base64_decode(s).ok_or_else(err)?),
+        SqlType::Date => Value::Date(s.trim().parse().map_err(|_| err())?),
+        SqlType::Time => Value::Time(s.trim().parse().map_err(|_| err())?),
+        SqlType::Timestamp => Value::Timestamp(s.trim().parse().map_err(|_| err())?),
+        _ => return Err(err()),
+    })
+}
+
+fn fit_decimal(u: i128, sc: u8, precision: u8, scale: u8) -> Result<Value, String> {
+    let v = crate::value::rescale(u, sc, scale);
+    if crate::value::decimal_digits(v) > precision {
+        return Err(format!(
+            "Cannot fit decimal '{}' into DECIMAL({precision}, {scale}) without rounding.",
+            decimal_to_string(u, sc)
+        ));
+    }
+    Ok(Value::Decimal(v, scale))
+}
+
+/// Converts a JSON value to a value of `ty`, coercing the way ksqlDB's JSON deserializer does.
+pub fn from_json(ty: &SqlType, j: &Json) -> Result<Value, String> {
+    if j.is_null() {
+        return Ok(Value::Null);
+    }
+    let mismatch = || format!("Can't convert type. sourceType: {}, requiredType: {ty}, path: $", json_type(j));
+    Ok(match ty {
+        SqlType::Boolean => match j {
+            Json::Bool(b) => Value::Boolean(*b),
+            Json::String(s) => Value::Boolean(s.eq_ignore_ascii_case("true")),
+            _ => return Err(mismatch()),
+        },
+        SqlType::Int => match j {
+            Json::Number(n) => {
+                Value::Int(n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).ok_or_else(mismatch)? as i32)
+            }
+            Json::String(s) => Value::Int(s.trim().parse().map_err(|_| mismatch())?),
+            _ => return Err(mismatch()),
+        },
+        SqlType::BigInt => match j {
+            Json::Number(n) => Value::BigInt(n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).ok_or_else(mismatch)?),
+            Json::String(s) => Value::BigInt(s.trim().parse().map_err(|_| mismatch())?),
+            _ => return Err(mismatch()),
+        },
+        SqlType::Double => match j {
+            Json::Number(n) => Value::Double(n.as_f64().ok_or_else(mismatch)?),
+            Json::String(s) => Value::Double(s.trim().parse().map_err(|_| mismatch())?),
+            _ => return Err(mismatch()),
+        },
+        SqlType::Decimal { precision, scale } => {
+            let text = match j {
+                Json::Number(n) => n.to_string(),
+                Json::String(s) => s.clone(),
+                _ => return Err(mismatch()),
+            };
+            let (u, sc) = match parse_decimal(&text) {
+                Some(d) => d,
+                None => {
+                    let f: f64 = text.parse().map_err(|_| mismatch())?;
+                    (Value::Double(f).to_decimal(*scale).ok_or_else(mismatch)?, *scale)
+                }
+            };
+            fit_decimal(u, sc, *precision, *scale)?
+        }
+        SqlType::String => match j {
+            Json::String(s) => Value::String(s.clone()),
+            Json::Number(n) => Value::String(n.to_string()),
+            Json::Bool(b) => Value::String(b.to_string()),
+            other => Value::String(other.to_string()),
+        },
+        SqlType::Bytes => match j {
+            Json::String(s) => Value::Bytes(base64_decode(s).ok_or_else(mismatch)?),
+            _ => return Err(mismatch()),
+        },
+        SqlType::Date => match j {
+            Json::Number(n) => Value::Date(n.as_i64().ok_or_else(mismatch)? as i32),
+            Json::String(s) => Value::Date(crate::time::parse_date(s).ok_or_else(mismatch)?),
+            _ => return Err(mismatch()),
+        },
+        SqlType::Time => match j {
+            Json::Number(n) => Value::Time(n.as_i64().ok_or_else(mismatch)?),
+            Json::String(s) => Value::Time(crate::time::parse_time(s).ok_or_else(mismatch)?),
+            _ => return Err(mismatch()),
+        },
+        SqlType::Timestamp => match j {
+            Json::Number(n) => Value::Timestamp(n.as_i64().ok_or_else(mismatch)?),
+            Json::String(s) => Value::Timestamp(
+                crate::time::parse_timestamp(s).or_else(|| s.trim().parse().ok()).ok_or_else(mismatch)?,
+            ),
+            _ => return Err(mismatch()),
+        },
+        SqlType::Array(t) => match j {
+            Json::Array(items) => Value::Array(items.iter().map(|i| from_json(t, i)).collect::<Result<_, _>>()?),
+            _ => return Err(mismatch()),
+        },
+        SqlType::Map(kt, vt) => match j {
+            Json::Object(m) => Value::Map(
+                m.iter().map(|(k, v)| Ok((from_text(kt, k)?, from_json(vt, v)?))).collect::<Result<_, String>>()?,
+            ),
+            _ => return Err(mismatch()),
+        },
+        SqlType::Struct(fields) => match j {
+            Json::Object(m) => Value::Struct(
+                fields
+                    .iter()
+                    .map(|f| {
+                        let v = m
+                            .get(&f.name)
+                            .or_else(|| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(&f.name)).map(|(_, v)| v));
+                        Ok((
+                            f.name.clone(),
+                            match v {
+                                Some(v) => from_json(&f.ty, v)?,
+                                None => Value::Null,
+                            },
+                        ))
+                    })
+                    .collect::<Result<_, String>>()?,
+            ),
+            _ => return Err(mismatch()),
+        },
+    })
+}
+
+fn json_type(j: &Json) -> &'static str {
+    match j {
+        Json::Null => "NULL",
+        Json::Bool(_) => "BOOLEAN",
+        Json::Number(n) if n.is_f64() => "DOUBLE",
+        Json::Number(_) => "BIGINT",
+        Json::String(_) => "STRING",
+        Json::Array(_) => "ARRAY",
+        Json::Object(_) => "STRUCT",
+    }
+}
+
+fn write_json_string(s: &str, out: &mut String) {
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+}
+
+/// Writes a value as JSON text; decimals keep their scale.
+pub fn write_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Int(i) => out.push_str(&i.to_string()),
+        Value::BigInt(i) => out.push_str(&i.to_string()),
+        Value::Double(d) => {
+            if d.is_finite() {
+                out.push_str(&double_to_string(*d))
+            } else {
+                write_json_string(&double_to_string(*d), out)
+            }
+        }
+        Value::Decimal(u, s) => out.push_str(&decimal_to_string(*u, *s)),
+        Value::String(s) => write_json_string(s, out),
+        Value::Bytes(b) => write_json_string(&base64_encode(b), out),
+        Value::Date(d) => out.push_str(&d.to_string()),
+        Value::Time(t) => out.push_str(&t.to_string()),
+        Value::Timestamp(t) => out.push_str(&t.to_string()),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(v, out);
+            }
+            out.push(']');
+        }
+        Value::Map(entries) => {
+            out.push('{');
+            for (i, (k, v)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let key = match k {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                write_json_string(&key, out);
+                out.push(':');
+                write_json(v, out);
+            }
+            out.push('}');
+        }
+        Value::Struct(fields) => {
+            out.push('{');
+            for (i, (k, v)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json_string(k, out);
+                out.push(':');
+                write_json(v, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A value as a serde_json value (for the REST API and test comparisons).
+pub fn to_json(v: &Value) -> Json {
+    let mut s = String::new();
+    write_json(v, &mut s);
+    serde_json::from_str(&s).unwrap_or(Json::Null)
+}

@@ -1,0 +1,1330 @@
+//! The ksqlDB statement grammar, written here on top of `sqlparser`'s tokenizer and expression
+//! parser. ksqlDB-only expression forms (lambdas `x => e`, `CAST(e AS ksql_type)`, `STRUCT(a := e)`,
+//! `MAP(k := v)`, `ARRAY[...]`) are parsed by the dialect's prefix hook into this crate's
+//! [`Expr`](crate::ast::Expr) directly and handed back to `sqlparser` as placeholders.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+
+use sqlparser::ast as sq;
+use sqlparser::dialect::Dialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Location, Token, Tokenizer};
+
+use crate::ast::*;
+use crate::error::{Result, SqlError};
+use crate::types::{base_type, Field, SqlType, MAX_DECIMAL_PRECISION};
+use crate::value::{parse_decimal, Value};
+
+/// Marks an identifier that stands for an expression parsed by the dialect hook.
+const PLACEHOLDER_QUOTE: char = '\u{1}';
+
+/// Custom types known to the parser (from CREATE TYPE).
+pub type TypeRegistry = HashMap<String, SqlType>;
+
+#[derive(Debug, Default)]
+struct KsqlDialect {
+    parsed: RefCell<Vec<Expr>>,
+    types: TypeRegistry,
+}
+
+impl Dialect for KsqlDialect {
+    fn is_identifier_start(&self, ch: char) -> bool {
+        ch.is_alphabetic() || ch == '_' || ch == '@' || ch == '$'
+    }
+
+    fn is_identifier_part(&self, ch: char) -> bool {
+        ch.is_alphanumeric() || ch == '_' || ch == '@' || ch == '$'
+    }
+
+    fn is_delimited_identifier_start(&self, ch: char) -> bool {
+        ch == '`'
+    }
+
+    fn supports_named_fn_args_with_rarrow_operator(&self) -> bool {
+        false
+    }
+
+    fn parse_prefix(&self, parser: &mut Parser) -> Option<Result<sq::Expr, ParserError>> {
+        let parsed = match self.ksql_prefix(parser) {
+            Ok(None) => return None,
+            Ok(Some(e)) => e,
+            Err(e) => return Some(Err(ParserError::ParserError(e.to_string()))),
+        };
+        let mut table = self.parsed.borrow_mut();
+        table.push(parsed);
+        Some(Ok(sq::Expr::Identifier(sq::Ident {
+            value: (table.len() - 1).to_string(),
+            quote_style: Some(PLACEHOLDER_QUOTE),
+            span: sqlparser::tokenizer::Span::empty(),
+        })))
+    }
+}
+
+fn word_is(tok: &Token, name: &str) -> bool {
+    matches!(tok, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(name))
+}
+
+fn pos_of(loc: Location) -> Pos {
+    Pos { line: loc.line, column: loc.column }
+}
+
+impl KsqlDialect {
+    fn ksql_prefix(&self, p: &mut Parser) -> Result<Option<Expr>> {
+        let t0 = p.peek_token().token;
+        let t1 = p.peek_nth_token(1).token;
+        // Lambda with one parameter: `x => body`.
+        if let (Token::Word(w), Token::RArrow) = (&t0, &t1) {
+            let name = ident_name(w);
+            p.next_token();
+            p.next_token();
+            let body = self.expr(p)?;
+            return Ok(Some(Expr::Lambda { params: vec![name], body: Box::new(body) }));
+        }
+        // Lambda with several: `(x, y) => body`.
+        if t0 == Token::LParen {
+            let mut i = 1;
+            let mut params = vec![];
+            while let Token::Word(w) = p.peek_nth_token(i).token {
+                params.push(ident_name(&w));
+                match p.peek_nth_token(i + 1).token {
+                    Token::Comma => i += 2,
+                    Token::RParen if p.peek_nth_token(i + 2).token == Token::RArrow => {
+                        for _ in 0..i + 3 {
+                            p.next_token();
+                        }
+                        let body = self.expr(p)?;
+                        return Ok(Some(Expr::Lambda { params, body: Box::new(body) }));
+                    }
+                    _ => break,
+                }
+            }
+            return Ok(None);
+        }
+        if word_is(&t0, "CAST") && t1 == Token::LParen {
+            p.next_token();
+            p.next_token();
+            let e = self.expr(p)?;
+            expect_kw(p, Keyword::AS, "AS")?;
+            let ty = parse_type(p, &self.types)?;
+            expect(p, Token::RParen, "')'")?;
+            return Ok(Some(Expr::Cast(Box::new(e), ty)));
+        }
+        if word_is(&t0, "STRUCT") && t1 == Token::LParen {
+            p.next_token();
+            p.next_token();
+            let mut fields = vec![];
+            if !p.consume_token(&Token::RParen) {
+                loop {
+                    let name = identifier(p)?;
+                    expect(p, Token::Assignment, "':='")?;
+                    fields.push((name, self.expr(p)?));
+                    if !p.consume_token(&Token::Comma) {
+                        break;
+                    }
+                }
+                expect(p, Token::RParen, "')'")?;
+            }
+            return Ok(Some(Expr::Struct(fields)));
+        }
+        if word_is(&t0, "MAP") && t1 == Token::LParen {
+            p.next_token();
+            p.next_token();
+            let mut entries = vec![];
+            if !p.consume_token(&Token::RParen) {
+                loop {
+                    let k = self.expr(p)?;
+                    expect(p, Token::Assignment, "':='")?;
+                    entries.push((k, self.expr(p)?));
+                    if !p.consume_token(&Token::Comma) {
+                        break;
+                    }
+                }
+                expect(p, Token::RParen, "')'")?;
+            }
+            return Ok(Some(Expr::Map(entries)));
+        }
+        if word_is(&t0, "ARRAY") && t1 == Token::LBracket {
+            p.next_token();
+            p.next_token();
+            let mut items = vec![];
+            if !p.consume_token(&Token::RBracket) {
+                loop {
+                    items.push(self.expr(p)?);
+                    if !p.consume_token(&Token::Comma) {
+                        break;
+                    }
+                }
+                expect(p, Token::RBracket, "']'")?;
+            }
+            return Ok(Some(Expr::Array(items)));
+        }
+        Ok(None)
+    }
+
+    fn expr(&self, p: &mut Parser) -> Result<Expr> {
+        let start = p.peek_token().span.start;
+        let e = p.parse_expr().map_err(|e| parser_error(e, start))?;
+        self.convert(&e)
+    }
+
+    /// Converts a `sqlparser` expression into this crate's.
+    fn convert(&self, e: &sq::Expr) -> Result<Expr> {
+        use sq::Expr as E;
+        Ok(match e {
+            E::Identifier(id) if id.quote_style == Some(PLACEHOLDER_QUOTE) => {
+                let idx: usize = id.value.parse().unwrap_or(usize::MAX);
+                self.parsed
+                    .borrow()
+                    .get(idx)
+                    .cloned()
+                    .ok_or_else(|| SqlError::parse(None, "internal: lost sub-expression"))?
+            }
+            E::Identifier(id) => Expr::Column { qualifier: None, name: ident_value(id), pos: pos_of(id.span.start) },
+            E::CompoundIdentifier(parts) => {
+                let pos = pos_of(parts[0].span.start);
+                match parts.as_slice() {
+                    [q, n] => Expr::Column { qualifier: Some(ident_value(q)), name: ident_value(n), pos },
+                    _ => {
+                        return Err(SqlError::parse(
+                            Some(pos),
+                            format!("'{}' is not a column: use SOURCE.COLUMN, and -> for struct fields", e),
+                        ))
+                    }
+                }
+            }
+            E::Value(v) => self.literal(&v.value, false, pos_of(v.span.start))?,
+            E::Nested(inner) => self.convert(inner)?,
+            E::UnaryOp { op, expr } => match op {
+                sq::UnaryOperator::Not => Expr::Unary(UnaryOp::Not, Box::new(self.convert(expr)?)),
+                sq::UnaryOperator::Plus => self.convert(expr)?,
+                sq::UnaryOperator::Minus => match expr.as_ref() {
+                    E::Value(v) if matches!(v.value, sq::Value::Number(..)) => {
+                        self.literal(&v.value, true, pos_of(v.span.start))?
+                    }
+                    _ => Expr::Unary(UnaryOp::Neg, Box::new(self.convert(expr)?)),
+                },
+                other => return Err(SqlError::parse(None, format!("unsupported operator {other}"))),
+            },
+            E::BinaryOp { left, op, right } => {
+                if matches!(op, sq::BinaryOperator::Arrow) {
+                    let field = match right.as_ref() {
+                        E::Identifier(id) => ident_value(id),
+                        E::Value(v) => match &v.value {
+                            sq::Value::SingleQuotedString(s) => s.clone(),
+                            other => {
+                                return Err(SqlError::parse(
+                                    Some(pos_of(v.span.start)),
+                                    format!("expected a field name after '->', found {other}"),
+                                ))
+                            }
+                        },
+                        other => {
+                            return Err(SqlError::parse(
+                                None,
+                                format!("expected a field name after '->', found {other}"),
+                            ))
+                        }
+                    };
+                    return Ok(Expr::Field(Box::new(self.convert(left)?), field));
+                }
+                let op = match op {
+                    sq::BinaryOperator::Plus => BinaryOp::Add,
+                    sq::BinaryOperator::Minus => BinaryOp::Sub,
+                    sq::BinaryOperator::Multiply => BinaryOp::Mul,
+                    sq::BinaryOperator::Divide => BinaryOp::Div,
+                    sq::BinaryOperator::Modulo => BinaryOp::Mod,
+                    sq::BinaryOperator::StringConcat => BinaryOp::Concat,
+                    sq::BinaryOperator::Eq => BinaryOp::Eq,
+                    sq::BinaryOperator::NotEq => BinaryOp::NotEq,
+                    sq::BinaryOperator::Lt => BinaryOp::Lt,
+                    sq::BinaryOperator::LtEq => BinaryOp::LtEq,
+                    sq::BinaryOperator::Gt => BinaryOp::Gt,
+                    sq::BinaryOperator::GtEq => BinaryOp::GtEq,
+                    sq::BinaryOperator::And => BinaryOp::And,
+                    sq::BinaryOperator::Or => BinaryOp::Or,
+                    other => return Err(SqlError::parse(None, format!("unsupported operator {other}"))),
+                };
+                Expr::Binary(op, Box::new(self.convert(left)?), Box::new(self.convert(right)?))
+            }
+            E::IsNull(x) => Expr::IsNull { expr: Box::new(self.convert(x)?), negated: false },
+            E::IsNotNull(x) => Expr::IsNull { expr: Box::new(self.convert(x)?), negated: true },
+            E::IsDistinctFrom(a, b) => {
+                Expr::IsDistinct { left: Box::new(self.convert(a)?), right: Box::new(self.convert(b)?), negated: false }
+            }
+            E::IsNotDistinctFrom(a, b) => {
+                Expr::IsDistinct { left: Box::new(self.convert(a)?), right: Box::new(self.convert(b)?), negated: true }
+            }
+            E::Between { expr, negated, low, high } => Expr::Between {
+                expr: Box::new(self.convert(expr)?),
+                low: Box::new(self.convert(low)?),
+                high: Box::new(self.convert(high)?),
+                negated: *negated,
+            },
+            E::In { expr, target: sq::InTarget::List(list), negated, .. } => Expr::InList {
+                expr: Box::new(self.convert(expr)?),
+                list: list.iter().map(|e| self.convert(e)).collect::<Result<_>>()?,
+                negated: *negated,
+            },
+            E::Like { negated, expr, pattern, escape_char, any: false } => {
+                let escape = match escape_char.as_deref() {
+                    None => None,
+                    Some(E::Value(v)) => match &v.value {
+                        sq::Value::SingleQuotedString(s) if s.chars().count() == 1 => s.chars().next(),
+                        _ => {
+                            return Err(SqlError::parse(Some(pos_of(v.span.start)), "ESCAPE takes a single character"))
+                        }
+                    },
+                    Some(_) => return Err(SqlError::parse(None, "ESCAPE takes a single character")),
+                };
+                Expr::Like {
+                    expr: Box::new(self.convert(expr)?),
+                    pattern: Box::new(self.convert(pattern)?),
+                    escape,
+                    negated: *negated,
+                }
+            }
+            E::Case { operand, conditions, else_result, .. } => Expr::Case {
+                operand: operand.as_ref().map(|o| self.convert(o).map(Box::new)).transpose()?,
+                whens: conditions
+                    .iter()
+                    .map(|c| Ok((self.convert(&c.condition)?, self.convert(&c.result)?)))
+                    .collect::<Result<_>>()?,
+                otherwise: else_result.as_ref().map(|o| self.convert(o).map(Box::new)).transpose()?,
+            },
+            E::Function(f) => self.function(f)?,
+            E::CompoundFieldAccess { root, access_chain } => {
+                let mut out = self.convert(root)?;
+                for access in access_chain {
+                    out = match access {
+                        sq::AccessExpr::Subscript(sq::Subscript::Index { index }) => {
+                            Expr::Subscript(Box::new(out), Box::new(self.convert(index)?))
+                        }
+                        sq::AccessExpr::Dot(E::Identifier(id)) => match out {
+                            Expr::Column { qualifier: None, name, pos } => {
+                                Expr::Column { qualifier: Some(name), name: ident_value(id), pos }
+                            }
+                            other => Expr::Field(Box::new(other), ident_value(id)),
+                        },
+                        other => return Err(SqlError::parse(None, format!("unsupported element access {other}"))),
+                    };
+                }
+                out
+            }
+            E::Array(arr) => Expr::Array(arr.elem.iter().map(|e| self.convert(e)).collect::<Result<_>>()?),
+            other => return Err(SqlError::parse(None, format!("unsupported expression: {other}"))),
+        })
+    }
+
+    fn literal(&self, v: &sq::Value, negate: bool, pos: Pos) -> Result<Expr> {
+        Ok(Expr::Literal(match v {
+            sq::Value::Number(text, _) => {
+                let text = if negate { format!("-{text}") } else { text.clone() };
+                number_literal(&text).map_err(|m| SqlError::parse(Some(pos), m))?
+            }
+            sq::Value::SingleQuotedString(s) => Value::String(s.clone()),
+            sq::Value::Boolean(b) => Value::Boolean(*b),
+            sq::Value::Null => Value::Null,
+            other => return Err(SqlError::parse(Some(pos), format!("unsupported literal {other}"))),
+        }))
+    }
+
+    fn function(&self, f: &sq::Function) -> Result<Expr> {
+        let pos = f.name.0.first().and_then(|p| p.as_ident()).map(|i| pos_of(i.span.start)).unwrap_or_default();
+        let name = f.name.0.iter().filter_map(|p| p.as_ident()).map(ident_value).collect::<Vec<_>>().join(".");
+        if f.over.is_some() || f.filter.is_some() || !f.within_group.is_empty() {
+            return Err(SqlError::parse(
+                Some(pos),
+                format!("{name}: OVER, FILTER and WITHIN GROUP are not part of the dialect"),
+            ));
+        }
+        let mut args = vec![];
+        let mut star = false;
+        let mut distinct = false;
+        match &f.args {
+            sq::FunctionArguments::None => {}
+            sq::FunctionArguments::Subquery(_) => {
+                return Err(SqlError::parse(Some(pos), "subqueries are not supported"))
+            }
+            sq::FunctionArguments::List(list) => {
+                distinct = matches!(list.duplicate_treatment, Some(sq::DuplicateTreatment::Distinct));
+                for a in &list.args {
+                    match a {
+                        sq::FunctionArg::Unnamed(sq::FunctionArgExpr::Expr(e)) => args.push(self.convert(e)?),
+                        sq::FunctionArg::Unnamed(sq::FunctionArgExpr::Wildcard) => star = true,
+                        other => {
+                            return Err(SqlError::parse(Some(pos), format!("unsupported function argument {other}")))
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Expr::Function { name, args, star, distinct, pos })
+    }
+}
+
+/// A numeric literal: INT, BIGINT, DECIMAL (with a point) or DOUBLE (with an exponent).
+pub fn number_literal(text: &str) -> std::result::Result<Value, String> {
+    if text.contains(['e', 'E']) {
+        let d: f64 = text.parse().map_err(|_| format!("Invalid numeric literal: {text}"))?;
+        if d.is_infinite() {
+            return Err(format!("Number overflows DOUBLE: {text}"));
+        }
+        return Ok(Value::Double(d));
+    }
+    if text.contains('.') {
+        let (u, s) = parse_decimal(text).ok_or_else(|| format!("Invalid numeric literal: {text}"))?;
+        return Ok(Value::Decimal(u, s));
+    }
+    let v: i64 = text.parse().map_err(|_| format!("Invalid numeric literal: {text}"))?;
+    Ok(match i32::try_from(v) {
+        Ok(i) => Value::Int(i),
+        Err(_) => Value::BigInt(v),
+    })
+}
+
+fn ident_name(w: &sqlparser::tokenizer::Word) -> String {
+    if w.quote_style.is_some() {
+        w.value.clone()
+    } else {
+        w.value.to_ascii_uppercase()
+    }
+}
+
+fn ident_value(id: &sq::Ident) -> String {
+    if id.quote_style.is_some() {
+        id.value.clone()
+    } else {
+        id.value.to_ascii_uppercase()
+    }
+}
+
+fn parser_error(e: ParserError, fallback: Location) -> SqlError {
+    let text = match e {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
+        ParserError::RecursionLimitExceeded => "expression nested too deeply".into(),
+    };
+    // sqlparser appends " at Line: L, Column: C"; turn it into our position.
+    if let Some(i) = text.rfind(" at Line: ") {
+        let tail = &text[i + 10..];
+        if let Some((l, c)) = tail.split_once(", Column: ") {
+            if let (Ok(line), Ok(column)) = (l.trim().parse(), c.trim().parse()) {
+                return SqlError::parse(Some(Pos { line, column }), text[..i].to_string());
+            }
+        }
+    }
+    if text.starts_with("line ") {
+        // Already positioned by our own hook.
+        return SqlError::parse(None, text);
+    }
+    SqlError::parse(Some(pos_of(fallback)), text)
+}
+
+fn here(p: &Parser) -> Pos {
+    pos_of(p.peek_token().span.start)
+}
+
+fn describe(tok: &Token) -> String {
+    match tok {
+        Token::EOF => "end of input".into(),
+        other => format!("'{other}'"),
+    }
+}
+
+fn expect(p: &mut Parser, tok: Token, what: &str) -> Result<()> {
+    let next = p.peek_token();
+    if next.token == tok {
+        p.next_token();
+        Ok(())
+    } else {
+        Err(SqlError::parse(Some(pos_of(next.span.start)), format!("expected {what}, found {}", describe(&next.token))))
+    }
+}
+
+fn expect_kw(p: &mut Parser, kw: Keyword, what: &str) -> Result<()> {
+    if p.parse_keyword(kw) {
+        Ok(())
+    } else {
+        let next = p.peek_token();
+        Err(SqlError::parse(Some(pos_of(next.span.start)), format!("expected {what}, found {}", describe(&next.token))))
+    }
+}
+
+/// Consumes the next token if it is the (unquoted) word `name`.
+fn word(p: &mut Parser, name: &str) -> bool {
+    if word_is(&p.peek_token().token, name) {
+        p.next_token();
+        true
+    } else {
+        false
+    }
+}
+
+fn expect_word(p: &mut Parser, name: &str) -> Result<()> {
+    if word(p, name) {
+        Ok(())
+    } else {
+        let next = p.peek_token();
+        Err(SqlError::parse(Some(pos_of(next.span.start)), format!("expected {name}, found {}", describe(&next.token))))
+    }
+}
+
+fn identifier(p: &mut Parser) -> Result<String> {
+    let next = p.next_token();
+    match &next.token {
+        Token::Word(w) => Ok(ident_name(w)),
+        other => {
+            Err(SqlError::parse(Some(pos_of(next.span.start)), format!("expected a name, found {}", describe(other))))
+        }
+    }
+}
+
+/// A ksqlDB type: base types, DECIMAL(p, s), ARRAY<T>, MAP<K, V>, STRUCT<name T, ...>, or a type
+/// created with CREATE TYPE.
+pub fn parse_type(p: &mut Parser, types: &TypeRegistry) -> Result<SqlType> {
+    let mut pending_gt = 0;
+    let ty = type_inner(p, types, &mut pending_gt)?;
+    if pending_gt > 0 {
+        return Err(SqlError::parse(Some(here(p)), "unbalanced '>' in type"));
+    }
+    Ok(ty)
+}
+
+fn close_angle(p: &mut Parser, pending: &mut u32) -> Result<()> {
+    if *pending > 0 {
+        *pending -= 1;
+        return Ok(());
+    }
+    let next = p.peek_token();
+    match next.token {
+        Token::Gt => {
+            p.next_token();
+            Ok(())
+        }
+        Token::ShiftRight => {
+            p.next_token();
+            *pending += 1;
+            Ok(())
+        }
+        other => {
+            Err(SqlError::parse(Some(pos_of(next.span.start)), format!("expected '>', found {}", describe(&other))))
+        }
+    }
+}
+
+fn type_inner(p: &mut Parser, types: &TypeRegistry, pending: &mut u32) -> Result<SqlType> {
+    let next = p.next_token();
+    let pos = pos_of(next.span.start);
+    let Token::Word(w) = &next.token else {
+        return Err(SqlError::parse(Some(pos), format!("expected a type, found {}", describe(&next.token))));
+    };
+    let name = ident_name(w);
+    if let Some(t) = base_type(&name) {
+        return Ok(t);
+    }
+    match name.as_str() {
+        "DECIMAL" => {
+            expect(p, Token::LParen, "'(' after DECIMAL")?;
+            let precision = p.parse_literal_uint().map_err(|e| parser_error(e, next.span.start))?;
+            expect(p, Token::Comma, "',' between DECIMAL precision and scale")?;
+            let scale = p.parse_literal_uint().map_err(|e| parser_error(e, next.span.start))?;
+            expect(p, Token::RParen, "')'")?;
+            if precision == 0 || precision > MAX_DECIMAL_PRECISION as u64 {
+                return Err(SqlError::parse(
+                    Some(pos),
+                    format!("DECIMAL precision must be between 1 and {MAX_DECIMAL_PRECISION}: {precision}"),
+                ));
+            }
+            if scale > precision {
+                return Err(SqlError::parse(
+                    Some(pos),
+                    format!("DECIMAL scale must not exceed precision: DECIMAL({precision}, {scale})"),
+                ));
+            }
+            Ok(SqlType::Decimal { precision: precision as u8, scale: scale as u8 })
+        }
+        "ARRAY" => {
+            expect(p, Token::Lt, "'<' after ARRAY")?;
+            let inner = type_inner(p, types, pending)?;
+            close_angle(p, pending)?;
+            Ok(SqlType::Array(Box::new(inner)))
+        }
+        "MAP" => {
+            expect(p, Token::Lt, "'<' after MAP")?;
+            let k = type_inner(p, types, pending)?;
+            expect(p, Token::Comma, "',' between MAP key and value types")?;
+            let v = type_inner(p, types, pending)?;
+            close_angle(p, pending)?;
+            Ok(SqlType::Map(Box::new(k), Box::new(v)))
+        }
+        "STRUCT" => {
+            expect(p, Token::Lt, "'<' after STRUCT")?;
+            let mut fields = vec![];
+            if !p.consume_token(&Token::Gt) {
+                loop {
+                    let name = identifier(p)?;
+                    let ty = type_inner(p, types, pending)?;
+                    if fields.iter().any(|f: &Field| f.name == name) {
+                        return Err(SqlError::parse(Some(pos), format!("duplicate field name {name} in STRUCT")));
+                    }
+                    fields.push(Field { name, ty });
+                    if *pending > 0 || !p.consume_token(&Token::Comma) {
+                        break;
+                    }
+                }
+                close_angle(p, pending)?;
+            }
+            Ok(SqlType::Struct(fields))
+        }
+        _ => types.get(&name).cloned().ok_or_else(|| SqlError::parse(Some(pos), format!("Unknown type: {name}"))),
+    }
+}
+
+/// A parsed statement with its text.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub statement: Statement,
+    pub text: String,
+}
+
+/// Splits a script into statement texts at top-level semicolons (outside quotes and comments).
+pub fn split_statements(script: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut cur = String::new();
+    let mut chars = script.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        cur.push(c);
+        match quote {
+            Some(q) => {
+                if c == q {
+                    if chars.peek() == Some(&q) {
+                        cur.push(chars.next().unwrap_or(q));
+                    } else {
+                        quote = None;
+                    }
+                }
+            }
+            None => match c {
+                '\'' | '`' | '"' => quote = Some(c),
+                '-' if chars.peek() == Some(&'-') => {
+                    for c in chars.by_ref() {
+                        cur.push(c);
+                        if c == '\n' {
+                            break;
+                        }
+                    }
+                }
+                ';' => {
+                    let stmt = cur.trim().to_string();
+                    if stmt != ";" {
+                        out.push(stmt);
+                    }
+                    cur.clear();
+                }
+                _ => {}
+            },
+        }
+    }
+    let rest = cur.trim();
+    if !rest.is_empty() && !strip_comments(rest).trim().is_empty() {
+        out.push(rest.to_string());
+    }
+    out
+}
+
+fn strip_comments(s: &str) -> String {
+    s.lines().map(|l| l.split("--").next().unwrap_or("")).collect::<Vec<_>>().join("\n")
+}
+
+/// Parses one statement (an optional trailing `;` is allowed).
+pub fn parse_statement(text: &str, types: &TypeRegistry) -> Result<Statement> {
+    let dialect = KsqlDialect { parsed: RefCell::new(vec![]), types: types.clone() };
+    let tokens = Tokenizer::new(&dialect, text)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::parse(Some(pos_of(e.location)), e.message.to_string()))?;
+    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let stmt = StatementParser { d: &dialect }.statement(&mut p)?;
+    let _ = p.consume_token(&Token::SemiColon);
+    let next = p.peek_token();
+    if next.token != Token::EOF {
+        return Err(SqlError::parse(
+            Some(pos_of(next.span.start)),
+            format!("unexpected {} after the end of the statement", describe(&next.token)),
+        ));
+    }
+    Ok(stmt)
+}
+
+/// Parses a standalone expression (used by tests and by the REST API's property values).
+pub fn parse_expression(text: &str) -> Result<Expr> {
+    let dialect = KsqlDialect::default();
+    let mut p =
+        Parser::new(&dialect).try_with_sql(text).map_err(|e| parser_error(e, Location { line: 1, column: 1 }))?;
+    dialect.expr(&mut p)
+}
+
+struct StatementParser<'d> {
+    d: &'d KsqlDialect,
+}
+
+impl StatementParser<'_> {
+    fn statement(&self, p: &mut Parser) -> Result<Statement> {
+        let start = here(p);
+        let first = p.peek_token();
+        let Token::Word(w) = &first.token else {
+            return Err(SqlError::parse(
+                Some(start),
+                format!("expected a statement, found {}", describe(&first.token)),
+            ));
+        };
+        match w.value.to_ascii_uppercase().as_str() {
+            "CREATE" => {
+                p.next_token();
+                self.create(p, start)
+            }
+            "INSERT" => {
+                p.next_token();
+                self.insert(p, start)
+            }
+            "DROP" => {
+                p.next_token();
+                self.drop(p)
+            }
+            "SELECT" => Ok(Statement::Select(Box::new(self.select(p)?))),
+            "TERMINATE" => {
+                p.next_token();
+                if word(p, "ALL") {
+                    Ok(Statement::Terminate(None))
+                } else {
+                    Ok(Statement::Terminate(Some(identifier(p)?)))
+                }
+            }
+            "SHOW" | "LIST" => {
+                p.next_token();
+                self.show(p)
+            }
+            "DESCRIBE" => {
+                p.next_token();
+                if word(p, "FUNCTION") {
+                    return Ok(Statement::Describe {
+                        name: Some(identifier(p)?),
+                        extended: false,
+                        functions: true,
+                    });
+                }
+                if word(p, "STREAMS") || word(p, "TABLES") {
+                    let extended = word(p, "EXTENDED");
+                    return Ok(Statement::Describe {
+                        name: None,
+                        extended,
+                        functions: false,
+                    });
+                }
+                let name = identifier(p)?;
+                let extended = word(p, "EXTENDED");
+                Ok(Statement::Describe {
+                    name: Some(name),
+                    extended,
+                    functions: false,
+                })
+            }
+            "EXPLAIN" => {
+                p.next_token();
+                Ok(Statement::Explain(identifier(p)?))
+            }
+            "PRINT" => {
+                p.next_token();
+                let topic = match p.next_token().token {
+                    Token::Word(w) => w.value.clone(),
+                    Token::SingleQuotedString(s) => s,
+                    other => {
+                        return Err(SqlError::parse(
+                            Some(start),
+                            format!("expected a topic name, found {}", describe(&other)),
+                        ))
+                    }
+                };
+                let from_beginning = word(p, "FROM") && {
+                    expect_word(p, "BEGINNING")?;
+                    true
+                };
+                let mut limit = None;
+                loop {
+                    if word(p, "LIMIT") {
+                        limit = Some(self.uint(p)?);
+                    } else if word(p, "INTERVAL") || word(p, "SAMPLE") {
+                        self.uint(p)?;
+                    } else {
+                        break;
+                    }
+                }
+                Ok(Statement::Print {
+                    topic,
+                    from_beginning,
+                    limit,
+                })
+            }
+            "SET" => {
+                p.next_token();
+                let name = self.string(p)?;
+                expect(p, Token::Eq, "'='")?;
+                let value = self.string(p)?;
+                Ok(Statement::Set { name, value })
+            }
+            "UNSET" => {
+                p.next_token();
+                Ok(Statement::Unset(self.string(p)?))
+            }
+            "DEFINE" => {
+                p.next_token();
+                let name = identifier(p)?;
+                expect(p, Token::Eq, "'='")?;
+                let value = self.string(p)?;
+                Ok(Statement::Define { name, value })
+            }
+            "UNDEFINE" => {
+                p.next_token();
+                Ok(Statement::Undefine(identifier(p)?))
+            }
+            "ASSERT" => {
+                while p.next_token().token != Token::EOF {}
+                Ok(Statement::Assert)
+            }
+            other => Err(SqlError::parse(
+                Some(start),
+                format!("unknown statement {other}: expected CREATE, INSERT, DROP, SELECT, TERMINATE, SHOW, LIST, DESCRIBE, EXPLAIN, PRINT, SET, UNSET, DEFINE"),
+            )),
+        }
+    }
+
+    fn string(&self, p: &mut Parser) -> Result<String> {
+        let next = p.next_token();
+        match next.token {
+            Token::SingleQuotedString(s) => Ok(s),
+            other => Err(SqlError::parse(
+                Some(pos_of(next.span.start)),
+                format!("expected a quoted string, found {}", describe(&other)),
+            )),
+        }
+    }
+
+    fn uint(&self, p: &mut Parser) -> Result<u64> {
+        let next = p.next_token();
+        match &next.token {
+            Token::Number(n, _) => n.parse().map_err(|_| {
+                SqlError::parse(Some(pos_of(next.span.start)), format!("expected a whole number, found {n}"))
+            }),
+            other => Err(SqlError::parse(
+                Some(pos_of(next.span.start)),
+                format!("expected a number, found {}", describe(other)),
+            )),
+        }
+    }
+
+    fn show(&self, p: &mut Parser) -> Result<Statement> {
+        let what = identifier(p)?;
+        let extended = word(p, "EXTENDED");
+        Ok(Statement::Show(match what.as_str() {
+            "STREAMS" => Show::Streams { extended },
+            "TABLES" => Show::Tables { extended },
+            "QUERIES" => Show::Queries { extended },
+            "TOPICS" => Show::Topics { extended },
+            "ALL" if word(p, "TOPICS") => Show::Topics { extended },
+            "FUNCTIONS" => Show::Functions,
+            "TYPES" => Show::Types,
+            "PROPERTIES" => Show::Properties,
+            "VARIABLES" => Show::Variables,
+            other => {
+                return Err(SqlError::parse(
+                    Some(here(p)),
+                    format!("cannot SHOW {other}: expected STREAMS, TABLES, QUERIES, TOPICS, FUNCTIONS, TYPES, PROPERTIES or VARIABLES"),
+                ))
+            }
+        }))
+    }
+
+    fn drop(&self, p: &mut Parser) -> Result<Statement> {
+        if word(p, "TYPE") {
+            let if_exists = self.if_exists(p)?;
+            return Ok(Statement::DropType { name: identifier(p)?, if_exists });
+        }
+        let kind = if word(p, "STREAM") {
+            SourceKind::Stream
+        } else if word(p, "TABLE") {
+            SourceKind::Table
+        } else {
+            return Err(SqlError::parse(Some(here(p)), "expected STREAM, TABLE or TYPE after DROP"));
+        };
+        let if_exists = self.if_exists(p)?;
+        let name = identifier(p)?;
+        let delete_topic = word(p, "DELETE") && {
+            expect_word(p, "TOPIC")?;
+            true
+        };
+        Ok(Statement::Drop { kind, name, if_exists, delete_topic })
+    }
+
+    fn if_exists(&self, p: &mut Parser) -> Result<bool> {
+        if word(p, "IF") {
+            expect_word(p, "EXISTS")?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn create(&self, p: &mut Parser, pos: Pos) -> Result<Statement> {
+        let or_replace = word(p, "OR") && {
+            expect_word(p, "REPLACE")?;
+            true
+        };
+        let source = word(p, "SOURCE");
+        if word(p, "TYPE") {
+            let if_not_exists = self.if_not_exists(p)?;
+            let name = identifier(p)?;
+            expect_kw(p, Keyword::AS, "AS")?;
+            let ty = parse_type(p, &self.d.types)?;
+            return Ok(Statement::CreateType { name, ty, if_not_exists });
+        }
+        let kind = if word(p, "STREAM") {
+            SourceKind::Stream
+        } else if word(p, "TABLE") {
+            SourceKind::Table
+        } else {
+            return Err(SqlError::parse(Some(here(p)), "expected STREAM, TABLE or TYPE after CREATE"));
+        };
+        let if_not_exists = self.if_not_exists(p)?;
+        let name = identifier(p)?;
+        let mut columns = vec![];
+        if p.consume_token(&Token::LParen) {
+            loop {
+                columns.push(self.column(p)?);
+                if !p.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+            expect(p, Token::RParen, "')' or ',' in the column list")?;
+        }
+        let properties = self.with_properties(p)?;
+        if p.parse_keyword(Keyword::AS) {
+            if !columns.is_empty() {
+                return Err(SqlError::parse(
+                    Some(pos),
+                    "a CREATE ... AS SELECT statement takes its columns from the query: remove the column list",
+                ));
+            }
+            let query = self.select(p)?;
+            return Ok(Statement::CreateAs(CreateAs {
+                kind,
+                name,
+                or_replace,
+                if_not_exists,
+                properties,
+                query: Box::new(query),
+                pos,
+            }));
+        }
+        Ok(Statement::CreateSource(CreateSource {
+            kind,
+            name,
+            or_replace,
+            if_not_exists,
+            source,
+            columns,
+            properties,
+            pos,
+        }))
+    }
+
+    fn if_not_exists(&self, p: &mut Parser) -> Result<bool> {
+        if word(p, "IF") {
+            expect_word(p, "NOT")?;
+            expect_word(p, "EXISTS")?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn column(&self, p: &mut Parser) -> Result<ColumnDef> {
+        let pos = here(p);
+        let name = identifier(p)?;
+        let ty = parse_type(p, &self.d.types)?;
+        let mut def = ColumnDef { name, ty, key: false, primary_key: false, header: None, pos };
+        loop {
+            if word(p, "KEY") {
+                def.key = true;
+            } else if word(p, "PRIMARY") {
+                expect_word(p, "KEY")?;
+                def.key = true;
+                def.primary_key = true;
+            } else if word(p, "HEADERS") {
+                def.header = Some(None);
+            } else if word(p, "HEADER") {
+                expect(p, Token::LParen, "'(' after HEADER")?;
+                def.header = Some(Some(self.string(p)?));
+                expect(p, Token::RParen, "')'")?;
+            } else {
+                break;
+            }
+        }
+        Ok(def)
+    }
+
+    fn with_properties(&self, p: &mut Parser) -> Result<BTreeMap<String, Value>> {
+        let mut props = BTreeMap::new();
+        if !p.parse_keyword(Keyword::WITH) {
+            return Ok(props);
+        }
+        expect(p, Token::LParen, "'(' after WITH")?;
+        loop {
+            let pos = here(p);
+            let name = identifier(p)?;
+            expect(p, Token::Eq, "'=' after the property name")?;
+            let value = match self.d.expr(p)? {
+                Expr::Literal(v) => v,
+                _ => return Err(SqlError::parse(Some(pos), format!("the value of {name} must be a literal"))),
+            };
+            props.insert(name, value);
+            if !p.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        expect(p, Token::RParen, "')' or ',' in WITH")?;
+        Ok(props)
+    }
+
+    fn insert(&self, p: &mut Parser, pos: Pos) -> Result<Statement> {
+        expect_kw(p, Keyword::INTO, "INTO")?;
+        let target = identifier(p)?;
+        let mut columns = None;
+        if p.consume_token(&Token::LParen) {
+            let mut cols = vec![];
+            loop {
+                cols.push(identifier(p)?);
+                if !p.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+            expect(p, Token::RParen, "')'")?;
+            columns = Some(cols);
+        }
+        if word(p, "VALUES") {
+            expect(p, Token::LParen, "'(' after VALUES")?;
+            let mut values = vec![];
+            if !p.consume_token(&Token::RParen) {
+                loop {
+                    values.push(self.d.expr(p)?);
+                    if !p.consume_token(&Token::Comma) {
+                        break;
+                    }
+                }
+                expect(p, Token::RParen, "')'")?;
+            }
+            return Ok(Statement::InsertValues { target, columns, values, pos });
+        }
+        if columns.is_some() {
+            return Err(SqlError::parse(Some(here(p)), "INSERT INTO ... SELECT takes no column list"));
+        }
+        let properties = self.with_properties(p)?;
+        let query = self.select(p)?;
+        Ok(Statement::InsertInto { target, query: Box::new(query), properties })
+    }
+
+    fn select(&self, p: &mut Parser) -> Result<Select> {
+        let pos = here(p);
+        expect_kw(p, Keyword::SELECT, "SELECT")?;
+        let mut items = vec![];
+        loop {
+            items.push(self.select_item(p)?);
+            if !p.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        expect_kw(p, Keyword::FROM, "FROM")?;
+        let from = self.source_ref(p)?;
+        let mut joins = vec![];
+        loop {
+            let kind = if word(p, "JOIN") {
+                JoinKind::Inner
+            } else if word(p, "INNER") {
+                expect_word(p, "JOIN")?;
+                JoinKind::Inner
+            } else if word(p, "LEFT") {
+                word(p, "OUTER");
+                expect_word(p, "JOIN")?;
+                JoinKind::Left
+            } else if word(p, "RIGHT") {
+                word(p, "OUTER");
+                expect_word(p, "JOIN")?;
+                JoinKind::Right
+            } else if word(p, "FULL") {
+                word(p, "OUTER");
+                expect_word(p, "JOIN")?;
+                JoinKind::Full
+            } else {
+                break;
+            };
+            let source = self.source_ref(p)?;
+            let mut within = None;
+            let mut grace = None;
+            if word(p, "WITHIN") {
+                if p.consume_token(&Token::LParen) {
+                    let before = self.duration(p)?;
+                    expect(p, Token::Comma, "','")?;
+                    let after = self.duration(p)?;
+                    expect(p, Token::RParen, "')'")?;
+                    within = Some((before, after));
+                } else {
+                    let d = self.duration(p)?;
+                    within = Some((d, d));
+                }
+                if word(p, "GRACE") {
+                    expect_word(p, "PERIOD")?;
+                    grace = Some(self.duration(p)?);
+                }
+            }
+            expect_kw(p, Keyword::ON, "ON")?;
+            let on = self.d.expr(p)?;
+            joins.push(Join { kind, source, within, grace, on });
+        }
+        let window = if word(p, "WINDOW") { Some(self.window(p)?) } else { None };
+        let filter = if p.parse_keyword(Keyword::WHERE) { Some(self.d.expr(p)?) } else { None };
+        let mut group_by = vec![];
+        if p.parse_keywords(&[Keyword::GROUP, Keyword::BY]) {
+            group_by = self.expr_list(p)?;
+        }
+        let mut partition_by = vec![];
+        if p.parse_keywords(&[Keyword::PARTITION, Keyword::BY]) {
+            partition_by = self.expr_list(p)?;
+        }
+        let having = if p.parse_keyword(Keyword::HAVING) { Some(self.d.expr(p)?) } else { None };
+        let emit = if word(p, "EMIT") {
+            if word(p, "CHANGES") {
+                Some(Emit::Changes)
+            } else if word(p, "FINAL") {
+                Some(Emit::Final)
+            } else {
+                return Err(SqlError::parse(Some(here(p)), "expected CHANGES or FINAL after EMIT"));
+            }
+        } else {
+            None
+        };
+        let limit = if p.parse_keyword(Keyword::LIMIT) { Some(self.uint(p)?) } else { None };
+        Ok(Select { items, from, joins, window, filter, group_by, partition_by, having, emit, limit, pos })
+    }
+
+    fn expr_list(&self, p: &mut Parser) -> Result<Vec<Expr>> {
+        let mut out = vec![];
+        loop {
+            out.push(self.d.expr(p)?);
+            if !p.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn select_item(&self, p: &mut Parser) -> Result<SelectItem> {
+        if p.consume_token(&Token::Mul) {
+            return Ok(SelectItem::Wildcard(None));
+        }
+        if let (Token::Word(w), Token::Period, Token::Mul) =
+            (p.peek_token().token, p.peek_nth_token(1).token, p.peek_nth_token(2).token)
+        {
+            p.next_token();
+            p.next_token();
+            p.next_token();
+            return Ok(SelectItem::Wildcard(Some(ident_name(&w))));
+        }
+        let expr = self.d.expr(p)?;
+        let alias = if p.parse_keyword(Keyword::AS) {
+            Some(identifier(p)?)
+        } else {
+            match p.peek_token().token {
+                Token::Word(w) if w.quote_style.is_some() || !is_clause_word(&w.value) => {
+                    p.next_token();
+                    Some(ident_name(&w))
+                }
+                _ => None,
+            }
+        };
+        Ok(SelectItem::Expr { expr, alias })
+    }
+
+    fn source_ref(&self, p: &mut Parser) -> Result<SourceRef> {
+        let pos = here(p);
+        let name = identifier(p)?;
+        let alias = if p.parse_keyword(Keyword::AS) {
+            Some(identifier(p)?)
+        } else {
+            match p.peek_token().token {
+                Token::Word(w) if w.quote_style.is_some() || !is_clause_word(&w.value) => {
+                    p.next_token();
+                    Some(ident_name(&w))
+                }
+                _ => None,
+            }
+        };
+        Ok(SourceRef { name, alias, pos })
+    }
+
+    fn window(&self, p: &mut Parser) -> Result<WindowSpec> {
+        let kind_word = identifier(p)?;
+        expect(p, Token::LParen, "'(' after the window type")?;
+        let mut size = None;
+        let mut advance = None;
+        let mut gap = None;
+        let mut retention = None;
+        let mut grace = None;
+        loop {
+            if kind_word == "SESSION" && gap.is_none() && matches!(p.peek_token().token, Token::Number(..)) {
+                gap = Some(self.duration(p)?);
+            } else if word(p, "SIZE") {
+                size = Some(self.duration(p)?);
+            } else if word(p, "ADVANCE") {
+                expect_word(p, "BY")?;
+                advance = Some(self.duration(p)?);
+            } else if word(p, "RETENTION") {
+                retention = Some(self.duration(p)?);
+            } else if word(p, "GRACE") {
+                expect_word(p, "PERIOD")?;
+                grace = Some(self.duration(p)?);
+            } else {
+                return Err(SqlError::parse(
+                    Some(here(p)),
+                    "expected SIZE, ADVANCE BY, RETENTION or GRACE PERIOD in the window",
+                ));
+            }
+            if !p.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        expect(p, Token::RParen, "')' after the window")?;
+        let pos = here(p);
+        let kind = match kind_word.as_str() {
+            "TUMBLING" => WindowKind::Tumbling {
+                size: size.ok_or_else(|| SqlError::parse(Some(pos), "TUMBLING windows need a SIZE"))?,
+            },
+            "HOPPING" => WindowKind::Hopping {
+                size: size.ok_or_else(|| SqlError::parse(Some(pos), "HOPPING windows need a SIZE"))?,
+                advance: advance.ok_or_else(|| SqlError::parse(Some(pos), "HOPPING windows need ADVANCE BY"))?,
+            },
+            "SESSION" => WindowKind::Session {
+                gap: gap.ok_or_else(|| SqlError::parse(Some(pos), "SESSION windows need a gap"))?,
+            },
+            other => {
+                return Err(SqlError::parse(
+                    Some(pos),
+                    format!("unknown window type {other}: expected TUMBLING, HOPPING or SESSION"),
+                ))
+            }
+        };
+        Ok(WindowSpec { kind, retention, grace })
+    }
+
+    /// `N UNIT` in milliseconds.
+    fn duration(&self, p: &mut Parser) -> Result<i64> {
+        let n = self.uint(p)? as i64;
+        let pos = here(p);
+        let unit = identifier(p)?;
+        let ms = match unit.trim_end_matches('S') {
+            "MILLISECOND" => 1,
+            "SECOND" => 1000,
+            "MINUTE" => 60_000,
+            "HOUR" => 3_600_000,
+            "DAY" => 86_400_000,
+            "WEEK" => 7 * 86_400_000,
+            _ => {
+                return Err(SqlError::parse(
+                    Some(pos),
+                    format!("unknown time unit {unit}: expected MILLISECONDS, SECONDS, MINUTES, HOURS or DAYS"),
+                ))
+            }
+        };
+        n.checked_mul(ms).ok_or_else(|| SqlError::parse(Some(pos), "duration too large"))
+    }
+}
+
+/// Words that end a select item or source reference rather than name an alias.
+fn is_clause_word(w: &str) -> bool {
+    matches!(
+        w.to_ascii_uppercase().as_str(),
+        "FROM"
+            | "WHERE"
+            | "GROUP"
+            | "PARTITION"
+            | "HAVING"
+            | "EMIT"
+            | "LIMIT"
+            | "WINDOW"
+            | "JOIN"
+            | "INNER"
+            | "LEFT"
+            | "RIGHT"
+            | "FULL"
+            | "OUTER"
+            | "ON"
+            | "WITHIN"
+            | "GRACE"
+            | "AS"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Statement {
+        parse_statement(s, &TypeRegistry::new()).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn create_stream_with_columns() {
+        let Statement::CreateSource(c) = parse(
+            "CREATE STREAM TEST (K STRING KEY, ID bigint, `Name` varchar, M MAP<STRING, ARRAY<INT>>) WITH (kafka_topic='t', value_format='JSON');",
+        ) else {
+            panic!()
+        };
+        assert_eq!(c.name, "TEST");
+        assert_eq!(c.columns.len(), 4);
+        assert!(c.columns[0].key);
+        assert_eq!(c.columns[2].name, "Name");
+        assert_eq!(
+            c.columns[3].ty,
+            SqlType::Map(Box::new(SqlType::String), Box::new(SqlType::Array(Box::new(SqlType::Int))))
+        );
+        assert_eq!(c.properties.get("KAFKA_TOPIC"), Some(&Value::String("t".into())));
+    }
+
+    #[test]
+    fn select_with_ksql_expressions() {
+        let Statement::CreateAs(c) = parse(
+            "CREATE STREAM S AS SELECT K, TRANSFORM(A, x => x + 1) AS T, STRUCT(F := 1), S->F1, CAST(ID AS DECIMAL(4, 2)), A[1] FROM I WHERE ID > 100 EMIT CHANGES;",
+        ) else {
+            panic!()
+        };
+        assert_eq!(c.query.items.len(), 6);
+        assert!(matches!(c.query.filter, Some(Expr::Binary(BinaryOp::Gt, ..))));
+    }
+
+    #[test]
+    fn errors_are_positioned() {
+        let e = parse_statement("CREATE STREAM S AS SELECT FROM", &TypeRegistry::new()).unwrap_err();
+        assert!(e.pos.is_some(), "{e}");
+        let e = parse_statement("SELECT 9223372036854775808 FROM X;", &TypeRegistry::new()).unwrap_err();
+        assert!(e.to_string().contains("Invalid numeric literal"), "{e}");
+    }
+
+    #[test]
+    fn windows_and_joins() {
+        let Statement::Select(s) = parse(
+            "SELECT * FROM A a JOIN B b WITHIN 1 HOUR GRACE PERIOD 10 SECONDS ON a.id = b.id WINDOW TUMBLING (SIZE 30 SECONDS, GRACE PERIOD 0 SECONDS) GROUP BY a.id EMIT FINAL;",
+        ) else {
+            panic!()
+        };
+        assert_eq!(s.joins[0].within, Some((3_600_000, 3_600_000)));
+        assert_eq!(s.window.unwrap().kind, WindowKind::Tumbling { size: 30_000 });
+        assert_eq!(s.emit, Some(Emit::Final));
+    }
+}

@@ -1,0 +1,644 @@
+//! Persistent queries at run time: read input records, evaluate the plan, write output records.
+//!
+//! A query owns its state (aggregation groups, table contents for undo) and the offsets it has
+//! consumed. Each step reads what is new on its input partitions and processes it in offset
+//! order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::aggregate::{Acc, AggSpec};
+use crate::ast::{SourceKind, WindowKind, WindowSpec};
+use crate::catalog::SourceDef;
+use crate::error::Result;
+use crate::expr::{CExpr, Env};
+use crate::topics::{Record, Topics};
+use crate::value::Value;
+
+/// Default grace period of windows without GRACE PERIOD (ksqlDB's 24 hours).
+pub const DEFAULT_GRACE_MS: i64 = 24 * 3_600_000;
+
+/// A row flowing through a query: column values laid out by the plan's scope.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub values: Vec<Value>,
+    pub timestamp: i64,
+}
+
+/// What a query does with each input row.
+#[derive(Debug)]
+pub enum Plan {
+    /// Filter and project, row by row (streams, and tables without aggregation).
+    Project {
+        filter: Option<CExpr>,
+        /// Table functions (EXPLODE): each input row becomes one row per element.
+        table_functions: Vec<(usize, CExpr)>,
+        key: Vec<CExpr>,
+        value: Vec<CExpr>,
+    },
+    Aggregate(AggregatePlan),
+}
+
+#[derive(Debug)]
+pub struct AggregatePlan {
+    pub filter: Option<CExpr>,
+    pub group_by: Vec<CExpr>,
+    pub specs: Vec<AggSpec>,
+    /// Per aggregate, its argument expressions on the input row.
+    pub args: Vec<Vec<CExpr>>,
+    pub window: Option<WindowSpec>,
+    /// On the aggregated row: [group keys..., aggregate results..., ROWTIME, WINDOWSTART, WINDOWEND].
+    pub having: Option<CExpr>,
+    pub key: Vec<CExpr>,
+    pub value: Vec<CExpr>,
+}
+
+/// What one input key of a table contributed to an aggregation, to take it back on update.
+#[derive(Debug, Clone)]
+struct Contribution {
+    group: Vec<u8>,
+    args: Vec<Vec<Value>>,
+}
+
+/// An output record: key columns, value columns (None for a tombstone), timestamp, window.
+type Emitted = (Vec<Value>, Option<Vec<Value>>, i64, Option<(i64, i64)>);
+
+#[derive(Debug, Clone)]
+struct Group {
+    keys: Vec<Value>,
+    accs: Vec<Acc>,
+    timestamp: i64,
+    window: Option<(i64, i64)>,
+}
+
+/// A record that failed; the query logs it and goes on.
+#[derive(Debug, Clone)]
+pub struct ProcessingError {
+    pub query: String,
+    pub message: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+pub struct Query {
+    pub id: String,
+    pub sql: String,
+    pub sink: String,
+    pub input: SourceDef,
+    pub output: SourceDef,
+    pub plan: Plan,
+    /// Next offset to read, per input partition.
+    pub offsets: Vec<i64>,
+    groups: HashMap<Vec<u8>, Group>,
+    /// For aggregations over a table: each input key's last contribution (group and arguments).
+    table_rows: HashMap<Vec<u8>, Contribution>,
+    stream_time: i64,
+    env: Env,
+}
+
+impl Query {
+    pub fn new(id: String, sql: String, input: SourceDef, output: SourceDef, plan: Plan, partitions: i32) -> Query {
+        Query {
+            id,
+            sql,
+            sink: output.name.clone(),
+            input,
+            output,
+            plan,
+            offsets: vec![0; partitions.max(1) as usize],
+            groups: HashMap::new(),
+            table_rows: HashMap::new(),
+            stream_time: i64::MIN,
+            env: Env::default(),
+        }
+    }
+
+    /// Processes what is new on the inputs. Returns how many input records were read.
+    pub fn step(&mut self, topics: &Arc<dyn Topics>, errors: &mut Vec<ProcessingError>) -> Result<usize> {
+        let mut read = 0;
+        let partitions = topics.partitions(&self.input.topic).unwrap_or(0);
+        if partitions as usize > self.offsets.len() {
+            self.offsets.resize(partitions as usize, 0);
+        }
+        for p in 0..partitions {
+            let batch = topics.read(&self.input.topic, p, self.offsets[p as usize], crate::limits::POLL_BATCH)?;
+            for c in batch {
+                self.offsets[p as usize] = c.offset + 1;
+                read += 1;
+                let mut out = vec![];
+                if let Err(message) = self.process(&c.record, p, c.offset, &mut out) {
+                    errors.push(ProcessingError {
+                        query: self.id.clone(),
+                        message,
+                        topic: self.input.topic.clone(),
+                        partition: p,
+                        offset: c.offset,
+                    });
+                }
+                for (key, value, ts, window) in out {
+                    self.emit(topics, key, value, ts, window, errors)?;
+                }
+            }
+        }
+        Ok(read)
+    }
+
+    fn emit(
+        &self,
+        topics: &Arc<dyn Topics>,
+        key: Vec<Value>,
+        value: Option<Vec<Value>>,
+        timestamp: i64,
+        window: Option<(i64, i64)>,
+        errors: &mut Vec<ProcessingError>,
+    ) -> Result<()> {
+        let fail = |message: String, errors: &mut Vec<ProcessingError>| {
+            errors.push(ProcessingError {
+                query: self.id.clone(),
+                message,
+                topic: self.output.topic.clone(),
+                partition: 0,
+                offset: -1,
+            })
+        };
+        let mut key_bytes = match self.output.key_serde.serialize(&self.output.keys, &key) {
+            Ok(k) => k,
+            Err(e) => {
+                fail(format!("Error serializing key: {e}"), errors);
+                return Ok(());
+            }
+        };
+        if let Some((start, end)) = window {
+            let mut k = key_bytes.unwrap_or_default();
+            match self.output.window {
+                Some(WindowKind::Session { .. }) => {
+                    k.extend_from_slice(&end.to_be_bytes());
+                    k.extend_from_slice(&start.to_be_bytes());
+                }
+                _ => k.extend_from_slice(&start.to_be_bytes()),
+            }
+            key_bytes = Some(k);
+        }
+        let value_bytes = match value {
+            None => None,
+            Some(v) => match self.output.value_serde.serialize(&self.output.values, &v) {
+                Ok(b) => b,
+                Err(e) => {
+                    fail(format!("Error serializing value: {e}"), errors);
+                    return Ok(());
+                }
+            },
+        };
+        let partitions = topics.partitions(&self.output.topic).unwrap_or(1).max(1);
+        let partition = match &key_bytes {
+            Some(k) if partitions > 1 => (murmur2(k) & 0x7fff_ffff) as i32 % partitions,
+            _ => 0,
+        };
+        topics.append(
+            &self.output.topic,
+            partition,
+            vec![Record { key: key_bytes, value: value_bytes, timestamp, headers: vec![] }],
+        )?;
+        Ok(())
+    }
+
+    /// Decodes an input record into a row: keys, values, headers, pseudo-columns.
+    fn decode(&self, rec: &Record, partition: i32, offset: i64) -> Result<Option<Row>, String> {
+        let src = &self.input;
+        let mut key_bytes = rec.key.as_deref();
+        let mut window = None;
+        if let (Some(w), Some(k)) = (src.window, key_bytes) {
+            let (core, win) = split_windowed_key(w, k)?;
+            key_bytes = Some(core);
+            window = Some(win);
+        }
+        let keys = src
+            .key_serde
+            .deserialize(&src.keys, key_bytes)
+            .map_err(|e| format!("Failed to deserialize key from topic: {}. {e}", src.topic))?;
+        if rec.value.is_none() {
+            return Ok(None);
+        }
+        let values = src
+            .value_serde
+            .deserialize(&src.values, rec.value.as_deref())
+            .map_err(|e| format!("Failed to deserialize value from topic: {}. {e}", src.topic))?;
+        let mut row = Vec::with_capacity(src.column_count() + 5);
+        row.extend(keys);
+        row.extend(values);
+        for h in &src.headers {
+            row.push(match &h.key {
+                Some(k) => rec
+                    .headers
+                    .iter()
+                    .rev()
+                    .find(|(hk, _)| hk == k)
+                    .and_then(|(_, v)| v.clone())
+                    .map(Value::Bytes)
+                    .unwrap_or(Value::Null),
+                None => Value::Array(
+                    rec.headers
+                        .iter()
+                        .map(|(k, v)| {
+                            Value::Struct(vec![
+                                ("KEY".into(), Value::String(k.clone())),
+                                ("VALUE".into(), v.clone().map(Value::Bytes).unwrap_or(Value::Null)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            });
+        }
+        let mut timestamp = rec.timestamp;
+        if let Some(col) = &src.timestamp {
+            let idx = src
+                .keys
+                .iter()
+                .chain(&src.values)
+                .position(|f| &f.name == col)
+                .ok_or_else(|| format!("timestamp column {col} is missing"))?;
+            timestamp = match &row[idx] {
+                Value::BigInt(t) => *t,
+                Value::Int(t) => *t as i64,
+                Value::Timestamp(t) => *t,
+                Value::String(s) => crate::time::parse_with_format(s, src.timestamp_format.as_deref())
+                    .ok_or_else(|| format!("Failed to parse timestamp '{s}'"))?,
+                Value::Null => return Err(format!("timestamp column {col} is null")),
+                other => return Err(format!("timestamp column {col} has unusable value {other}")),
+            };
+        }
+        row.push(Value::BigInt(timestamp));
+        row.push(Value::Int(partition));
+        row.push(Value::BigInt(offset));
+        if let Some((s, e)) = window {
+            row.push(Value::BigInt(s));
+            row.push(Value::BigInt(e));
+        }
+        Ok(Some(Row { values: row, timestamp }))
+    }
+
+    fn process(&mut self, rec: &Record, partition: i32, offset: i64, out: &mut Vec<Emitted>) -> Result<(), String> {
+        let row = self.decode(rec, partition, offset)?;
+        let is_table = self.input.kind == SourceKind::Table;
+        match &self.plan {
+            Plan::Project { filter, table_functions, key, value } => {
+                let Some(row) = row else {
+                    if is_table {
+                        // A tombstone deletes the key downstream too.
+                        let keys =
+                            self.input.key_serde.deserialize(&self.input.keys, rec.key.as_deref()).unwrap_or_default();
+                        let mut r = keys;
+                        r.resize(self.input.column_count() + 3, Value::Null);
+                        let k = eval_all(key, &r, &mut self.env).unwrap_or_default();
+                        out.push((k, None, rec.timestamp, None));
+                    }
+                    return Ok(());
+                };
+                let window = window_of(&self.input, &row.values);
+                if let Some(f) = filter {
+                    if f.eval(&row.values, &mut self.env)? != Value::Boolean(true) {
+                        if is_table {
+                            let k = eval_all(key, &row.values, &mut self.env)?;
+                            out.push((k, None, row.timestamp, window));
+                        }
+                        return Ok(());
+                    }
+                }
+                if table_functions.is_empty() {
+                    let k = eval_all(key, &row.values, &mut self.env)?;
+                    let v = eval_all(value, &row.values, &mut self.env)?;
+                    out.push((k, Some(v), row.timestamp, window));
+                    return Ok(());
+                }
+                // Table functions: evaluate each to an array; emit one row per index up to the
+                // longest, shorter ones padded with nulls.
+                let mut arrays = vec![];
+                for (_, f) in table_functions {
+                    arrays.push(match f.eval(&row.values, &mut self.env)? {
+                        Value::Array(items) => items,
+                        _ => vec![],
+                    });
+                }
+                let n = arrays.iter().map(Vec::len).max().unwrap_or(0);
+                for i in 0..n {
+                    let mut r = row.values.clone();
+                    for a in &arrays {
+                        r.push(a.get(i).cloned().unwrap_or(Value::Null));
+                    }
+                    let k = eval_all(key, &r, &mut self.env)?;
+                    let v = eval_all(value, &r, &mut self.env)?;
+                    out.push((k, Some(v), row.timestamp, window));
+                }
+                Ok(())
+            }
+            Plan::Aggregate(_) => self.aggregate(rec, row, out),
+        }
+    }
+
+    fn aggregate(&mut self, rec: &Record, row: Option<Row>, out: &mut Vec<Emitted>) -> Result<(), String> {
+        let Plan::Aggregate(plan) = &self.plan else { unreachable!("called for aggregate plans") };
+        let is_table = self.input.kind == SourceKind::Table;
+        let input_key = rec.key.clone().unwrap_or_default();
+        // For a table input, first take back the key's previous contribution.
+        if is_table {
+            if let Some(Contribution { group: gk, args }) = self.table_rows.remove(&input_key) {
+                if let Some(g) = self.groups.get_mut(&gk) {
+                    for (i, spec) in plan.specs.iter().enumerate() {
+                        spec.undo(&mut g.accs[i], &args[i]);
+                    }
+                    let ts = row.as_ref().map(|r| r.timestamp).unwrap_or(rec.timestamp);
+                    g.timestamp = ts;
+                    let g = g.clone();
+                    emit_group(plan, &g, out, &mut self.env)?;
+                }
+            }
+        }
+        let Some(row) = row else {
+            return Ok(());
+        };
+        if let Some(f) = &plan.filter {
+            if f.eval(&row.values, &mut self.env)? != Value::Boolean(true) {
+                return Ok(());
+            }
+        }
+        let keys = eval_all(&plan.group_by, &row.values, &mut self.env)?;
+        if keys.iter().any(Value::is_null) {
+            return Err("Group-by column with null value in table or stream: the record is skipped".into());
+        }
+        let mut args = Vec::with_capacity(plan.args.len());
+        for a in &plan.args {
+            args.push(eval_all(a, &row.values, &mut self.env)?);
+        }
+        let ts = row.timestamp;
+        self.stream_time = self.stream_time.max(ts);
+        let windows: Vec<Option<(i64, i64)>> = match plan.window.map(|w| w.kind) {
+            None => vec![None],
+            Some(WindowKind::Tumbling { size }) => {
+                let start = ts - ts.rem_euclid(size);
+                vec![Some((start, start + size))]
+            }
+            Some(WindowKind::Hopping { size, advance }) => {
+                let mut ws = vec![];
+                let mut start = ts - ts.rem_euclid(advance);
+                while start > ts - size {
+                    ws.push(Some((start, start + size)));
+                    start -= advance;
+                }
+                ws.reverse();
+                ws.retain(|w| w.is_some_and(|(s, _)| s >= 0));
+                ws
+            }
+            Some(WindowKind::Session { gap }) => {
+                return self.session(keys, args, ts, gap, out);
+            }
+        };
+        let grace = plan.window.and_then(|w| w.grace).unwrap_or(DEFAULT_GRACE_MS);
+        let mut key_bytes = vec![];
+        for k in &keys {
+            k.key_bytes(&mut key_bytes);
+        }
+        for w in windows {
+            if let Some((_, end)) = w {
+                if self.stream_time >= end + grace {
+                    continue; // the window is closed: a late record
+                }
+            }
+            let mut gk = key_bytes.clone();
+            if let Some((s, _)) = w {
+                gk.extend_from_slice(&s.to_be_bytes());
+            }
+            let g = self.groups.entry(gk.clone()).or_insert_with(|| Group {
+                keys: keys.clone(),
+                accs: plan.specs.iter().map(AggSpec::init).collect(),
+                timestamp: ts,
+                window: w,
+            });
+            for (i, spec) in plan.specs.iter().enumerate() {
+                spec.add(&mut g.accs[i], &args[i]);
+            }
+            g.timestamp = if plan.window.is_some() { ts } else { g.timestamp.max(ts) };
+            let g = g.clone();
+            emit_group(plan, &g, out, &mut self.env)?;
+            if is_table {
+                self.table_rows.insert(input_key.clone(), Contribution { group: gk, args: args.clone() });
+            }
+        }
+        Ok(())
+    }
+
+    fn session(
+        &mut self,
+        keys: Vec<Value>,
+        args: Vec<Vec<Value>>,
+        ts: i64,
+        gap: i64,
+        out: &mut Vec<Emitted>,
+    ) -> Result<(), String> {
+        let Plan::Aggregate(plan) = &self.plan else { unreachable!("called for aggregate plans") };
+        let mut key_bytes = vec![];
+        for k in &keys {
+            k.key_bytes(&mut key_bytes);
+        }
+        // Sessions of this key that the record falls into (within the gap) merge into one.
+        let mut merged: Vec<(Vec<u8>, Group)> = vec![];
+        let prefix_len = key_bytes.len();
+        let candidates: Vec<Vec<u8>> = self
+            .groups
+            .iter()
+            .filter(|(k, g)| {
+                k.len() == prefix_len + 16
+                    && k[..prefix_len] == key_bytes[..]
+                    && g.window.is_some_and(|(s, e)| ts >= s - gap && ts <= e + gap)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in candidates {
+            if let Some(g) = self.groups.remove(&k) {
+                merged.push((k, g));
+            }
+        }
+        merged.sort_by_key(|(_, g)| g.window.map(|w| w.0));
+        let mut start = ts;
+        let mut end = ts;
+        let mut accs: Vec<Acc> = plan.specs.iter().map(AggSpec::init).collect();
+        let mut timestamp = ts;
+        for (_, g) in &merged {
+            let (s, e) = g.window.unwrap_or((ts, ts));
+            start = start.min(s);
+            end = end.max(e);
+            timestamp = timestamp.max(g.timestamp);
+            // Retract the old session.
+            out.push((g.keys.clone(), None, g.timestamp, g.window));
+        }
+        // Merge: re-add the merged sessions' accumulators by replaying their results is not
+        // possible in general; merge accumulators pairwise where the aggregate allows it.
+        for (_, g) in merged {
+            for (i, spec) in plan.specs.iter().enumerate() {
+                accs[i] = merge_acc(spec, &accs[i], &g.accs[i]);
+            }
+        }
+        for (i, spec) in plan.specs.iter().enumerate() {
+            spec.add(&mut accs[i], &args[i]);
+        }
+        self.stream_time = self.stream_time.max(ts);
+        let mut gk = key_bytes;
+        gk.extend_from_slice(&end.to_be_bytes());
+        gk.extend_from_slice(&start.to_be_bytes());
+        let g = Group { keys, accs, timestamp, window: Some((start, end)) };
+        emit_group(plan, &g, out, &mut self.env)?;
+        self.groups.insert(gk, g);
+        Ok(())
+    }
+}
+
+/// Combines two accumulators of the same aggregate (session merges).
+fn merge_acc(spec: &AggSpec, a: &Acc, b: &Acc) -> Acc {
+    match (a, b) {
+        (Acc::Count(x), Acc::Count(y)) => Acc::Count(x + y),
+        (Acc::Sum(x), Acc::Sum(y)) => {
+            let mut acc = Acc::Sum(x.clone());
+            spec.add(&mut acc, std::slice::from_ref(y));
+            acc
+        }
+        (Acc::Avg(s1, n1), Acc::Avg(s2, n2)) => {
+            let s = match (s1, s2) {
+                (Value::Null, s) | (s, Value::Null) => s.clone(),
+                (x, y) => crate::expr::arith(
+                    crate::ast::BinaryOp::Add,
+                    x,
+                    y,
+                    &crate::value::type_of(x).unwrap_or(crate::types::SqlType::Double),
+                )
+                .unwrap_or(Value::Null),
+            };
+            Acc::Avg(s, n1 + n2)
+        }
+        (Acc::Extreme(x), Acc::Extreme(y)) => {
+            let mut acc = Acc::Extreme(x.clone());
+            if !y.is_null() {
+                spec.add(&mut acc, std::slice::from_ref(y));
+            }
+            acc
+        }
+        (Acc::List(x), Acc::List(y)) => {
+            let mut acc = Acc::List(x.clone());
+            for v in y {
+                spec.add(&mut acc, std::slice::from_ref(v));
+            }
+            acc
+        }
+        (Acc::Moments(s1, q1, n1), Acc::Moments(s2, q2, n2)) => Acc::Moments(s1 + s2, q1 + q2, n1 + n2),
+        (Acc::Histogram(x), Acc::Histogram(y)) => {
+            let mut h = x.clone();
+            for (k, n) in y {
+                if let Some(slot) = h.iter_mut().find(|(k2, _)| k2 == k) {
+                    slot.1 += n;
+                } else {
+                    h.push((k.clone(), *n));
+                }
+            }
+            Acc::Histogram(h)
+        }
+        _ => a.clone(),
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn emit_group(plan: &AggregatePlan, g: &Group, out: &mut Vec<Emitted>, env: &mut Env) -> Result<(), String> {
+    let mut row = g.keys.clone();
+    for (i, spec) in plan.specs.iter().enumerate() {
+        row.push(spec.result(&g.accs[i]));
+    }
+    row.push(Value::BigInt(g.timestamp));
+    let (ws, we) = g.window.unwrap_or((0, 0));
+    row.push(Value::BigInt(ws));
+    row.push(Value::BigInt(we));
+    let k = eval_all(&plan.key, &row, env)?;
+    if let Some(h) = &plan.having {
+        if h.eval(&row, env)? != Value::Boolean(true) {
+            out.push((k, None, g.timestamp, g.window));
+            return Ok(());
+        }
+    }
+    let v = eval_all(&plan.value, &row, env)?;
+    out.push((k, Some(v), g.timestamp, g.window));
+    Ok(())
+}
+
+fn eval_all(exprs: &[CExpr], row: &[Value], env: &mut Env) -> Result<Vec<Value>, String> {
+    let mut out = Vec::with_capacity(exprs.len());
+    for e in exprs {
+        out.push(e.eval(row, env)?);
+    }
+    Ok(out)
+}
+
+fn window_of(src: &SourceDef, row: &[Value]) -> Option<(i64, i64)> {
+    src.window?;
+    let n = src.column_count() + 3;
+    Some((row.get(n)?.as_i64()?, row.get(n + 1)?.as_i64()?))
+}
+
+/// Splits a windowed key (Kafka Streams' layout) into the key and the window.
+pub fn split_windowed_key(w: WindowKind, k: &[u8]) -> Result<(&[u8], (i64, i64)), String> {
+    let read = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+    match w {
+        WindowKind::Session { .. } => {
+            if k.len() < 16 {
+                return Err("session-windowed key too short".into());
+            }
+            let n = k.len();
+            Ok((&k[..n - 16], (read(&k[n - 8..]), read(&k[n - 16..n - 8]))))
+        }
+        WindowKind::Tumbling { size } | WindowKind::Hopping { size, .. } => {
+            if k.len() < 8 {
+                return Err("windowed key too short".into());
+            }
+            let n = k.len();
+            let start = read(&k[n - 8..]);
+            Ok((&k[..n - 8], (start, start + size)))
+        }
+    }
+}
+
+/// Kafka's default partitioner hash (murmur2), so keys land where Kafka clients put them.
+pub fn murmur2(data: &[u8]) -> u32 {
+    let seed: u32 = 0x9747_b28c;
+    let m: u32 = 0x5bd1_e995;
+    let r = 24;
+    let len = data.len();
+    let mut h: u32 = seed ^ len as u32;
+    let chunks = len / 4;
+    for i in 0..chunks {
+        let mut k = u32::from_le_bytes([data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]]);
+        k = k.wrapping_mul(m);
+        k ^= k >> r;
+        k = k.wrapping_mul(m);
+        h = h.wrapping_mul(m);
+        h ^= k;
+    }
+    let tail = &data[chunks * 4..];
+    match tail.len() {
+        3 => {
+            h ^= (tail[2] as u32) << 16;
+            h ^= (tail[1] as u32) << 8;
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(m);
+        }
+        2 => {
+            h ^= (tail[1] as u32) << 8;
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(m);
+        }
+        1 => {
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(m);
+        }
+        _ => {}
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(m);
+    h ^= h >> 15;
+    h
+}

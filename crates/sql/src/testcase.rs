@@ -1,0 +1,492 @@
+//! Runs test cases in ksqlDB's query-validation-test JSON format (statements, input records,
+//! expected output records or an expected error) against an engine over in-memory topics.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+
+use crate::catalog::SourceDef;
+use crate::engine::Engine;
+use crate::format::{from_json, kafka_decode, kafka_encode, to_json, Format};
+use crate::functions::base64_decode;
+use crate::query::split_windowed_key;
+use crate::topics::{MemTopics, Record, Topics};
+
+/// The result of one case (one format/config variant of a test).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub file: String,
+    pub name: String,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Summary {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} passed, {} failed, {} skipped", self.passed, self.failed, self.skipped)
+    }
+}
+
+/// Removes `//` and `/* */` comments outside strings (the case files carry them).
+pub fn strip_json_comments(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let b: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    let mut in_str = false;
+    while i < b.len() {
+        let c = b[i];
+        if in_str {
+            out.push(c);
+            if c == '\\' && i + 1 < b.len() {
+                out.push(b[i + 1]);
+                i += 2;
+                continue;
+            }
+            if c == '"' {
+                in_str = false;
+            }
+            i += 1;
+            continue;
+        }
+        if c == '"' {
+            in_str = true;
+            out.push(c);
+            i += 1;
+        } else if c == '/' && b.get(i + 1) == Some(&'/') {
+            while i < b.len() && b[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && b.get(i + 1) == Some(&'*') {
+            i += 2;
+            while i + 1 < b.len() && !(b[i] == '*' && b[i + 1] == '/') {
+                i += 1;
+            }
+            i += 2;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The JSON files under the given paths, sorted.
+pub fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = vec![];
+    for p in paths {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            entries.sort();
+            for e in entries {
+                if e.is_dir() {
+                    out.extend(collect_files(&[e])?);
+                } else if e.extension().is_some_and(|x| x == "json") {
+                    out.push(e);
+                }
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Runs every case of one file.
+pub fn run_file(path: &Path, filter: Option<&str>) -> Vec<CaseResult> {
+    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            return vec![CaseResult { file, name: String::new(), verdict: Verdict::Fail(format!("cannot read: {e}")) }]
+        }
+    };
+    let doc: Json = match serde_json::from_str(&strip_json_comments(&text)) {
+        Ok(d) => d,
+        Err(e) => {
+            return vec![CaseResult {
+                file,
+                name: String::new(),
+                verdict: Verdict::Fail(format!("not valid JSON: {e}")),
+            }]
+        }
+    };
+    let mut results = vec![];
+    for case in doc["tests"].as_array().cloned().unwrap_or_default() {
+        let name = case["name"].as_str().unwrap_or("?").to_string();
+        let formats: Vec<Option<String>> = match case["format"].as_array() {
+            Some(f) if !f.is_empty() => f.iter().map(|x| x.as_str().map(str::to_string)).collect(),
+            _ => vec![None],
+        };
+        let configs: Vec<Option<Json>> = match case["config"].as_array() {
+            Some(c) if !c.is_empty() => c.iter().cloned().map(Some).collect(),
+            _ => vec![None],
+        };
+        for fmt in &formats {
+            for cfg in &configs {
+                let mut full = name.clone();
+                if let Some(f) = fmt {
+                    full.push_str(&format!(" - {f}"));
+                }
+                if let Some(c) = cfg {
+                    full.push_str(&format!(" - {c}"));
+                }
+                if let Some(f) = filter {
+                    if !full.contains(f) && !file.contains(f) {
+                        continue;
+                    }
+                }
+                let verdict =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&case, fmt.as_deref())))
+                        .unwrap_or_else(|p| {
+                            let msg = p
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            Verdict::Fail(format!("panicked: {msg}"))
+                        });
+                results.push(CaseResult { file: file.clone(), name: full, verdict });
+            }
+        }
+    }
+    results
+}
+
+fn needs_schema_registry(statements: &[String], case: &Json) -> bool {
+    let upper: String = statements.join(" ").to_ascii_uppercase();
+    let uses = |f: &str| {
+        upper.contains(&format!("'{f}'"))
+            || upper.contains(&format!("FORMAT={f}"))
+            || upper.contains(&format!("FORMAT = {f}"))
+    };
+    if ["AVRO", "PROTOBUF", "PROTOBUF_NOSR", "JSON_SR"].iter().any(|f| uses(f)) {
+        return true;
+    }
+    case["topics"].as_array().is_some_and(|ts| {
+        ts.iter().any(|t| {
+            t.get("valueSchema").is_some()
+                || t.get("keySchema").is_some()
+                || ["valueFormat", "keyFormat", "format"].iter().any(|k| {
+                    t[*k].as_str().is_some_and(|f| {
+                        !matches!(f.to_ascii_uppercase().as_str(), "JSON" | "KAFKA" | "DELIMITED" | "NONE")
+                    })
+                })
+        })
+    })
+}
+
+/// Runs one case with `{FORMAT}` replaced by `format`.
+pub fn run_case(case: &Json, format: Option<&str>) -> Verdict {
+    if case["enabled"] == Json::Bool(false) {
+        return Verdict::Skip("disabled".into());
+    }
+    let subst = |s: &str| match format {
+        Some(f) => s.replace("{FORMAT}", f),
+        None => s.to_string(),
+    };
+    let statements: Vec<String> = case["statements"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str()).map(subst).collect())
+        .unwrap_or_default();
+    if needs_schema_registry(&statements, case) {
+        return Verdict::Skip("needs a schema registry (AVRO/PROTOBUF/JSON_SR)".into());
+    }
+    if case.get("responses").is_some() || case.get("expectedError").is_some() {
+        return Verdict::Fail("REST-format case: the REST runner is not built yet".into());
+    }
+    let topics = Arc::new(MemTopics::new());
+    let mut engine = Engine::new(topics.clone());
+    engine.auto_create_topics = true;
+    if let Some(ts) = case["topics"].as_array() {
+        for t in ts {
+            if let Some(name) = t["name"].as_str() {
+                let parts = t["partitions"].as_i64().unwrap_or(1) as i32;
+                let _ = topics.create_topic(name, parts);
+            }
+        }
+    }
+    let expected_error = case.get("expectedException");
+    for stmt in &statements {
+        if let Err(e) = engine.execute(stmt) {
+            return match expected_error {
+                Some(exp) => {
+                    let want = exp["message"].as_str().unwrap_or("");
+                    let got = e.to_string();
+                    if got.contains(want) || e.message.contains(want) {
+                        Verdict::Pass
+                    } else {
+                        Verdict::Fail(format!("expected error containing: {want}\n       got error: {got}"))
+                    }
+                }
+                None => Verdict::Fail(format!("statement failed: {stmt}\n  error: {e}")),
+            };
+        }
+    }
+    // Inputs, one at a time, each processed to completion.
+    for input in case["inputs"].as_array().cloned().unwrap_or_default() {
+        let topic = input["topic"].as_str().unwrap_or_default().to_string();
+        let sources = engine.catalog.by_topic(&topic);
+        let source = sources.iter().find(|s| s.writer.is_none()).or_else(|| sources.first()).map(|s| (*s).clone());
+        let record = match encode_input(&input, source.as_ref()) {
+            Ok(r) => r,
+            Err(e) => return Verdict::Fail(format!("cannot encode input {input}: {e}")),
+        };
+        if topics.partitions(&topic).is_none() {
+            let _ = topics.create_topic(&topic, 1);
+        }
+        if let Err(e) = topics.append(&topic, 0, vec![record]) {
+            return Verdict::Fail(format!("cannot write input: {e}"));
+        }
+        if let Err(e) = engine.run_until_idle() {
+            return Verdict::Fail(format!("processing failed: {e}"));
+        }
+    }
+    if let Some(exp) = expected_error {
+        let want = exp["message"].as_str().unwrap_or("");
+        // Some expected errors happen while processing; they land in the processing log.
+        if engine.processing_log.iter().any(|p| p.message.contains(want)) {
+            return Verdict::Pass;
+        }
+        return Verdict::Fail(format!("expected an error containing: {want}\n  but every statement succeeded"));
+    }
+    compare_outputs(case, &engine, topics.as_ref())
+}
+
+fn encode_input(input: &Json, source: Option<&SourceDef>) -> Result<Record, String> {
+    let timestamp = input["timestamp"].as_i64().unwrap_or(0);
+    let key_json = input.get("key").cloned().unwrap_or(Json::Null);
+    let value_json = input.get("value").cloned().unwrap_or(Json::Null);
+    let mut key = match source {
+        None => json_bytes(&key_json),
+        Some(src) => encode_side(&key_json, &src.keys, src.key_serde.format)?,
+    };
+    if let Some(w) = input.get("window") {
+        let start = w["start"].as_i64().unwrap_or(0);
+        let end = w["end"].as_i64().unwrap_or(0);
+        let mut k = key.unwrap_or_default();
+        if w["type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("session")) {
+            k.extend_from_slice(&end.to_be_bytes());
+        }
+        k.extend_from_slice(&start.to_be_bytes());
+        key = Some(k);
+    }
+    let value = match source {
+        None => json_bytes(&value_json),
+        Some(src) => encode_side(&value_json, &src.values, src.value_serde.format)?,
+    };
+    let headers = input["headers"]
+        .as_array()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (h["KEY"].as_str().unwrap_or_default().to_string(), h["VALUE"].as_str().and_then(base64_decode))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Record { key, value, timestamp, headers })
+}
+
+fn json_bytes(j: &Json) -> Option<Vec<u8>> {
+    match j {
+        Json::Null => None,
+        Json::String(s) => Some(s.as_bytes().to_vec()),
+        other => Some(other.to_string().into_bytes()),
+    }
+}
+
+fn encode_side(j: &Json, columns: &[crate::types::Field], format: Format) -> Result<Option<Vec<u8>>, String> {
+    if j.is_null() {
+        return Ok(None);
+    }
+    match format {
+        Format::None => Ok(None),
+        Format::Json => Ok(Some(j.to_string().into_bytes())),
+        Format::Delimited => Ok(json_bytes(j)),
+        Format::Kafka => match columns.first() {
+            None => Ok(None),
+            Some(c) => {
+                let v = from_json(&c.ty, j)?;
+                if v.is_null() {
+                    return Ok(None);
+                }
+                Ok(Some(kafka_encode(&v)?))
+            }
+        },
+    }
+}
+
+fn decode_side(bytes: Option<&[u8]>, columns: &[crate::types::Field], format: Format) -> Json {
+    let Some(b) = bytes else {
+        return Json::Null;
+    };
+    match format {
+        Format::None => Json::Null,
+        Format::Json => {
+            serde_json::from_slice(b).unwrap_or_else(|_| Json::String(String::from_utf8_lossy(b).into_owned()))
+        }
+        Format::Delimited => Json::String(String::from_utf8_lossy(b).into_owned()),
+        Format::Kafka => match columns.first() {
+            None => Json::Null,
+            Some(c) => kafka_decode(&c.ty, b)
+                .map(|v| to_json(&v))
+                .unwrap_or_else(|e| Json::String(format!("<undecodable: {e}>"))),
+        },
+    }
+}
+
+/// Decoded output record: key, value, timestamp, window.
+struct Actual {
+    key: Json,
+    value: Json,
+    timestamp: i64,
+    window: Option<(i64, i64)>,
+}
+
+fn compare_outputs(case: &Json, engine: &Engine, topics: &dyn Topics) -> Verdict {
+    let expected = case["outputs"].as_array().cloned().unwrap_or_default();
+    let mut topic_order: Vec<String> = vec![];
+    for e in &expected {
+        let t = e["topic"].as_str().unwrap_or_default().to_string();
+        if !topic_order.contains(&t) {
+            topic_order.push(t);
+        }
+    }
+    for topic in topic_order {
+        let want: Vec<&Json> = expected.iter().filter(|e| e["topic"].as_str() == Some(topic.as_str())).collect();
+        let sources = engine.catalog.by_topic(&topic);
+        let sink = sources.iter().find(|s| s.writer.is_some()).or_else(|| sources.first()).map(|s| (*s).clone());
+        let mut actual = vec![];
+        let parts = topics.partitions(&topic).unwrap_or(0);
+        for p in 0..parts {
+            for c in topics.read(&topic, p, 0, usize::MAX).unwrap_or_default() {
+                let rec = c.record;
+                let (key, window) = match &sink {
+                    Some(s) => {
+                        let mut kb = rec.key.as_deref();
+                        let mut window = None;
+                        if let (Some(w), Some(k)) = (s.window, kb) {
+                            if let Ok((core, win)) = split_windowed_key(w, k) {
+                                kb = Some(core);
+                                window = Some(win);
+                            }
+                        }
+                        let key =
+                            if s.keys.is_empty() { Json::Null } else { decode_side(kb, &s.keys, s.key_serde.format) };
+                        (key, window)
+                    }
+                    None => (
+                        rec.key
+                            .as_deref()
+                            .map(|b| Json::String(String::from_utf8_lossy(b).into_owned()))
+                            .unwrap_or(Json::Null),
+                        None,
+                    ),
+                };
+                let value = match &sink {
+                    Some(s) => decode_side(rec.value.as_deref(), &s.values, s.value_serde.format),
+                    None => rec
+                        .value
+                        .as_deref()
+                        .map(|b| serde_json::from_slice(b).unwrap_or(Json::Null))
+                        .unwrap_or(Json::Null),
+                };
+                actual.push(Actual { key, value, timestamp: rec.timestamp, window });
+            }
+        }
+        let show = |a: &[Actual]| -> String {
+            a.iter()
+                .map(|r| {
+                    let mut s = format!("key={} value={} ts={}", r.key, r.value, r.timestamp);
+                    if let Some((ws, we)) = r.window {
+                        s.push_str(&format!(" window=[{ws},{we})"));
+                    }
+                    s
+                })
+                .collect::<Vec<_>>()
+                .join("\n      ")
+        };
+        let show_expected = |w: &[&Json]| -> String {
+            w.iter()
+                .map(|e| {
+                    let mut s = format!(
+                        "key={} value={}",
+                        e.get("key").cloned().unwrap_or(Json::Null),
+                        e.get("value").cloned().unwrap_or(Json::Null)
+                    );
+                    if let Some(ts) = e.get("timestamp") {
+                        s.push_str(&format!(" ts={ts}"));
+                    }
+                    if let Some(w) = e.get("window") {
+                        s.push_str(&format!(" window=[{},{})", w["start"], w["end"]));
+                    }
+                    s
+                })
+                .collect::<Vec<_>>()
+                .join("\n      ")
+        };
+        if actual.len() != want.len() {
+            return Verdict::Fail(format!(
+                "topic {topic}: expected {} records, got {}\n  expected:\n      {}\n  actual:\n      {}",
+                want.len(),
+                actual.len(),
+                show_expected(&want),
+                show(&actual)
+            ));
+        }
+        for (i, (w, a)) in want.iter().zip(&actual).enumerate() {
+            let wk = w.get("key").cloned().unwrap_or(Json::Null);
+            let wv = w.get("value").cloned().unwrap_or(Json::Null);
+            let mut ok = json_eq(&wk, &a.key) && json_eq(&wv, &a.value);
+            if let Some(ts) = w.get("timestamp").and_then(Json::as_i64) {
+                ok &= ts == a.timestamp;
+            }
+            if let Some(win) = w.get("window") {
+                ok &= a.window == Some((win["start"].as_i64().unwrap_or(-1), win["end"].as_i64().unwrap_or(-1)));
+            }
+            if !ok {
+                return Verdict::Fail(format!(
+                    "topic {topic}: record {i} differs\n  expected:\n      {}\n  actual:\n      {}",
+                    show_expected(&want),
+                    show(&actual)
+                ));
+            }
+        }
+    }
+    Verdict::Pass
+}
+
+/// JSON equality with numeric tolerance (doubles within 1e-6) and numbers equal across
+/// integer/float spellings.
+pub fn json_eq(a: &Json, b: &Json) -> bool {
+    match (a, b) {
+        (Json::Number(x), Json::Number(y)) => {
+            if let (Some(i), Some(j)) = (x.as_i64(), y.as_i64()) {
+                return i == j;
+            }
+            match (x.as_f64(), y.as_f64()) {
+                (Some(p), Some(q)) => p == q || (p - q).abs() <= 1e-6 * p.abs().max(q.abs()).max(1.0),
+                _ => false,
+            }
+        }
+        (Json::Array(x), Json::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
+        (Json::Object(x), Json::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}

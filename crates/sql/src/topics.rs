@@ -1,0 +1,111 @@
+//! The only way the engine touches topics: the [`Topics`] trait. Implementations: [`MemTopics`]
+//! (in memory, for tests and `freshet sql-test`), the embedded broker (in-process fast path) and a
+//! Kafka client (external clusters).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::error::{Result, SqlError};
+
+/// A record as the engine reads and writes it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Record {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp: i64,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// A record read back with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub record: Record,
+}
+
+pub trait Topics: Send + Sync {
+    fn create_topic(&self, name: &str, partitions: i32) -> Result<()>;
+    fn delete_topic(&self, name: &str) -> Result<()>;
+    /// Number of partitions, `None` if the topic does not exist.
+    fn partitions(&self, name: &str) -> Option<i32>;
+    fn list_topics(&self) -> Vec<String>;
+    /// Appends records to one partition, returning the offset of the first.
+    fn append(&self, topic: &str, partition: i32, records: Vec<Record>) -> Result<i64>;
+    /// Reads up to `max` records from `offset`.
+    fn read(&self, topic: &str, partition: i32, offset: i64, max: usize) -> Result<Vec<Consumed>>;
+    /// The offset the next appended record will get.
+    fn end_offset(&self, topic: &str, partition: i32) -> Result<i64>;
+}
+
+/// Topics in memory.
+#[derive(Default)]
+pub struct MemTopics {
+    topics: Mutex<BTreeMap<String, Vec<Vec<Record>>>>,
+}
+
+impl MemTopics {
+    pub fn new() -> MemTopics {
+        MemTopics::default()
+    }
+
+    fn missing(name: &str) -> SqlError {
+        SqlError::server(format!("topic {name} does not exist"))
+    }
+}
+
+impl Topics for MemTopics {
+    fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
+        let mut t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        t.entry(name.to_string()).or_insert_with(|| vec![vec![]; partitions.max(1) as usize]);
+        Ok(())
+    }
+
+    fn delete_topic(&self, name: &str) -> Result<()> {
+        let mut t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        t.remove(name);
+        Ok(())
+    }
+
+    fn partitions(&self, name: &str) -> Option<i32> {
+        let t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        t.get(name).map(|p| p.len() as i32)
+    }
+
+    fn list_topics(&self) -> Vec<String> {
+        let t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        t.keys().cloned().collect()
+    }
+
+    fn append(&self, topic: &str, partition: i32, records: Vec<Record>) -> Result<i64> {
+        let mut t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let parts = t.get_mut(topic).ok_or_else(|| Self::missing(topic))?;
+        let p = parts
+            .get_mut(partition as usize)
+            .ok_or_else(|| SqlError::server(format!("topic {topic} has no partition {partition}")))?;
+        let base = p.len() as i64;
+        p.extend(records);
+        Ok(base)
+    }
+
+    fn read(&self, topic: &str, partition: i32, offset: i64, max: usize) -> Result<Vec<Consumed>> {
+        let t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let parts = t.get(topic).ok_or_else(|| Self::missing(topic))?;
+        let Some(p) = parts.get(partition as usize) else {
+            return Ok(vec![]);
+        };
+        let start = offset.max(0) as usize;
+        Ok(p.iter()
+            .enumerate()
+            .skip(start)
+            .take(max)
+            .map(|(i, r)| Consumed { partition, offset: i as i64, record: r.clone() })
+            .collect())
+    }
+
+    fn end_offset(&self, topic: &str, partition: i32) -> Result<i64> {
+        let t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let parts = t.get(topic).ok_or_else(|| Self::missing(topic))?;
+        Ok(parts.get(partition as usize).map(|p| p.len() as i64).unwrap_or(0))
+    }
+}

@@ -1,0 +1,124 @@
+//! The engine over in-memory topics: statements in, records in, records out.
+
+use std::sync::Arc;
+
+use freshet_sql::engine::Engine;
+use freshet_sql::topics::{MemTopics, Record, Topics};
+
+fn engine() -> (Arc<MemTopics>, Engine) {
+    let topics = Arc::new(MemTopics::new());
+    let mut e = Engine::new(topics.clone());
+    e.auto_create_topics = true;
+    (topics, e)
+}
+
+fn put(topics: &MemTopics, topic: &str, key: Option<&str>, value: Option<&str>, ts: i64) {
+    topics
+        .append(
+            topic,
+            0,
+            vec![Record {
+                key: key.map(|k| k.as_bytes().to_vec()),
+                value: value.map(|v| v.as_bytes().to_vec()),
+                timestamp: ts,
+                headers: vec![],
+            }],
+        )
+        .unwrap();
+}
+
+fn all(topics: &MemTopics, topic: &str) -> Vec<(Option<String>, Option<String>, i64)> {
+    topics
+        .read(topic, 0, 0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            (
+                c.record.key.map(|k| String::from_utf8(k).unwrap()),
+                c.record.value.map(|v| String::from_utf8(v).unwrap()),
+                c.record.timestamp,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_persistent_query_filters_and_projects_a_stream() {
+    let (topics, mut e) = engine();
+    e.execute(
+        "CREATE STREAM orders (id STRING KEY, amount DOUBLE, item VARCHAR) WITH (kafka_topic='orders', value_format='JSON');
+         CREATE STREAM big AS SELECT id, UCASE(item) AS item, amount * 2 AS doubled FROM orders WHERE amount > 10;",
+    )
+    .unwrap();
+    put(&topics, "orders", Some("a"), Some(r#"{"amount": 5, "item": "pen"}"#), 1);
+    put(&topics, "orders", Some("b"), Some(r#"{"AMOUNT": 12.5, "ITEM": "book"}"#), 2);
+    put(&topics, "orders", Some("c"), Some("not json"), 3);
+    e.run_until_idle().unwrap();
+    assert_eq!(all(&topics, "BIG"), vec![(Some("b".into()), Some(r#"{"ITEM":"BOOK","DOUBLED":25.0}"#.into()), 2)]);
+    // The bad record went to the processing log and the query went on.
+    assert_eq!(e.processing_log.len(), 1);
+    assert!(e.processing_log[0].message.contains("Failed to deserialize value"));
+}
+
+#[test]
+fn an_aggregation_counts_per_key_and_retracts_on_having() {
+    let (topics, mut e) = engine();
+    e.execute(
+        "CREATE STREAM clicks (user VARCHAR KEY, page VARCHAR) WITH (kafka_topic='clicks', value_format='JSON');
+         CREATE TABLE per_user AS SELECT user, COUNT(*) AS n, COLLECT_LIST(page) AS pages FROM clicks GROUP BY user HAVING COUNT(*) < 3;",
+    )
+    .unwrap();
+    for (i, (u, p)) in [("ann", "a"), ("bob", "b"), ("ann", "c"), ("ann", "d")].iter().enumerate() {
+        put(&topics, "clicks", Some(u), Some(&format!(r#"{{"page":"{p}"}}"#)), i as i64);
+    }
+    e.run_until_idle().unwrap();
+    assert_eq!(
+        all(&topics, "PER_USER"),
+        vec![
+            (Some("ann".into()), Some(r#"{"N":1,"PAGES":["a"]}"#.into()), 0),
+            (Some("bob".into()), Some(r#"{"N":1,"PAGES":["b"]}"#.into()), 1),
+            (Some("ann".into()), Some(r#"{"N":2,"PAGES":["a","c"]}"#.into()), 2),
+            (Some("ann".into()), None, 3),
+        ]
+    );
+}
+
+#[test]
+fn a_tumbling_window_keys_results_by_window_start() {
+    let (topics, mut e) = engine();
+    e.execute(
+        "CREATE STREAM t (k STRING KEY, v BIGINT) WITH (kafka_topic='t', value_format='DELIMITED');
+         CREATE TABLE s AS SELECT k, SUM(v) AS total FROM t WINDOW TUMBLING (SIZE 10 SECONDS) GROUP BY k;",
+    )
+    .unwrap();
+    put(&topics, "t", Some("x"), Some("1"), 1_000);
+    put(&topics, "t", Some("x"), Some("2"), 9_000);
+    put(&topics, "t", Some("x"), Some("4"), 10_000);
+    e.run_until_idle().unwrap();
+    let out = topics.read("S", 0, 0, 10).unwrap();
+    let decoded: Vec<(i64, String)> = out
+        .iter()
+        .map(|c| {
+            let k = c.record.key.as_ref().unwrap();
+            let start = i64::from_be_bytes(k[k.len() - 8..].try_into().unwrap());
+            (start, String::from_utf8(c.record.value.clone().unwrap()).unwrap())
+        })
+        .collect();
+    assert_eq!(decoded, vec![(0, "1".into()), (0, "3".into()), (10_000, "4".into())]);
+}
+
+#[test]
+fn statement_errors_name_the_problem_and_the_position() {
+    let (_topics, mut e) = engine();
+    let err = e
+        .execute(
+            "CREATE STREAM s (k STRING KEY, v INT) WITH (kafka_topic='s', value_format='JSON'); SELECT * FROM s WHERE;",
+        )
+        .unwrap_err();
+    assert!(err.pos.is_some(), "{err}");
+    let err = e.execute("CREATE STREAM o AS SELECT k, nope FROM s;").unwrap_err();
+    assert!(err.to_string().contains("NOPE"), "{err}");
+    let err =
+        e.execute("CREATE TABLE bad (k STRING KEY, v INT) WITH (kafka_topic='b', value_format='JSON');").unwrap_err();
+    assert!(err.to_string().contains("PRIMARY KEY"), "{err}");
+}
