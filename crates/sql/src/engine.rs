@@ -549,8 +549,30 @@ impl Engine {
                             )));
                         }
                     }
-                    for f in input.keys.iter().chain(&input.values) {
-                        items.push((Expr::Column { qualifier: None, name: f.name.clone(), pos: Pos::default() }, None));
+                    let col =
+                        |name: &str| Expr::Column { qualifier: None, name: name.to_string(), pos: Pos::default() };
+                    let by_null =
+                        select.partition_by.len() == 1 && matches!(select.partition_by[0], Expr::Literal(Value::Null));
+                    if select.partition_by.is_empty() {
+                        for f in input.keys.iter().chain(&input.values) {
+                            items.push((col(&f.name), None));
+                        }
+                    } else {
+                        // Repartitioned: the new key columns first, then the values, then the
+                        // old key columns (now values), as ksqlDB lays out a PARTITION BY.
+                        if !by_null {
+                            for pe in &select.partition_by {
+                                items.push((pe.clone(), None));
+                            }
+                        }
+                        let is_new_key = |name: &str| {
+                            select.partition_by.iter().any(|pe| matches!(pe, Expr::Column { name: n, .. } if n == name))
+                        };
+                        for f in input.values.iter().chain(&input.keys) {
+                            if !is_new_key(&f.name) {
+                                items.push((col(&f.name), None));
+                            }
+                        }
                     }
                     if input.window.is_some() && select.group_by.is_empty() {
                         for n in [WINDOWSTART, WINDOWEND] {

@@ -17,6 +17,9 @@ use crate::error::{Result, SqlError};
 use crate::types::{base_type, Field, SqlType, MAX_DECIMAL_PRECISION};
 use crate::value::{parse_decimal, Value};
 
+/// Name of the pseudo-function a parenthesized list `(a, b)` becomes (valid in GROUP BY only).
+pub const TUPLE: &str = "$TUPLE";
+
 /// Marks an identifier that stands for an expression parsed by the dialect hook.
 const PLACEHOLDER_QUOTE: char = '\u{1}';
 
@@ -101,6 +104,34 @@ impl KsqlDialect {
                 }
             }
             return Ok(None);
+        }
+        // Function calls are parsed here, not by sqlparser, which gives some names (TRIM,
+        // SUBSTRING, POSITION, EXTRACT, CEIL...) their standard-SQL special syntax.
+        if let (Token::Word(w), Token::LParen) = (&t0, &t1) {
+            let upper = w.value.to_ascii_uppercase();
+            let special =
+                matches!(upper.as_str(), "CAST" | "STRUCT" | "MAP" | "NOT" | "CASE" | "EXISTS" | "ARRAY" | "INTERVAL");
+            if w.quote_style.is_none() && !special {
+                let pos = pos_of(p.peek_token().span.start);
+                p.next_token();
+                p.next_token();
+                let mut args = vec![];
+                let mut star = false;
+                let mut distinct = false;
+                if p.consume_token(&Token::Mul) {
+                    star = true;
+                } else if p.peek_token().token != Token::RParen {
+                    distinct = word(p, "DISTINCT");
+                    loop {
+                        args.push(self.expr(p)?);
+                        if !p.consume_token(&Token::Comma) {
+                            break;
+                        }
+                    }
+                }
+                expect(p, Token::RParen, "')' or ',' in the argument list")?;
+                return Ok(Some(Expr::Function { name: upper, args, star, distinct, pos }));
+            }
         }
         if word_is(&t0, "CAST") && t1 == Token::LParen {
             p.next_token();
@@ -312,6 +343,13 @@ impl KsqlDialect {
                 }
                 out
             }
+            E::Tuple(items) => Expr::Function {
+                name: TUPLE.into(),
+                args: items.iter().map(|e| self.convert(e)).collect::<Result<_>>()?,
+                star: false,
+                distinct: false,
+                pos: Pos::default(),
+            },
             E::Array(arr) => Expr::Array(arr.elem.iter().map(|e| self.convert(e)).collect::<Result<_>>()?),
             other => return Err(SqlError::parse(None, format!("unsupported expression: {other}"))),
         })
@@ -1117,7 +1155,10 @@ impl StatementParser<'_> {
     fn expr_list(&self, p: &mut Parser) -> Result<Vec<Expr>> {
         let mut out = vec![];
         loop {
-            out.push(self.d.expr(p)?);
+            match self.d.expr(p)? {
+                Expr::Function { name, args, .. } if name == TUPLE => out.extend(args),
+                e => out.push(e),
+            }
             if !p.consume_token(&Token::Comma) {
                 break;
             }

@@ -65,6 +65,8 @@ type Emitted = (Vec<Value>, Option<Vec<Value>>, i64, Option<(i64, i64)>);
 
 #[derive(Debug, Clone)]
 struct Group {
+    /// Whether the last output for this group passed HAVING (so a failing update retracts it).
+    emitted: bool,
     keys: Vec<Value>,
     accs: Vec<Acc>,
     timestamp: i64,
@@ -284,15 +286,20 @@ impl Query {
         match &self.plan {
             Plan::Project { filter, table_functions, key, value } => {
                 let Some(row) = row else {
-                    if is_table {
-                        // A tombstone deletes the key downstream too.
-                        let keys =
-                            self.input.key_serde.deserialize(&self.input.keys, rec.key.as_deref()).unwrap_or_default();
-                        let mut r = keys;
-                        r.resize(self.input.column_count() + 3, Value::Null);
-                        let k = eval_all(key, &r, &mut self.env).unwrap_or_default();
-                        out.push((k, None, rec.timestamp, None));
+                    // A null value: for a table a delete of the key; for a stream a record with
+                    // no value, passed on unless a filter needs the value.
+                    if !is_table && filter.is_some() {
+                        return Ok(());
                     }
+                    let keys =
+                        self.input.key_serde.deserialize(&self.input.keys, rec.key.as_deref()).unwrap_or_default();
+                    let mut r = keys;
+                    r.resize(self.input.column_count(), Value::Null);
+                    r.push(Value::BigInt(rec.timestamp));
+                    r.push(Value::Int(partition));
+                    r.push(Value::BigInt(offset));
+                    let k = eval_all(key, &r, &mut self.env).unwrap_or_default();
+                    out.push((k, None, rec.timestamp, None));
                     return Ok(());
                 };
                 let window = window_of(&self.input, &row.values);
@@ -340,35 +347,43 @@ impl Query {
         let Plan::Aggregate(plan) = &self.plan else { unreachable!("called for aggregate plans") };
         let is_table = self.input.kind == SourceKind::Table;
         let input_key = rec.key.clone().unwrap_or_default();
-        // For a table input, first take back the key's previous contribution.
+        // The row's group and aggregate arguments (None: a tombstone, or filtered out).
+        let mut current = None;
+        if let Some(row) = &row {
+            let passes = match &plan.filter {
+                Some(f) => f.eval(&row.values, &mut self.env)? == Value::Boolean(true),
+                None => true,
+            };
+            if passes {
+                let keys = eval_all(&plan.group_by, &row.values, &mut self.env)?;
+                let mut args = Vec::with_capacity(plan.args.len());
+                for a in &plan.args {
+                    args.push(eval_all(a, &row.values, &mut self.env)?);
+                }
+                current = Some((keys, args));
+            }
+        }
+        // For a table input, first take back the key's previous contribution. When the row
+        // stays in the same group, the group is updated once (undo and add, one output).
         if is_table {
             if let Some(Contribution { group: gk, args }) = self.table_rows.remove(&input_key) {
+                let same_group = current.as_ref().is_some_and(|(keys, _)| group_bytes(keys) == gk);
                 if let Some(g) = self.groups.get_mut(&gk) {
                     for (i, spec) in plan.specs.iter().enumerate() {
                         spec.undo(&mut g.accs[i], &args[i]);
                     }
-                    let ts = row.as_ref().map(|r| r.timestamp).unwrap_or(rec.timestamp);
-                    g.timestamp = ts;
-                    let g = g.clone();
-                    emit_group(plan, &g, out, &mut self.env)?;
+                    if !same_group {
+                        g.timestamp = row.as_ref().map(|r| r.timestamp).unwrap_or(rec.timestamp);
+                        emit_group(plan, g, out, &mut self.env)?;
+                    }
                 }
             }
         }
-        let Some(row) = row else {
+        let (Some(row), Some((keys, args))) = (row, current) else {
             return Ok(());
         };
-        if let Some(f) = &plan.filter {
-            if f.eval(&row.values, &mut self.env)? != Value::Boolean(true) {
-                return Ok(());
-            }
-        }
-        let keys = eval_all(&plan.group_by, &row.values, &mut self.env)?;
         if keys.iter().any(Value::is_null) {
             return Err("Group-by column with null value in table or stream: the record is skipped".into());
-        }
-        let mut args = Vec::with_capacity(plan.args.len());
-        for a in &plan.args {
-            args.push(eval_all(a, &row.values, &mut self.env)?);
         }
         let ts = row.timestamp;
         self.stream_time = self.stream_time.max(ts);
@@ -394,10 +409,7 @@ impl Query {
             }
         };
         let grace = plan.window.and_then(|w| w.grace).unwrap_or(DEFAULT_GRACE_MS);
-        let mut key_bytes = vec![];
-        for k in &keys {
-            k.key_bytes(&mut key_bytes);
-        }
+        let key_bytes = group_bytes(&keys);
         for w in windows {
             if let Some((_, end)) = w {
                 if self.stream_time >= end + grace {
@@ -409,6 +421,7 @@ impl Query {
                 gk.extend_from_slice(&s.to_be_bytes());
             }
             let g = self.groups.entry(gk.clone()).or_insert_with(|| Group {
+                emitted: false,
                 keys: keys.clone(),
                 accs: plan.specs.iter().map(AggSpec::init).collect(),
                 timestamp: ts,
@@ -418,8 +431,7 @@ impl Query {
                 spec.add(&mut g.accs[i], &args[i]);
             }
             g.timestamp = if plan.window.is_some() { ts } else { g.timestamp.max(ts) };
-            let g = g.clone();
-            emit_group(plan, &g, out, &mut self.env)?;
+            emit_group(plan, g, out, &mut self.env)?;
             if is_table {
                 self.table_rows.insert(input_key.clone(), Contribution { group: gk, args: args.clone() });
             }
@@ -485,8 +497,8 @@ impl Query {
         let mut gk = key_bytes;
         gk.extend_from_slice(&end.to_be_bytes());
         gk.extend_from_slice(&start.to_be_bytes());
-        let g = Group { keys, accs, timestamp, window: Some((start, end)) };
-        emit_group(plan, &g, out, &mut self.env)?;
+        let mut g = Group { keys, accs, timestamp, window: Some((start, end)), emitted: false };
+        emit_group(plan, &mut g, out, &mut self.env)?;
         self.groups.insert(gk, g);
         Ok(())
     }
@@ -545,7 +557,7 @@ fn merge_acc(spec: &AggSpec, a: &Acc, b: &Acc) -> Acc {
 }
 
 #[allow(clippy::type_complexity)]
-fn emit_group(plan: &AggregatePlan, g: &Group, out: &mut Vec<Emitted>, env: &mut Env) -> Result<(), String> {
+fn emit_group(plan: &AggregatePlan, g: &mut Group, out: &mut Vec<Emitted>, env: &mut Env) -> Result<(), String> {
     let mut row = g.keys.clone();
     for (i, spec) in plan.specs.iter().enumerate() {
         row.push(spec.result(&g.accs[i]));
@@ -557,13 +569,26 @@ fn emit_group(plan: &AggregatePlan, g: &Group, out: &mut Vec<Emitted>, env: &mut
     let k = eval_all(&plan.key, &row, env)?;
     if let Some(h) = &plan.having {
         if h.eval(&row, env)? != Value::Boolean(true) {
-            out.push((k, None, g.timestamp, g.window));
+            // Retract only what was shown: a group that never passed emits nothing.
+            if g.emitted {
+                out.push((k, None, g.timestamp, g.window));
+            }
+            g.emitted = false;
             return Ok(());
         }
     }
+    g.emitted = true;
     let v = eval_all(&plan.value, &row, env)?;
     out.push((k, Some(v), g.timestamp, g.window));
     Ok(())
+}
+
+fn group_bytes(keys: &[Value]) -> Vec<u8> {
+    let mut out = vec![];
+    for k in keys {
+        k.key_bytes(&mut out);
+    }
+    out
 }
 
 fn eval_all(exprs: &[CExpr], row: &[Value], env: &mut Env) -> Result<Vec<Value>, String> {
