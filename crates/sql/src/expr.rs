@@ -236,18 +236,23 @@ impl<'a> Compiler<'a> {
                         }
                     };
                     let (tc, tt) = self.compile(t)?;
-                    result_ty = Some(unify(result_ty, &tt, t)?);
+                    if !matches!(t, Expr::Literal(Value::Null)) {
+                        result_ty = Some(unify(result_ty, &tt, t)?);
+                    }
                     arms.push((cond, tc));
                 }
                 let otherwise = match otherwise {
                     Some(o) => {
                         let (oc, ot) = self.compile(o)?;
-                        result_ty = Some(unify(result_ty, &ot, o)?);
+                        if !matches!(**o, Expr::Literal(Value::Null)) {
+                            result_ty = Some(unify(result_ty, &ot, o)?);
+                        }
                         Some(Box::new(oc))
                     }
                     None => None,
                 };
-                let ty = result_ty.unwrap_or(SqlType::String);
+                let ty = result_ty
+                    .ok_or_else(|| SqlError::statement("Invalid Case expression. All case branches have NULL type"))?;
                 // Coerce arms to the common type.
                 let arms = arms.into_iter().map(|(c, t)| (c, coerce(t, &ty))).collect();
                 let otherwise = otherwise.map(|o| Box::new(coerce(*o, &ty)));
@@ -255,7 +260,9 @@ impl<'a> Compiler<'a> {
             }
             Expr::Cast(inner, ty) => {
                 let (c, from) = self.compile(inner)?;
-                check_cast(&from, ty)?;
+                if !matches!(**inner, Expr::Literal(Value::Null)) {
+                    check_cast(&from, ty)?;
+                }
                 (CExpr::Cast(Box::new(c), ty.clone()), ty.clone())
             }
             Expr::Function { name, args, star, distinct: _, pos } => self.call(name, args, *star, *pos)?,
@@ -263,6 +270,16 @@ impl<'a> Compiler<'a> {
                 return Err(SqlError::statement("a lambda can only be an argument of TRANSFORM, FILTER or REDUCE"))
             }
             Expr::Array(items) => {
+                if items.is_empty() {
+                    return Err(SqlError::statement(
+                        "Array constructor cannot be empty. Please supply at least one element (see https://github.com/confluentinc/ksql/issues/4239).",
+                    ));
+                }
+                if items.iter().all(|i| matches!(i, Expr::Literal(Value::Null))) {
+                    return Err(SqlError::statement(
+                        "Cannot construct an array with all NULL elements (see https://github.com/confluentinc/ksql/issues/4239). As a workaround, you may cast a NULL value to the desired type.",
+                    ));
+                }
                 let mut out = vec![];
                 let mut elem: Option<SqlType> = None;
                 for item in items {
@@ -277,13 +294,26 @@ impl<'a> Compiler<'a> {
                 (CExpr::MakeArray(out), SqlType::Array(Box::new(elem)))
             }
             Expr::Map(entries) => {
+                if entries.is_empty() {
+                    return Err(SqlError::statement(
+                        "Map constructor cannot be empty. Please supply at least one key value pair (see https://github.com/confluentinc/ksql/issues/4239).",
+                    ));
+                }
+                if entries.iter().all(|(k, _)| matches!(k, Expr::Literal(Value::Null))) {
+                    return Err(SqlError::statement("Cannot construct a map with all NULL keys"));
+                }
+                if entries.iter().all(|(_, v)| matches!(v, Expr::Literal(Value::Null))) {
+                    return Err(SqlError::statement("Cannot construct a map with all NULL values"));
+                }
                 let mut out = vec![];
                 let mut kt: Option<SqlType> = None;
                 let mut vt: Option<SqlType> = None;
                 for (k, v) in entries {
                     let (kc, ktt) = self.compile(k)?;
                     let (vc, vtt) = self.compile(v)?;
-                    kt = Some(unify(kt, &ktt, k)?);
+                    if !matches!(k, Expr::Literal(Value::Null)) {
+                        kt = Some(unify(kt, &ktt, k)?);
+                    }
                     if !matches!(v, Expr::Literal(Value::Null)) {
                         vt = Some(unify(vt, &vtt, v)?);
                     }
@@ -319,6 +349,20 @@ impl<'a> Compiler<'a> {
                 (c, SqlType::Boolean)
             }
             BinaryOp::Eq | BinaryOp::NotEq | BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq => {
+                let ordering = !matches!(op, BinaryOp::Eq | BinaryOp::NotEq);
+                if ordering && (!at.is_primitive() || !bt.is_primitive()) {
+                    let name = match op {
+                        BinaryOp::Lt => "LESS_THAN",
+                        BinaryOp::LtEq => "LESS_THAN_OR_EQUAL",
+                        BinaryOp::Gt => "GREATER_THAN",
+                        _ => "GREATER_THAN_OR_EQUAL",
+                    };
+                    return Err(SqlError::statement(format!(
+                        "Cannot compare {} ({at}) to {} ({bt}) with {name}.",
+                        display_expr(a),
+                        display_expr(b)
+                    )));
+                }
                 check_comparable(&at, &bt, op.symbol())?;
                 (CExpr::Compare(op, ac, bc), SqlType::Boolean)
             }
@@ -358,7 +402,17 @@ impl<'a> Compiler<'a> {
         let _ = star;
         let mut compiled = vec![];
         let mut types = vec![];
-        for a in args {
+        for (i, a) in args.iter().enumerate() {
+            // DATEADD(DAYS, ...): a bare time-unit keyword is a string constant.
+            if i == 0 && functions::takes_time_unit(&upper) {
+                if let Expr::Column { qualifier: None, name, .. } = a {
+                    if functions::is_time_unit(name) && self.scope.resolve(None, name).ok().flatten().is_none() {
+                        compiled.push(CExpr::Const(Value::String(name.to_ascii_uppercase())));
+                        types.push(SqlType::String);
+                        continue;
+                    }
+                }
+            }
             let (c, t) = self.compile(a)?;
             compiled.push(c);
             types.push(t);
@@ -500,6 +554,9 @@ fn unify(acc: Option<SqlType>, t: &SqlType, e: &Expr) -> Result<SqlType> {
     let Some(acc) = acc else {
         return Ok(t.clone());
     };
+    if matches!(e, Expr::Literal(Value::Null)) {
+        return Ok(acc);
+    }
     if &acc == t || matches!(e, Expr::Literal(Value::Null)) {
         return Ok(acc);
     }
@@ -576,6 +633,9 @@ fn check_cast(from: &SqlType, to: &SqlType) -> Result<()> {
 #[derive(Default)]
 pub struct Env {
     pub lambda: Vec<Value>,
+    /// Errors raised by function calls since the caller last drained this: a failing call
+    /// evaluates to NULL (as in ksqlDB) and leaves its message here for the processing log.
+    pub errors: Vec<String>,
 }
 
 pub type EvalResult = std::result::Result<Value, String>;
@@ -613,6 +673,12 @@ impl CExpr {
             CExpr::Arith(op, a, b, ty) => {
                 let x = a.eval(row, env)?;
                 let y = b.eval(row, env)?;
+                // ksqlDB's lambda bodies do arithmetic on unboxed values: a null lambda
+                // parameter is an error (the whole call becomes null), not a null result.
+                let lambda_null = |e: &CExpr, v: &Value| matches!(e, CExpr::LambdaVar(_)) && v.is_null();
+                if lambda_null(a, &x) || lambda_null(b, &y) {
+                    return Err("null value in lambda arithmetic".into());
+                }
                 arith(*op, &x, &y, ty)?
             }
             CExpr::Compare(op, a, b) => {
@@ -696,10 +762,22 @@ impl CExpr {
                 for a in args {
                     vals.push(a.eval(row, env)?);
                 }
-                (f.0)(&vals, ty)?
+                match (f.0)(&vals, ty) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        env.errors.push(e);
+                        Value::Null
+                    }
+                }
             }
             CExpr::Lambda(_, body) => body.eval(row, env)?,
-            CExpr::HigherOrder(h, args) => functions::eval_higher_order(*h, args, row, env)?,
+            CExpr::HigherOrder(h, args) => match functions::eval_higher_order(*h, args, row, env) {
+                Ok(v) => v,
+                Err(e) => {
+                    env.errors.push(e);
+                    Value::Null
+                }
+            },
             CExpr::MakeArray(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for i in items {

@@ -45,6 +45,11 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+mod array;
+mod datetime;
+mod json;
+mod string;
+
 use crate::error::{Result, SqlError};
 use crate::expr::{CExpr, Env, EvalResult};
 use crate::types::SqlType;
@@ -111,6 +116,17 @@ pub fn is_table_function(name: &str) -> bool {
     matches!(name, "EXPLODE" | "CUBE_EXPLODE")
 }
 
+/// Functions whose first argument is a time unit keyword (`DATEADD(DAYS, 1, d)`): the compiler
+/// turns a bare identifier there into a string literal.
+pub fn takes_time_unit(name: &str) -> bool {
+    matches!(name, "DATEADD" | "DATESUB" | "TIMEADD" | "TIMESUB" | "TIMESTAMPADD" | "TIMESTAMPSUB")
+}
+
+/// Whether `name` is a time unit keyword (`DAYS`, `HOUR`, ...).
+pub fn is_time_unit(name: &str) -> bool {
+    datetime::is_time_unit(name)
+}
+
 pub fn concat_fn() -> ScalarFn {
     ScalarFn(|args, _| {
         let mut out = String::new();
@@ -123,53 +139,141 @@ pub fn concat_fn() -> ScalarFn {
     })
 }
 
-fn arity(name: &str, args: &[SqlType], min: usize, max: usize) -> Result<()> {
-    if args.len() < min || args.len() > max {
-        let want = if min == max {
-            format!("{min}")
-        } else if max == usize::MAX {
-            format!("at least {min}")
+/// The argument types of a call being resolved. A bare `NULL` literal has no type of its own
+/// and matches any parameter.
+pub(crate) struct Sig<'a> {
+    /// Upper-case name.
+    pub name: &'a str,
+    pub types: &'a [SqlType],
+    pub nulls: &'a [bool],
+}
+
+impl Sig<'_> {
+    pub fn n(&self) -> usize {
+        self.types.len()
+    }
+
+    /// Whether argument `i` is a bare NULL literal.
+    pub fn null(&self, i: usize) -> bool {
+        self.nulls.get(i).copied().unwrap_or(false)
+    }
+
+    /// The type of argument `i`, `None` for a bare NULL literal.
+    pub fn ty(&self, i: usize) -> Option<&SqlType> {
+        if self.null(i) {
+            None
         } else {
-            format!("{min} to {max}")
-        };
-        return Err(SqlError::statement(format!(
-            "Function '{name}' does not accept parameters ({}): it takes {want} argument(s)",
-            args.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
-        )));
+            self.types.get(i)
+        }
     }
-    Ok(())
-}
 
-fn want(name: &str, args: &[SqlType], ok: bool) -> Result<()> {
-    if !ok {
-        return Err(SqlError::statement(format!(
-            "Function '{name}' does not accept parameters ({}).",
-            args.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
-        )));
+    /// Argument `i` is a bare NULL or has a type accepted by `ok`.
+    pub fn is(&self, i: usize, ok: impl Fn(&SqlType) -> bool) -> bool {
+        self.null(i) || self.types.get(i).is_some_and(ok)
     }
-    Ok(())
-}
 
-fn str_arg(v: &Value) -> Option<&str> {
-    v.as_str()
+    pub fn all(&self, ok: impl Fn(&SqlType) -> bool) -> bool {
+        (0..self.n()).all(|i| self.is(i, &ok))
+    }
+
+    pub fn shown_types(&self) -> String {
+        (0..self.n())
+            .map(|i| match self.ty(i) {
+                Some(t) => t.to_string(),
+                None => "null".to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// ksqlDB's error for a call no overload accepts.
+    pub fn reject(&self) -> SqlError {
+        SqlError::statement(format!(
+            "Function '{}' does not accept parameters ({}).",
+            self.name.to_ascii_lowercase(),
+            self.shown_types()
+        ))
+    }
+
+    pub fn check(&self, ok: bool) -> Result<()> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.reject())
+        }
+    }
+
+    pub fn arity(&self, min: usize, max: usize) -> Result<()> {
+        self.check((min..=max).contains(&self.n()))
+    }
+
+    pub fn ambiguous(&self) -> SqlError {
+        SqlError::statement(format!(
+            "Function '{}' cannot be resolved due to ambiguous method parameters ({}).",
+            self.name.to_ascii_lowercase(),
+            self.shown_types()
+        ))
+    }
 }
 
 macro_rules! f {
     ($body:expr) => {
-        ScalarFn($body)
+        $crate::functions::ScalarFn($body)
+    };
+}
+pub(crate) use f;
+
+fn num(t: &SqlType) -> bool {
+    t.is_numeric()
+}
+
+/// A one-argument DOUBLE function of a numeric argument.
+fn unary_double(s: &Sig, func: ScalarFn) -> Result<(ScalarFn, SqlType)> {
+    s.arity(1, 1)?;
+    s.check(s.is(0, num))?;
+    Ok((func, SqlType::Double))
+}
+
+macro_rules! double_fn {
+    ($e:expr) => {
+        f!(|a, _| Ok(a[0].as_f64().map(|v: f64| Value::Double($e(v))).unwrap_or(Value::Null)))
     };
 }
 
 /// Resolves a scalar function by name and argument types.
 pub fn resolve(name: &str, args: &[SqlType], null_args: &[bool]) -> Result<(ScalarFn, SqlType)> {
+    let s = Sig { name, types: args, nulls: null_args };
+    for sub in [array::resolve, string::resolve, json::resolve, datetime::resolve] {
+        if let Some(found) = sub(&s)? {
+            return Ok(found);
+        }
+    }
+    core(&s)
+}
+
+/// Whether a function of this name exists (whatever its arguments).
+pub fn exists(name: &str) -> bool {
+    let no_args = Sig { name, types: &[], nulls: &[] };
+    for sub in [array::resolve, string::resolve, json::resolve, datetime::resolve] {
+        match sub(&no_args) {
+            Ok(Some(_)) | Err(_) => return true,
+            Ok(None) => {}
+        }
+    }
+    match core(&no_args) {
+        Ok(_) => true,
+        Err(e) => !e.to_string().contains("Can't find any functions"),
+    }
+}
+
+fn core(s: &Sig) -> Result<(ScalarFn, SqlType)> {
     use SqlType as T;
-    let _ = null_args;
-    let first = args.first().cloned().unwrap_or(T::String);
-    let all_str = args.iter().all(|t| *t == T::String);
+    let name = s.name;
+    let first = s.ty(0).cloned().unwrap_or(T::String);
     Ok(match name {
         "ABS" => {
-            arity(name, args, 1, 1)?;
-            want(name, args, first.is_numeric())?;
+            s.arity(1, 1)?;
+            s.check(s.is(0, num))?;
             (
                 f!(|a, _| Ok(match &a[0] {
                     Value::Int(v) => Value::Int(v.wrapping_abs()),
@@ -182,8 +286,8 @@ pub fn resolve(name: &str, args: &[SqlType], null_args: &[bool]) -> Result<(Scal
             )
         }
         "CEIL" | "FLOOR" => {
-            arity(name, args, 1, 1)?;
-            want(name, args, first.is_numeric())?;
+            s.arity(1, 1)?;
+            s.check(s.is(0, num))?;
             let func = if name == "CEIL" {
                 f!(|a, _| Ok(match &a[0] {
                     Value::Double(v) => Value::Double(v.ceil()),
@@ -205,33 +309,61 @@ pub fn resolve(name: &str, args: &[SqlType], null_args: &[bool]) -> Result<(Scal
             };
             (func, first)
         }
-        "SQRT" | "EXP" | "LN" | "LOG" | "CBRT" | "SIN" | "COS" | "TAN" | "ASIN" | "ACOS" | "ATAN" | "SINH" | "COSH"
-        | "TANH" | "COT" | "DEGREES" | "RADIANS" => {
-            arity(name, args, 1, 1)?;
-            want(name, args, first.is_numeric())?;
-            let func: ScalarFn = match name {
-                "SQRT" => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(v.sqrt())).unwrap_or(Value::Null))),
-                "EXP" => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(v.exp())).unwrap_or(Value::Null))),
-                "LN" | "LOG" => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(v.ln())).unwrap_or(Value::Null))),
-                "CBRT" => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(v.cbrt())).unwrap_or(Value::Null))),
-                "SIN" => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(v.sin())).unwrap_or(Value::Null))),
-                "COS" => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(v.cos())).unwrap_or(Value::Null))),
-                "TAN" => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(v.tan())).unwrap_or(Value::Null))),
-                "ASIN" => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(v.asin())).unwrap_or(Value::Null))),
-                "ACOS" => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(v.acos())).unwrap_or(Value::Null))),
-                "ATAN" => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(v.atan())).unwrap_or(Value::Null))),
-                "SINH" => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(v.sinh())).unwrap_or(Value::Null))),
-                "COSH" => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(v.cosh())).unwrap_or(Value::Null))),
-                "TANH" => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(v.tanh())).unwrap_or(Value::Null))),
-                "COT" => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(1.0 / v.tan())).unwrap_or(Value::Null))),
-                "DEGREES" => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(v.to_degrees())).unwrap_or(Value::Null))),
-                _ => f!(|a, _| Ok(a[0].as_f64().map(|v| Value::Double(v.to_radians())).unwrap_or(Value::Null))),
-            };
-            (func, T::Double)
+        "SQRT" => unary_double(s, double_fn!(f64::sqrt))?,
+        "EXP" => unary_double(s, double_fn!(f64::exp))?,
+        "LN" => unary_double(s, double_fn!(f64::ln))?,
+        "CBRT" => unary_double(s, double_fn!(f64::cbrt))?,
+        "SIN" => unary_double(s, double_fn!(f64::sin))?,
+        "COS" => unary_double(s, double_fn!(f64::cos))?,
+        "TAN" => unary_double(s, double_fn!(f64::tan))?,
+        "ASIN" => unary_double(s, double_fn!(f64::asin))?,
+        "ACOS" => unary_double(s, double_fn!(f64::acos))?,
+        "ATAN" => unary_double(s, double_fn!(f64::atan))?,
+        "SINH" => unary_double(s, double_fn!(f64::sinh))?,
+        "COSH" => unary_double(s, double_fn!(f64::cosh))?,
+        "TANH" => unary_double(s, double_fn!(f64::tanh))?,
+        "COT" => unary_double(s, double_fn!(|v: f64| 1.0 / v.tan()))?,
+        "DEGREES" => unary_double(s, double_fn!(f64::to_degrees))?,
+        "RADIANS" => unary_double(s, double_fn!(f64::to_radians))?,
+        "LOG" => {
+            s.arity(1, 2)?;
+            s.check(s.all(num))?;
+            if s.n() == 1 {
+                (double_fn!(f64::ln), T::Double)
+            } else {
+                (
+                    f!(|a, _| Ok(match (a[0].as_f64(), a[1].as_f64()) {
+                        (Some(base), Some(v)) => {
+                            if base <= 0.0 || base == 1.0 {
+                                Value::Double(f64::NAN)
+                            } else {
+                                Value::Double(v.ln() / base.ln())
+                            }
+                        }
+                        _ => Value::Null,
+                    })),
+                    T::Double,
+                )
+            }
+        }
+        "ATAN2" => {
+            s.arity(2, 2)?;
+            s.check(s.all(num))?;
+            (
+                f!(|a, _| Ok(match (a[0].as_f64(), a[1].as_f64()) {
+                    (Some(y), Some(x)) => Value::Double(y.atan2(x)),
+                    _ => Value::Null,
+                })),
+                T::Double,
+            )
+        }
+        "PI" => {
+            s.arity(0, 0)?;
+            (f!(|_, _| Ok(Value::Double(std::f64::consts::PI))), T::Double)
         }
         "SIGN" => {
-            arity(name, args, 1, 1)?;
-            want(name, args, first.is_numeric())?;
+            s.arity(1, 1)?;
+            s.check(s.is(0, num))?;
             (
                 f!(|a, _| Ok(a[0]
                     .as_f64()
@@ -247,7 +379,8 @@ pub fn resolve(name: &str, args: &[SqlType], null_args: &[bool]) -> Result<(Scal
             )
         }
         "POWER" => {
-            arity(name, args, 2, 2)?;
+            s.arity(2, 2)?;
+            s.check(s.all(num))?;
             (
                 f!(|a, _| Ok(match (a[0].as_f64(), a[1].as_f64()) {
                     (Some(x), Some(y)) => Value::Double(x.powf(y)),
@@ -256,281 +389,81 @@ pub fn resolve(name: &str, args: &[SqlType], null_args: &[bool]) -> Result<(Scal
                 T::Double,
             )
         }
-        "ROUND" => {
-            arity(name, args, 1, 2)?;
-            want(name, args, first.is_numeric())?;
-            let ty = match (&first, args.len()) {
-                (T::Double, 1) => T::BigInt,
-                (T::Decimal { precision, .. }, 1) => T::Decimal { precision: *precision, scale: 0 },
+        "ROUND" | "TRUNC" => {
+            s.arity(1, 2)?;
+            s.check(s.is(0, num) && (s.n() == 1 || s.is(1, |t| *t == T::Int)))?;
+            let ty = match (&first, s.n()) {
+                (T::Int | T::BigInt | T::Double, 1) => T::BigInt,
+                (T::Int | T::BigInt, _) => T::Double,
+                (T::Decimal { precision, scale }, 1) => {
+                    T::Decimal { precision: precision.saturating_sub(*scale).max(1), scale: 0 }
+                }
                 (t, _) => t.clone(),
             };
-            (
-                f!(|a, ty| {
-                    let places = a.get(1).and_then(Value::as_i64).unwrap_or(0);
-                    if a.len() > 1 && a[1].is_null() {
-                        return Ok(Value::Null);
-                    }
-                    Ok(match (&a[0], ty) {
-                        (Value::Double(v), SqlType::BigInt) => Value::BigInt(java_round(*v) as i64),
-                        (Value::Double(v), _) => {
-                            let m = 10f64.powi(places as i32);
-                            Value::Double(java_round(v * m) / m)
-                        }
-                        (Value::Decimal(u, s), SqlType::Decimal { scale, .. }) => {
-                            let keep = places.clamp(-30, *s as i64);
-                            let r = if keep >= 0 {
-                                crate::value::rescale(*u, *s, keep as u8)
-                            } else {
-                                crate::value::rescale(*u, *s, 0)
-                            };
-                            Value::Decimal(crate::value::rescale(r, keep.max(0) as u8, *scale), *scale)
-                        }
-                        (Value::Int(v), _) if places < 0 => {
-                            let m = 10i64.pow((-places) as u32) as f64;
-                            Value::Int((java_round(*v as f64 / m) * m) as i32)
-                        }
-                        (Value::BigInt(v), _) if places < 0 => {
-                            let m = 10i64.pow((-places) as u32) as f64;
-                            Value::BigInt((java_round(*v as f64 / m) * m) as i64)
-                        }
-                        (other, _) => other.clone(),
-                    })
-                }),
-                ty,
-            )
+            let func = if name == "ROUND" {
+                f!(|a, ty| round_or_trunc(a, ty, true))
+            } else {
+                f!(|a, ty| round_or_trunc(a, ty, false))
+            };
+            (func, ty)
         }
         "RANDOM" => {
-            arity(name, args, 0, 0)?;
+            s.arity(0, 0)?;
+            (f!(|_, _| Ok(Value::Double(random_f64()))), T::Double)
+        }
+        "GEO_DISTANCE" => {
+            s.arity(4, 5)?;
+            s.check((0..4).all(|i| s.is(i, num)) && (s.n() == 4 || s.is(4, |t| *t == T::String)))?;
             (
-                f!(|_, _| {
-                    use std::time::{SystemTime, UNIX_EPOCH};
-                    let n = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-                    Ok(Value::Double((n % 1_000_000) as f64 / 1_000_000.0))
+                f!(|a, _| {
+                    let mut c = [0f64; 4];
+                    for (i, slot) in c.iter_mut().enumerate() {
+                        match a[i].as_f64() {
+                            Some(v) => *slot = v,
+                            None => return Ok(Value::Null),
+                        }
+                    }
+                    let radius = match a.get(4) {
+                        None => 6371.0,
+                        Some(Value::String(u)) => match u.to_ascii_lowercase().as_str() {
+                            "km" | "kilometers" | "kilometres" => 6371.0,
+                            "mi" | "miles" => 3959.0,
+                            other => return Err(format!("GEO_DISTANCE: unknown unit {other}: use KM or MI")),
+                        },
+                        Some(_) => return Ok(Value::Null),
+                    };
+                    let (lat1, lon1, lat2, lon2) = (c[0], c[1], c[2], c[3]);
+                    if !(-90.0..=90.0).contains(&lat1) || !(-90.0..=90.0).contains(&lat2) {
+                        return Err("valid latitude values for GEO_DISTANCE are in the range -90 to 90".into());
+                    }
+                    if !(-180.0..=180.0).contains(&lon1) || !(-180.0..=180.0).contains(&lon2) {
+                        return Err("valid longitude values for GEO_DISTANCE are in the range -180 to 180".into());
+                    }
+                    let dlat = (lat2 - lat1).to_radians();
+                    let dlon = (lon2 - lon1).to_radians();
+                    let h = (dlat / 2.0).sin().powi(2)
+                        + lat1.to_radians().cos() * lat2.to_radians().cos() * (dlon / 2.0).sin().powi(2);
+                    Ok(Value::Double(2.0 * radius * h.sqrt().asin()))
                 }),
                 T::Double,
             )
         }
-        "LCASE" | "LOWER" => {
-            arity(name, args, 1, 1)?;
-            want(name, args, first == T::String)?;
-            (f!(|a, _| Ok(str_arg(&a[0]).map(|s| Value::String(s.to_lowercase())).unwrap_or(Value::Null))), T::String)
-        }
-        "UCASE" | "UPPER" => {
-            arity(name, args, 1, 1)?;
-            want(name, args, first == T::String)?;
-            (f!(|a, _| Ok(str_arg(&a[0]).map(|s| Value::String(s.to_uppercase())).unwrap_or(Value::Null))), T::String)
-        }
-        "TRIM" | "LTRIM" | "RTRIM" => {
-            arity(name, args, 1, 1)?;
-            want(name, args, first == T::String)?;
-            let func = match name {
-                "TRIM" => f!(|a, _| Ok(str_arg(&a[0]).map(|s| Value::String(s.trim().into())).unwrap_or(Value::Null))),
-                "LTRIM" => {
-                    f!(|a, _| Ok(str_arg(&a[0]).map(|s| Value::String(s.trim_start().into())).unwrap_or(Value::Null)))
-                }
-                _ => f!(|a, _| Ok(str_arg(&a[0]).map(|s| Value::String(s.trim_end().into())).unwrap_or(Value::Null))),
-            };
-            (func, T::String)
-        }
-        "LEN" | "LENGTH" => {
-            arity(name, args, 1, 1)?;
-            want(name, args, matches!(first, T::String | T::Bytes))?;
-            (
-                f!(|a, _| Ok(match &a[0] {
-                    Value::String(s) => Value::Int(s.chars().count() as i32),
-                    Value::Bytes(b) => Value::Int(b.len() as i32),
-                    _ => Value::Null,
-                })),
-                T::Int,
-            )
-        }
-        "CONCAT" => {
-            arity(name, args, 1, usize::MAX)?;
-            want(name, args, all_str || args.iter().all(|t| *t == T::Bytes))?;
-            if first == T::Bytes {
-                (
-                    f!(|a, _| {
-                        let mut out = vec![];
-                        for v in a {
-                            if let Value::Bytes(b) = v {
-                                out.extend_from_slice(b);
-                            }
-                        }
-                        Ok(Value::Bytes(out))
-                    }),
-                    T::Bytes,
-                )
-            } else {
-                (concat_fn(), T::String)
-            }
-        }
-        "CONCAT_WS" => {
-            arity(name, args, 2, usize::MAX)?;
-            want(name, args, all_str)?;
-            (
-                f!(|a, _| {
-                    let Value::String(sep) = &a[0] else {
-                        return Ok(Value::Null);
-                    };
-                    let parts: Vec<&str> = a[1..].iter().filter_map(Value::as_str).collect();
-                    Ok(Value::String(parts.join(sep)))
-                }),
-                T::String,
-            )
-        }
-        "SUBSTRING" => {
-            arity(name, args, 2, 3)?;
-            want(name, args, first == T::String && args[1..].iter().all(|t| *t == T::Int))?;
-            (
-                f!(|a, _| {
-                    let (Value::String(s), Some(pos)) = (&a[0], a[1].as_i64()) else {
-                        return Ok(Value::Null);
-                    };
-                    if a.len() > 2 && a[2].is_null() {
-                        return Ok(Value::Null);
-                    }
-                    let chars: Vec<char> = s.chars().collect();
-                    let n = chars.len() as i64;
-                    let start = if pos > 0 {
-                        pos - 1
-                    } else if pos < 0 {
-                        (n + pos).max(0)
-                    } else {
-                        0
-                    };
-                    let end = match a.get(2).and_then(Value::as_i64) {
-                        Some(len) => (start + len).min(n),
-                        None => n,
-                    };
-                    if start >= n || end <= start {
-                        return Ok(Value::String(String::new()));
-                    }
-                    Ok(Value::String(chars[start as usize..end as usize].iter().collect()))
-                }),
-                T::String,
-            )
-        }
-        "REPLACE" => {
-            arity(name, args, 3, 3)?;
-            want(name, args, all_str)?;
-            (
-                f!(|a, _| Ok(match (&a[0], &a[1], &a[2]) {
-                    (Value::String(s), Value::String(from), Value::String(to)) => {
-                        Value::String(s.replace(from.as_str(), to))
-                    }
-                    _ => Value::Null,
-                })),
-                T::String,
-            )
-        }
-        "INSTR" => {
-            arity(name, args, 2, 4)?;
-            (
-                f!(|a, _| {
-                    let (Value::String(s), Value::String(sub)) = (&a[0], &a[1]) else {
-                        return Ok(Value::Null);
-                    };
-                    let pos = a.get(2).and_then(Value::as_i64).unwrap_or(1);
-                    let occ = a.get(3).and_then(Value::as_i64).unwrap_or(1).max(1);
-                    let chars: Vec<char> = s.chars().collect();
-                    let subc: Vec<char> = sub.chars().collect();
-                    let n = chars.len() as i64;
-                    let matches_at = |i: i64| -> bool {
-                        i >= 0 && i + subc.len() as i64 <= n && chars[i as usize..i as usize + subc.len()] == subc[..]
-                    };
-                    let mut found = 0;
-                    if pos > 0 {
-                        let mut i = pos - 1;
-                        while i < n {
-                            if matches_at(i) {
-                                found += 1;
-                                if found == occ {
-                                    return Ok(Value::Int(i as i32 + 1));
-                                }
-                            }
-                            i += 1;
-                        }
-                    } else if pos < 0 {
-                        let mut i = n + pos;
-                        while i >= 0 {
-                            if matches_at(i) {
-                                found += 1;
-                                if found == occ {
-                                    return Ok(Value::Int(i as i32 + 1));
-                                }
-                            }
-                            i -= 1;
-                        }
-                    }
-                    Ok(Value::Int(0))
-                }),
-                T::Int,
-            )
-        }
-        "SPLIT" => {
-            arity(name, args, 2, 2)?;
-            want(name, args, all_str)?;
-            (
-                f!(|a, _| Ok(match (&a[0], &a[1]) {
-                    (Value::String(s), Value::String(d)) => {
-                        if d.is_empty() {
-                            Value::Array(s.chars().map(|c| Value::String(c.to_string())).collect())
-                        } else {
-                            Value::Array(s.split(d.as_str()).map(|p| Value::String(p.into())).collect())
-                        }
-                    }
-                    _ => Value::Null,
-                })),
-                T::Array(Box::new(T::String)),
-            )
-        }
-        "LPAD" | "RPAD" => {
-            arity(name, args, 3, 3)?;
-            let left = name == "LPAD";
-            let func = if left { f!(|a, _| Ok(pad(a, true))) } else { f!(|a, _| Ok(pad(a, false))) };
-            (func, T::String)
-        }
-        "INITCAP" => {
-            arity(name, args, 1, 1)?;
-            (
-                f!(|a, _| Ok(str_arg(&a[0])
-                    .map(|s| {
-                        let mut out = String::new();
-                        let mut start = true;
-                        for c in s.chars() {
-                            if c.is_whitespace() {
-                                start = true;
-                                out.push(c);
-                            } else if start {
-                                out.extend(c.to_uppercase());
-                                start = false;
-                            } else {
-                                out.extend(c.to_lowercase());
-                            }
-                        }
-                        Value::String(out)
-                    })
-                    .unwrap_or(Value::Null))),
-                T::String,
-            )
-        }
         "IFNULL" | "COALESCE" => {
-            arity(name, args, 1, usize::MAX)?;
+            if name == "IFNULL" {
+                s.arity(2, 2)?;
+            } else {
+                s.arity(1, usize::MAX)?;
+            }
             let mut ty: Option<T> = None;
-            for (t, n) in args.iter().zip(null_args) {
-                if *n {
-                    continue;
-                }
+            for i in 0..s.n() {
+                let Some(t) = s.ty(i) else { continue };
                 ty = Some(match ty {
                     None => t.clone(),
                     Some(acc) if acc == *t => acc,
-                    Some(acc) => SqlType::widen(&acc, t).ok_or_else(|| {
-                        SqlError::statement(format!(
-                            "Function '{name}' does not accept parameters of mixed types {acc} and {t}"
-                        ))
-                    })?,
+                    Some(acc) => common_type(&acc, t).ok_or_else(|| s.reject())?,
                 });
             }
+            let ty = ty.ok_or_else(|| s.ambiguous())?;
             (
                 f!(|a, ty| {
                     for v in a {
@@ -540,24 +473,16 @@ pub fn resolve(name: &str, args: &[SqlType], null_args: &[bool]) -> Result<(Scal
                     }
                     Ok(Value::Null)
                 }),
-                ty.unwrap_or(T::String),
+                ty,
             )
         }
         "NULLIF" => {
-            arity(name, args, 2, 2)?;
+            s.arity(2, 2)?;
             (f!(|a, _| Ok(if !a[0].is_null() && a[0].same(&a[1]) { Value::Null } else { a[0].clone() })), first)
         }
         "GREATEST" | "LEAST" => {
-            arity(name, args, 1, usize::MAX)?;
-            let mut ty = first.clone();
-            for t in &args[1..] {
-                ty = if *t == ty {
-                    ty
-                } else {
-                    SqlType::widen(&ty, t)
-                        .ok_or_else(|| SqlError::statement(format!("Function '{name}' cannot compare {ty} and {t}")))?
-                };
-            }
+            s.check(s.n() >= 1)?;
+            let ty = extreme_type(s)?;
             let func = if name == "GREATEST" {
                 f!(|a, ty| extreme(a, ty, std::cmp::Ordering::Greater))
             } else {
@@ -565,141 +490,115 @@ pub fn resolve(name: &str, args: &[SqlType], null_args: &[bool]) -> Result<(Scal
             };
             (func, ty)
         }
-        "ARRAY_LENGTH" => {
-            arity(name, args, 1, 1)?;
-            (
-                f!(|a, _| Ok(match &a[0] {
-                    Value::Array(x) => Value::Int(x.len() as i32),
-                    _ => Value::Null,
-                })),
-                T::Int,
-            )
-        }
-        "ARRAY_CONTAINS" => {
-            arity(name, args, 2, 2)?;
-            (
-                f!(|a, _| Ok(match &a[0] {
-                    Value::Array(x) => Value::Boolean(x.iter().any(|v| v.same(&a[1]))),
-                    _ => Value::Boolean(false),
-                })),
-                T::Boolean,
-            )
-        }
-        "MAP_KEYS" | "MAP_VALUES" => {
-            arity(name, args, 1, 1)?;
-            let T::Map(k, v) = &first else {
-                return Err(SqlError::statement(format!("Function '{name}' takes a MAP")));
-            };
-            if name == "MAP_KEYS" {
-                (
-                    f!(|a, _| Ok(match &a[0] {
-                        Value::Map(m) => Value::Array(m.iter().map(|(k, _)| k.clone()).collect()),
-                        _ => Value::Null,
-                    })),
-                    T::Array(k.clone()),
-                )
-            } else {
-                (
-                    f!(|a, _| Ok(match &a[0] {
-                        Value::Map(m) => Value::Array(m.iter().map(|(_, v)| v.clone()).collect()),
-                        _ => Value::Null,
-                    })),
-                    T::Array(v.clone()),
-                )
-            }
-        }
         "AS_VALUE" => {
-            arity(name, args, 1, 1)?;
+            s.arity(1, 1)?;
             (f!(|a, _| Ok(a[0].clone())), first)
         }
-        "UNIX_TIMESTAMP" => {
-            arity(name, args, 0, 1)?;
-            (
-                f!(|a, _| Ok(match a.first() {
-                    Some(Value::Timestamp(t)) => Value::BigInt(*t),
-                    Some(Value::Null) => Value::Null,
-                    _ => Value::BigInt(now_ms()),
-                })),
-                T::BigInt,
-            )
-        }
-        "UNIX_DATE" => {
-            arity(name, args, 0, 1)?;
-            (
-                f!(|a, _| Ok(match a.first() {
-                    Some(Value::Date(d)) => Value::Int(*d),
-                    Some(Value::Null) => Value::Null,
-                    _ => Value::Int((now_ms() / crate::value::MS_PER_DAY) as i32),
-                })),
-                T::Int,
-            )
-        }
-        "FROM_UNIXTIME" => {
-            arity(name, args, 1, 1)?;
-            (f!(|a, _| Ok(a[0].as_i64().map(Value::Timestamp).unwrap_or(Value::Null))), T::Timestamp)
-        }
-        "FROM_DAYS" => {
-            arity(name, args, 1, 1)?;
-            (f!(|a, _| Ok(a[0].as_i64().map(|d| Value::Date(d as i32)).unwrap_or(Value::Null))), T::Date)
-        }
-        "TO_BYTES" => {
-            arity(name, args, 2, 2)?;
-            (
-                f!(|a, _| Ok(match (&a[0], &a[1]) {
-                    (Value::String(s), Value::String(enc)) => match enc.to_ascii_lowercase().as_str() {
-                        "utf8" | "ascii" => Value::Bytes(s.as_bytes().to_vec()),
-                        "base64" => Value::Bytes(base64_decode(s).ok_or("invalid base64")?),
-                        "hex" => Value::Bytes(hex_decode(s).ok_or("invalid hex")?),
-                        other => return Err(format!("unknown encoding {other}")),
-                    },
-                    _ => Value::Null,
-                })),
-                T::Bytes,
-            )
-        }
-        "FROM_BYTES" => {
-            arity(name, args, 2, 2)?;
-            (
-                f!(|a, _| Ok(match (&a[0], &a[1]) {
-                    (Value::Bytes(b), Value::String(enc)) => match enc.to_ascii_lowercase().as_str() {
-                        "utf8" | "ascii" => Value::String(String::from_utf8_lossy(b).into_owned()),
-                        "base64" => Value::String(base64_encode(b)),
-                        "hex" => Value::String(b.iter().map(|x| format!("{x:02X}")).collect()),
-                        other => return Err(format!("unknown encoding {other}")),
-                    },
-                    _ => Value::Null,
-                })),
-                T::String,
-            )
+        "INT_FROM_BYTES" | "BIGINT_FROM_BYTES" | "DOUBLE_FROM_BYTES" => {
+            s.arity(1, 2)?;
+            s.check(s.is(0, |t| *t == T::Bytes) && (s.n() == 1 || s.is(1, |t| *t == T::String)))?;
+            let (func, ty) = match name {
+                "INT_FROM_BYTES" => (
+                    f!(|a, _| from_bytes(a, 4, |b| Value::Int(i32::from_be_bytes(b.try_into().unwrap_or([0; 4]))))),
+                    T::Int,
+                ),
+                "BIGINT_FROM_BYTES" => (
+                    f!(|a, _| from_bytes(a, 8, |b| Value::BigInt(i64::from_be_bytes(b.try_into().unwrap_or([0; 8]))))),
+                    T::BigInt,
+                ),
+                _ => (
+                    f!(|a, _| from_bytes(a, 8, |b| Value::Double(f64::from_be_bytes(b.try_into().unwrap_or([0; 8]))))),
+                    T::Double,
+                ),
+            };
+            (func, ty)
         }
         _ => return Err(SqlError::statement(format!("Can't find any functions with the name '{name}'"))),
     })
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+/// Decodes a big-endian number of exactly `size` bytes; a second argument 'LITTLE_ENDIAN'
+/// reverses the byte order.
+fn from_bytes(a: &[Value], size: usize, make: fn(&[u8]) -> Value) -> EvalResult {
+    let Value::Bytes(b) = &a[0] else { return Ok(Value::Null) };
+    if b.len() != size {
+        return Err(format!("Number of bytes must be equal to {size}, but found {}", b.len()));
+    }
+    let mut b = b.clone();
+    match a.get(1) {
+        None => {}
+        Some(Value::String(order)) => match order.to_ascii_uppercase().as_str() {
+            "BIG_ENDIAN" => {}
+            "LITTLE_ENDIAN" => b.reverse(),
+            other => return Err(format!("byte order must be BIG_ENDIAN or LITTLE_ENDIAN, got {other}")),
+        },
+        Some(_) => return Ok(Value::Null),
+    }
+    Ok(make(&b))
 }
 
-/// Java's `Math.round`: half up toward positive infinity.
-fn java_round(v: f64) -> f64 {
-    (v + 0.5).floor()
+/// A uniformly distributed double in [0, 1), from a per-thread xorshift generator seeded from
+/// the clock.
+pub(crate) fn random_u64() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+            let addr = &t as *const u64 as u64;
+            (t ^ addr.rotate_left(32)) | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
 }
 
-fn pad(a: &[Value], left: bool) -> Value {
-    let (Value::String(s), Some(len), Value::String(fill)) = (&a[0], a[1].as_i64(), &a[2]) else {
-        return Value::Null;
-    };
-    if len < 0 || (fill.is_empty() && (len as usize) > s.chars().count()) {
-        return Value::Null;
+fn random_f64() -> f64 {
+    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The common type of two argument types for COALESCE/IFNULL-like functions.
+fn common_type(a: &SqlType, b: &SqlType) -> Option<SqlType> {
+    if a == b {
+        return Some(a.clone());
     }
-    let len = len as usize;
-    let chars: Vec<char> = s.chars().collect();
-    if chars.len() >= len {
-        return Value::String(chars[..len].iter().collect());
+    SqlType::widen(a, b)
+}
+
+/// The type GREATEST/LEAST compare in, following ksqlDB's overloads: one of INT, BIGINT,
+/// DOUBLE, DECIMAL, STRING, BYTES, DATE, TIME, TIMESTAMP; strings may stand for temporal values.
+fn extreme_type(s: &Sig) -> Result<SqlType> {
+    use SqlType as T;
+    let typed: Vec<&T> = (0..s.n()).filter_map(|i| s.ty(i)).collect();
+    let Some(first) = typed.first() else { return Err(s.ambiguous()) };
+    if typed.iter().all(|t| t == first) {
+        return Ok((*first).clone());
     }
-    let need = len - chars.len();
-    let padding: String = fill.chars().cycle().take(need).collect();
-    Value::String(if left { format!("{padding}{s}") } else { format!("{s}{padding}") })
+    if let Some(temporal) = typed.iter().find(|t| matches!(t, T::Date | T::Time | T::Timestamp)) {
+        if typed.iter().all(|t| t == temporal || **t == T::String) {
+            return Ok((*temporal).clone());
+        }
+        return Err(s.reject());
+    }
+    if !typed.iter().all(|t| t.is_numeric()) {
+        return Err(s.reject());
+    }
+    if typed.iter().any(|t| **t == T::Double) {
+        return Ok(T::Double);
+    }
+    if typed.iter().all(|t| matches!(t, T::Decimal { .. })) {
+        let mut acc = (*first).clone();
+        for t in &typed[1..] {
+            acc = T::widen(&acc, t).ok_or_else(|| s.reject())?;
+        }
+        return Ok(acc);
+    }
+    Err(s.ambiguous())
 }
 
 fn extreme(a: &[Value], ty: &SqlType, want: std::cmp::Ordering) -> EvalResult {
@@ -708,7 +607,10 @@ fn extreme(a: &[Value], ty: &SqlType, want: std::cmp::Ordering) -> EvalResult {
         if v.is_null() {
             continue;
         }
-        let v = crate::expr::cast(v.clone(), ty)?;
+        let v = match ty {
+            SqlType::Decimal { .. } => v.clone(),
+            _ => crate::expr::cast(v.clone(), ty)?,
+        };
         best = Some(match best {
             None => v,
             Some(b) => {
@@ -723,12 +625,86 @@ fn extreme(a: &[Value], ty: &SqlType, want: std::cmp::Ordering) -> EvalResult {
     Ok(best.unwrap_or(Value::Null))
 }
 
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
-    if !s.len().is_multiple_of(2) {
+/// Rounds (half toward positive infinity, like ksqlDB) or truncates (toward zero) `unscaled`
+/// at `from` decimal places to `places` decimal places (negative: to the left of the point),
+/// returning the value still at scale `from`.
+pub(crate) fn round_decimal(unscaled: i128, from: u8, places: i64, round: bool) -> Option<i128> {
+    let drop = from as i64 - places;
+    if drop <= 0 {
+        return Some(unscaled);
+    }
+    if drop > 38 {
+        return Some(0);
+    }
+    let p = 10i128.checked_pow(drop as u32)?;
+    let q = unscaled.div_euclid(p);
+    let r = unscaled.rem_euclid(p);
+    let kept = if !round {
+        // toward zero
+        if unscaled < 0 && r != 0 {
+            q + 1
+        } else {
+            q
+        }
+    } else if r * 2 >= p {
+        q + 1
+    } else {
+        q
+    };
+    kept.checked_mul(p)
+}
+
+/// The decimal digits of a double as Java's `BigDecimal.valueOf` sees them.
+fn double_as_decimal(v: f64) -> Option<(i128, u8)> {
+    if !v.is_finite() {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+    let text = crate::value::double_to_string(v);
+    let (mantissa, exp) = match text.split_once('E') {
+        Some((m, e)) => (m.to_string(), e.parse::<i32>().ok()?),
+        None => (text.clone(), 0),
+    };
+    let (u, s) = crate::value::parse_decimal(&mantissa)?;
+    let scale = s as i32 - exp;
+    if scale < 0 {
+        let u = u.checked_mul(10i128.checked_pow((-scale) as u32)?)?;
+        Some((u, 0))
+    } else if scale > 60 {
+        None
+    } else {
+        Some((u, scale as u8))
+    }
+}
+
+fn round_or_trunc(a: &[Value], ty: &SqlType, round: bool) -> EvalResult {
+    if a.iter().any(Value::is_null) {
+        return Ok(Value::Null);
+    }
+    let places = a.get(1).and_then(Value::as_i64);
+    Ok(match (&a[0], ty) {
+        (Value::Int(v), SqlType::BigInt) => Value::BigInt(*v as i64),
+        (Value::BigInt(v), SqlType::BigInt) => Value::BigInt(*v),
+        (Value::Double(v), SqlType::BigInt) => {
+            Value::BigInt(if round { (v + 0.5).floor() as i64 } else { v.trunc() as i64 })
+        }
+        (v, SqlType::Double) => {
+            let d = v.as_f64().unwrap_or(0.0);
+            let places = places.unwrap_or(0);
+            match double_as_decimal(d) {
+                Some((u, s)) => match round_decimal(u, s, places, round) {
+                    Some(r) => Value::Double(crate::value::decimal_to_string(r, s).parse().unwrap_or(d)),
+                    None => Value::Double(d),
+                },
+                None => Value::Double(d),
+            }
+        }
+        (Value::Decimal(u, s), SqlType::Decimal { scale, .. }) => {
+            let places = places.unwrap_or(0);
+            let r = round_decimal(*u, *s, places, round).ok_or("decimal overflow")?;
+            Value::Decimal(crate::value::rescale(r, *s, *scale), *scale)
+        }
+        (other, _) => other.clone(),
+    })
 }
 
 /// TRANSFORM, FILTER and REDUCE.
@@ -742,6 +718,8 @@ pub fn eval_higher_order(h: HigherOrder, args: &[CExpr], row: &[Value], env: &mu
         r
     };
     match (h, coll) {
+        // REDUCE over a missing collection yields the initial state.
+        (HigherOrder::Reduce, Value::Null) => args[1].eval(row, env),
         (_, Value::Null) => Ok(Value::Null),
         (HigherOrder::Transform, Value::Array(items)) => {
             let mut out = Vec::with_capacity(items.len());
@@ -792,5 +770,123 @@ pub fn eval_higher_order(h: HigherOrder, args: &[CExpr], row: &[Value], env: &mu
             Ok(acc)
         }
         _ => Ok(Value::Null),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use SqlType as T;
+
+    fn call(name: &str, types: &[T], args: &[Value]) -> (Value, SqlType) {
+        let nulls: Vec<bool> = args.iter().map(|_| false).collect();
+        let (f, ty) = resolve(name, types, &nulls).unwrap();
+        ((f.0)(args, &ty).unwrap(), ty)
+    }
+
+    #[test]
+    fn round_and_trunc_follow_ksqldb() {
+        let d = |v: f64| Value::Double(v);
+        assert_eq!(call("ROUND", &[T::Double], &[d(-1.5)]).0, Value::BigInt(-1));
+        assert_eq!(call("ROUND", &[T::Double], &[d(1.5)]).0, Value::BigInt(2));
+        assert_eq!(call("ROUND", &[T::Double, T::Int], &[d(1.234567), Value::Int(2)]).0, d(1.23));
+        assert_eq!(call("ROUND", &[T::Double, T::Int], &[d(111.0), Value::Int(-1)]).0, d(110.0));
+        assert_eq!(call("TRUNC", &[T::Double, T::Int], &[d(1.789), Value::Int(1)]).0, d(1.7));
+        assert_eq!(call("TRUNC", &[T::Double], &[d(-1.7)]).0, Value::BigInt(-1));
+        let dec = T::Decimal { precision: 12, scale: 7 };
+        let (v, ty) = call("TRUNC", std::slice::from_ref(&dec), &[Value::Decimal(17_000_000, 7)]);
+        assert_eq!((v, ty), (Value::Decimal(1, 0), T::Decimal { precision: 5, scale: 0 }));
+        let (v, _) = call("ROUND", &[dec.clone(), T::Int], &[Value::Decimal(-15_000_000, 7), Value::Int(0)]);
+        assert_eq!(v, Value::Decimal(-10_000_000, 7));
+    }
+
+    #[test]
+    fn greatest_resolves_like_ksqldb() {
+        let nulls = [false, false];
+        assert!(resolve("GREATEST", &[T::Int, T::BigInt], &nulls).unwrap_err().to_string().contains("ambiguous"));
+        assert!(resolve("GREATEST", &[T::String, T::Int], &nulls).unwrap_err().to_string().contains("does not accept"));
+        let (_, ty) = resolve("GREATEST", &[T::Int, T::Double], &nulls).unwrap();
+        assert_eq!(ty, T::Double);
+        let (_, ty) = resolve("GREATEST", &[T::Date, T::String], &nulls).unwrap();
+        assert_eq!(ty, T::Date);
+        assert!(resolve("GREATEST", &[T::String, T::String], &[true, true]).is_err());
+        let (v, _) = call("LEAST", &[T::Int, T::Int], &[Value::Int(3), Value::Null]);
+        assert_eq!(v, Value::Int(3));
+    }
+
+    #[test]
+    fn null_literals_match_any_parameter() {
+        let (f, ty) = resolve("SUBSTRING", &[T::String, T::String], &[false, true]).unwrap();
+        assert_eq!(ty, T::String);
+        assert_eq!((f.0)(&[Value::String("abc".into()), Value::Null], &ty).unwrap(), Value::Null);
+        assert!(resolve("SUBSTRING", &[T::String, T::String], &[false, false]).is_err());
+    }
+
+    #[test]
+    fn array_functions() {
+        let arr = |v: Vec<i32>| Value::Array(v.into_iter().map(Value::Int).collect());
+        let at = T::Array(Box::new(T::Int));
+        let (v, _) = call("ARRAY_UNION", &[at.clone(), at.clone()], &[arr(vec![0, 0, 1]), arr(vec![1, -2])]);
+        assert_eq!(v, arr(vec![0, 1, -2]));
+        let (v, _) = call("ARRAY_EXCEPT", &[at.clone(), at.clone()], &[arr(vec![0, 0, 1, -1]), arr(vec![1])]);
+        assert_eq!(v, arr(vec![0, -1]));
+        let (v, _) =
+            call("GENERATE_SERIES", &[T::Int, T::Int, T::Int], &[Value::Int(9), Value::Int(0), Value::Int(-3)]);
+        assert_eq!(v, arr(vec![9, 6, 3, 0]));
+        let (v, _) = call("SLICE", &[at.clone(), T::Int, T::Int], &[arr(vec![1, 2, 3]), Value::Int(2), Value::Int(3)]);
+        assert_eq!(v, arr(vec![2, 3]));
+        let (v, _) = call(
+            "ARRAY_SORT",
+            &[at.clone(), T::String],
+            &[Value::Array(vec![Value::Int(1), Value::Null, Value::Int(3)]), Value::String("desc".into())],
+        );
+        assert_eq!(v, Value::Array(vec![Value::Int(3), Value::Int(1), Value::Null]));
+    }
+
+    #[test]
+    fn dates_and_times() {
+        let (v, _) = call(
+            "FORMAT_TIMESTAMP",
+            &[T::Timestamp, T::String, T::String],
+            &[
+                Value::Timestamp(1_526_075_913_000),
+                Value::String("yyyy-MM-dd HH:mm:ss zzz".into()),
+                Value::String("America/Los_Angeles".into()),
+            ],
+        );
+        assert_eq!(v, Value::String("2018-05-11 14:58:33 PDT".into()));
+        let (v, _) = call(
+            "DATEADD",
+            &[T::String, T::Int, T::Date],
+            &[Value::String("DAYS".into()), Value::Int(-5), Value::Date(2)],
+        );
+        assert_eq!(v, Value::Date(-3));
+        let (v, _) = call(
+            "CONVERT_TZ",
+            &[T::Timestamp, T::String, T::String],
+            &[
+                Value::Timestamp(100),
+                Value::String("America/Los_Angeles".into()),
+                Value::String("America/New_York".into()),
+            ],
+        );
+        assert_eq!(v, Value::Timestamp(10_800_100));
+    }
+
+    #[test]
+    fn json_and_strings() {
+        let s = |x: &str| Value::String(x.into());
+        let (v, _) = call("EXTRACTJSONFIELD", &[T::String, T::String], &[s("{\"array\": [1.23450]}"), s("$.array[0]")]);
+        assert_eq!(v, s("1.23450"));
+        let (v, _) =
+            call("ENCODE", &[T::String, T::String, T::String], &[s("0x578616d706C6521"), s("hex"), s("base64")]);
+        assert_eq!(v, s("BXhhbXBsZSE="));
+        let (v, _) = call("REGEXP_REPLACE", &[T::String, T::String, T::String], &[s("a1b22"), s("(\\d+)"), s("<$1>")]);
+        assert_eq!(v, s("a<1>b<22>"));
+        let (v, _) =
+            call("URL_EXTRACT_PARAMETER", &[T::String, T::String], &[s("http://x.com/?one=a&two=b%20c"), s("two")]);
+        assert_eq!(v, s("b c"));
+        let (v, _) = call("TO_JSON_STRING", &[T::Time], &[Value::Time(60_220_000)]);
+        assert_eq!(v, s("\"16:43:40\""));
     }
 }
