@@ -214,7 +214,7 @@ impl<'a> Compiler<'a> {
             }
             Expr::Case { operand, whens, otherwise } => {
                 let mut arms = vec![];
-                let mut result_ty: Option<SqlType> = None;
+                let mut results: Vec<(CExpr, SqlType, &Expr)> = vec![];
                 let operand = match operand {
                     Some(o) => Some(self.compile(o)?),
                     None => None,
@@ -236,26 +236,22 @@ impl<'a> Compiler<'a> {
                         }
                     };
                     let (tc, tt) = self.compile(t)?;
-                    if !matches!(t, Expr::Literal(Value::Null)) {
-                        result_ty = Some(unify(result_ty, &tt, t)?);
-                    }
-                    arms.push((cond, tc));
+                    results.push((tc, tt, t));
+                    arms.push(cond);
                 }
                 let otherwise = match otherwise {
                     Some(o) => {
                         let (oc, ot) = self.compile(o)?;
-                        if !matches!(**o, Expr::Literal(Value::Null)) {
-                            result_ty = Some(unify(result_ty, &ot, o)?);
-                        }
-                        Some(Box::new(oc))
+                        results.push((oc, ot, o));
+                        true
                     }
-                    None => None,
+                    None => false,
                 };
-                let ty = result_ty
-                    .ok_or_else(|| SqlError::statement("Invalid Case expression. All case branches have NULL type"))?;
-                // Coerce arms to the common type.
-                let arms = arms.into_iter().map(|(c, t)| (c, coerce(t, &ty))).collect();
-                let otherwise = otherwise.map(|o| Box::new(coerce(*o, &ty)));
+                let (ty, mut results) = common_type(results)?;
+                let ty =
+                    ty.ok_or_else(|| SqlError::statement("Invalid Case expression. All case branches have NULL type"))?;
+                let otherwise = if otherwise { results.pop().map(Box::new) } else { None };
+                let arms = arms.into_iter().zip(results).collect();
                 (CExpr::Case(arms, otherwise), ty)
             }
             Expr::Cast(inner, ty) => {
@@ -280,17 +276,13 @@ impl<'a> Compiler<'a> {
                         "Cannot construct an array with all NULL elements (see https://github.com/confluentinc/ksql/issues/4239). As a workaround, you may cast a NULL value to the desired type.",
                     ));
                 }
-                let mut out = vec![];
-                let mut elem: Option<SqlType> = None;
+                let mut compiled = vec![];
                 for item in items {
                     let (c, t) = self.compile(item)?;
-                    if !matches!(item, Expr::Literal(Value::Null)) {
-                        elem = Some(unify(elem, &t, item)?);
-                    }
-                    out.push(c);
+                    compiled.push((c, t, item));
                 }
+                let (elem, out) = common_type(compiled)?;
                 let elem = elem.unwrap_or(SqlType::String);
-                let out = out.into_iter().map(|c| coerce(c, &elem)).collect();
                 (CExpr::MakeArray(out), SqlType::Array(Box::new(elem)))
             }
             Expr::Map(entries) => {
@@ -305,23 +297,18 @@ impl<'a> Compiler<'a> {
                 if entries.iter().all(|(_, v)| matches!(v, Expr::Literal(Value::Null))) {
                     return Err(SqlError::statement("Cannot construct a map with all NULL values"));
                 }
-                let mut out = vec![];
-                let mut kt: Option<SqlType> = None;
-                let mut vt: Option<SqlType> = None;
+                let mut keys = vec![];
+                let mut values = vec![];
                 for (k, v) in entries {
                     let (kc, ktt) = self.compile(k)?;
                     let (vc, vtt) = self.compile(v)?;
-                    if !matches!(k, Expr::Literal(Value::Null)) {
-                        kt = Some(unify(kt, &ktt, k)?);
-                    }
-                    if !matches!(v, Expr::Literal(Value::Null)) {
-                        vt = Some(unify(vt, &vtt, v)?);
-                    }
-                    out.push((kc, vc));
+                    keys.push((kc, ktt, k));
+                    values.push((vc, vtt, v));
                 }
-                let kt = kt.unwrap_or(SqlType::String);
-                let vt = vt.unwrap_or(SqlType::String);
-                let out = out.into_iter().map(|(k, v)| (coerce(k, &kt), coerce(v, &vt))).collect();
+                let (kt, keys) = common_type(keys)?;
+                let (vt, values) = common_type(values)?;
+                let (kt, vt) = (kt.unwrap_or(SqlType::String), vt.unwrap_or(SqlType::String));
+                let out = keys.into_iter().zip(values).collect();
                 (CExpr::MakeMap(out), SqlType::Map(Box::new(kt), Box::new(vt)))
             }
             Expr::Struct(fields) => {
@@ -349,6 +336,12 @@ impl<'a> Compiler<'a> {
                 (c, SqlType::Boolean)
             }
             BinaryOp::Eq | BinaryOp::NotEq | BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq => {
+                if matches!(a, Expr::Literal(Value::Null)) && matches!(b, Expr::Literal(Value::Null)) {
+                    return Err(SqlError::statement(format!(
+                        "Comparison with NULL not supported: NULL {} NULL",
+                        op.symbol()
+                    )));
+                }
                 let ordering = !matches!(op, BinaryOp::Eq | BinaryOp::NotEq);
                 if ordering && (!at.is_primitive() || !bt.is_primitive()) {
                     let name = match op {
@@ -549,21 +542,130 @@ fn check_comparable(a: &SqlType, b: &SqlType, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The common type of CASE branches and ARRAY/MAP elements.
-fn unify(acc: Option<SqlType>, t: &SqlType, e: &Expr) -> Result<SqlType> {
-    let Some(acc) = acc else {
-        return Ok(t.clone());
+/// Whether an expression is a literal ksqlDB may coerce to another type.
+fn literal_kind(e: &Expr) -> Option<&Value> {
+    match e {
+        Expr::Literal(
+            v @ (Value::String(_)
+            | Value::Int(_)
+            | Value::BigInt(_)
+            | Value::Double(_)
+            | Value::Decimal(..)
+            | Value::Boolean(_)),
+        ) => Some(v),
+        _ => None,
+    }
+}
+
+/// Two types' common type for ARRAY/MAP/CASE, merging STRUCT fields by name.
+fn combine(a: &SqlType, b: &SqlType) -> Option<SqlType> {
+    if a == b {
+        return Some(a.clone());
+    }
+    match (a, b) {
+        (SqlType::Struct(fa), SqlType::Struct(fb)) => {
+            let mut out = fa.clone();
+            for f in fb {
+                match out.iter_mut().find(|o| o.name == f.name) {
+                    Some(o) => o.ty = combine(&o.ty, &f.ty)?,
+                    None => out.push(f.clone()),
+                }
+            }
+            Some(SqlType::Struct(out))
+        }
+        (SqlType::Array(x), SqlType::Array(y)) => Some(SqlType::Array(Box::new(combine(x, y)?))),
+        (SqlType::Map(k1, v1), SqlType::Map(k2, v2)) => {
+            Some(SqlType::Map(Box::new(combine(k1, k2)?), Box::new(combine(v1, v2)?)))
+        }
+        _ => SqlType::widen(a, b),
+    }
+}
+
+/// A string literal converted to `to` at compile time, as ksqlDB coerces literals.
+fn coerce_string_literal(s: &str, to: &SqlType) -> Result<Value> {
+    let bad = || SqlError::statement(format!("invalid input syntax for type {to}: \"{s}\""));
+    let t = s.trim();
+    Ok(match to {
+        SqlType::Int | SqlType::BigInt => {
+            let v: i64 = match t.parse::<i64>() {
+                Ok(v) => v,
+                Err(_) => {
+                    let d: f64 = t.parse().map_err(|_| bad())?;
+                    if d.fract() != 0.0 || !d.is_finite() {
+                        return Err(bad());
+                    }
+                    d as i64
+                }
+            };
+            if *to == SqlType::Int {
+                Value::Int(i32::try_from(v).map_err(|_| bad())?)
+            } else {
+                Value::BigInt(v)
+            }
+        }
+        SqlType::Double => Value::Double(t.parse().map_err(|_| bad())?),
+        SqlType::Boolean => match t.to_ascii_lowercase().as_str() {
+            "true" | "t" | "yes" | "y" => Value::Boolean(true),
+            "false" | "f" | "no" | "n" => Value::Boolean(false),
+            _ => return Err(bad()),
+        },
+        other => cast(Value::String(s.to_string()), other).map_err(|_| bad())?,
+    })
+}
+
+/// The common type of ARRAY elements, MAP keys or values, or CASE results, with each item
+/// coerced to it: NULL literals take any type, string literals convert to the others' type
+/// and number or boolean literals become strings beside strings. `None` when all are NULL.
+fn common_type(items: Vec<(CExpr, SqlType, &Expr)>) -> Result<(Option<SqlType>, Vec<CExpr>)> {
+    let mut acc: Option<SqlType> = None;
+    let mut acc_from_literal = false;
+    for (_, t, e) in &items {
+        if matches!(e, Expr::Literal(Value::Null)) || matches!(e, Expr::Literal(Value::String(_))) {
+            continue;
+        }
+        let is_lit = literal_kind(e).is_some();
+        acc = Some(match acc {
+            None => {
+                acc_from_literal = is_lit;
+                t.clone()
+            }
+            Some(a) => match combine(&a, t) {
+                Some(c) => c,
+                None if *t == SqlType::String && acc_from_literal => {
+                    acc_from_literal = false;
+                    SqlType::String
+                }
+                None if a == SqlType::String && is_lit => a,
+                None => {
+                    return Err(SqlError::statement(format!(
+                        "invalid input syntax: all results must have the same type, found {a} and {t}"
+                    )))
+                }
+            },
+        });
+    }
+    if acc.is_none() && items.iter().any(|(_, _, e)| matches!(e, Expr::Literal(Value::String(_)))) {
+        acc = Some(SqlType::String);
+    }
+    let Some(ty) = acc else {
+        return Ok((None, items.into_iter().map(|(c, _, _)| c).collect()));
     };
-    if matches!(e, Expr::Literal(Value::Null)) {
-        return Ok(acc);
+    let mut out = Vec::with_capacity(items.len());
+    for (c, t, e) in items {
+        out.push(match e {
+            Expr::Literal(Value::Null) => c,
+            Expr::Literal(Value::String(s)) if ty != SqlType::String => CExpr::Const(coerce_string_literal(s, &ty)?),
+            _ if ty == SqlType::String && t != SqlType::String => match literal_kind(e) {
+                Some(v) => CExpr::Const(Value::String(v.to_string())),
+                None => c,
+            },
+            _ if t != ty && matches!(ty, SqlType::Struct(_) | SqlType::Array(_) | SqlType::Map(..)) => {
+                CExpr::Cast(Box::new(c), ty.clone())
+            }
+            _ => coerce(c, &ty),
+        });
     }
-    if &acc == t || matches!(e, Expr::Literal(Value::Null)) {
-        return Ok(acc);
-    }
-    if let Some(w) = SqlType::widen(&acc, t) {
-        return Ok(w);
-    }
-    Err(SqlError::statement(format!("invalid input syntax: all results must have the same type, found {acc} and {t}")))
+    Ok((Some(ty), out))
 }
 
 fn coerce(c: CExpr, to: &SqlType) -> CExpr {
@@ -845,9 +947,10 @@ fn compare_values(a: &Value, b: &Value) -> Option<Ordering> {
     }
 }
 
+/// A comparison as ksqlDB evaluates it: a NULL operand makes it false (not NULL).
 pub fn compare(op: BinaryOp, x: &Value, y: &Value) -> Value {
     if x.is_null() || y.is_null() {
-        return Value::Null;
+        return Value::Boolean(false);
     }
     let ord = match compare_values(x, y) {
         Some(o) => o,

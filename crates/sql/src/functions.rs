@@ -186,11 +186,21 @@ impl Sig<'_> {
             .join(", ")
     }
 
+    /// The function's name as ksqlDB declares it (and so prints it in errors).
+    pub fn declared_name(&self) -> String {
+        const UPPER: &[&str] = &["COALESCE", "AS_MAP", "GENERATE_SERIES", "JSON_CONCAT", "JSON_ITEMS", "JSON_KEYS"];
+        if UPPER.contains(&self.name) {
+            self.name.to_string()
+        } else {
+            self.name.to_ascii_lowercase()
+        }
+    }
+
     /// ksqlDB's error for a call no overload accepts.
     pub fn reject(&self) -> SqlError {
         SqlError::statement(format!(
             "Function '{}' does not accept parameters ({}).",
-            self.name.to_ascii_lowercase(),
+            self.declared_name(),
             self.shown_types()
         ))
     }
@@ -210,7 +220,7 @@ impl Sig<'_> {
     pub fn ambiguous(&self) -> SqlError {
         SqlError::statement(format!(
             "Function '{}' cannot be resolved due to ambiguous method parameters ({}).",
-            self.name.to_ascii_lowercase(),
+            self.declared_name(),
             self.shown_types()
         ))
     }

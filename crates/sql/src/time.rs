@@ -400,6 +400,21 @@ impl Parsed {
         Ok(days_from_civil(y, m, d))
     }
 
+    /// Whether a time-of-day field was parsed.
+    pub fn has_time(&self) -> bool {
+        self.hour.is_some()
+            || self.hour12.is_some()
+            || self.minute.is_some()
+            || self.second.is_some()
+            || self.nano.is_some()
+            || self.milli_of_day.is_some()
+    }
+
+    /// Whether a date field was parsed.
+    pub fn has_date(&self) -> bool {
+        self.year.is_some() || self.month.is_some() || self.day.is_some() || self.day_of_year.is_some()
+    }
+
     /// Milliseconds since local midnight (missing fields are zero).
     pub fn time_of_day(&self) -> Result<i64, String> {
         if let Some(ms) = self.milli_of_day {

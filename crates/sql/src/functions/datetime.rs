@@ -178,6 +178,9 @@ pub(super) fn resolve(s: &Sig) -> Result<Option<(ScalarFn, T)>> {
             (
                 f!(|a, ty| {
                     let Some(parsed) = parse_with(a)? else { return Ok(Value::Null) };
+                    if parsed.has_time() {
+                        return Err("Date format contains time field.".into());
+                    }
                     let days = parsed.date()? as i32;
                     Ok(if *ty == T::Date { Value::Date(days) } else { Value::Int(days) })
                 }),
@@ -190,6 +193,9 @@ pub(super) fn resolve(s: &Sig) -> Result<Option<(ScalarFn, T)>> {
             (
                 f!(|a, _| {
                     let Some(parsed) = parse_with(a)? else { return Ok(Value::Null) };
+                    if parsed.has_date() {
+                        return Err("Time format contains date field.".into());
+                    }
                     Ok(Value::Time(parsed.time_of_day()?.rem_euclid(MS_PER_DAY)))
                 }),
                 T::Time,
