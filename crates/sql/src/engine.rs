@@ -10,6 +10,7 @@ use crate::error::{Result, SqlError};
 use crate::expr::{CExpr, Compiler, Env, Scope};
 use crate::format::{Format, Serde};
 use crate::functions;
+use crate::join::Side;
 use crate::parser::{self, TypeRegistry};
 use crate::query::{AggregatePlan, Plan, ProcessingError, Query};
 use crate::topics::{Record, Topics};
@@ -377,7 +378,9 @@ impl Engine {
         };
         output.writer = Some(id.clone());
         self.catalog.sources.insert(c.name.clone(), output.clone());
+        let right = planned.right;
         let mut q = Query::new(id.clone(), text.to_string(), planned.input, output, planned.plan, partitions);
+        q.right = right;
         // A replaced query continues from where the old one stopped.
         if let Some(old) = self.queries.remove(&id) {
             q.offsets = old.offsets;
@@ -418,7 +421,9 @@ impl Engine {
         }
         let partitions = self.topics.partitions(&planned.input.topic).unwrap_or(1);
         let id = self.new_query_id("INSERTQUERY", target);
-        let q = Query::new(id.clone(), text.to_string(), planned.input, sink, planned.plan, partitions);
+        let right = planned.right;
+        let mut q = Query::new(id.clone(), text.to_string(), planned.input, sink, planned.plan, partitions);
+        q.right = right;
         self.queries.insert(id.clone(), q);
         Ok(Outcome::QueryStarted { id, sink: target.to_string() })
     }
@@ -528,7 +533,7 @@ impl Engine {
         existing_sink: Option<&SourceDef>,
     ) -> Result<Planned> {
         if !select.joins.is_empty() {
-            return Err(SqlError::statement("JOIN is not supported yet"));
+            return self.plan_join(select, sink_name, props, existing_sink);
         }
         let input =
             self.catalog.get(&select.from.name).cloned().ok_or_else(|| {
@@ -776,6 +781,7 @@ impl Engine {
             existing_sink,
         )?;
         Ok(Planned {
+            right: None,
             kind: input.kind,
             input,
             output,
@@ -1009,6 +1015,7 @@ impl Engine {
             existing_sink,
         )?;
         Ok(Planned {
+            right: None,
             kind: SourceKind::Table,
             input: input.clone(),
             output,
@@ -1020,6 +1027,418 @@ impl Engine {
                 window: select.window,
                 having,
                 key: key_exprs.into_iter().flatten().collect(),
+                value: value_exprs,
+            }),
+        })
+    }
+
+    /// Plans `FROM a JOIN b ON a.x = b.y`: stream-stream (WITHIN), stream-table, table-table by
+    /// primary key or by foreign key.
+    fn plan_join(
+        &self,
+        select: &Select,
+        sink_name: &str,
+        props: &BTreeMap<String, Value>,
+        existing_sink: Option<&SourceDef>,
+    ) -> Result<Planned> {
+        use crate::join::{JoinPlan, JoinShape};
+        if select.joins.len() > 1 {
+            return Err(SqlError::statement("N-way joins (more than two sources) are not supported yet"));
+        }
+        let join = &select.joins[0];
+        let lookup = |r: &SourceRef| {
+            self.catalog
+                .get(&r.name)
+                .cloned()
+                .ok_or_else(|| SqlError::statement(format!("{} does not exist.", r.name)).at(r.pos))
+        };
+        let left = lookup(&select.from)?;
+        let right = lookup(&join.source)?;
+        let (la, ra) = (select.from.alias().to_string(), join.source.alias().to_string());
+        let kind_text = match join.kind {
+            JoinKind::Inner => "[INNER] JOIN",
+            JoinKind::Left => "LEFT [OUTER] JOIN",
+            JoinKind::Right => "RIGHT [OUTER] JOIN",
+            JoinKind::Full => "[FULL] OUTER JOIN",
+        };
+        let kafka: Vec<&str> =
+            [&left, &right].iter().filter(|s| s.value_serde.format == Format::Kafka).map(|s| s.name.as_str()).collect();
+        if !kafka.is_empty() {
+            return Err(SqlError::statement(format!(
+                "Source(s) {} are using the 'KAFKA' value format. This format does not yet support JOIN.",
+                kafka.join(", ")
+            )));
+        }
+        use SourceKind::{Stream, Table};
+        if left.kind == Table && right.kind == Stream {
+            return Err(SqlError::statement(format!(
+                "Invalid join order: table-stream joins are not supported; only stream-table joins. Got {} {kind_text} {}.",
+                left.name, right.name
+            )));
+        }
+        if left.kind == Stream && right.kind == Table && join.kind == JoinKind::Full {
+            return Err(SqlError::statement(format!(
+                "Invalid join type: full-outer join not supported for stream-table join. Got {} {kind_text} {}.",
+                left.name, right.name
+            )));
+        }
+        if left.window.is_some() != right.window.is_some() {
+            let (w, nw) = if left.window.is_some() { (&left, &right) } else { (&right, &left) };
+            let wt = match w.window {
+                Some(WindowKind::Session { .. }) => "SESSION",
+                Some(WindowKind::Hopping { .. }) => "HOPPING",
+                _ => "TUMBLING",
+            };
+            return Err(SqlError::statement(format!(
+                "Can not join windowed source to non-windowed source.\n`{}` is {wt} windowed\n`{}` is not windowed",
+                w.name, nw.name
+            )));
+        }
+        let lscope = left.scope(&la);
+        let rscope = right.scope(&ra);
+        let (lw, rw) = (lscope.columns.len(), rscope.columns.len());
+
+        // ON: one equality, each side referencing exactly one source.
+        let Expr::Binary(BinaryOp::Eq, a, b) = &join.on else {
+            return Err(SqlError::statement(format!(
+                "Invalid join condition: joins on multiple conditions are not yet supported. Got {}.",
+                join.on
+            )));
+        };
+        let side_of = |e: &Expr| -> Result<Option<Side>> {
+            let mut sides = vec![];
+            let mut err = None;
+            e.walk(&mut |x| {
+                if let Expr::Column { qualifier, name, pos } = x {
+                    let s = match qualifier {
+                        Some(q) if *q == la || (*q == left.name && la == left.name) => Some(Side::Left),
+                        Some(q) if *q == ra || (*q == right.name && ra == right.name) => Some(Side::Right),
+                        Some(q) => {
+                            err = Some(
+                                SqlError::statement(format!("'{q}' is not a valid stream/table name or alias."))
+                                    .at(*pos),
+                            );
+                            None
+                        }
+                        None => {
+                            let in_l = lscope.resolve(None, name).ok().flatten().is_some();
+                            let in_r = rscope.resolve(None, name).ok().flatten().is_some();
+                            match (in_l, in_r) {
+                                (true, false) => Some(Side::Left),
+                                (false, true) => Some(Side::Right),
+                                (true, true) => {
+                                    err = Some(SqlError::statement(format!("Column '{name}' is ambiguous.")).at(*pos));
+                                    None
+                                }
+                                (false, false) => {
+                                    err = Some(
+                                        SqlError::statement(format!("JOIN ON column '{name}' cannot be resolved."))
+                                            .at(*pos),
+                                    );
+                                    None
+                                }
+                            }
+                        }
+                    };
+                    if let Some(s) = s {
+                        if !sides.contains(&s) {
+                            sides.push(s);
+                        }
+                    }
+                }
+            });
+            if let Some(e) = err {
+                return Err(e);
+            }
+            Ok(if sides.len() == 1 { Some(sides[0]) } else { None })
+        };
+        let (sa, sb) = (side_of(a)?, side_of(b)?);
+        let (lexpr, rexpr) = match (sa, sb) {
+            (Some(Side::Left), Some(Side::Right)) => (a.as_ref(), b.as_ref()),
+            (Some(Side::Right), Some(Side::Left)) => (b.as_ref(), a.as_ref()),
+            _ => {
+                let bad = if sa.is_none() { a } else { b };
+                return Err(SqlError::statement(format!(
+                    "Invalid comparison expression '{bad}' in join '{}'. Each side of the join comparision must contain references from exactly one source.",
+                    join.on
+                )));
+            }
+        };
+        let on_err = |e: SqlError| {
+            if e.message.starts_with("Column '") && e.message.ends_with("cannot be resolved.") {
+                SqlError { message: format!("JOIN ON column {}", &e.message[7..]), ..e }
+            } else {
+                e
+            }
+        };
+        let (lkey, lt) = Compiler::new(&lscope).compile(lexpr).map_err(on_err)?;
+        let (rkey, rt) = Compiler::new(&rscope).compile(rexpr).map_err(on_err)?;
+        if lt != rt {
+            return Err(SqlError::statement(format!(
+                "Invalid join condition: types don't match. Got {}{{{lt}}} = {}{{{rt}}}.",
+                qualified_display(lexpr, &left.name),
+                qualified_display(rexpr, &right.name)
+            )));
+        }
+        let is_pk =
+            |c: &CExpr, src: &SourceDef| matches!(c, CExpr::Column(i) if *i < src.keys.len() && src.keys.len() == 1);
+        let shape = match (left.kind, right.kind) {
+            (Stream, Stream) => {
+                let Some((before, after)) = join.within else {
+                    return Err(SqlError::statement(
+                        "Stream-Stream joins must have a WITHIN clause specified. None was provided. To learn about how to specify a WITHIN clause with a stream-stream join, please visit: https://docs.confluent.io/current/ksql/docs/syntax-reference.html#create-stream-as-select",
+                    ));
+                };
+                if (left.window.is_some() && !is_pk(&lkey, &left)) || (right.window.is_some() && !is_pk(&rkey, &right))
+                {
+                    return Err(SqlError::statement(
+                        "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.",
+                    ));
+                }
+                JoinShape::StreamStream { before, after, grace: join.grace }
+            }
+            (Stream, Table) => {
+                if join.within.is_some() {
+                    return Err(SqlError::statement(
+                        "A window definition was provided for a Stream-Table join. These joins are not windowed. Please drop the window definition (ie. the WITHIN clause) and try to execute your join again.",
+                    ));
+                }
+                if !is_pk(&rkey, &right) {
+                    return Err(SqlError::statement(format!(
+                        "Invalid join condition: stream-table joins require to join on the table's primary key. Got {} = {}.",
+                        qualified_display(lexpr, &left.name),
+                        qualified_display(rexpr, &right.name)
+                    )));
+                }
+                JoinShape::StreamTable
+            }
+            _ => {
+                if join.within.is_some() {
+                    return Err(SqlError::statement(
+                        "A window definition was provided for a Table-Table join. These joins are not windowed. Please drop the window definition (i.e. the WITHIN clause) and try to execute your Table-Table join again.",
+                    ));
+                }
+                if !is_pk(&rkey, &right) {
+                    return Err(SqlError::statement(format!(
+                        "Invalid join condition: table-table joins require to join on the primary key of the right input table. Got {} = {}.",
+                        qualified_display(lexpr, &left.name),
+                        qualified_display(rexpr, &right.name)
+                    )));
+                }
+                if is_pk(&lkey, &left) {
+                    JoinShape::TableTable
+                } else {
+                    if matches!(join.kind, JoinKind::Right | JoinKind::Full) {
+                        return Err(SqlError::statement(format!(
+                            "{} OUTER JOIN on a foreign key is not supported",
+                            if join.kind == JoinKind::Right { "RIGHT" } else { "FULL" }
+                        )));
+                    }
+                    JoinShape::ForeignKey
+                }
+            }
+        };
+
+        // The joined row: left columns, right columns, ROWKEY.
+        let mut scope = Scope::default();
+        scope.columns.extend(lscope.columns.iter().cloned());
+        scope.columns.extend(rscope.columns.iter().cloned());
+        let rowkey_idx = scope.columns.len();
+        scope.push(None, "ROWKEY", lt.clone());
+        let synthetic =
+            join.kind == JoinKind::Full || (!matches!(lkey, CExpr::Column(_)) && !matches!(rkey, CExpr::Column(_)));
+
+        // Projection items with their names.
+        let qualified = |q: &str, name: &str| Expr::Column {
+            qualifier: Some(q.to_string()),
+            name: name.to_string(),
+            pos: Pos::default(),
+        };
+        let source_columns = |src: &SourceDef, alias: &str, out: &mut Vec<(Expr, Option<String>)>| {
+            for f in src.keys.iter().chain(&src.values) {
+                out.push((qualified(alias, &f.name), Some(format!("{alias}_{}", f.name))));
+            }
+            if src.window.is_some() {
+                for n in [WINDOWSTART, WINDOWEND] {
+                    out.push((qualified(alias, n), Some(format!("{alias}_{n}"))));
+                }
+            }
+        };
+        let mut items: Vec<(Expr, Option<String>)> = vec![];
+        for item in &select.items {
+            match item {
+                SelectItem::Wildcard(None) => {
+                    if synthetic && shape != JoinShape::ForeignKey {
+                        items
+                            .push((Expr::Column { qualifier: None, name: "ROWKEY".into(), pos: Pos::default() }, None));
+                    }
+                    source_columns(&left, &la, &mut items);
+                    source_columns(&right, &ra, &mut items);
+                }
+                SelectItem::Wildcard(Some(q)) => {
+                    if *q == la || *q == left.name {
+                        source_columns(&left, &la, &mut items);
+                    } else if *q == ra || *q == right.name {
+                        source_columns(&right, &ra, &mut items);
+                    } else {
+                        return Err(SqlError::statement(format!("'{q}' is not a valid stream/table name or alias.")));
+                    }
+                }
+                SelectItem::Expr { expr, alias } => {
+                    let name = alias.clone().or_else(|| match expr {
+                        Expr::Column { qualifier: Some(q), name, .. } => Some(format!("{q}_{name}")),
+                        _ => None,
+                    });
+                    items.push((expr.clone(), name));
+                }
+            }
+        }
+        let mut used: HashSet<String> =
+            items.iter().filter_map(|(e, a)| a.clone().or_else(|| natural_name(e))).collect();
+        let mut next_gen = 0;
+        let named: Vec<(Expr, String)> = items
+            .into_iter()
+            .map(|(e, a)| {
+                let n = a.or_else(|| natural_name(&e)).unwrap_or_else(|| loop {
+                    let n = format!("KSQL_COL_{next_gen}");
+                    next_gen += 1;
+                    if used.insert(n.clone()) {
+                        break n;
+                    }
+                });
+                (e, n)
+            })
+            .collect();
+
+        let mut compiler = Compiler::new(&scope);
+        let filter = match &select.filter {
+            Some(f) => Some(compiler.compile(f)?.0),
+            None => None,
+        };
+        // Which items are the key.
+        let canon: Vec<Option<String>> = named.iter().map(|(e, _)| canonical(&scope, e)).collect();
+        let mut key_items: Vec<usize> = vec![];
+        let mut candidates: Vec<(String, String)> = vec![]; // (canonical, display)
+        if shape == JoinShape::ForeignKey {
+            let mut missing = vec![];
+            for (i, k) in left.keys.iter().enumerate() {
+                let c = format!("{:?}", CExpr::Column(i));
+                match canon.iter().position(|x| x.as_deref() == Some(&c)) {
+                    Some(p) => key_items.push(p),
+                    None => missing.push(format!("`{}`", k.name)),
+                }
+            }
+            if !missing.is_empty() {
+                return Err(SqlError::statement(format!(
+                    "Primary key column{} missing in projection. For foreign-key table-table joins, the projection must include all primary key columns from the left input table (`{}`). Missing column{}: {}.",
+                    if missing.len() > 1 { "s" } else { "" },
+                    left.name,
+                    if missing.len() > 1 { "s" } else { "" },
+                    missing.join(", ")
+                )));
+            }
+        } else {
+            if synthetic {
+                candidates.push((format!("{:?}", CExpr::Column(rowkey_idx)), "ROWKEY".into()));
+            } else {
+                if let CExpr::Column(i) = lkey {
+                    candidates.push((format!("{:?}", CExpr::Column(i)), qualified_display(lexpr, &la)));
+                }
+                if let CExpr::Column(j) = rkey {
+                    candidates.push((format!("{:?}", CExpr::Column(lw + j)), qualified_display(rexpr, &ra)));
+                }
+            }
+            let found: Vec<usize> = canon
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| candidates.iter().any(|(k, _)| c.as_deref() == Some(k)))
+                .map(|(i, _)| i)
+                .collect();
+            match found.as_slice() {
+                [] => {
+                    let names: Vec<String> = candidates.iter().map(|(_, d)| d.clone()).collect();
+                    let list = match names.len() {
+                        1 => names[0].clone(),
+                        _ => {
+                            let (last, rest) = names.split_last().expect("two candidates");
+                            format!("{} or {last}", rest.join(", "))
+                        }
+                    };
+                    let noun = if names.len() == 1 { "join expression" } else { "join expressions" };
+                    let mut msg = format!(
+                        "The query used to build `{sink_name}` must include the {noun} {list} in its projection (eg, SELECT {}...).",
+                        names[0]
+                    );
+                    if synthetic {
+                        msg = format!("Key missing from projection (ie, SELECT). See https://cnfl.io/2LV7ouS.\n{msg}\nROWKEY was added as a synthetic key column because the join criteria did not match any source column. This expression must be included in the projection and may be aliased.");
+                    }
+                    return Err(SqlError::statement(msg));
+                }
+                [one] => key_items.push(*one),
+                [first, second, ..] => {
+                    // Only the same key column twice is an error; L.A and R.A are both allowed.
+                    if canon[*first] == canon[*second] {
+                        return Err(SqlError::statement(format!(
+                            "The projection contains a key column (`{}`) more than once, aliased as: {} and {}.",
+                            named[*first].1,
+                            named[*second].1.clone().min(named[*first].1.clone()),
+                            named[*second].1.clone().max(named[*first].1.clone())
+                        )));
+                    }
+                    key_items.push(*first);
+                }
+            }
+        }
+        let mut key_exprs = vec![];
+        let mut key_fields = vec![];
+        for &i in &key_items {
+            let (c, t) = compiler.compile(&named[i].0)?;
+            check_key_type(&named[i].1, &t)?;
+            key_exprs.push(c);
+            key_fields.push(Field { name: named[i].1.clone(), ty: t });
+        }
+        let mut value_exprs = vec![];
+        let mut value_fields = vec![];
+        for (i, (e, n)) in named.iter().enumerate() {
+            if key_items.contains(&i) {
+                continue;
+            }
+            let (c, t) = compiler.compile(e)?;
+            value_exprs.push(c);
+            value_fields.push(Field { name: n.clone(), ty: t });
+        }
+        check_duplicates(&key_fields, &value_fields)?;
+        let kind = if left.kind == Table && right.kind == Table { Table } else { Stream };
+        let (key_serde, value_serde) = serdes_from_props(props, Some(&left))?;
+        let sink_topic = existing_sink
+            .map(|s| s.topic.clone())
+            .or_else(|| prop_string(props, "KAFKA_TOPIC"))
+            .unwrap_or_else(|| sink_name.to_string());
+        let output = self.output_def(
+            sink_name,
+            kind,
+            sink_topic,
+            key_fields,
+            value_fields,
+            key_serde,
+            value_serde,
+            None,
+            existing_sink,
+        )?;
+        Ok(Planned {
+            kind,
+            input: left,
+            right: Some(right),
+            output,
+            plan: Plan::Join(JoinPlan {
+                kind: join.kind,
+                shape,
+                left_key: lkey,
+                right_key: rkey,
+                left_width: lw,
+                right_width: rw,
+                filter,
+                key: key_exprs,
                 value: value_exprs,
             }),
         })
@@ -1040,6 +1459,7 @@ impl Engine {
 struct Planned {
     kind: SourceKind,
     input: SourceDef,
+    right: Option<SourceDef>,
     output: SourceDef,
     plan: Plan,
 }

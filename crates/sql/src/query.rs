@@ -12,6 +12,7 @@ use crate::ast::{SourceKind, WindowKind, WindowSpec};
 use crate::catalog::SourceDef;
 use crate::error::Result;
 use crate::expr::{CExpr, Env};
+use crate::join::Side;
 use crate::topics::{Record, Topics};
 use crate::value::Value;
 
@@ -37,6 +38,7 @@ pub enum Plan {
         value: Vec<CExpr>,
     },
     Aggregate(AggregatePlan),
+    Join(crate::join::JoinPlan),
 }
 
 #[derive(Debug)]
@@ -88,10 +90,14 @@ pub struct Query {
     pub sql: String,
     pub sink: String,
     pub input: SourceDef,
+    /// The right input of a join.
+    pub right: Option<SourceDef>,
     pub output: SourceDef,
     pub plan: Plan,
     /// Next offset to read, per input partition.
     pub offsets: Vec<i64>,
+    pub right_offsets: Vec<i64>,
+    join: crate::join::JoinState,
     groups: HashMap<Vec<u8>, Group>,
     /// For aggregations over a table: each input key's last contribution (group and arguments).
     table_rows: HashMap<Vec<u8>, Contribution>,
@@ -106,9 +112,12 @@ impl Query {
             sql,
             sink: output.name.clone(),
             input,
+            right: None,
             output,
             plan,
             offsets: vec![0; partitions.max(1) as usize],
+            right_offsets: vec![],
+            join: Default::default(),
             groups: HashMap::new(),
             table_rows: HashMap::new(),
             stream_time: i64::MIN,
@@ -119,27 +128,41 @@ impl Query {
     /// Processes what is new on the inputs. Returns how many input records were read.
     pub fn step(&mut self, topics: &Arc<dyn Topics>, errors: &mut Vec<ProcessingError>) -> Result<usize> {
         let mut read = 0;
-        let partitions = topics.partitions(&self.input.topic).unwrap_or(0);
-        if partitions as usize > self.offsets.len() {
-            self.offsets.resize(partitions as usize, 0);
-        }
-        for p in 0..partitions {
-            let batch = topics.read(&self.input.topic, p, self.offsets[p as usize], crate::limits::POLL_BATCH)?;
-            for c in batch {
-                self.offsets[p as usize] = c.offset + 1;
-                read += 1;
-                let mut out = vec![];
-                if let Err(message) = self.process(&c.record, p, c.offset, &mut out) {
-                    errors.push(ProcessingError {
-                        query: self.id.clone(),
-                        message,
-                        topic: self.input.topic.clone(),
-                        partition: p,
-                        offset: c.offset,
-                    });
+        for side in [Side::Left, Side::Right] {
+            let topic = match (side, &self.right) {
+                (Side::Left, _) => self.input.topic.clone(),
+                (Side::Right, Some(r)) => r.topic.clone(),
+                (Side::Right, None) => continue,
+            };
+            let partitions = topics.partitions(&topic).unwrap_or(0);
+            for p in 0..partitions {
+                let offsets = match side {
+                    Side::Left => &mut self.offsets,
+                    Side::Right => &mut self.right_offsets,
+                };
+                if partitions as usize > offsets.len() {
+                    offsets.resize(partitions as usize, 0);
                 }
-                for (key, value, ts, window) in out {
-                    self.emit(topics, key, value, ts, window, errors)?;
+                let batch = topics.read(&topic, p, offsets[p as usize], crate::limits::POLL_BATCH)?;
+                for c in batch {
+                    match side {
+                        Side::Left => self.offsets[p as usize] = c.offset + 1,
+                        Side::Right => self.right_offsets[p as usize] = c.offset + 1,
+                    }
+                    read += 1;
+                    let mut out = vec![];
+                    if let Err(message) = self.process(&c.record, side, p, c.offset, &mut out) {
+                        errors.push(ProcessingError {
+                            query: self.id.clone(),
+                            message,
+                            topic: topic.clone(),
+                            partition: p,
+                            offset: c.offset,
+                        });
+                    }
+                    for (key, value, ts, window) in out {
+                        self.emit(topics, key, value, ts, window, errors)?;
+                    }
                 }
             }
         }
@@ -206,8 +229,7 @@ impl Query {
     }
 
     /// Decodes an input record into a row: keys, values, headers, pseudo-columns.
-    fn decode(&self, rec: &Record, partition: i32, offset: i64) -> Result<Option<Row>, String> {
-        let src = &self.input;
+    fn decode(src: &SourceDef, rec: &Record, partition: i32, offset: i64) -> Result<Option<Row>, String> {
         let mut key_bytes = rec.key.as_deref();
         let mut window = None;
         if let (Some(w), Some(k)) = (src.window, key_bytes) {
@@ -280,8 +302,41 @@ impl Query {
         Ok(Some(Row { values: row, timestamp }))
     }
 
-    fn process(&mut self, rec: &Record, partition: i32, offset: i64, out: &mut Vec<Emitted>) -> Result<(), String> {
-        let row = self.decode(rec, partition, offset)?;
+    fn process(
+        &mut self,
+        rec: &Record,
+        side: Side,
+        partition: i32,
+        offset: i64,
+        out: &mut Vec<Emitted>,
+    ) -> Result<(), String> {
+        if let Plan::Join(plan) = &self.plan {
+            let src = match side {
+                Side::Left => &self.input,
+                Side::Right => self.right.as_ref().expect("joins have a right input"),
+            };
+            let row = Self::decode(src, rec, partition, offset)?;
+            let key_row = key_only_row(src, rec, partition, offset);
+            let mut joined = vec![];
+            self.join.process(plan, side, row, &key_row, &mut self.env, &mut joined)?;
+            for (key, row, ts) in joined {
+                match row {
+                    None => out.push((key, None, ts, None)),
+                    Some(r) => {
+                        if let Some(f) = &plan.filter {
+                            if f.eval(&r, &mut self.env)? != Value::Boolean(true) {
+                                continue;
+                            }
+                        }
+                        let k = eval_all(&plan.key, &r, &mut self.env)?;
+                        let v = eval_all(&plan.value, &r, &mut self.env)?;
+                        out.push((k, Some(v), ts, None));
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let row = Self::decode(&self.input, rec, partition, offset)?;
         let is_table = self.input.kind == SourceKind::Table;
         match &self.plan {
             Plan::Project { filter, table_functions, key, value } => {
@@ -340,6 +395,7 @@ impl Query {
                 Ok(())
             }
             Plan::Aggregate(_) => self.aggregate(rec, row, out),
+            Plan::Join(_) => unreachable!("handled above"),
         }
     }
 
@@ -581,6 +637,24 @@ fn emit_group(plan: &AggregatePlan, g: &mut Group, out: &mut Vec<Emitted>, env: 
     let v = eval_all(&plan.value, &row, env)?;
     out.push((k, Some(v), g.timestamp, g.window));
     Ok(())
+}
+
+/// A row with only the record's key columns set (what a tombstone deletes).
+fn key_only_row(src: &SourceDef, rec: &Record, partition: i32, offset: i64) -> Row {
+    let mut kb = rec.key.as_deref();
+    if let (Some(w), Some(k)) = (src.window, kb) {
+        kb = split_windowed_key(w, k).ok().map(|(core, _)| core);
+    }
+    let mut r = src.key_serde.deserialize(&src.keys, kb).unwrap_or_default();
+    r.resize(src.column_count(), Value::Null);
+    r.push(Value::BigInt(rec.timestamp));
+    r.push(Value::Int(partition));
+    r.push(Value::BigInt(offset));
+    if src.window.is_some() {
+        r.push(Value::Null);
+        r.push(Value::Null);
+    }
+    Row { values: r, timestamp: rec.timestamp }
 }
 
 fn group_bytes(keys: &[Value]) -> Vec<u8> {
