@@ -1285,8 +1285,12 @@ impl Engine {
                     }
                 }
                 SelectItem::Expr { expr, alias } => {
+                    // A qualified column keeps its name unless both sources have it.
+                    let in_both = |n: &str| {
+                        lscope.resolve(None, n).ok().flatten().is_some() && rscope.resolve(None, n).ok().flatten().is_some()
+                    };
                     let name = alias.clone().or_else(|| match expr {
-                        Expr::Column { qualifier: Some(q), name, .. } => Some(format!("{q}_{name}")),
+                        Expr::Column { qualifier: Some(q), name, .. } if in_both(name) => Some(format!("{q}_{name}")),
                         _ => None,
                     });
                     items.push((expr.clone(), name));
@@ -1394,7 +1398,8 @@ impl Engine {
         for &i in &key_items {
             let (c, t) = compiler.compile(&named[i].0)?;
             check_key_type(&named[i].1, &t)?;
-            key_exprs.push(c);
+            // The key is the join key's value, whichever side it came from; the item names it.
+            key_exprs.push(if shape == JoinShape::ForeignKey { c } else { CExpr::Column(rowkey_idx) });
             key_fields.push(Field { name: named[i].1.clone(), ty: t });
         }
         let mut value_exprs = vec![];
