@@ -10,7 +10,6 @@ use crate::error::{Result, SqlError};
 use crate::expr::{CExpr, Compiler, Env, Scope};
 use crate::format::{Format, Serde};
 use crate::functions;
-use crate::join::Side;
 use crate::parser::{self, TypeRegistry};
 use crate::query::{AggregatePlan, Plan, ProcessingError, Query};
 use crate::topics::{Record, Topics};
@@ -378,9 +377,9 @@ impl Engine {
         };
         output.writer = Some(id.clone());
         self.catalog.sources.insert(c.name.clone(), output.clone());
-        let right = planned.right;
+        let rights = planned.rights;
         let mut q = Query::new(id.clone(), text.to_string(), planned.input, output, planned.plan, partitions);
-        q.right = right;
+        q.set_rights(rights);
         // A replaced query continues from where the old one stopped.
         if let Some(old) = self.queries.remove(&id) {
             q.offsets = old.offsets;
@@ -421,9 +420,9 @@ impl Engine {
         }
         let partitions = self.topics.partitions(&planned.input.topic).unwrap_or(1);
         let id = self.new_query_id("INSERTQUERY", target);
-        let right = planned.right;
+        let rights = planned.rights;
         let mut q = Query::new(id.clone(), text.to_string(), planned.input, sink, planned.plan, partitions);
-        q.right = right;
+        q.set_rights(rights);
         self.queries.insert(id.clone(), q);
         Ok(Outcome::QueryStarted { id, sink: target.to_string() })
     }
@@ -781,7 +780,7 @@ impl Engine {
             existing_sink,
         )?;
         Ok(Planned {
-            right: None,
+            rights: vec![],
             kind: input.kind,
             input,
             output,
@@ -1015,7 +1014,7 @@ impl Engine {
             existing_sink,
         )?;
         Ok(Planned {
-            right: None,
+            rights: vec![],
             kind: SourceKind::Table,
             input: input.clone(),
             output,
@@ -1032,8 +1031,9 @@ impl Engine {
         })
     }
 
-    /// Plans `FROM a JOIN b ON a.x = b.y`: stream-stream (WITHIN), stream-table, table-table by
-    /// primary key or by foreign key.
+    /// Plans `FROM a JOIN b ON a.x = b.y [JOIN c ON ...]`: each join is a stage whose left input is
+    /// the previous stage's result. Stages are stream-stream (WITHIN), stream-table, table-table
+    /// by primary key, or table-table by foreign key.
     fn plan_join(
         &self,
         select: &Select,
@@ -1042,211 +1042,267 @@ impl Engine {
         existing_sink: Option<&SourceDef>,
     ) -> Result<Planned> {
         use crate::join::{JoinPlan, JoinShape};
-        if select.joins.len() > 1 {
-            return Err(SqlError::statement("N-way joins (more than two sources) are not supported yet"));
-        }
-        let join = &select.joins[0];
+        use SourceKind::{Stream, Table};
         let lookup = |r: &SourceRef| {
             self.catalog
                 .get(&r.name)
                 .cloned()
                 .ok_or_else(|| SqlError::statement(format!("{} does not exist.", r.name)).at(r.pos))
         };
-        let left = lookup(&select.from)?;
-        let right = lookup(&join.source)?;
-        let (la, ra) = (select.from.alias().to_string(), join.source.alias().to_string());
-        let kind_text = match join.kind {
-            JoinKind::Inner => "[INNER] JOIN",
-            JoinKind::Left => "LEFT [OUTER] JOIN",
-            JoinKind::Right => "RIGHT [OUTER] JOIN",
-            JoinKind::Full => "[FULL] OUTER JOIN",
-        };
-        let kafka: Vec<&str> =
-            [&left, &right].iter().filter(|s| s.value_serde.format == Format::Kafka).map(|s| s.name.as_str()).collect();
+        let first = lookup(&select.from)?;
+        let mut sources: Vec<(SourceDef, String)> = vec![(first, select.from.alias().to_string())];
+        for j in &select.joins {
+            let s = lookup(&j.source)?;
+            if select.joins.len() > 1 && sources.iter().any(|(x, _)| x.name == s.name) {
+                return Err(SqlError::statement(format!(
+                    "N-way joins do not support multiple occurrences of the same source. Source: '{}'",
+                    s.name
+                )));
+            }
+            sources.push((s, j.source.alias().to_string()));
+        }
+        let kafka: Vec<&str> = sources
+            .iter()
+            .filter(|(s, _)| s.value_serde.format == Format::Kafka)
+            .map(|(s, _)| s.name.as_str())
+            .collect();
         if !kafka.is_empty() {
             return Err(SqlError::statement(format!(
                 "Source(s) {} are using the 'KAFKA' value format. This format does not yet support JOIN.",
                 kafka.join(", ")
             )));
         }
-        use SourceKind::{Stream, Table};
-        if left.kind == Table && right.kind == Stream {
-            return Err(SqlError::statement(format!(
-                "Invalid join order: table-stream joins are not supported; only stream-table joins. Got {} {kind_text} {}.",
-                left.name, right.name
-            )));
-        }
-        if left.kind == Stream && right.kind == Table && join.kind == JoinKind::Full {
-            return Err(SqlError::statement(format!(
-                "Invalid join type: full-outer join not supported for stream-table join. Got {} {kind_text} {}.",
-                left.name, right.name
-            )));
-        }
-        if left.window.is_some() != right.window.is_some() {
-            let (w, nw) = if left.window.is_some() { (&left, &right) } else { (&right, &left) };
-            let wt = match w.window {
-                Some(WindowKind::Session { .. }) => "SESSION",
-                Some(WindowKind::Hopping { .. }) => "HOPPING",
-                _ => "TUMBLING",
-            };
-            return Err(SqlError::statement(format!(
-                "Can not join windowed source to non-windowed source.\n`{}` is {wt} windowed\n`{}` is not windowed",
-                w.name, nw.name
-            )));
-        }
-        let lscope = left.scope(&la);
-        let rscope = right.scope(&ra);
-        let (lw, rw) = (lscope.columns.len(), rscope.columns.len());
-
-        // ON: one equality, each side referencing exactly one source.
-        let Expr::Binary(BinaryOp::Eq, a, b) = &join.on else {
-            return Err(SqlError::statement(format!(
-                "Invalid join condition: joins on multiple conditions are not yet supported. Got {}.",
-                join.on
-            )));
-        };
-        let side_of = |e: &Expr| -> Result<Option<Side>> {
-            let mut sides = vec![];
-            let mut err = None;
-            e.walk(&mut |x| {
-                if let Expr::Column { qualifier, name, pos } = x {
-                    let s = match qualifier {
-                        Some(q) if *q == la || (*q == left.name && la == left.name) => Some(Side::Left),
-                        Some(q) if *q == ra || (*q == right.name && ra == right.name) => Some(Side::Right),
-                        Some(q) => {
-                            err = Some(
-                                SqlError::statement(format!("'{q}' is not a valid stream/table name or alias."))
-                                    .at(*pos),
-                            );
-                            None
-                        }
-                        None => {
-                            let in_l = lscope.resolve(None, name).ok().flatten().is_some();
-                            let in_r = rscope.resolve(None, name).ok().flatten().is_some();
-                            match (in_l, in_r) {
-                                (true, false) => Some(Side::Left),
-                                (false, true) => Some(Side::Right),
-                                (true, true) => {
-                                    err = Some(SqlError::statement(format!("Column '{name}' is ambiguous.")).at(*pos));
-                                    None
-                                }
-                                (false, false) => {
-                                    err = Some(
-                                        SqlError::statement(format!("JOIN ON column '{name}' cannot be resolved."))
-                                            .at(*pos),
-                                    );
-                                    None
-                                }
-                            }
-                        }
-                    };
-                    if let Some(s) = s {
-                        if !sides.contains(&s) {
-                            sides.push(s);
-                        }
+        let scopes: Vec<Scope> = sources.iter().map(|(s, a)| s.scope(a)).collect();
+        // Which source (index) an unqualified or qualified column belongs to.
+        let source_of = |qualifier: &Option<String>, name: &str, upto: usize| -> Result<usize> {
+            match qualifier {
+                Some(q) => sources[..=upto]
+                    .iter()
+                    .position(|(s, a)| a == q || (s.name == *q && *a == s.name))
+                    .ok_or_else(|| SqlError::statement(format!("'{q}' is not a valid stream/table name or alias."))),
+                None => {
+                    let found: Vec<usize> =
+                        (0..=upto).filter(|&i| scopes[i].resolve(None, name).ok().flatten().is_some()).collect();
+                    match found.as_slice() {
+                        [one] => Ok(*one),
+                        [] => Err(SqlError::statement(format!("JOIN ON column '{name}' cannot be resolved."))),
+                        _ => Err(SqlError::statement(format!("Column '{name}' is ambiguous."))),
                     }
                 }
-            });
-            if let Some(e) = err {
-                return Err(e);
             }
-            Ok(if sides.len() == 1 { Some(sides[0]) } else { None })
         };
-        let (sa, sb) = (side_of(a)?, side_of(b)?);
-        let (lexpr, rexpr) = match (sa, sb) {
-            (Some(Side::Left), Some(Side::Right)) => (a.as_ref(), b.as_ref()),
-            (Some(Side::Right), Some(Side::Left)) => (b.as_ref(), a.as_ref()),
-            _ => {
-                let bad = if sa.is_none() { a } else { b };
+        let in_many = |n: &str| scopes.iter().filter(|s| s.resolve(None, n).ok().flatten().is_some()).count() > 1;
+
+        // The accumulated row layout: source 0, then per stage the right source and a ROWKEY.
+        let mut scope = scopes[0].clone();
+        let mut offsets = vec![0usize]; // start of each source in the joined row
+        let mut left_kind = sources[0].0.kind;
+        let mut stages: Vec<JoinPlan> = vec![];
+        let mut synthetic = false;
+        let mut rowkey_idx = 0;
+        let mut key_type = SqlType::String;
+        let mut on_columns: Vec<Vec<(usize, String)>> = vec![]; // per stage: (column index, display)
+        for (k, join) in select.joins.iter().enumerate() {
+            let (right, ra) = (&sources[k + 1].0, sources[k + 1].1.clone());
+            let rscope = &scopes[k + 1];
+            let left_name = if k == 0 { sources[0].0.name.clone() } else { "the joined sources".into() };
+            let kind_text = match join.kind {
+                JoinKind::Inner => "[INNER] JOIN",
+                JoinKind::Left => "LEFT [OUTER] JOIN",
+                JoinKind::Right => "RIGHT [OUTER] JOIN",
+                JoinKind::Full => "[FULL] OUTER JOIN",
+            };
+            if left_kind == Table && right.kind == Stream {
                 return Err(SqlError::statement(format!(
-                    "Invalid comparison expression '{bad}' in join '{}'. Each side of the join comparision must contain references from exactly one source.",
-                    join.on
+                    "Invalid join order: table-stream joins are not supported; only stream-table joins. Got {} {kind_text} {}.",
+                    if k == 0 { left_name.clone() } else { sources[k].0.name.clone() },
+                    right.name
                 )));
             }
-        };
-        let on_err = |e: SqlError| {
-            if e.message.starts_with("Column '") && e.message.ends_with("cannot be resolved.") {
-                SqlError { message: format!("JOIN ON column {}", &e.message[7..]), ..e }
-            } else {
-                e
+            if left_kind == Stream && right.kind == Table && join.kind == JoinKind::Full {
+                return Err(SqlError::statement(format!(
+                    "Invalid join type: full-outer join not supported for stream-table join. Got {left_name} {kind_text} {}.",
+                    right.name
+                )));
             }
-        };
-        let (lkey, lt) = Compiler::new(&lscope).compile(lexpr).map_err(on_err)?;
-        let (rkey, rt) = Compiler::new(&rscope).compile(rexpr).map_err(on_err)?;
-        if lt != rt {
-            return Err(SqlError::statement(format!(
-                "Invalid join condition: types don't match. Got {}{{{lt}}} = {}{{{rt}}}.",
-                qualified_display(lexpr, &left.name),
-                qualified_display(rexpr, &right.name)
-            )));
-        }
-        let is_pk =
-            |c: &CExpr, src: &SourceDef| matches!(c, CExpr::Column(i) if *i < src.keys.len() && src.keys.len() == 1);
-        let shape = match (left.kind, right.kind) {
-            (Stream, Stream) => {
-                let Some((before, after)) = join.within else {
-                    return Err(SqlError::statement(
-                        "Stream-Stream joins must have a WITHIN clause specified. None was provided. To learn about how to specify a WITHIN clause with a stream-stream join, please visit: https://docs.confluent.io/current/ksql/docs/syntax-reference.html#create-stream-as-select",
-                    ));
+            if k == 0 && sources[0].0.window.is_some() != right.window.is_some() {
+                let (w, nw) = if right.window.is_some() { (right, &sources[0].0) } else { (&sources[0].0, right) };
+                let wt = match w.window {
+                    Some(WindowKind::Session { .. }) => "SESSION",
+                    Some(WindowKind::Hopping { .. }) => "HOPPING",
+                    _ => "TUMBLING",
                 };
-                if (left.window.is_some() && !is_pk(&lkey, &left)) || (right.window.is_some() && !is_pk(&rkey, &right))
-                {
-                    return Err(SqlError::statement(
-                        "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.",
-                    ));
-                }
-                JoinShape::StreamStream { before, after, grace: join.grace }
+                return Err(SqlError::statement(format!(
+                    "Can not join windowed source to non-windowed source.\n`{}` is {wt} windowed\n`{}` is not windowed",
+                    w.name, nw.name
+                )));
             }
-            (Stream, Table) => {
-                if join.within.is_some() {
-                    return Err(SqlError::statement(
-                        "A window definition was provided for a Stream-Table join. These joins are not windowed. Please drop the window definition (ie. the WITHIN clause) and try to execute your join again.",
-                    ));
+            let Expr::Binary(BinaryOp::Eq, a, b) = &join.on else {
+                return Err(SqlError::statement(format!(
+                    "Invalid join condition: joins on multiple conditions are not yet supported. Got {}.",
+                    join.on
+                )));
+            };
+            // Each side must reference exactly one source: the new one, or one already joined.
+            let side_of = |e: &Expr| -> Result<Option<bool>> {
+                let mut found: Vec<usize> = vec![];
+                let mut err = None;
+                e.walk(&mut |x| {
+                    if let Expr::Column { qualifier, name, pos } = x {
+                        match source_of(qualifier, name, k + 1) {
+                            Ok(i) => {
+                                if !found.contains(&i) {
+                                    found.push(i)
+                                }
+                            }
+                            Err(e) => err = Some(e.at(*pos)),
+                        }
+                    }
+                });
+                if let Some(e) = err {
+                    return Err(e);
                 }
-                if !is_pk(&rkey, &right) {
+                Ok(match found.as_slice() {
+                    [i] => Some(*i == k + 1),
+                    _ => None,
+                })
+            };
+            let (sa, sb) = (side_of(a)?, side_of(b)?);
+            let (lexpr, rexpr) = match (sa, sb) {
+                (Some(false), Some(true)) => (a.as_ref(), b.as_ref()),
+                (Some(true), Some(false)) => (b.as_ref(), a.as_ref()),
+                _ => {
+                    let bad = if sa.is_none() { a } else { b };
                     return Err(SqlError::statement(format!(
-                        "Invalid join condition: stream-table joins require to join on the table's primary key. Got {} = {}.",
-                        qualified_display(lexpr, &left.name),
-                        qualified_display(rexpr, &right.name)
+                        "Invalid comparison expression '{bad}' in join '{}'. Each side of the join comparision must contain references from exactly one source.",
+                        join.on
                     )));
                 }
-                JoinShape::StreamTable
-            }
-            _ => {
-                if join.within.is_some() {
-                    return Err(SqlError::statement(
-                        "A window definition was provided for a Table-Table join. These joins are not windowed. Please drop the window definition (i.e. the WITHIN clause) and try to execute your Table-Table join again.",
-                    ));
-                }
-                if !is_pk(&rkey, &right) {
-                    return Err(SqlError::statement(format!(
-                        "Invalid join condition: table-table joins require to join on the primary key of the right input table. Got {} = {}.",
-                        qualified_display(lexpr, &left.name),
-                        qualified_display(rexpr, &right.name)
-                    )));
-                }
-                if is_pk(&lkey, &left) {
-                    JoinShape::TableTable
+            };
+            let on_err = |e: SqlError| {
+                if e.message.starts_with("Column '") && e.message.ends_with("cannot be resolved.") {
+                    SqlError { message: format!("JOIN ON column {}", &e.message[7..]), ..e }
                 } else {
-                    if matches!(join.kind, JoinKind::Right | JoinKind::Full) {
+                    e
+                }
+            };
+            let (lkey, lt) = Compiler::new(&scope).compile(lexpr).map_err(on_err)?;
+            let (rkey, rt) = Compiler::new(rscope).compile(rexpr).map_err(on_err)?;
+            let lsrc = match lexpr {
+                Expr::Column { qualifier, name, .. } => source_of(qualifier, name, k).ok(),
+                _ => None,
+            };
+            let lsrc_name = lsrc.map(|i| sources[i].0.name.clone()).unwrap_or_else(|| sources[0].0.name.clone());
+            if lt != rt {
+                return Err(SqlError::statement(format!(
+                    "Invalid join condition: types don't match. Got {}{{{lt}}} = {}{{{rt}}}.",
+                    qualified_display(lexpr, &lsrc_name),
+                    qualified_display(rexpr, &right.name)
+                )));
+            }
+            // Whether an expression is a source's (single) primary key column.
+            let left_is_pk = match (&lkey, lsrc) {
+                (CExpr::Column(i), Some(s)) => {
+                    let local = i - offsets[s];
+                    sources[s].0.keys.len() == 1 && local == 0
+                }
+                _ => false,
+            };
+            let right_is_pk = matches!(rkey, CExpr::Column(0)) && right.keys.len() == 1;
+            let shape = match (left_kind, right.kind) {
+                (Stream, Stream) => {
+                    let Some((before, after)) = join.within else {
+                        return Err(SqlError::statement(
+                            "Stream-Stream joins must have a WITHIN clause specified. None was provided. To learn about how to specify a WITHIN clause with a stream-stream join, please visit: https://docs.confluent.io/current/ksql/docs/syntax-reference.html#create-stream-as-select",
+                        ));
+                    };
+                    if (sources[0].0.window.is_some() && !left_is_pk) || (right.window.is_some() && !right_is_pk) {
+                        return Err(SqlError::statement(
+                            "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.",
+                        ));
+                    }
+                    JoinShape::StreamStream { before, after, grace: join.grace }
+                }
+                (Stream, Table) => {
+                    if join.within.is_some() {
+                        return Err(SqlError::statement(
+                            "A window definition was provided for a Stream-Table join. These joins are not windowed. Please drop the window definition (ie. the WITHIN clause) and try to execute your join again.",
+                        ));
+                    }
+                    if !right_is_pk {
                         return Err(SqlError::statement(format!(
-                            "{} OUTER JOIN on a foreign key is not supported",
-                            if join.kind == JoinKind::Right { "RIGHT" } else { "FULL" }
+                            "Invalid join condition: stream-table joins require to join on the table's primary key. Got {} = {}.",
+                            qualified_display(lexpr, &lsrc_name),
+                            qualified_display(rexpr, &right.name)
                         )));
                     }
-                    JoinShape::ForeignKey
+                    JoinShape::StreamTable
+                }
+                _ => {
+                    if join.within.is_some() {
+                        return Err(SqlError::statement(
+                            "A window definition was provided for a Table-Table join. These joins are not windowed. Please drop the window definition (i.e. the WITHIN clause) and try to execute your Table-Table join again.",
+                        ));
+                    }
+                    if !right_is_pk {
+                        return Err(SqlError::statement(format!(
+                            "Invalid join condition: table-table joins require to join on the primary key of the right input table. Got {} = {}.",
+                            qualified_display(lexpr, &lsrc_name),
+                            qualified_display(rexpr, &right.name)
+                        )));
+                    }
+                    if left_is_pk || k > 0 && matches!(lkey, CExpr::Column(i) if i == rowkey_idx) {
+                        JoinShape::TableTable
+                    } else {
+                        if matches!(join.kind, JoinKind::Right | JoinKind::Full) {
+                            return Err(SqlError::statement(format!(
+                                "{} OUTER JOIN on a foreign key is not supported",
+                                if join.kind == JoinKind::Right { "RIGHT" } else { "FULL" }
+                            )));
+                        }
+                        JoinShape::ForeignKey
+                    }
+                }
+            };
+            let lw = scope.columns.len();
+            let rw = rscope.columns.len();
+            offsets.push(lw);
+            scope.columns.extend(rscope.columns.iter().cloned());
+            rowkey_idx = scope.columns.len();
+            scope.push(None, "ROWKEY", lt.clone());
+            // Earlier stages' ROWKEYs are renamed so the last one is the one `ROWKEY` names.
+            for c in scope.columns[..rowkey_idx].iter_mut() {
+                if c.name == "ROWKEY" && c.qualifier.is_none() {
+                    c.name = format!("$ROWKEY{k}");
                 }
             }
-        };
-
-        // The joined row: left columns, right columns, ROWKEY.
-        let mut scope = Scope::default();
-        scope.columns.extend(lscope.columns.iter().cloned());
-        scope.columns.extend(rscope.columns.iter().cloned());
-        let rowkey_idx = scope.columns.len();
-        scope.push(None, "ROWKEY", lt.clone());
-        let synthetic =
-            join.kind == JoinKind::Full || (!matches!(lkey, CExpr::Column(_)) && !matches!(rkey, CExpr::Column(_)));
+            key_type = lt;
+            synthetic |=
+                join.kind == JoinKind::Full || (!matches!(lkey, CExpr::Column(_)) && !matches!(rkey, CExpr::Column(_)));
+            let mut cols = vec![];
+            if let CExpr::Column(i) = lkey {
+                cols.push((i, qualified_display(lexpr, &sources[lsrc.unwrap_or(0)].1)));
+            }
+            if let CExpr::Column(j) = rkey {
+                cols.push((lw + j, qualified_display(rexpr, &ra)));
+            }
+            on_columns.push(cols);
+            stages.push(JoinPlan {
+                kind: join.kind,
+                shape,
+                left_key: lkey,
+                right_key: rkey,
+                left_width: lw,
+                right_width: rw,
+                filter: None,
+                key: vec![],
+                value: vec![],
+            });
+            if right.kind == Stream {
+                left_kind = Stream;
+            }
+        }
+        let fk = stages.iter().any(|s| s.shape == JoinShape::ForeignKey);
 
         // Projection items with their names.
         let qualified = |q: &str, name: &str| Expr::Column {
@@ -1268,29 +1324,24 @@ impl Engine {
         for item in &select.items {
             match item {
                 SelectItem::Wildcard(None) => {
-                    if synthetic && shape != JoinShape::ForeignKey {
+                    if synthetic && !fk {
                         items
                             .push((Expr::Column { qualifier: None, name: "ROWKEY".into(), pos: Pos::default() }, None));
                     }
-                    source_columns(&left, &la, &mut items);
-                    source_columns(&right, &ra, &mut items);
-                }
-                SelectItem::Wildcard(Some(q)) => {
-                    if *q == la || *q == left.name {
-                        source_columns(&left, &la, &mut items);
-                    } else if *q == ra || *q == right.name {
-                        source_columns(&right, &ra, &mut items);
-                    } else {
-                        return Err(SqlError::statement(format!("'{q}' is not a valid stream/table name or alias.")));
+                    for (s, a) in &sources {
+                        source_columns(s, a, &mut items);
                     }
                 }
+                SelectItem::Wildcard(Some(q)) => match sources.iter().find(|(s, a)| a == q || s.name == *q) {
+                    Some((s, a)) => source_columns(s, a, &mut items),
+                    None => {
+                        return Err(SqlError::statement(format!("'{q}' is not a valid stream/table name or alias.")))
+                    }
+                },
                 SelectItem::Expr { expr, alias } => {
-                    // A qualified column keeps its name unless both sources have it.
-                    let in_both = |n: &str| {
-                        lscope.resolve(None, n).ok().flatten().is_some() && rscope.resolve(None, n).ok().flatten().is_some()
-                    };
+                    // A qualified column keeps its name unless several sources have it.
                     let name = alias.clone().or_else(|| match expr {
-                        Expr::Column { qualifier: Some(q), name, .. } if in_both(name) => Some(format!("{q}_{name}")),
+                        Expr::Column { qualifier: Some(q), name, .. } if in_many(name) => Some(format!("{q}_{name}")),
                         _ => None,
                     });
                     items.push((expr.clone(), name));
@@ -1322,8 +1373,8 @@ impl Engine {
         // Which items are the key.
         let canon: Vec<Option<String>> = named.iter().map(|(e, _)| canonical(&scope, e)).collect();
         let mut key_items: Vec<usize> = vec![];
-        let mut candidates: Vec<(String, String)> = vec![]; // (canonical, display)
-        if shape == JoinShape::ForeignKey {
+        if fk {
+            let (left, _) = &sources[0];
             let mut missing = vec![];
             for (i, k) in left.keys.iter().enumerate() {
                 let c = format!("{:?}", CExpr::Column(i));
@@ -1342,20 +1393,28 @@ impl Engine {
                 )));
             }
         } else {
+            // The last join's columns, and those of earlier joins on the same key.
+            let mut candidates: Vec<(usize, String)> = vec![];
             if synthetic {
-                candidates.push((format!("{:?}", CExpr::Column(rowkey_idx)), "ROWKEY".into()));
+                candidates.push((rowkey_idx, "ROWKEY".into()));
             } else {
-                if let CExpr::Column(i) = lkey {
-                    candidates.push((format!("{:?}", CExpr::Column(i)), qualified_display(lexpr, &la)));
+                candidates.extend(on_columns.last().cloned().unwrap_or_default());
+                for cols in on_columns.iter().rev().skip(1) {
+                    if cols.iter().any(|(i, _)| candidates.iter().any(|(c, _)| c == i)) {
+                        for c in cols {
+                            if !candidates.iter().any(|(x, _)| x == &c.0) {
+                                candidates.push(c.clone());
+                            }
+                        }
+                    }
                 }
-                if let CExpr::Column(j) = rkey {
-                    candidates.push((format!("{:?}", CExpr::Column(lw + j)), qualified_display(rexpr, &ra)));
-                }
+                candidates.sort_by_key(|(i, _)| *i);
             }
+            let keys: Vec<String> = candidates.iter().map(|(i, _)| format!("{:?}", CExpr::Column(*i))).collect();
             let found: Vec<usize> = canon
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| candidates.iter().any(|(k, _)| c.as_deref() == Some(k)))
+                .filter(|(_, c)| keys.iter().any(|k| c.as_deref() == Some(k)))
                 .map(|(i, _)| i)
                 .collect();
             match found.as_slice() {
@@ -1380,13 +1439,11 @@ impl Engine {
                 }
                 [one] => key_items.push(*one),
                 [first, second, ..] => {
-                    // Only the same key column twice is an error; L.A and R.A are both allowed.
                     if canon[*first] == canon[*second] {
+                        let (x, y) = (named[*first].1.clone(), named[*second].1.clone());
+                        let (lo, hi) = if x <= y { (&x, &y) } else { (&y, &x) };
                         return Err(SqlError::statement(format!(
-                            "The projection contains a key column (`{}`) more than once, aliased as: {} and {}.",
-                            named[*first].1,
-                            named[*second].1.clone().min(named[*first].1.clone()),
-                            named[*second].1.clone().max(named[*first].1.clone())
+                            "The projection contains a key column (`{x}`) more than once, aliased as: {lo} and {hi}."
                         )));
                     }
                     key_items.push(*first);
@@ -1399,8 +1456,8 @@ impl Engine {
             let (c, t) = compiler.compile(&named[i].0)?;
             check_key_type(&named[i].1, &t)?;
             // The key is the join key's value, whichever side it came from; the item names it.
-            key_exprs.push(if shape == JoinShape::ForeignKey { c } else { CExpr::Column(rowkey_idx) });
-            key_fields.push(Field { name: named[i].1.clone(), ty: t });
+            key_exprs.push(if fk { c } else { CExpr::Column(rowkey_idx) });
+            key_fields.push(Field { name: named[i].1.clone(), ty: if fk { t } else { key_type.clone() } });
         }
         let mut value_exprs = vec![];
         let mut value_fields = vec![];
@@ -1413,8 +1470,8 @@ impl Engine {
             value_fields.push(Field { name: n.clone(), ty: t });
         }
         check_duplicates(&key_fields, &value_fields)?;
-        let kind = if left.kind == Table && right.kind == Table { Table } else { Stream };
-        let (key_serde, value_serde) = serdes_from_props(props, Some(&left))?;
+        let kind = if sources.iter().all(|(s, _)| s.kind == Table) { Table } else { Stream };
+        let (key_serde, value_serde) = serdes_from_props(props, Some(&sources[0].0))?;
         let sink_topic = existing_sink
             .map(|s| s.topic.clone())
             .or_else(|| prop_string(props, "KAFKA_TOPIC"))
@@ -1430,23 +1487,13 @@ impl Engine {
             None,
             existing_sink,
         )?;
-        Ok(Planned {
-            kind,
-            input: left,
-            right: Some(right),
-            output,
-            plan: Plan::Join(JoinPlan {
-                kind: join.kind,
-                shape,
-                left_key: lkey,
-                right_key: rkey,
-                left_width: lw,
-                right_width: rw,
-                filter,
-                key: key_exprs,
-                value: value_exprs,
-            }),
-        })
+        let last = stages.last_mut().expect("at least one join");
+        last.filter = filter;
+        last.key = key_exprs;
+        last.value = value_exprs;
+        let mut sources = sources.into_iter().map(|(s, _)| s);
+        let input = sources.next().expect("the FROM source");
+        Ok(Planned { kind, input, rights: sources.collect(), output, plan: Plan::Join(stages) })
     }
 
     /// Inserts a record into a topic as a source's serde would encode it (used by tests and
@@ -1464,7 +1511,7 @@ impl Engine {
 struct Planned {
     kind: SourceKind,
     input: SourceDef,
-    right: Option<SourceDef>,
+    rights: Vec<SourceDef>,
     output: SourceDef,
     plan: Plan,
 }

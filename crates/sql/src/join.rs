@@ -47,8 +47,22 @@ pub enum Side {
     Right,
 }
 
-/// A joined result before projection: joined row (None: a delete of the key), timestamp.
-pub type Joined = (Vec<Value>, Option<Vec<Value>>, i64);
+/// A joined result before projection. A delete carries the last joined row of its key (or a
+/// row with just the key), so a following stage or the projection can find the key.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub row: Vec<Value>,
+    pub deleted: bool,
+    pub timestamp: i64,
+}
+
+fn upsert(row: Vec<Value>, timestamp: i64) -> Joined {
+    Joined { row, deleted: false, timestamp }
+}
+
+fn delete(row: Vec<Value>, timestamp: i64) -> Joined {
+    Joined { row, deleted: true, timestamp }
+}
 
 #[derive(Debug, Clone)]
 struct Buffered {
@@ -65,7 +79,7 @@ pub struct JoinState {
     left: HashMap<Vec<u8>, Vec<Buffered>>,
     right: HashMap<Vec<u8>, Vec<Buffered>>,
     /// Table-table: keys whose last output was a row (so a later miss retracts it).
-    shown: HashMap<Vec<u8>, bool>,
+    shown: HashMap<Vec<u8>, Option<Vec<Value>>>,
     stream_time: i64,
 }
 
@@ -77,14 +91,12 @@ fn key_bytes(v: &Value) -> Vec<u8> {
 
 fn joined(plan: &JoinPlan, left: Option<&Row>, right: Option<&Row>, key: &Value) -> Vec<Value> {
     let mut row = Vec::with_capacity(plan.left_width + plan.right_width + 1);
-    match left {
-        Some(l) => row.extend(l.values.iter().take(plan.left_width).cloned()),
-        None => {}
+    if let Some(l) = left {
+        row.extend(l.values.iter().take(plan.left_width).cloned());
     }
     row.resize(plan.left_width, Value::Null);
-    match right {
-        Some(r) => row.extend(r.values.iter().take(plan.right_width).cloned()),
-        None => {}
+    if let Some(r) = right {
+        row.extend(r.values.iter().take(plan.right_width).cloned());
     }
     row.resize(plan.left_width + plan.right_width, Value::Null);
     row.push(key.clone());
@@ -138,10 +150,10 @@ impl JoinState {
                         let found = self.right.get(&key_bytes(&key)).and_then(|v| v.first());
                         match (found, plan.kind) {
                             (Some(r), _) => {
-                                out.push((vec![], Some(joined(plan, Some(&row), Some(&r.row), &key)), row.timestamp))
+                                out.push(upsert(joined(plan, Some(&row), Some(&r.row), &key), row.timestamp))
                             }
                             (None, JoinKind::Left | JoinKind::Full) => {
-                                out.push((vec![], Some(joined(plan, Some(&row), None, &key)), row.timestamp))
+                                out.push(upsert(joined(plan, Some(&row), None, &key), row.timestamp))
                             }
                             (None, _) => {}
                         }
@@ -189,23 +201,26 @@ impl JoinState {
                         }
                     }
                 };
-                let was_shown = self.shown.get(&kb).copied().unwrap_or(false);
+                let last = self.shown.get(&kb).cloned().flatten();
+                let was_shown = last.is_some();
                 // The other side's change never retracts what was never shown.
-                let own_side_drives = match (plan.kind, side) {
-                    (JoinKind::Inner, _) | (JoinKind::Full, _) => true,
-                    (JoinKind::Left, Side::Left) | (JoinKind::Right, Side::Right) => true,
-                    _ => false,
-                };
+                let own_side_drives = matches!(
+                    (plan.kind, side),
+                    (JoinKind::Inner | JoinKind::Full, _)
+                        | (JoinKind::Left, Side::Left)
+                        | (JoinKind::Right, Side::Right)
+                );
                 match result {
                     Some(row) => {
-                        self.shown.insert(kb, true);
-                        out.push((vec![], Some(row), ts));
+                        self.shown.insert(kb, Some(row.clone()));
+                        out.push(upsert(row, ts));
                     }
                     None => {
                         if was_shown || (own_side_drives && plan.kind != JoinKind::Inner) {
-                            out.push((vec![key.clone()], None, ts));
+                            let row = last.unwrap_or_else(|| joined(plan, None, None, &key));
+                            out.push(delete(row, ts));
                         }
-                        self.shown.insert(kb, false);
+                        self.shown.insert(kb, None);
                     }
                 }
                 Ok(())
@@ -232,8 +247,9 @@ impl JoinState {
                 let pkb = key_bytes(&pk);
                 let ts = row.as_ref().map(|r| r.timestamp).unwrap_or(key_row.timestamp);
                 let Some(row) = row else {
-                    if self.left.remove(&pkb).is_some() {
-                        out.push((vec![pk], None, ts));
+                    if let Some(old) = self.left.remove(&pkb) {
+                        let old_row = old.first().map(|b| b.row.clone());
+                        out.push(delete(joined(plan, old_row.as_ref(), None, &pk), ts));
                     }
                     return Ok(());
                 };
@@ -245,12 +261,12 @@ impl JoinState {
                 match (right, plan.kind) {
                     (Some(r), _) => {
                         let ts = ts.max(r.row.timestamp);
-                        out.push((vec![], Some(joined(plan, Some(&row), Some(&r.row), &pk)), ts));
+                        out.push(upsert(joined(plan, Some(&row), Some(&r.row), &pk), ts));
                     }
-                    (None, JoinKind::Left) => out.push((vec![], Some(joined(plan, Some(&row), None, &pk)), ts)),
+                    (None, JoinKind::Left) => out.push(upsert(joined(plan, Some(&row), None, &pk), ts)),
                     (None, _) => {
                         if had {
-                            out.push((vec![pk], None, ts));
+                            out.push(delete(joined(plan, Some(&row), None, &pk), ts));
                         }
                     }
                 }
@@ -277,10 +293,10 @@ impl JoinState {
                     let pk = l.row.values[0].clone();
                     match (&row, plan.kind) {
                         (Some(r), _) => {
-                            out.push((vec![], Some(joined(plan, Some(&l.row), Some(r), &pk)), ts.max(l.row.timestamp)))
+                            out.push(upsert(joined(plan, Some(&l.row), Some(r), &pk), ts.max(l.row.timestamp)))
                         }
-                        (None, JoinKind::Left) => out.push((vec![], Some(joined(plan, Some(&l.row), None, &pk)), ts)),
-                        (None, _) => out.push((vec![pk], None, ts)),
+                        (None, JoinKind::Left) => out.push(upsert(joined(plan, Some(&l.row), None, &pk), ts)),
+                        (None, _) => out.push(delete(joined(plan, Some(&l.row), None, &pk), ts)),
                     }
                 }
                 let _ = env;
@@ -330,7 +346,7 @@ impl JoinState {
                         Side::Left => (&row, &o.row),
                         Side::Right => (&o.row, &row),
                     };
-                    out.push((vec![], Some(joined(plan, Some(l), Some(r), &key)), ts.max(o.row.timestamp)));
+                    out.push(upsert(joined(plan, Some(l), Some(r), &key), ts.max(o.row.timestamp)));
                 }
             }
         }
@@ -342,7 +358,7 @@ impl JoinState {
                         Side::Left => joined(plan, Some(&row), None, &key),
                         Side::Right => joined(plan, None, Some(&row), &key),
                     };
-                    out.push((vec![], Some(j), ts));
+                    out.push(upsert(j, ts));
                 }
                 Some(_) => pending = true,
             }
@@ -377,7 +393,7 @@ impl JoinState {
                 Side::Left => joined(plan, Some(&b.row), None, &b.key),
                 Side::Right => joined(plan, None, Some(&b.row), &b.key),
             };
-            out.push((vec![], Some(j), b.row.timestamp));
+            out.push(upsert(j, b.row.timestamp));
         }
         // Forget records no later record can match.
         let horizon = before.max(after) + grace;

@@ -38,7 +38,8 @@ pub enum Plan {
         value: Vec<CExpr>,
     },
     Aggregate(AggregatePlan),
-    Join(crate::join::JoinPlan),
+    /// Join stages: each stage's left input is the previous stage's output.
+    Join(Vec<crate::join::JoinPlan>),
 }
 
 #[derive(Debug)]
@@ -90,14 +91,14 @@ pub struct Query {
     pub sql: String,
     pub sink: String,
     pub input: SourceDef,
-    /// The right input of a join.
-    pub right: Option<SourceDef>,
+    /// The right inputs of join stages, in order.
+    pub rights: Vec<SourceDef>,
     pub output: SourceDef,
     pub plan: Plan,
     /// Next offset to read, per input partition.
     pub offsets: Vec<i64>,
-    pub right_offsets: Vec<i64>,
-    join: crate::join::JoinState,
+    pub right_offsets: Vec<Vec<i64>>,
+    join: Vec<crate::join::JoinState>,
     groups: HashMap<Vec<u8>, Group>,
     /// For aggregations over a table: each input key's last contribution (group and arguments).
     table_rows: HashMap<Vec<u8>, Contribution>,
@@ -112,12 +113,12 @@ impl Query {
             sql,
             sink: output.name.clone(),
             input,
-            right: None,
+            rights: vec![],
             output,
             plan,
             offsets: vec![0; partitions.max(1) as usize],
             right_offsets: vec![],
-            join: Default::default(),
+            join: vec![],
             groups: HashMap::new(),
             table_rows: HashMap::new(),
             stream_time: i64::MIN,
@@ -125,33 +126,34 @@ impl Query {
         }
     }
 
+    /// Sets the right inputs of a join's stages.
+    pub fn set_rights(&mut self, rights: Vec<SourceDef>) {
+        self.right_offsets = vec![vec![]; rights.len()];
+        self.join = rights.iter().map(|_| Default::default()).collect();
+        self.rights = rights;
+    }
+
     /// Processes what is new on the inputs. Returns how many input records were read.
     pub fn step(&mut self, topics: &Arc<dyn Topics>, errors: &mut Vec<ProcessingError>) -> Result<usize> {
         let mut read = 0;
-        for side in [Side::Left, Side::Right] {
-            let topic = match (side, &self.right) {
-                (Side::Left, _) => self.input.topic.clone(),
-                (Side::Right, Some(r)) => r.topic.clone(),
-                (Side::Right, None) => continue,
-            };
+        for input in 0..=self.rights.len() {
+            let topic = if input == 0 { self.input.topic.clone() } else { self.rights[input - 1].topic.clone() };
             let partitions = topics.partitions(&topic).unwrap_or(0);
             for p in 0..partitions {
-                let offsets = match side {
-                    Side::Left => &mut self.offsets,
-                    Side::Right => &mut self.right_offsets,
-                };
+                let offsets = if input == 0 { &mut self.offsets } else { &mut self.right_offsets[input - 1] };
                 if partitions as usize > offsets.len() {
                     offsets.resize(partitions as usize, 0);
                 }
                 let batch = topics.read(&topic, p, offsets[p as usize], crate::limits::POLL_BATCH)?;
                 for c in batch {
-                    match side {
-                        Side::Left => self.offsets[p as usize] = c.offset + 1,
-                        Side::Right => self.right_offsets[p as usize] = c.offset + 1,
+                    if input == 0 {
+                        self.offsets[p as usize] = c.offset + 1;
+                    } else {
+                        self.right_offsets[input - 1][p as usize] = c.offset + 1;
                     }
                     read += 1;
                     let mut out = vec![];
-                    if let Err(message) = self.process(&c.record, side, p, c.offset, &mut out) {
+                    if let Err(message) = self.process(&c.record, input, p, c.offset, &mut out) {
                         errors.push(ProcessingError {
                             query: self.id.clone(),
                             message,
@@ -305,34 +307,44 @@ impl Query {
     fn process(
         &mut self,
         rec: &Record,
-        side: Side,
+        input: usize,
         partition: i32,
         offset: i64,
         out: &mut Vec<Emitted>,
     ) -> Result<(), String> {
-        if let Plan::Join(plan) = &self.plan {
-            let src = match side {
-                Side::Left => &self.input,
-                Side::Right => self.right.as_ref().expect("joins have a right input"),
-            };
+        if let Plan::Join(stages) = &self.plan {
+            let src = if input == 0 { &self.input } else { &self.rights[input - 1] };
             let row = Self::decode(src, rec, partition, offset)?;
             let key_row = key_only_row(src, rec, partition, offset);
+            let (mut stage, side) = if input == 0 { (0, Side::Left) } else { (input - 1, Side::Right) };
             let mut joined = vec![];
-            self.join.process(plan, side, row, &key_row, &mut self.env, &mut joined)?;
-            for (key, row, ts) in joined {
-                match row {
-                    None => out.push((key, None, ts, None)),
-                    Some(r) => {
-                        if let Some(f) = &plan.filter {
-                            if f.eval(&r, &mut self.env)? != Value::Boolean(true) {
-                                continue;
-                            }
-                        }
-                        let k = eval_all(&plan.key, &r, &mut self.env)?;
-                        let v = eval_all(&plan.value, &r, &mut self.env)?;
-                        out.push((k, Some(v), ts, None));
+            self.join[stage].process(&stages[stage], side, row, &key_row, &mut self.env, &mut joined)?;
+            // Each stage's output is the next stage's left input.
+            while stage + 1 < stages.len() {
+                stage += 1;
+                let mut next = vec![];
+                for j in joined {
+                    let r = Row { values: j.row, timestamp: j.timestamp };
+                    let (row, key_row) = if j.deleted { (None, r) } else { (Some(r.clone()), r) };
+                    self.join[stage].process(&stages[stage], Side::Left, row, &key_row, &mut self.env, &mut next)?;
+                }
+                joined = next;
+            }
+            let plan = stages.last().expect("a join has stages");
+            for j in joined {
+                if j.deleted {
+                    let k = eval_all(&plan.key, &j.row, &mut self.env)?;
+                    out.push((k, None, j.timestamp, None));
+                    continue;
+                }
+                if let Some(f) = &plan.filter {
+                    if f.eval(&j.row, &mut self.env)? != Value::Boolean(true) {
+                        continue;
                     }
                 }
+                let k = eval_all(&plan.key, &j.row, &mut self.env)?;
+                let v = eval_all(&plan.value, &j.row, &mut self.env)?;
+                out.push((k, Some(v), j.timestamp, None));
             }
             return Ok(());
         }
