@@ -804,6 +804,10 @@ impl Engine {
         if let Some(e) = existing {
             return Ok(e.clone());
         }
+        let mut key_serde = key_serde;
+        if key_serde.format == Format::None && !keys.is_empty() && !key_serde.explicit {
+            key_serde = Serde { format: Format::Kafka, ..key_serde };
+        }
         key_serde.check(&keys, "key")?;
         value_serde.check(&values, "value")?;
         if value_serde.format == Format::Kafka {
@@ -1738,7 +1742,7 @@ fn serdes_from_props(props: &BTreeMap<String, Value>, input: Option<&SourceDef>)
         ));
     }
     let mut key = match key_format.or_else(|| format.clone()) {
-        Some(f) => Serde::new(Format::parse(&f)?),
+        Some(f) => Serde { explicit: true, ..Serde::new(Format::parse(&f)?) },
         None => match input {
             Some(i) => i.key_serde.clone(),
             None => Serde::new(Format::Kafka),
@@ -1757,6 +1761,9 @@ fn serdes_from_props(props: &BTreeMap<String, Value>, input: Option<&SourceDef>)
     };
     // Single JSON key columns are written bare, as ksqlDB does.
     key.unwrapped = true;
+    if let Some(w) = prop_string(props, "WRAP_SINGLE_VALUE") {
+        value.unwrapped = !w.eq_ignore_ascii_case("true");
+    }
     for (name, serde) in [("VALUE_DELIMITER", &mut value), ("KEY_DELIMITER", &mut key)] {
         if let Some(d) = prop_string(props, name) {
             serde.delimiter = match d.to_ascii_uppercase().as_str() {
