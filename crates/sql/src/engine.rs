@@ -377,7 +377,9 @@ impl Engine {
         };
         output.writer = Some(id.clone());
         self.catalog.sources.insert(c.name.clone(), output.clone());
+        let rights = planned.rights;
         let mut q = Query::new(id.clone(), text.to_string(), planned.input, output, planned.plan, partitions);
+        q.set_rights(rights);
         // A replaced query continues from where the old one stopped.
         if let Some(old) = self.queries.remove(&id) {
             q.offsets = old.offsets;
@@ -418,7 +420,9 @@ impl Engine {
         }
         let partitions = self.topics.partitions(&planned.input.topic).unwrap_or(1);
         let id = self.new_query_id("INSERTQUERY", target);
-        let q = Query::new(id.clone(), text.to_string(), planned.input, sink, planned.plan, partitions);
+        let rights = planned.rights;
+        let mut q = Query::new(id.clone(), text.to_string(), planned.input, sink, planned.plan, partitions);
+        q.set_rights(rights);
         self.queries.insert(id.clone(), q);
         Ok(Outcome::QueryStarted { id, sink: target.to_string() })
     }
@@ -528,7 +532,7 @@ impl Engine {
         existing_sink: Option<&SourceDef>,
     ) -> Result<Planned> {
         if !select.joins.is_empty() {
-            return Err(SqlError::statement("JOIN is not supported yet"));
+            return self.plan_join(select, sink_name, props, existing_sink);
         }
         let input =
             self.catalog.get(&select.from.name).cloned().ok_or_else(|| {
@@ -776,6 +780,7 @@ impl Engine {
             existing_sink,
         )?;
         Ok(Planned {
+            rights: vec![],
             kind: input.kind,
             input,
             output,
@@ -798,6 +803,10 @@ impl Engine {
     ) -> Result<SourceDef> {
         if let Some(e) = existing {
             return Ok(e.clone());
+        }
+        let mut key_serde = key_serde;
+        if key_serde.format == Format::None && !keys.is_empty() && !key_serde.explicit {
+            key_serde = Serde { format: Format::Kafka, ..key_serde };
         }
         key_serde.check(&keys, "key")?;
         value_serde.check(&values, "value")?;
@@ -1009,6 +1018,7 @@ impl Engine {
             existing_sink,
         )?;
         Ok(Planned {
+            rights: vec![],
             kind: SourceKind::Table,
             input: input.clone(),
             output,
@@ -1023,6 +1033,471 @@ impl Engine {
                 value: value_exprs,
             }),
         })
+    }
+
+    /// Plans `FROM a JOIN b ON a.x = b.y [JOIN c ON ...]`: each join is a stage whose left input is
+    /// the previous stage's result. Stages are stream-stream (WITHIN), stream-table, table-table
+    /// by primary key, or table-table by foreign key.
+    fn plan_join(
+        &self,
+        select: &Select,
+        sink_name: &str,
+        props: &BTreeMap<String, Value>,
+        existing_sink: Option<&SourceDef>,
+    ) -> Result<Planned> {
+        use crate::join::{JoinPlan, JoinShape};
+        use SourceKind::{Stream, Table};
+        let lookup = |r: &SourceRef| {
+            self.catalog
+                .get(&r.name)
+                .cloned()
+                .ok_or_else(|| SqlError::statement(format!("{} does not exist.", r.name)).at(r.pos))
+        };
+        let first = lookup(&select.from)?;
+        let mut sources: Vec<(SourceDef, String)> = vec![(first, select.from.alias().to_string())];
+        for j in &select.joins {
+            let s = lookup(&j.source)?;
+            if select.joins.len() > 1 && sources.iter().any(|(x, _)| x.name == s.name) {
+                return Err(SqlError::statement(format!(
+                    "N-way joins do not support multiple occurrences of the same source. Source: '{}'",
+                    s.name
+                )));
+            }
+            sources.push((s, j.source.alias().to_string()));
+        }
+        let kafka: Vec<&str> = sources
+            .iter()
+            .filter(|(s, _)| s.value_serde.format == Format::Kafka)
+            .map(|(s, _)| s.name.as_str())
+            .collect();
+        if !kafka.is_empty() {
+            return Err(SqlError::statement(format!(
+                "Source(s) {} are using the 'KAFKA' value format. This format does not yet support JOIN.",
+                kafka.join(", ")
+            )));
+        }
+        let scopes: Vec<Scope> = sources.iter().map(|(s, a)| s.scope(a)).collect();
+        // Which source (index) an unqualified or qualified column belongs to.
+        let source_of = |qualifier: &Option<String>, name: &str, upto: usize| -> Result<usize> {
+            match qualifier {
+                Some(q) => sources[..=upto]
+                    .iter()
+                    .position(|(s, a)| a == q || (s.name == *q && *a == s.name))
+                    .ok_or_else(|| SqlError::statement(format!("'{q}' is not a valid stream/table name or alias."))),
+                None => {
+                    let found: Vec<usize> =
+                        (0..=upto).filter(|&i| scopes[i].resolve(None, name).ok().flatten().is_some()).collect();
+                    match found.as_slice() {
+                        [one] => Ok(*one),
+                        [] => Err(SqlError::statement(format!("JOIN ON column '{name}' cannot be resolved."))),
+                        _ => Err(SqlError::statement(format!("Column '{name}' is ambiguous."))),
+                    }
+                }
+            }
+        };
+        let in_many = |n: &str| scopes.iter().filter(|s| s.resolve(None, n).ok().flatten().is_some()).count() > 1;
+
+        // The accumulated row layout: source 0, then per stage the right source and a ROWKEY.
+        let mut scope = scopes[0].clone();
+        let mut offsets = vec![0usize]; // start of each source in the joined row
+        let mut left_kind = sources[0].0.kind;
+        let mut stages: Vec<JoinPlan> = vec![];
+        let mut synthetic = false;
+        let mut rowkey_idx = 0;
+        let mut key_type = SqlType::String;
+        let mut on_columns: Vec<Vec<(usize, String)>> = vec![]; // per stage: (column index, display)
+        for (k, join) in select.joins.iter().enumerate() {
+            let (right, ra) = (&sources[k + 1].0, sources[k + 1].1.clone());
+            let rscope = &scopes[k + 1];
+            let left_name = if k == 0 { sources[0].0.name.clone() } else { "the joined sources".into() };
+            let kind_text = match join.kind {
+                JoinKind::Inner => "[INNER] JOIN",
+                JoinKind::Left => "LEFT [OUTER] JOIN",
+                JoinKind::Right => "RIGHT [OUTER] JOIN",
+                JoinKind::Full => "[FULL] OUTER JOIN",
+            };
+            if left_kind == Table && right.kind == Stream {
+                return Err(SqlError::statement(format!(
+                    "Invalid join order: table-stream joins are not supported; only stream-table joins. Got {} {kind_text} {}.",
+                    if k == 0 { left_name.clone() } else { sources[k].0.name.clone() },
+                    right.name
+                )));
+            }
+            if left_kind == Stream && right.kind == Table && join.kind == JoinKind::Full {
+                return Err(SqlError::statement(format!(
+                    "Invalid join type: full-outer join not supported for stream-table join. Got {left_name} {kind_text} {}.",
+                    right.name
+                )));
+            }
+            if k == 0 && sources[0].0.window.is_some() != right.window.is_some() {
+                let (w, nw) = if right.window.is_some() { (right, &sources[0].0) } else { (&sources[0].0, right) };
+                let wt = match w.window {
+                    Some(WindowKind::Session { .. }) => "SESSION",
+                    Some(WindowKind::Hopping { .. }) => "HOPPING",
+                    _ => "TUMBLING",
+                };
+                return Err(SqlError::statement(format!(
+                    "Can not join windowed source to non-windowed source.\n`{}` is {wt} windowed\n`{}` is not windowed",
+                    w.name, nw.name
+                )));
+            }
+            let Expr::Binary(BinaryOp::Eq, a, b) = &join.on else {
+                return Err(SqlError::statement(format!(
+                    "Invalid join condition: joins on multiple conditions are not yet supported. Got {}.",
+                    join.on
+                )));
+            };
+            // Each side must reference exactly one source: the new one, or one already joined.
+            let side_of = |e: &Expr| -> Result<Option<bool>> {
+                let mut found: Vec<usize> = vec![];
+                let mut err = None;
+                e.walk(&mut |x| {
+                    if let Expr::Column { qualifier, name, pos } = x {
+                        match source_of(qualifier, name, k + 1) {
+                            Ok(i) => {
+                                if !found.contains(&i) {
+                                    found.push(i)
+                                }
+                            }
+                            Err(e) => err = Some(e.at(*pos)),
+                        }
+                    }
+                });
+                if let Some(e) = err {
+                    return Err(e);
+                }
+                Ok(match found.as_slice() {
+                    [i] => Some(*i == k + 1),
+                    _ => None,
+                })
+            };
+            let (sa, sb) = (side_of(a)?, side_of(b)?);
+            let (lexpr, rexpr) = match (sa, sb) {
+                (Some(false), Some(true)) => (a.as_ref(), b.as_ref()),
+                (Some(true), Some(false)) => (b.as_ref(), a.as_ref()),
+                _ => {
+                    let bad = if sa.is_none() { a } else { b };
+                    return Err(SqlError::statement(format!(
+                        "Invalid comparison expression '{bad}' in join '{}'. Each side of the join comparision must contain references from exactly one source.",
+                        join.on
+                    )));
+                }
+            };
+            let on_err = |e: SqlError| {
+                if e.message.starts_with("Column '") && e.message.ends_with("cannot be resolved.") {
+                    SqlError { message: format!("JOIN ON column {}", &e.message[7..]), ..e }
+                } else {
+                    e
+                }
+            };
+            let (lkey, lt) = Compiler::new(&scope).compile(lexpr).map_err(on_err)?;
+            let (rkey, rt) = Compiler::new(rscope).compile(rexpr).map_err(on_err)?;
+            let lsrc = match lexpr {
+                Expr::Column { qualifier, name, .. } => source_of(qualifier, name, k).ok(),
+                _ => None,
+            };
+            let lsrc_name = lsrc.map(|i| sources[i].0.name.clone()).unwrap_or_else(|| sources[0].0.name.clone());
+            if lt != rt {
+                return Err(SqlError::statement(format!(
+                    "Invalid join condition: types don't match. Got {}{{{lt}}} = {}{{{rt}}}.",
+                    qualified_display(lexpr, &lsrc_name),
+                    qualified_display(rexpr, &right.name)
+                )));
+            }
+            // Whether an expression is a source's (single) primary key column.
+            let left_is_pk = match (&lkey, lsrc) {
+                (CExpr::Column(i), Some(s)) => {
+                    let local = i - offsets[s];
+                    sources[s].0.keys.len() == 1 && local == 0
+                }
+                _ => false,
+            };
+            let right_is_pk = matches!(rkey, CExpr::Column(0)) && right.keys.len() == 1;
+            let shape = match (left_kind, right.kind) {
+                (Stream, Stream) => {
+                    let Some((before, after)) = join.within else {
+                        return Err(SqlError::statement(
+                            "Stream-Stream joins must have a WITHIN clause specified. None was provided. To learn about how to specify a WITHIN clause with a stream-stream join, please visit: https://docs.confluent.io/current/ksql/docs/syntax-reference.html#create-stream-as-select",
+                        ));
+                    };
+                    if (sources[0].0.window.is_some() && !left_is_pk) || (right.window.is_some() && !right_is_pk) {
+                        return Err(SqlError::statement(
+                            "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.",
+                        ));
+                    }
+                    JoinShape::StreamStream { before, after, grace: join.grace }
+                }
+                (Stream, Table) => {
+                    if join.within.is_some() {
+                        return Err(SqlError::statement(
+                            "A window definition was provided for a Stream-Table join. These joins are not windowed. Please drop the window definition (ie. the WITHIN clause) and try to execute your join again.",
+                        ));
+                    }
+                    if !right_is_pk {
+                        return Err(SqlError::statement(format!(
+                            "Invalid join condition: stream-table joins require to join on the table's primary key. Got {} = {}.",
+                            qualified_display(lexpr, &lsrc_name),
+                            qualified_display(rexpr, &right.name)
+                        )));
+                    }
+                    JoinShape::StreamTable
+                }
+                _ => {
+                    if join.within.is_some() {
+                        return Err(SqlError::statement(
+                            "A window definition was provided for a Table-Table join. These joins are not windowed. Please drop the window definition (i.e. the WITHIN clause) and try to execute your Table-Table join again.",
+                        ));
+                    }
+                    if !right_is_pk {
+                        return Err(SqlError::statement(format!(
+                            "Invalid join condition: table-table joins require to join on the primary key of the right input table. Got {} = {}.",
+                            qualified_display(lexpr, &lsrc_name),
+                            qualified_display(rexpr, &right.name)
+                        )));
+                    }
+                    if left_is_pk || k > 0 && matches!(lkey, CExpr::Column(i) if i == rowkey_idx) {
+                        JoinShape::TableTable
+                    } else {
+                        if matches!(join.kind, JoinKind::Right | JoinKind::Full) {
+                            return Err(SqlError::statement(format!(
+                                "{} OUTER JOIN on a foreign key is not supported",
+                                if join.kind == JoinKind::Right { "RIGHT" } else { "FULL" }
+                            )));
+                        }
+                        JoinShape::ForeignKey
+                    }
+                }
+            };
+            let lw = scope.columns.len();
+            let rw = rscope.columns.len();
+            offsets.push(lw);
+            scope.columns.extend(rscope.columns.iter().cloned());
+            rowkey_idx = scope.columns.len();
+            scope.push(None, "ROWKEY", lt.clone());
+            // Earlier stages' ROWKEYs are renamed so the last one is the one `ROWKEY` names.
+            for c in scope.columns[..rowkey_idx].iter_mut() {
+                if c.name == "ROWKEY" && c.qualifier.is_none() {
+                    c.name = format!("$ROWKEY{k}");
+                }
+            }
+            key_type = lt;
+            synthetic |=
+                join.kind == JoinKind::Full || (!matches!(lkey, CExpr::Column(_)) && !matches!(rkey, CExpr::Column(_)));
+            let mut cols = vec![];
+            if let CExpr::Column(i) = lkey {
+                cols.push((i, qualified_display(lexpr, &sources[lsrc.unwrap_or(0)].1)));
+            }
+            if let CExpr::Column(j) = rkey {
+                cols.push((lw + j, qualified_display(rexpr, &ra)));
+            }
+            on_columns.push(cols);
+            stages.push(JoinPlan {
+                kind: join.kind,
+                shape,
+                left_key: lkey,
+                right_key: rkey,
+                left_width: lw,
+                right_width: rw,
+                filter: None,
+                key: vec![],
+                value: vec![],
+            });
+            if right.kind == Stream {
+                left_kind = Stream;
+            }
+        }
+        let fk = stages.iter().any(|s| s.shape == JoinShape::ForeignKey);
+
+        // Projection items with their names.
+        let qualified = |q: &str, name: &str| Expr::Column {
+            qualifier: Some(q.to_string()),
+            name: name.to_string(),
+            pos: Pos::default(),
+        };
+        let source_columns = |src: &SourceDef, alias: &str, out: &mut Vec<(Expr, Option<String>)>| {
+            for f in src.keys.iter().chain(&src.values) {
+                out.push((qualified(alias, &f.name), Some(format!("{alias}_{}", f.name))));
+            }
+            if src.window.is_some() {
+                for n in [WINDOWSTART, WINDOWEND] {
+                    out.push((qualified(alias, n), Some(format!("{alias}_{n}"))));
+                }
+            }
+        };
+        let mut items: Vec<(Expr, Option<String>)> = vec![];
+        for item in &select.items {
+            match item {
+                SelectItem::Wildcard(None) => {
+                    if synthetic && !fk {
+                        items
+                            .push((Expr::Column { qualifier: None, name: "ROWKEY".into(), pos: Pos::default() }, None));
+                    }
+                    for (s, a) in &sources {
+                        source_columns(s, a, &mut items);
+                    }
+                }
+                SelectItem::Wildcard(Some(q)) => match sources.iter().find(|(s, a)| a == q || s.name == *q) {
+                    Some((s, a)) => source_columns(s, a, &mut items),
+                    None => {
+                        return Err(SqlError::statement(format!("'{q}' is not a valid stream/table name or alias.")))
+                    }
+                },
+                SelectItem::Expr { expr, alias } => {
+                    // A qualified column keeps its name unless several sources have it.
+                    let name = alias.clone().or_else(|| match expr {
+                        Expr::Column { qualifier: Some(q), name, .. } if in_many(name) => Some(format!("{q}_{name}")),
+                        _ => None,
+                    });
+                    items.push((expr.clone(), name));
+                }
+            }
+        }
+        let mut used: HashSet<String> =
+            items.iter().filter_map(|(e, a)| a.clone().or_else(|| natural_name(e))).collect();
+        let mut next_gen = 0;
+        let named: Vec<(Expr, String)> = items
+            .into_iter()
+            .map(|(e, a)| {
+                let n = a.or_else(|| natural_name(&e)).unwrap_or_else(|| loop {
+                    let n = format!("KSQL_COL_{next_gen}");
+                    next_gen += 1;
+                    if used.insert(n.clone()) {
+                        break n;
+                    }
+                });
+                (e, n)
+            })
+            .collect();
+
+        let mut compiler = Compiler::new(&scope);
+        let filter = match &select.filter {
+            Some(f) => Some(compiler.compile(f)?.0),
+            None => None,
+        };
+        // Which items are the key.
+        let canon: Vec<Option<String>> = named.iter().map(|(e, _)| canonical(&scope, e)).collect();
+        let mut key_items: Vec<usize> = vec![];
+        if fk {
+            let (left, _) = &sources[0];
+            let mut missing = vec![];
+            for (i, k) in left.keys.iter().enumerate() {
+                let c = format!("{:?}", CExpr::Column(i));
+                match canon.iter().position(|x| x.as_deref() == Some(&c)) {
+                    Some(p) => key_items.push(p),
+                    None => missing.push(format!("`{}`", k.name)),
+                }
+            }
+            if !missing.is_empty() {
+                return Err(SqlError::statement(format!(
+                    "Primary key column{} missing in projection. For foreign-key table-table joins, the projection must include all primary key columns from the left input table (`{}`). Missing column{}: {}.",
+                    if missing.len() > 1 { "s" } else { "" },
+                    left.name,
+                    if missing.len() > 1 { "s" } else { "" },
+                    missing.join(", ")
+                )));
+            }
+        } else {
+            // The last join's columns, and those of earlier joins on the same key.
+            let mut candidates: Vec<(usize, String)> = vec![];
+            if synthetic {
+                candidates.push((rowkey_idx, "ROWKEY".into()));
+            } else {
+                candidates.extend(on_columns.last().cloned().unwrap_or_default());
+                for cols in on_columns.iter().rev().skip(1) {
+                    if cols.iter().any(|(i, _)| candidates.iter().any(|(c, _)| c == i)) {
+                        for c in cols {
+                            if !candidates.iter().any(|(x, _)| x == &c.0) {
+                                candidates.push(c.clone());
+                            }
+                        }
+                    }
+                }
+                candidates.sort_by_key(|(i, _)| *i);
+            }
+            let keys: Vec<String> = candidates.iter().map(|(i, _)| format!("{:?}", CExpr::Column(*i))).collect();
+            let found: Vec<usize> = canon
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| keys.iter().any(|k| c.as_deref() == Some(k)))
+                .map(|(i, _)| i)
+                .collect();
+            match found.as_slice() {
+                [] => {
+                    let names: Vec<String> = candidates.iter().map(|(_, d)| d.clone()).collect();
+                    let list = match names.len() {
+                        1 => names[0].clone(),
+                        _ => {
+                            let (last, rest) = names.split_last().expect("two candidates");
+                            format!("{} or {last}", rest.join(", "))
+                        }
+                    };
+                    let noun = if names.len() == 1 { "join expression" } else { "join expressions" };
+                    let mut msg = format!(
+                        "The query used to build `{sink_name}` must include the {noun} {list} in its projection (eg, SELECT {}...).",
+                        names[0]
+                    );
+                    if synthetic {
+                        msg = format!("Key missing from projection (ie, SELECT). See https://cnfl.io/2LV7ouS.\n{msg}\nROWKEY was added as a synthetic key column because the join criteria did not match any source column. This expression must be included in the projection and may be aliased.");
+                    }
+                    return Err(SqlError::statement(msg));
+                }
+                [one] => key_items.push(*one),
+                [first, second, ..] => {
+                    if canon[*first] == canon[*second] {
+                        let (x, y) = (named[*first].1.clone(), named[*second].1.clone());
+                        let (lo, hi) = if x <= y { (&x, &y) } else { (&y, &x) };
+                        return Err(SqlError::statement(format!(
+                            "The projection contains a key column (`{x}`) more than once, aliased as: {lo} and {hi}."
+                        )));
+                    }
+                    key_items.push(*first);
+                }
+            }
+        }
+        let mut key_exprs = vec![];
+        let mut key_fields = vec![];
+        for &i in &key_items {
+            let (c, t) = compiler.compile(&named[i].0)?;
+            check_key_type(&named[i].1, &t)?;
+            // The key is the join key's value, whichever side it came from; the item names it.
+            key_exprs.push(if fk { c } else { CExpr::Column(rowkey_idx) });
+            key_fields.push(Field { name: named[i].1.clone(), ty: if fk { t } else { key_type.clone() } });
+        }
+        let mut value_exprs = vec![];
+        let mut value_fields = vec![];
+        for (i, (e, n)) in named.iter().enumerate() {
+            if key_items.contains(&i) {
+                continue;
+            }
+            let (c, t) = compiler.compile(e)?;
+            value_exprs.push(c);
+            value_fields.push(Field { name: n.clone(), ty: t });
+        }
+        check_duplicates(&key_fields, &value_fields)?;
+        let kind = if sources.iter().all(|(s, _)| s.kind == Table) { Table } else { Stream };
+        let (key_serde, value_serde) = serdes_from_props(props, Some(&sources[0].0))?;
+        let sink_topic = existing_sink
+            .map(|s| s.topic.clone())
+            .or_else(|| prop_string(props, "KAFKA_TOPIC"))
+            .unwrap_or_else(|| sink_name.to_string());
+        let output = self.output_def(
+            sink_name,
+            kind,
+            sink_topic,
+            key_fields,
+            value_fields,
+            key_serde,
+            value_serde,
+            None,
+            existing_sink,
+        )?;
+        let last = stages.last_mut().expect("at least one join");
+        last.filter = filter;
+        last.key = key_exprs;
+        last.value = value_exprs;
+        let mut sources = sources.into_iter().map(|(s, _)| s);
+        let input = sources.next().expect("the FROM source");
+        Ok(Planned { kind, input, rights: sources.collect(), output, plan: Plan::Join(stages) })
     }
 
     /// Inserts a record into a topic as a source's serde would encode it (used by tests and
@@ -1040,6 +1515,7 @@ impl Engine {
 struct Planned {
     kind: SourceKind,
     input: SourceDef,
+    rights: Vec<SourceDef>,
     output: SourceDef,
     plan: Plan,
 }
@@ -1266,7 +1742,7 @@ fn serdes_from_props(props: &BTreeMap<String, Value>, input: Option<&SourceDef>)
         ));
     }
     let mut key = match key_format.or_else(|| format.clone()) {
-        Some(f) => Serde::new(Format::parse(&f)?),
+        Some(f) => Serde { explicit: true, ..Serde::new(Format::parse(&f)?) },
         None => match input {
             Some(i) => i.key_serde.clone(),
             None => Serde::new(Format::Kafka),
@@ -1285,6 +1761,9 @@ fn serdes_from_props(props: &BTreeMap<String, Value>, input: Option<&SourceDef>)
     };
     // Single JSON key columns are written bare, as ksqlDB does.
     key.unwrapped = true;
+    if let Some(w) = prop_string(props, "WRAP_SINGLE_VALUE") {
+        value.unwrapped = !w.eq_ignore_ascii_case("true");
+    }
     for (name, serde) in [("VALUE_DELIMITER", &mut value), ("KEY_DELIMITER", &mut key)] {
         if let Some(d) = prop_string(props, name) {
             serde.delimiter = match d.to_ascii_uppercase().as_str() {

@@ -50,11 +50,13 @@ pub struct Serde {
     /// Single-column JSON: write the bare value instead of an object.
     pub unwrapped: bool,
     pub delimiter: char,
+    /// Set in the statement's WITH clause, rather than inherited from a source.
+    pub explicit: bool,
 }
 
 impl Serde {
     pub fn new(format: Format) -> Serde {
-        Serde { format, unwrapped: false, delimiter: ',' }
+        Serde { format, unwrapped: false, delimiter: ',', explicit: false }
     }
 
     /// Checks the columns can be carried by this format.
@@ -83,8 +85,12 @@ impl Serde {
             Format::None => {
                 if !columns.is_empty() {
                     return Err(SqlError::statement(format!(
-                        "The 'NONE' format can only be used when no columns are defined. Got: {}",
-                        columns.iter().map(|c| format!("`{}` {}", c.name, c.ty)).collect::<Vec<_>>().join(", ")
+                        "The 'NONE' format can only be used when no columns are defined. Got: [{}]",
+                        columns
+                            .iter()
+                            .map(|c| format!("`{}` {}{}", c.name, c.ty, if what == "key" { " KEY" } else { "" }))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
                 }
             }
@@ -101,7 +107,6 @@ impl Serde {
             }
             Format::Json => {}
         }
-        let _ = what;
         Ok(())
     }
 
@@ -208,8 +213,10 @@ impl Serde {
     }
 }
 
+/// The bare name of a type (`ARRAY`, `MAP`, `STRUCT`, `DECIMAL`...), as format errors give it.
 fn kafka_type_name(t: &SqlType) -> String {
-    t.to_string()
+    let s = t.to_string();
+    s.split(['<', '(']).next().unwrap_or(&s).to_string()
 }
 
 pub fn kafka_encode(v: &Value) -> Result<Vec<u8>, String> {

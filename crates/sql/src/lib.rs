@@ -13,6 +13,7 @@ pub mod error;
 pub mod expr;
 pub mod format;
 pub mod functions;
+pub mod join;
 pub mod parser;
 pub mod query;
 pub mod testcase;

@@ -165,9 +165,15 @@ impl KsqlDialect {
             let mut entries = vec![];
             if !p.consume_token(&Token::RParen) {
                 loop {
-                    let k = self.expr(p)?;
-                    expect(p, Token::Assignment, "':='")?;
-                    entries.push((k, self.expr(p)?));
+                    // `k := v` parses as sqlparser's assignment operator.
+                    let start = p.peek_token().span.start;
+                    let e = p.parse_expr().map_err(|e| parser_error(e, start))?;
+                    match e {
+                        sq::Expr::BinaryOp { left, op: sq::BinaryOperator::Assignment, right } => {
+                            entries.push((self.convert(&left)?, self.convert(&right)?));
+                        }
+                        _ => return Err(SqlError::parse(Some(pos_of(start)), "expected KEY := VALUE in MAP(...)")),
+                    }
                     if !p.consume_token(&Token::Comma) {
                         break;
                     }

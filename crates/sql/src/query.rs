@@ -12,6 +12,7 @@ use crate::ast::{SourceKind, WindowKind, WindowSpec};
 use crate::catalog::SourceDef;
 use crate::error::Result;
 use crate::expr::{CExpr, Env};
+use crate::join::Side;
 use crate::topics::{Record, Topics};
 use crate::value::Value;
 
@@ -37,6 +38,8 @@ pub enum Plan {
         value: Vec<CExpr>,
     },
     Aggregate(AggregatePlan),
+    /// Join stages: each stage's left input is the previous stage's output.
+    Join(Vec<crate::join::JoinPlan>),
 }
 
 #[derive(Debug)]
@@ -88,10 +91,14 @@ pub struct Query {
     pub sql: String,
     pub sink: String,
     pub input: SourceDef,
+    /// The right inputs of join stages, in order.
+    pub rights: Vec<SourceDef>,
     pub output: SourceDef,
     pub plan: Plan,
     /// Next offset to read, per input partition.
     pub offsets: Vec<i64>,
+    pub right_offsets: Vec<Vec<i64>>,
+    join: Vec<crate::join::JoinState>,
     groups: HashMap<Vec<u8>, Group>,
     /// For aggregations over a table: each input key's last contribution (group and arguments).
     table_rows: HashMap<Vec<u8>, Contribution>,
@@ -106,9 +113,12 @@ impl Query {
             sql,
             sink: output.name.clone(),
             input,
+            rights: vec![],
             output,
             plan,
             offsets: vec![0; partitions.max(1) as usize],
+            right_offsets: vec![],
+            join: vec![],
             groups: HashMap::new(),
             table_rows: HashMap::new(),
             stream_time: i64::MIN,
@@ -116,30 +126,45 @@ impl Query {
         }
     }
 
+    /// Sets the right inputs of a join's stages.
+    pub fn set_rights(&mut self, rights: Vec<SourceDef>) {
+        self.right_offsets = vec![vec![]; rights.len()];
+        self.join = rights.iter().map(|_| Default::default()).collect();
+        self.rights = rights;
+    }
+
     /// Processes what is new on the inputs. Returns how many input records were read.
     pub fn step(&mut self, topics: &Arc<dyn Topics>, errors: &mut Vec<ProcessingError>) -> Result<usize> {
         let mut read = 0;
-        let partitions = topics.partitions(&self.input.topic).unwrap_or(0);
-        if partitions as usize > self.offsets.len() {
-            self.offsets.resize(partitions as usize, 0);
-        }
-        for p in 0..partitions {
-            let batch = topics.read(&self.input.topic, p, self.offsets[p as usize], crate::limits::POLL_BATCH)?;
-            for c in batch {
-                self.offsets[p as usize] = c.offset + 1;
-                read += 1;
-                let mut out = vec![];
-                if let Err(message) = self.process(&c.record, p, c.offset, &mut out) {
-                    errors.push(ProcessingError {
-                        query: self.id.clone(),
-                        message,
-                        topic: self.input.topic.clone(),
-                        partition: p,
-                        offset: c.offset,
-                    });
+        for input in 0..=self.rights.len() {
+            let topic = if input == 0 { self.input.topic.clone() } else { self.rights[input - 1].topic.clone() };
+            let partitions = topics.partitions(&topic).unwrap_or(0);
+            for p in 0..partitions {
+                let offsets = if input == 0 { &mut self.offsets } else { &mut self.right_offsets[input - 1] };
+                if partitions as usize > offsets.len() {
+                    offsets.resize(partitions as usize, 0);
                 }
-                for (key, value, ts, window) in out {
-                    self.emit(topics, key, value, ts, window, errors)?;
+                let batch = topics.read(&topic, p, offsets[p as usize], crate::limits::POLL_BATCH)?;
+                for c in batch {
+                    if input == 0 {
+                        self.offsets[p as usize] = c.offset + 1;
+                    } else {
+                        self.right_offsets[input - 1][p as usize] = c.offset + 1;
+                    }
+                    read += 1;
+                    let mut out = vec![];
+                    if let Err(message) = self.process(&c.record, input, p, c.offset, &mut out) {
+                        errors.push(ProcessingError {
+                            query: self.id.clone(),
+                            message,
+                            topic: topic.clone(),
+                            partition: p,
+                            offset: c.offset,
+                        });
+                    }
+                    for (key, value, ts, window) in out {
+                        self.emit(topics, key, value, ts, window, errors)?;
+                    }
                 }
             }
         }
@@ -206,8 +231,7 @@ impl Query {
     }
 
     /// Decodes an input record into a row: keys, values, headers, pseudo-columns.
-    fn decode(&self, rec: &Record, partition: i32, offset: i64) -> Result<Option<Row>, String> {
-        let src = &self.input;
+    fn decode(src: &SourceDef, rec: &Record, partition: i32, offset: i64) -> Result<Option<Row>, String> {
         let mut key_bytes = rec.key.as_deref();
         let mut window = None;
         if let (Some(w), Some(k)) = (src.window, key_bytes) {
@@ -280,8 +304,51 @@ impl Query {
         Ok(Some(Row { values: row, timestamp }))
     }
 
-    fn process(&mut self, rec: &Record, partition: i32, offset: i64, out: &mut Vec<Emitted>) -> Result<(), String> {
-        let row = self.decode(rec, partition, offset)?;
+    fn process(
+        &mut self,
+        rec: &Record,
+        input: usize,
+        partition: i32,
+        offset: i64,
+        out: &mut Vec<Emitted>,
+    ) -> Result<(), String> {
+        if let Plan::Join(stages) = &self.plan {
+            let src = if input == 0 { &self.input } else { &self.rights[input - 1] };
+            let row = Self::decode(src, rec, partition, offset)?;
+            let key_row = key_only_row(src, rec, partition, offset);
+            let (mut stage, side) = if input == 0 { (0, Side::Left) } else { (input - 1, Side::Right) };
+            let mut joined = vec![];
+            self.join[stage].process(&stages[stage], side, row, &key_row, &mut self.env, &mut joined)?;
+            // Each stage's output is the next stage's left input.
+            while stage + 1 < stages.len() {
+                stage += 1;
+                let mut next = vec![];
+                for j in joined {
+                    let r = Row { values: j.row, timestamp: j.timestamp };
+                    let (row, key_row) = if j.deleted { (None, r) } else { (Some(r.clone()), r) };
+                    self.join[stage].process(&stages[stage], Side::Left, row, &key_row, &mut self.env, &mut next)?;
+                }
+                joined = next;
+            }
+            let plan = stages.last().expect("a join has stages");
+            for j in joined {
+                if j.deleted {
+                    let k = eval_all(&plan.key, &j.row, &mut self.env)?;
+                    out.push((k, None, j.timestamp, None));
+                    continue;
+                }
+                if let Some(f) = &plan.filter {
+                    if f.eval(&j.row, &mut self.env)? != Value::Boolean(true) {
+                        continue;
+                    }
+                }
+                let k = eval_all(&plan.key, &j.row, &mut self.env)?;
+                let v = eval_all(&plan.value, &j.row, &mut self.env)?;
+                out.push((k, Some(v), j.timestamp, None));
+            }
+            return Ok(());
+        }
+        let row = Self::decode(&self.input, rec, partition, offset)?;
         let is_table = self.input.kind == SourceKind::Table;
         match &self.plan {
             Plan::Project { filter, table_functions, key, value } => {
@@ -340,6 +407,7 @@ impl Query {
                 Ok(())
             }
             Plan::Aggregate(_) => self.aggregate(rec, row, out),
+            Plan::Join(_) => unreachable!("handled above"),
         }
     }
 
@@ -581,6 +649,24 @@ fn emit_group(plan: &AggregatePlan, g: &mut Group, out: &mut Vec<Emitted>, env: 
     let v = eval_all(&plan.value, &row, env)?;
     out.push((k, Some(v), g.timestamp, g.window));
     Ok(())
+}
+
+/// A row with only the record's key columns set (what a tombstone deletes).
+fn key_only_row(src: &SourceDef, rec: &Record, partition: i32, offset: i64) -> Row {
+    let mut kb = rec.key.as_deref();
+    if let (Some(w), Some(k)) = (src.window, kb) {
+        kb = split_windowed_key(w, k).ok().map(|(core, _)| core);
+    }
+    let mut r = src.key_serde.deserialize(&src.keys, kb).unwrap_or_default();
+    r.resize(src.column_count(), Value::Null);
+    r.push(Value::BigInt(rec.timestamp));
+    r.push(Value::Int(partition));
+    r.push(Value::BigInt(offset));
+    if src.window.is_some() {
+        r.push(Value::Null);
+        r.push(Value::Null);
+    }
+    Row { values: r, timestamp: rec.timestamp }
 }
 
 fn group_bytes(keys: &[Value]) -> Vec<u8> {

@@ -1,0 +1,407 @@
+//! Joins at run time: stream-stream (windowed, WITHIN), stream-table (lookup), table-table
+//! (primary key to primary key, and foreign key).
+//!
+//! A joined row is the left row, then the right row (each padded with nulls when absent), then
+//! `ROWKEY`: the join key (for outer joins, whichever side has it).
+
+use std::collections::HashMap;
+
+use crate::ast::JoinKind;
+use crate::expr::{CExpr, Env};
+use crate::query::Row;
+use crate::value::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinShape {
+    /// Right records within `[left.ts - before, left.ts + after]` match. With a grace period,
+    /// unmatched outer records are emitted when their window closes; without, at once.
+    StreamStream {
+        before: i64,
+        after: i64,
+        grace: Option<i64>,
+    },
+    StreamTable,
+    TableTable,
+    /// Left table's column references the right table's primary key.
+    ForeignKey,
+}
+
+#[derive(Debug)]
+pub struct JoinPlan {
+    pub kind: JoinKind,
+    pub shape: JoinShape,
+    /// The join expression on a left row and on a right row.
+    pub left_key: CExpr,
+    pub right_key: CExpr,
+    pub left_width: usize,
+    pub right_width: usize,
+    /// WHERE, on the joined row.
+    pub filter: Option<CExpr>,
+    pub key: Vec<CExpr>,
+    pub value: Vec<CExpr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Left,
+    Right,
+}
+
+/// A joined result before projection. A delete carries the last joined row of its key (or a
+/// row with just the key), so a following stage or the projection can find the key.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub row: Vec<Value>,
+    pub deleted: bool,
+    pub timestamp: i64,
+}
+
+fn upsert(row: Vec<Value>, timestamp: i64) -> Joined {
+    Joined { row, deleted: false, timestamp }
+}
+
+fn delete(row: Vec<Value>, timestamp: i64) -> Joined {
+    Joined { row, deleted: true, timestamp }
+}
+
+#[derive(Debug, Clone)]
+struct Buffered {
+    row: Row,
+    key: Value,
+    matched: bool,
+    /// For outer records waiting for their window to close.
+    pending: bool,
+}
+
+#[derive(Default)]
+pub struct JoinState {
+    /// Stream-stream: buffered records per join key. Tables: the current row per key.
+    left: HashMap<Vec<u8>, Vec<Buffered>>,
+    right: HashMap<Vec<u8>, Vec<Buffered>>,
+    /// Table-table: keys whose last output was a row (so a later miss retracts it).
+    shown: HashMap<Vec<u8>, Option<Vec<Value>>>,
+    stream_time: i64,
+}
+
+fn key_bytes(v: &Value) -> Vec<u8> {
+    let mut out = vec![];
+    v.key_bytes(&mut out);
+    out
+}
+
+fn joined(plan: &JoinPlan, left: Option<&Row>, right: Option<&Row>, key: &Value) -> Vec<Value> {
+    let mut row = Vec::with_capacity(plan.left_width + plan.right_width + 1);
+    if let Some(l) = left {
+        row.extend(l.values.iter().take(plan.left_width).cloned());
+    }
+    row.resize(plan.left_width, Value::Null);
+    if let Some(r) = right {
+        row.extend(r.values.iter().take(plan.right_width).cloned());
+    }
+    row.resize(plan.left_width + plan.right_width, Value::Null);
+    row.push(key.clone());
+    row
+}
+
+impl JoinState {
+    /// Processes one record of one side. `row` is None for a table tombstone; `key_row` is then a
+    /// row holding just the record's key columns (to find what it deletes).
+    pub fn process(
+        &mut self,
+        plan: &JoinPlan,
+        side: Side,
+        row: Option<Row>,
+        key_row: &Row,
+        env: &mut Env,
+        out: &mut Vec<Joined>,
+    ) -> Result<(), String> {
+        let key_expr = match side {
+            Side::Left => &plan.left_key,
+            Side::Right => &plan.right_key,
+        };
+        let key = key_expr.eval(row.as_ref().map(|r| &r.values).unwrap_or(&key_row.values), env)?;
+        match plan.shape {
+            JoinShape::StreamStream { before, after, grace } => {
+                let Some(row) = row else { return Ok(()) };
+                if key.is_null() {
+                    return Ok(());
+                }
+                self.stream_stream(plan, side, row, key, before, after, grace, out);
+                Ok(())
+            }
+            JoinShape::StreamTable => {
+                match side {
+                    Side::Right => {
+                        let kb = key_bytes(&key);
+                        match row {
+                            Some(r) => {
+                                self.right.insert(kb, vec![Buffered { row: r, key, matched: false, pending: false }]);
+                            }
+                            None => {
+                                self.right.remove(&kb);
+                            }
+                        }
+                    }
+                    Side::Left => {
+                        let Some(row) = row else { return Ok(()) };
+                        if key.is_null() {
+                            return Ok(());
+                        }
+                        let found = self.right.get(&key_bytes(&key)).and_then(|v| v.first());
+                        match (found, plan.kind) {
+                            (Some(r), _) => {
+                                out.push(upsert(joined(plan, Some(&row), Some(&r.row), &key), row.timestamp))
+                            }
+                            (None, JoinKind::Left | JoinKind::Full) => {
+                                out.push(upsert(joined(plan, Some(&row), None, &key), row.timestamp))
+                            }
+                            (None, _) => {}
+                        }
+                    }
+                }
+                Ok(())
+            }
+            JoinShape::TableTable => {
+                let kb = key_bytes(&key);
+                if key.is_null() {
+                    return Ok(());
+                }
+                let own = match side {
+                    Side::Left => &mut self.left,
+                    Side::Right => &mut self.right,
+                };
+                let ts = row.as_ref().map(|r| r.timestamp).unwrap_or(key_row.timestamp);
+                match row {
+                    Some(r) => {
+                        own.insert(
+                            kb.clone(),
+                            vec![Buffered { row: r, key: key.clone(), matched: false, pending: false }],
+                        );
+                    }
+                    None => {
+                        own.remove(&kb);
+                    }
+                }
+                let l = self.left.get(&kb).and_then(|v| v.first()).map(|b| &b.row);
+                let r = self.right.get(&kb).and_then(|v| v.first()).map(|b| &b.row);
+                let ts = [l.map(|x| x.timestamp), r.map(|x| x.timestamp), Some(ts)]
+                    .into_iter()
+                    .flatten()
+                    .max()
+                    .unwrap_or(ts);
+                let result = match plan.kind {
+                    JoinKind::Inner => l.zip(r).map(|(l, r)| joined(plan, Some(l), Some(r), &key)),
+                    JoinKind::Left => l.map(|l| joined(plan, Some(l), r, &key)),
+                    JoinKind::Right => r.map(|r| joined(plan, l, Some(r), &key)),
+                    JoinKind::Full => {
+                        if l.is_some() || r.is_some() {
+                            Some(joined(plan, l, r, &key))
+                        } else {
+                            None
+                        }
+                    }
+                };
+                let last = self.shown.get(&kb).cloned().flatten();
+                let was_shown = last.is_some();
+                // The other side's change never retracts what was never shown.
+                let own_side_drives = matches!(
+                    (plan.kind, side),
+                    (JoinKind::Inner | JoinKind::Full, _)
+                        | (JoinKind::Left, Side::Left)
+                        | (JoinKind::Right, Side::Right)
+                );
+                match result {
+                    Some(row) => {
+                        self.shown.insert(kb, Some(row.clone()));
+                        out.push(upsert(row, ts));
+                    }
+                    None => {
+                        if was_shown || (own_side_drives && plan.kind != JoinKind::Inner) {
+                            let row = last.unwrap_or_else(|| joined(plan, None, None, &key));
+                            out.push(delete(row, ts));
+                        }
+                        self.shown.insert(kb, None);
+                    }
+                }
+                Ok(())
+            }
+            JoinShape::ForeignKey => self.foreign_key(plan, side, row, key_row, key, env, out),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn foreign_key(
+        &mut self,
+        plan: &JoinPlan,
+        side: Side,
+        row: Option<Row>,
+        key_row: &Row,
+        key: Value,
+        env: &mut Env,
+        out: &mut Vec<Joined>,
+    ) -> Result<(), String> {
+        // Left rows are stored by their own primary key (the first column); right rows by theirs.
+        match side {
+            Side::Left => {
+                let pk = row.as_ref().map(|r| r.values[0].clone()).unwrap_or_else(|| key_row.values[0].clone());
+                let pkb = key_bytes(&pk);
+                let ts = row.as_ref().map(|r| r.timestamp).unwrap_or(key_row.timestamp);
+                let Some(row) = row else {
+                    if let Some(old) = self.left.remove(&pkb) {
+                        let old_row = old.first().map(|b| b.row.clone());
+                        out.push(delete(joined(plan, old_row.as_ref(), None, &pk), ts));
+                    }
+                    return Ok(());
+                };
+                let fk = key;
+                let right = if fk.is_null() { None } else { self.right.get(&key_bytes(&fk)).and_then(|v| v.first()) };
+                let had = self.left.contains_key(&pkb);
+                self.left
+                    .insert(pkb, vec![Buffered { row: row.clone(), key: fk.clone(), matched: false, pending: false }]);
+                match (right, plan.kind) {
+                    (Some(r), _) => {
+                        let ts = ts.max(r.row.timestamp);
+                        out.push(upsert(joined(plan, Some(&row), Some(&r.row), &pk), ts));
+                    }
+                    (None, JoinKind::Left) => out.push(upsert(joined(plan, Some(&row), None, &pk), ts)),
+                    (None, _) => {
+                        if had {
+                            out.push(delete(joined(plan, Some(&row), None, &pk), ts));
+                        }
+                    }
+                }
+            }
+            Side::Right => {
+                let kb = key_bytes(&key);
+                let ts = row.as_ref().map(|r| r.timestamp).unwrap_or(key_row.timestamp);
+                match &row {
+                    Some(r) => {
+                        self.right.insert(
+                            kb.clone(),
+                            vec![Buffered { row: r.clone(), key: key.clone(), matched: false, pending: false }],
+                        );
+                    }
+                    None => {
+                        self.right.remove(&kb);
+                    }
+                }
+                // Every left row referencing this key is joined again.
+                let mut lefts: Vec<&Buffered> =
+                    self.left.values().filter_map(|v| v.first()).filter(|b| b.key.same(&key)).collect();
+                lefts.sort_by_key(|b| b.row.values.get(plan.left_width.saturating_sub(1)).and_then(Value::as_i64));
+                for l in lefts {
+                    let pk = l.row.values[0].clone();
+                    match (&row, plan.kind) {
+                        (Some(r), _) => {
+                            out.push(upsert(joined(plan, Some(&l.row), Some(r), &pk), ts.max(l.row.timestamp)))
+                        }
+                        (None, JoinKind::Left) => out.push(upsert(joined(plan, Some(&l.row), None, &pk), ts)),
+                        (None, _) => out.push(delete(joined(plan, Some(&l.row), None, &pk), ts)),
+                    }
+                }
+                let _ = env;
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stream_stream(
+        &mut self,
+        plan: &JoinPlan,
+        side: Side,
+        row: Row,
+        key: Value,
+        before: i64,
+        after: i64,
+        grace: Option<i64>,
+        out: &mut Vec<Joined>,
+    ) {
+        let kb = key_bytes(&key);
+        let ts = row.timestamp;
+        self.stream_time = self.stream_time.max(ts);
+        let outer_here = matches!(
+            (plan.kind, side),
+            (JoinKind::Left, Side::Left) | (JoinKind::Right, Side::Right) | (JoinKind::Full, _)
+        );
+        let mut matched = false;
+        {
+            let other = match side {
+                Side::Left => self.right.get_mut(&kb),
+                Side::Right => self.left.get_mut(&kb),
+            };
+            if let Some(others) = other {
+                for o in others.iter_mut() {
+                    let ok = match side {
+                        Side::Left => o.row.timestamp >= ts - before && o.row.timestamp <= ts + after,
+                        Side::Right => ts >= o.row.timestamp - before && ts <= o.row.timestamp + after,
+                    };
+                    if !ok {
+                        continue;
+                    }
+                    matched = true;
+                    o.matched = true;
+                    o.pending = false;
+                    let (l, r) = match side {
+                        Side::Left => (&row, &o.row),
+                        Side::Right => (&o.row, &row),
+                    };
+                    out.push(upsert(joined(plan, Some(l), Some(r), &key), ts.max(o.row.timestamp)));
+                }
+            }
+        }
+        let mut pending = false;
+        if !matched && outer_here {
+            match grace {
+                None => {
+                    let j = match side {
+                        Side::Left => joined(plan, Some(&row), None, &key),
+                        Side::Right => joined(plan, None, Some(&row), &key),
+                    };
+                    out.push(upsert(j, ts));
+                }
+                Some(_) => pending = true,
+            }
+        }
+        let own = match side {
+            Side::Left => &mut self.left,
+            Side::Right => &mut self.right,
+        };
+        own.entry(kb).or_default().push(Buffered { row, key: key.clone(), matched, pending });
+        if let Some(g) = grace {
+            self.flush_closed(plan, before, after, g, out);
+        }
+    }
+
+    /// Emits outer records whose window has closed without a match.
+    fn flush_closed(&mut self, plan: &JoinPlan, before: i64, after: i64, grace: i64, out: &mut Vec<Joined>) {
+        let now = self.stream_time;
+        let mut ready: Vec<(Side, Buffered)> = vec![];
+        for (side, buf, span) in [(Side::Left, &mut self.left, after), (Side::Right, &mut self.right, before)] {
+            for items in buf.values_mut() {
+                for b in items.iter_mut() {
+                    if b.pending && b.row.timestamp + span + grace < now {
+                        b.pending = false;
+                        ready.push((side, b.clone()));
+                    }
+                }
+            }
+        }
+        ready.sort_by_key(|(_, b)| b.row.timestamp);
+        for (side, b) in ready {
+            let j = match side {
+                Side::Left => joined(plan, Some(&b.row), None, &b.key),
+                Side::Right => joined(plan, None, Some(&b.row), &b.key),
+            };
+            out.push(upsert(j, b.row.timestamp));
+        }
+        // Forget records no later record can match.
+        let horizon = before.max(after) + grace;
+        for buf in [&mut self.left, &mut self.right] {
+            buf.retain(|_, items| {
+                items.retain(|b| b.pending || b.row.timestamp + horizon >= now);
+                !items.is_empty()
+            });
+        }
+    }
+}
