@@ -153,7 +153,9 @@ impl Query {
                     }
                     read += 1;
                     let mut out = vec![];
-                    if let Err(message) = self.process(&c.record, input, p, c.offset, &mut out) {
+                    let failed = self.process(&c.record, input, p, c.offset, &mut out).err();
+                    // Expressions that failed (and became NULL) are logged too; the row goes on.
+                    for message in failed.into_iter().chain(self.env.errors.drain(..)) {
                         errors.push(ProcessingError {
                             query: self.id.clone(),
                             message,

@@ -451,7 +451,7 @@ fn compare_outputs(case: &Json, engine: &Engine, topics: &dyn Topics) -> Verdict
         for (i, (w, a)) in want.iter().zip(&actual).enumerate() {
             let wk = w.get("key").cloned().unwrap_or(Json::Null);
             let wv = w.get("value").cloned().unwrap_or(Json::Null);
-            let mut ok = json_eq(&wk, &a.key) && json_eq(&wv, &a.value);
+            let mut ok = record_eq(&wk, &a.key) && record_eq(&wv, &a.value);
             if let Some(ts) = w.get("timestamp").and_then(Json::as_i64) {
                 ok &= ts == a.timestamp;
             }
@@ -468,6 +468,22 @@ fn compare_outputs(case: &Json, engine: &Engine, topics: &dyn Topics) -> Verdict
         }
     }
     Verdict::Pass
+}
+
+/// A record's key or value: its column names (the top-level fields) match case-insensitively,
+/// as ksqlDB's JSON deserializer matches them; everything below compares with [`json_eq`].
+pub fn record_eq(expected: &Json, actual: &Json) -> bool {
+    match (expected, actual) {
+        (Json::Object(x), Json::Object(y)) => {
+            x.len() == y.len()
+                && x.iter().all(|(k, v)| {
+                    y.get(k)
+                        .or_else(|| y.iter().find(|(k2, _)| k2.eq_ignore_ascii_case(k)).map(|(_, w)| w))
+                        .is_some_and(|w| json_eq(v, w))
+                })
+        }
+        _ => json_eq(expected, actual),
+    }
 }
 
 /// JSON equality with numeric tolerance (doubles within 1e-6) and numbers equal across
