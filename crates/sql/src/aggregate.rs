@@ -147,8 +147,14 @@ impl AggSpec {
         self.params.first().and_then(Value::as_i64).unwrap_or(1).max(0) as usize
     }
 
+    /// EARLIEST/LATEST_BY_OFFSET(col, n[, ignore_nulls]) keep n values; (col[, ignore_nulls]) one.
+    fn multi(&self) -> bool {
+        self.params.first().and_then(Value::as_i64).is_some()
+    }
+
     fn ignore_nulls(&self) -> bool {
-        self.params.get(1).and_then(Value::as_bool).unwrap_or(true)
+        let at = if self.multi() { 1 } else { 0 };
+        self.params.get(at).and_then(Value::as_bool).unwrap_or(true)
     }
 
     /// Adds one row's arguments.
@@ -172,7 +178,7 @@ impl AggSpec {
                     *cur = v;
                 }
             }
-            (EarliestByOffset | LatestByOffset, Acc::Extreme(cur)) if self.params.is_empty() => {
+            (EarliestByOffset | LatestByOffset, Acc::Extreme(cur)) if !self.multi() => {
                 if v.is_null() && self.ignore_nulls() {
                     return;
                 }
@@ -326,13 +332,16 @@ impl AggSpec {
                     _ => Value::Double(s.as_f64().unwrap_or(0.0) / *n as f64),
                 }
             }
+            (LatestByOffset, Acc::Extreme(v)) if self.multi() && v.is_null() => Value::Array(vec![]),
             (Min | Max | LatestByOffset, Acc::Extreme(v)) => v.clone(),
             (EarliestByOffset, Acc::Extreme(v)) => {
-                if self.params.is_empty() {
+                if !self.multi() {
                     match v {
                         Value::Array(items) => items.first().cloned().unwrap_or(Value::Null),
                         other => other.clone(),
                     }
+                } else if v.is_null() {
+                    Value::Array(vec![])
                 } else {
                     v.clone()
                 }

@@ -860,7 +860,7 @@ impl Engine {
                     "GROUP BY does not support aggregate functions: {name} is an aggregate function."
                 )));
             }
-            let (c, t) = compiler.compile(g)?;
+            let (c, t) = compiler.compile(g).map_err(window_bounds_error)?;
             group_canon.push(format!("{c:?}"));
             group_by.push(c);
             group_types.push(t);
@@ -874,6 +874,10 @@ impl Engine {
             collect_aggregates(h, &mut calls);
         }
         if calls.is_empty() {
+            // Unknown functions and columns are reported before the missing aggregate.
+            for (e, _) in &named {
+                compiler.compile(e)?;
+            }
             return Err(SqlError::statement(
                 "GROUP BY requires aggregate functions in either the SELECT or HAVING clause.",
             ));
@@ -896,7 +900,7 @@ impl Engine {
                         if contains_aggregate(arg) {
                             return Err(SqlError::statement(format!("Aggregate functions can not be nested: {call}")));
                         }
-                        let (c, t) = compiler.compile(arg).map_err(|e| e.at(*pos))?;
+                        let (c, t) = compiler.compile(arg).map_err(|e| window_bounds_error(e.at(*pos)))?;
                         exprs.push(c);
                         types.push(t);
                     }
@@ -919,9 +923,10 @@ impl Engine {
         for (i, s) in specs.iter().enumerate() {
             agg_scope.push(None, &format!("$agg{i}"), s.result.clone());
         }
-        agg_scope.push(None, ROWTIME, SqlType::BigInt);
-        agg_scope.push(None, WINDOWSTART, SqlType::BigInt);
-        agg_scope.push(None, WINDOWEND, SqlType::BigInt);
+        let alias = select.from.alias();
+        agg_scope.push(Some(alias), ROWTIME, SqlType::BigInt);
+        agg_scope.push(Some(alias), WINDOWSTART, SqlType::BigInt);
+        agg_scope.push(Some(alias), WINDOWEND, SqlType::BigInt);
         let n_groups = group_by.len();
         let lookup = |e: &Expr| -> Option<usize> {
             if let Expr::Function { name, .. } = e {
@@ -929,9 +934,6 @@ impl Engine {
                     let i = calls.iter().position(|c| c.to_string() == e.to_string())?;
                     return Some(n_groups + i);
                 }
-            }
-            if matches!(e, Expr::Literal(_)) {
-                return None;
             }
             let (c, _) = Compiler::new(scope).compile(e).ok()?;
             let canon = format!("{c:?}");
@@ -946,6 +948,7 @@ impl Engine {
         let mut key_fields: Vec<Option<Field>> = vec![None; n_groups];
         let mut value_exprs = vec![];
         let mut value_fields = vec![];
+        let mut non_aggregate = vec![];
         for (e, n) in &named {
             if let Some(i) = lookup(e).filter(|i| *i < n_groups) {
                 if key_exprs[i].is_none() {
@@ -974,9 +977,20 @@ impl Engine {
                     }
                 }
             }
-            let (c, t) = post.compile(e).map_err(|err| non_aggregate_error(err, e))?;
-            value_exprs.push(c);
-            value_fields.push(Field { name: n.clone(), ty: t });
+            match post.compile(e) {
+                Ok((c, t)) => {
+                    value_exprs.push(c);
+                    value_fields.push(Field { name: n.clone(), ty: t });
+                }
+                Err(err) if err.message.contains("cannot be resolved") => non_aggregate.push(e.to_string()),
+                Err(err) => return Err(err),
+            }
+        }
+        if !non_aggregate.is_empty() {
+            return Err(SqlError::statement(format!(
+                "Non-aggregate SELECT expression(s) not part of GROUP BY: {}\nEither add the column(s) to the GROUP BY or remove them from the SELECT.",
+                non_aggregate.join(", ")
+            )));
         }
         let missing: Vec<String> =
             select.group_by.iter().zip(&key_exprs).filter(|(_, k)| k.is_none()).map(|(g, _)| g.to_string()).collect();
@@ -989,7 +1003,37 @@ impl Engine {
         }
         let having = match &select.having {
             Some(h) => {
-                let (c, t) = post.compile(h).map_err(|err| non_aggregate_error(err, h))?;
+                let mut bounds = None;
+                h.walk(&mut |x| {
+                    if let Expr::Column { name, .. } = x {
+                        if (name == WINDOWSTART || name == WINDOWEND) && bounds.is_none() {
+                            bounds = Some(name.clone());
+                        }
+                    }
+                });
+                if let Some(n) = bounds {
+                    return Err(SqlError::statement(format!(
+                        "Window bounds column {n} can only be used in the SELECT clause of windowed aggregations"
+                    )));
+                }
+                let (c, t) = post.compile(h).map_err(|err| {
+                    if err.message.contains("cannot be resolved") {
+                        let mut cols = vec![];
+                        h.walk(&mut |x| {
+                            if let Expr::Column { name, .. } = x {
+                                if !cols.contains(name) {
+                                    cols.push(name.clone())
+                                }
+                            }
+                        });
+                        SqlError::statement(format!(
+                            "Non-aggregate HAVING expression not part of GROUP BY: {}",
+                            cols.join(", ")
+                        ))
+                    } else {
+                        err
+                    }
+                })?;
                 if t != SqlType::Boolean {
                     return Err(SqlError::statement("HAVING expression must be BOOLEAN"));
                 }
@@ -1028,6 +1072,7 @@ impl Engine {
                 specs,
                 args,
                 window: select.window,
+                emit_final: select.emit == Some(Emit::Final),
                 having,
                 key: key_exprs.into_iter().flatten().collect(),
                 value: value_exprs,
@@ -1548,20 +1593,16 @@ fn qualified_display(e: &Expr, source: &str) -> String {
     qualify(e, source).to_string()
 }
 
-fn non_aggregate_error(err: SqlError, e: &Expr) -> SqlError {
-    if err.message.contains("cannot be resolved") {
-        let mut cols = vec![];
-        e.walk(&mut |x| {
-            if let Expr::Column { name, .. } = x {
-                cols.push(name.clone())
-            }
-        });
-        return SqlError::statement(format!(
-            "Non-aggregate SELECT expression(s) not part of GROUP BY: {}",
-            if cols.is_empty() { e.to_string() } else { cols.join(", ") }
-        ));
+/// Window bounds are only known after aggregation: using them before is a clear error.
+fn window_bounds_error(e: SqlError) -> SqlError {
+    for n in [WINDOWSTART, WINDOWEND] {
+        if e.message == format!("Column '{n}' cannot be resolved.") {
+            return SqlError::statement(format!(
+                "Window bounds column {n} can only be used in the SELECT clause of windowed aggregations"
+            ));
+        }
     }
-    err
+    e
 }
 
 /// The name a select item gets without an alias: a column's name or a struct field's name.

@@ -50,6 +50,8 @@ pub struct AggregatePlan {
     /// Per aggregate, its argument expressions on the input row.
     pub args: Vec<Vec<CExpr>>,
     pub window: Option<WindowSpec>,
+    /// EMIT FINAL: a window's result is emitted once, when the window closes.
+    pub emit_final: bool,
     /// On the aggregated row: [group keys..., aggregate results..., ROWTIME, WINDOWSTART, WINDOWEND].
     pub having: Option<CExpr>,
     pub key: Vec<CExpr>,
@@ -478,7 +480,8 @@ impl Query {
                 return self.session(keys, args, ts, gap, out);
             }
         };
-        let grace = plan.window.and_then(|w| w.grace).unwrap_or(DEFAULT_GRACE_MS);
+        let default_grace = if plan.emit_final { 0 } else { DEFAULT_GRACE_MS };
+        let grace = plan.window.and_then(|w| w.grace).unwrap_or(default_grace);
         let key_bytes = group_bytes(&keys);
         for w in windows {
             if let Some((_, end)) = w {
@@ -500,10 +503,28 @@ impl Query {
             for (i, spec) in plan.specs.iter().enumerate() {
                 spec.add(&mut g.accs[i], &args[i]);
             }
-            g.timestamp = if plan.window.is_some() { ts } else { g.timestamp.max(ts) };
-            emit_group(plan, g, out, &mut self.env)?;
+            g.timestamp = g.timestamp.max(ts);
+            if !plan.emit_final {
+                emit_group(plan, g, out, &mut self.env)?;
+            }
             if is_table {
                 self.table_rows.insert(input_key.clone(), Contribution { group: gk, args: args.clone() });
+            }
+        }
+        if plan.emit_final {
+            // Windows that closed: their final results, once, oldest first.
+            let now = self.stream_time;
+            let mut closed: Vec<Vec<u8>> = self
+                .groups
+                .iter()
+                .filter(|(_, g)| g.window.is_some_and(|(_, end)| now >= end + grace))
+                .map(|(k, _)| k.clone())
+                .collect();
+            closed.sort_by_key(|k| self.groups[k].window.map(|(s, e)| (e, s)));
+            for k in closed {
+                if let Some(mut g) = self.groups.remove(&k) {
+                    emit_group(plan, &mut g, out, &mut self.env)?;
+                }
             }
         }
         Ok(())
