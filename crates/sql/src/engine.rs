@@ -188,7 +188,7 @@ impl Engine {
         let topic = prop_string(props, "KAFKA_TOPIC").ok_or_else(|| {
             SqlError::statement("Missing required property \"KAFKA_TOPIC\" which has no default value.")
         })?;
-        let (key_serde, mut value_serde) = serdes_from_props(props, None)?;
+        let (key_serde, mut value_serde) = serdes_from_props(props, None, &self.properties)?;
         let mut keys = vec![];
         let mut values = vec![];
         let mut headers = vec![];
@@ -602,6 +602,9 @@ impl Engine {
         for (e, _) in items.iter_mut() {
             if let Expr::Function { name, args, pos, .. } = e {
                 if functions::is_table_function(name) {
+                    if input.kind == SourceKind::Table {
+                        return Err(SqlError::statement("Table source is not supported with table functions"));
+                    }
                     if args.len() != 1 {
                         return Err(SqlError::statement(format!("{name} takes one argument")).at(*pos));
                     }
@@ -672,7 +675,7 @@ impl Engine {
 
         let has_aggregates =
             named.iter().any(|(e, _)| contains_aggregate(e)) || select.having.as_ref().is_some_and(contains_aggregate);
-        let (key_serde, value_serde) = serdes_from_props(props, Some(&input))?;
+        let (key_serde, value_serde) = serdes_from_props(props, Some(&input), &self.properties)?;
         let sink_topic = existing_sink
             .map(|s| s.topic.clone())
             .or_else(|| prop_string(props, "KAFKA_TOPIC"))
@@ -708,7 +711,13 @@ impl Engine {
         if partitioned && !partition_by_null {
             let mut missing = vec![];
             for pe in &select.partition_by {
-                let (c, t) = compiler.compile(pe)?;
+                let (c, t) = compiler.compile(pe).map_err(|e| {
+                    if e.message.starts_with("Column '") && e.message.ends_with("cannot be resolved.") {
+                        SqlError { message: format!("PARTITION BY column {}", &e.message[7..]), pos: None, ..e }
+                    } else {
+                        e
+                    }
+                })?;
                 let canon = format!("{c:?}");
                 match item_canon.iter().position(|ic| ic.as_deref() == Some(&canon)) {
                     Some(i) => {
@@ -1520,7 +1529,7 @@ impl Engine {
         }
         check_duplicates(&key_fields, &value_fields)?;
         let kind = if sources.iter().all(|(s, _)| s.kind == Table) { Table } else { Stream };
-        let (key_serde, value_serde) = serdes_from_props(props, Some(&sources[0].0))?;
+        let (key_serde, value_serde) = serdes_from_props(props, Some(&sources[0].0), &self.properties)?;
         let sink_topic = existing_sink
             .map(|s| s.topic.clone())
             .or_else(|| prop_string(props, "KAFKA_TOPIC"))
@@ -1608,6 +1617,8 @@ fn window_bounds_error(e: SqlError) -> SqlError {
 /// The name a select item gets without an alias: a column's name or a struct field's name.
 fn natural_name(e: &Expr) -> Option<String> {
     match e {
+        // Internal columns (table function results) get generated names.
+        Expr::Column { name, .. } if name.starts_with('$') => None,
         Expr::Column { name, .. } => Some(name.clone()),
         Expr::Field(_, f) => Some(f.clone()),
         _ => None,
@@ -1773,31 +1784,43 @@ fn parse_duration_text(s: &str) -> Result<i64> {
 
 /// Key and value serdes from WITH properties, defaulting to the input source's (for derived
 /// sources) or KAFKA keys (for declared ones).
-fn serdes_from_props(props: &BTreeMap<String, Value>, input: Option<&SourceDef>) -> Result<(Serde, Serde)> {
+fn serdes_from_props(
+    props: &BTreeMap<String, Value>,
+    input: Option<&SourceDef>,
+    defaults: &BTreeMap<String, String>,
+) -> Result<(Serde, Serde)> {
     let format = prop_string(props, "FORMAT");
     let key_format = prop_string(props, "KEY_FORMAT");
     let value_format = prop_string(props, "VALUE_FORMAT");
-    if format.is_some() && (key_format.is_some() || value_format.is_some()) {
-        return Err(SqlError::statement(
-            "Cannot supply both 'FORMAT' and 'KEY_FORMAT'/'VALUE_FORMAT' properties, as 'FORMAT' sets both key and value formats.",
-        ));
+    for (given, name) in [(&key_format, "KEY_FORMAT"), (&value_format, "VALUE_FORMAT")] {
+        if format.is_some() && given.is_some() {
+            return Err(SqlError::statement(format!(
+                "Cannot supply both '{name}' and 'FORMAT' properties, as 'FORMAT' sets both key and value formats. Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'."
+            )));
+        }
     }
     let mut key = match key_format.or_else(|| format.clone()) {
         Some(f) => Serde { explicit: true, ..Serde::new(Format::parse(&f)?) },
         None => match input {
             Some(i) => i.key_serde.clone(),
-            None => Serde::new(Format::Kafka),
+            None => match defaults.get("ksql.persistence.default.format.key") {
+                Some(f) => Serde::new(Format::parse(f)?),
+                None => Serde::new(Format::Kafka),
+            },
         },
     };
     let mut value = match value_format.or(format) {
         Some(f) => Serde::new(Format::parse(&f)?),
         None => match input {
             Some(i) => Serde { unwrapped: false, ..i.value_serde.clone() },
-            None => {
-                return Err(SqlError::statement(
-                    "Missing required property \"VALUE_FORMAT\" which has no default value.",
-                ))
-            }
+            None => match defaults.get("ksql.persistence.default.format.value") {
+                Some(f) => Serde::new(Format::parse(f)?),
+                None => {
+                    return Err(SqlError::statement(
+                        "Statement is missing the 'VALUE_FORMAT' property from the WITH clause. Either provide one or set a default via the 'ksql.persistence.default.format.value' config.",
+                    ))
+                }
+            },
         },
     };
     // Single JSON key columns are written bare, as ksqlDB does.

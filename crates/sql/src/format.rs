@@ -61,13 +61,29 @@ impl Serde {
 
     /// Checks the columns can be carried by this format.
     pub fn check(&self, columns: &[Field], what: &str) -> Result<()> {
+        let listed = || {
+            let suffix = if what == "key" { " KEY" } else { "" };
+            columns.iter().map(|c| format!("`{}` {}{suffix}", c.name, c.ty)).collect::<Vec<_>>().join(", ")
+        };
+        // Key columns a format cannot carry: ksqlDB's wording, with the schema and the reason.
+        let key_error = |reason: String| {
+            if what == "key" {
+                SqlError::statement(format!(
+                    "Key format does not support schema.\nformat: {}\nschema: Persistence{{columns=[{}], features=[]}}\nreason: {reason}",
+                    self.format.name(),
+                    listed()
+                ))
+            } else {
+                SqlError::statement(reason)
+            }
+        };
         match self.format {
             Format::Kafka => {
                 if columns.len() > 1 {
-                    return Err(SqlError::statement(format!(
-                        "The '{}' format only supports a single field. Got: {}",
+                    return Err(key_error(format!(
+                        "The '{}' format only supports a single field. Got: [{}]",
                         self.format.name(),
-                        columns.iter().map(|c| format!("`{}` {}", c.name, c.ty)).collect::<Vec<_>>().join(", ")
+                        listed()
                     )));
                 }
                 if let Some(c) = columns.first() {
@@ -75,7 +91,7 @@ impl Serde {
                         c.ty,
                         SqlType::Int | SqlType::BigInt | SqlType::Double | SqlType::String | SqlType::Bytes
                     ) {
-                        return Err(SqlError::statement(format!(
+                        return Err(key_error(format!(
                             "The 'KAFKA' format does not support type '{}'",
                             kafka_type_name(&c.ty)
                         )));
@@ -86,11 +102,7 @@ impl Serde {
                 if !columns.is_empty() {
                     return Err(SqlError::statement(format!(
                         "The 'NONE' format can only be used when no columns are defined. Got: [{}]",
-                        columns
-                            .iter()
-                            .map(|c| format!("`{}` {}{}", c.name, c.ty, if what == "key" { " KEY" } else { "" }))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        listed()
                     )));
                 }
             }

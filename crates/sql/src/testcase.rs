@@ -149,16 +149,17 @@ pub fn run_file(path: &Path, filter: Option<&str>) -> Vec<CaseResult> {
                         continue;
                     }
                 }
-                let verdict =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&case, fmt.as_deref())))
-                        .unwrap_or_else(|p| {
-                            let msg = p
-                                .downcast_ref::<String>()
-                                .cloned()
-                                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                                .unwrap_or_default();
-                            Verdict::Fail(format!("panicked: {msg}"))
-                        });
+                let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_case(&case, fmt.as_deref(), cfg.as_ref())
+                }))
+                .unwrap_or_else(|p| {
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    Verdict::Fail(format!("panicked: {msg}"))
+                });
                 results.push(CaseResult { file: file.clone(), name: full, verdict });
             }
         }
@@ -190,7 +191,7 @@ fn needs_schema_registry(statements: &[String], case: &Json) -> bool {
 }
 
 /// Runs one case with `{FORMAT}` replaced by `format`.
-pub fn run_case(case: &Json, format: Option<&str>) -> Verdict {
+pub fn run_case(case: &Json, format: Option<&str>, config: Option<&Json>) -> Verdict {
     if case["enabled"] == Json::Bool(false) {
         return Verdict::Skip("disabled".into());
     }
@@ -217,6 +218,21 @@ pub fn run_case(case: &Json, format: Option<&str>) -> Verdict {
                 let parts = t["partitions"].as_i64().unwrap_or(1) as i32;
                 let _ = topics.create_topic(name, parts);
             }
+        }
+    }
+    // Engine properties; a value "{CONFIG}" takes this variant's config value.
+    if let Some(props) = case["properties"].as_object() {
+        for (k, v) in props {
+            let v = match v {
+                Json::String(t) if t == "{CONFIG}" => match config {
+                    Some(Json::String(c)) => c.clone(),
+                    Some(other) => other.to_string(),
+                    None => continue,
+                },
+                Json::String(t) => t.clone(),
+                other => other.to_string(),
+            };
+            engine.properties.insert(k.clone(), v);
         }
     }
     let expected_error = case.get("expectedException");
