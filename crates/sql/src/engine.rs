@@ -222,6 +222,25 @@ impl Engine {
                 check_key_type(&col.name, &col.ty)?;
                 keys.push(Field { name: col.name.clone(), ty: col.ty.clone() });
             } else if let Some(h) = &col.header {
+                let headers_type = SqlType::Array(Box::new(SqlType::Struct(vec![
+                    Field { name: "KEY".into(), ty: SqlType::String },
+                    Field { name: "VALUE".into(), ty: SqlType::Bytes },
+                ])));
+                match h {
+                    None if col.ty != headers_type => {
+                        return Err(SqlError::statement(format!(
+                            "Invalid type for HEADERS column: expected {headers_type}, got {}",
+                            col.ty
+                        )))
+                    }
+                    Some(k) if col.ty != SqlType::Bytes => {
+                        return Err(SqlError::statement(format!(
+                            "Invalid type for HEADER('{k}') column: expected BYTES, got {}",
+                            col.ty
+                        )))
+                    }
+                    _ => {}
+                }
                 headers
                     .push(HeaderColumn { field: Field { name: col.name.clone(), ty: col.ty.clone() }, key: h.clone() });
             } else {
@@ -238,6 +257,12 @@ impl Engine {
         value_serde.check(&values, "value")?;
         if let Some(w) = prop_string(props, "WRAP_SINGLE_VALUE") {
             let wrap = w.eq_ignore_ascii_case("true");
+            if matches!(value_serde.format, Format::Kafka | Format::Delimited) && wrap {
+                return Err(SqlError::statement(format!(
+                    "Format '{}' does not support 'WRAP_SINGLE_VALUE' set to 'true'.",
+                    value_serde.format.name()
+                )));
+            }
             if value_serde.format == Format::Kafka && wrap {
                 return Err(SqlError::statement("Format 'KAFKA' does not support 'WRAP_SINGLE_VALUE' set to 'true'."));
             }
@@ -392,6 +417,14 @@ impl Engine {
         let Some(sink) = self.catalog.get(target).cloned() else {
             return Err(SqlError::statement(format!("{target} does not exist.")));
         };
+        if sink.kind == SourceKind::Table {
+            return Err(SqlError::statement(format!(
+                "INSERT INTO can only be used to insert into a stream. {target} is a table."
+            )));
+        }
+        if !sink.headers.is_empty() {
+            return Err(SqlError::statement(format!("Cannot insert into {target} because it has header columns")));
+        }
         if sink.read_only {
             return Err(SqlError::statement(format!(
                 "Cannot insert into read-only {}: {target}",
@@ -440,7 +473,9 @@ impl Engine {
         let all: Vec<&Field> = sink.keys.iter().chain(&sink.values).collect();
         let columns: Vec<String> = match columns {
             Some(c) => c,
-            None => all.iter().map(|f| f.name.clone()).collect(),
+            None => {
+                all.iter().map(|f| f.name.clone()).chain(sink.headers.iter().map(|h| h.field.name.clone())).collect()
+            }
         };
         if columns.len() != values.len() {
             return Err(SqlError::statement(format!(
@@ -558,7 +593,7 @@ impl Engine {
                     let by_null =
                         select.partition_by.len() == 1 && matches!(select.partition_by[0], Expr::Literal(Value::Null));
                     if select.partition_by.is_empty() {
-                        for f in input.keys.iter().chain(&input.values) {
+                        for f in input.keys.iter().chain(&input.values).chain(input.headers.iter().map(|h| &h.field)) {
                             items.push((col(&f.name), None));
                         }
                     } else {
@@ -1369,7 +1404,7 @@ impl Engine {
             pos: Pos::default(),
         };
         let source_columns = |src: &SourceDef, alias: &str, out: &mut Vec<(Expr, Option<String>)>| {
-            for f in src.keys.iter().chain(&src.values) {
+            for f in src.keys.iter().chain(&src.values).chain(src.headers.iter().map(|h| &h.field)) {
                 out.push((qualified(alias, &f.name), Some(format!("{alias}_{}", f.name))));
             }
             if src.window.is_some() {

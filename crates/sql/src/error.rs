@@ -15,7 +15,11 @@ pub enum ErrorKind {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{}{message}", pos.map(|p| format!("{p}: ")).unwrap_or_default())]
+#[error(
+    "{}{}{message}",
+    pos.map(|p| format!("{p}: ")).unwrap_or_default(),
+    if *kind == ErrorKind::Parse { "Syntax Error\n" } else { "" }
+)]
 pub struct SqlError {
     pub kind: ErrorKind,
     pub message: String,

@@ -109,7 +109,7 @@ impl Serde {
             Format::Delimited => {
                 for c in columns {
                     if !c.ty.is_primitive() {
-                        return Err(SqlError::statement(format!(
+                        return Err(key_error(format!(
                             "The 'DELIMITED' format does not support type '{}', column: `{}`",
                             kafka_type_name(&c.ty),
                             c.name
