@@ -605,7 +605,7 @@ impl BenchServer {
     fn start(parent: &Path) -> Result<BenchServer> {
         let dir = tempfile::Builder::new().prefix("freshet-bench").tempdir_in(parent)?;
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["serve", "--kafka-listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .env("FRESHET_LOG", "warn")
             .stdout(Stdio::piped())

@@ -17,6 +17,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub kafka_listen: Option<String>,
     pub advertised_kafka: Option<String>,
+    /// Address of the HTTP listener (ksqlDB's REST API).
+    pub http_listen: Option<String>,
     pub auto_create_topics: Option<bool>,
     pub default_partitions: Option<i32>,
     pub max_connections: Option<usize>,
@@ -48,6 +50,8 @@ pub struct ServeConfig {
     pub kafka_listen: SocketAddr,
     /// host:port clients are told to use; None: the bound address.
     pub advertised_kafka: Option<(String, u16)>,
+    /// The HTTP listener (ksqlDB's REST API for the SQL engine).
+    pub http_listen: SocketAddr,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub max_connections: usize,
@@ -63,6 +67,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub kafka_listen: Option<String>,
     pub advertised_kafka: Option<String>,
+    pub http_listen: Option<String>,
     pub auto_create_topics: Option<bool>,
     pub default_partitions: Option<i32>,
     pub max_connections: Option<usize>,
@@ -82,6 +87,8 @@ impl ServeConfig {
         let listen = cli.kafka_listen.or(file.kafka_listen).unwrap_or_else(|| "127.0.0.1:9092".into());
         let kafka_listen: SocketAddr =
             listen.parse().with_context(|| format!("--kafka-listen '{listen}' is not IP:PORT"))?;
+        let http = cli.http_listen.or(file.http_listen).unwrap_or_else(|| "127.0.0.1:8088".into());
+        let http_listen: SocketAddr = http.parse().with_context(|| format!("--http-listen '{http}' is not IP:PORT"))?;
         let advertised_kafka =
             cli.advertised_kafka.or(file.advertised_kafka).map(|a| parse_host_port(&a)).transpose()?;
         let mut topic_defaults = TopicConfig::default();
@@ -100,6 +107,7 @@ impl ServeConfig {
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("freshet-data")),
             kafka_listen,
             advertised_kafka,
+            http_listen,
             auto_create_topics: cli.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
             default_partitions,
             max_connections: cli
@@ -166,6 +174,15 @@ mod tests {
         let d = ServeConfig::resolve(Overrides::default(), FileConfig::default()).unwrap();
         assert_eq!(d.data_dir, PathBuf::from("freshet-data"));
         assert_eq!(d.kafka_listen, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(d.http_listen, "127.0.0.1:8088".parse().unwrap());
+        let file: FileConfig = toml::from_str("http_listen = '0.0.0.0:18088'").unwrap();
+        assert_eq!(
+            ServeConfig::resolve(Overrides::default(), file).unwrap().http_listen,
+            "0.0.0.0:18088".parse().unwrap()
+        );
+        let file: FileConfig = toml::from_str("http_listen = '0.0.0.0:18088'").unwrap();
+        let cli = Overrides { http_listen: Some("127.0.0.1:0".into()), ..Default::default() };
+        assert_eq!(ServeConfig::resolve(cli, file).unwrap().http_listen, "127.0.0.1:0".parse().unwrap());
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod consume;
 mod group;
 mod produce;
 mod serve;
+mod sql;
 mod sqltest;
 mod topic;
 
@@ -70,6 +71,9 @@ struct ServeArgs {
     /// Address clients are told to connect to (HOST:PORT), if not the listener's.
     #[arg(long, env = "FRESHET_ADVERTISED_KAFKA")]
     advertised_kafka: Option<String>,
+    /// Address of the HTTP listener, ksqlDB's REST API (IP:PORT; port 0 picks a free one).
+    #[arg(long, env = "FRESHET_HTTP_LISTEN")]
+    http_listen: Option<String>,
     /// Create topics when clients ask for unknown ones (true/false).
     #[arg(long, env = "FRESHET_AUTO_CREATE_TOPICS")]
     auto_create_topics: Option<bool>,
@@ -106,6 +110,7 @@ fn main() -> Result<()> {
                 data_dir: args.data_dir,
                 kafka_listen: args.kafka_listen,
                 advertised_kafka: args.advertised_kafka,
+                http_listen: args.http_listen,
                 auto_create_topics: args.auto_create_topics,
                 default_partitions: args.default_partitions,
                 max_connections: args.max_connections,

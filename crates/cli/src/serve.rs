@@ -1,4 +1,5 @@
-//! `freshet serve`: the broker with its Kafka listener.
+//! `freshet serve`: the broker with its Kafka listener, and the SQL engine with its HTTP
+//! (ksqlDB REST) listener.
 
 use std::sync::Arc;
 
@@ -38,17 +39,43 @@ pub async fn run(config: ServeConfig) -> Result<()> {
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     tracing::info!(data_dir = %config.data_dir.display(), recovery_ms = started.elapsed().as_millis() as u64, "data directory open");
     let background = broker.spawn_background();
+    // The SQL engine replays its persisted statements before either listener serves.
+    let topics =
+        Arc::new(crate::sql::broker_topics::BrokerTopics::new(broker.clone(), tokio::runtime::Handle::current()));
+    let engine = tokio::task::spawn_blocking(move || crate::sql::runner::EngineThread::start(topics)).await??;
+    let http_listener = crate::sql::http::bind(config.http_listen).await?;
+    let http_bound = http_listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let on_signal = stop_tx.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: no new requests; finishing those in flight");
-        let _ = stop_tx.send(true);
+        let _ = on_signal.send(true);
     });
-    // This line is part of the interface: tests and scripts wait for it.
+    let http = tokio::spawn(crate::sql::http::serve(
+        http_listener,
+        engine.tx.clone(),
+        broker.cluster_id().to_string(),
+        stop_rx.clone(),
+    ));
+    // These lines are part of the interface: tests and scripts wait for them (the HTTP line
+    // comes first, so whoever waits for the Kafka line has seen both).
+    println!("freshet: http listener on {http_bound}");
     println!("freshet: kafka listener on {bound} (data in {})", config.data_dir.display());
     let server_config =
         ServerConfig { max_connections: config.max_connections, max_request_bytes: config.max_request_bytes };
-    freshet_server::serve(listener, broker.clone(), server_config, stop_rx).await?;
+    let served = freshet_server::serve(listener, broker.clone(), server_config, stop_rx).await;
+    // Whatever ended the Kafka listener ends the HTTP one too.
+    let _ = stop_tx.send(true);
+    match http.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the HTTP listener failed"),
+        Err(e) => tracing::error!(error = %e, "the HTTP listener panicked"),
+    }
+    // The engine writes through the broker: stop it before the logs close.
+    tokio::task::spawn_blocking(move || engine.stop()).await?;
+    served?;
     for task in background {
         task.abort();
     }

@@ -57,3 +57,19 @@ pub const SQL_MAX_HISTOGRAM_BUCKETS: usize = 1000;
 
 /// Records a persistent query reads from one input partition per processing step.
 pub const SQL_POLL_BATCH: usize = 1024;
+
+/// How long the SQL engine's thread sleeps when no query had new input and no statement is
+/// waiting (a statement sent meanwhile wakes it at once).
+pub const SQL_ENGINE_IDLE_MS: u64 = 10;
+
+/// Most bytes the SQL engine reads from one partition of the embedded broker per read.
+pub const SQL_READ_MAX_BYTES: usize = 1024 * 1024;
+
+/// Longest the SQL engine waits for one of its writes to the embedded broker to become durable.
+pub const SQL_APPEND_TIMEOUT_MS: u64 = 30_000;
+
+/// Largest request body the HTTP (ksqlDB REST) listener accepts.
+pub const HTTP_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Longest an HTTP request waits for the SQL engine to answer.
+pub const HTTP_ENGINE_TIMEOUT_MS: u64 = 60_000;

@@ -1,0 +1,234 @@
+//! [`Topics`] over the embedded broker: the SQL engine's fast path, no sockets.
+//!
+//! Appends are the broker's own Produce path without the network: one uncompressed v2 record
+//! batch (timestamps, keys, headers) per call, queued on the partition's writer, and answered
+//! once it is as durable as an `acks=all` producer's write. Reads decode the stored batches
+//! (any compression) the way a `read_committed` consumer does: up to the last stable offset,
+//! without control records and without records of aborted transactions. So the engine's records
+//! are ordinary Kafka records to every client, and clients' records are input to the engine.
+//!
+//! Every call blocks; it must run on a thread outside the tokio runtime (the engine's thread),
+//! with a handle to the runtime for the partition writer and the durability wait.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use freshet_broker::{is_internal, now_ms, Broker, BrokerError, Partition};
+use freshet_common::config::TopicConfig;
+use freshet_common::limits::{SQL_APPEND_TIMEOUT_MS, SQL_READ_MAX_BYTES};
+use freshet_log::batch::{self, BatchHeader, SimpleRecord};
+use freshet_sql::topics::{Consumed, Record, Topics};
+use freshet_sql::SqlError;
+use kafka_protocol::records::RecordBatchDecoder;
+use tokio::runtime::Handle;
+
+pub struct BrokerTopics {
+    broker: Arc<Broker>,
+    runtime: Handle,
+}
+
+impl BrokerTopics {
+    pub fn new(broker: Arc<Broker>, runtime: Handle) -> BrokerTopics {
+        BrokerTopics { broker, runtime }
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    fn partition(&self, topic: &str, partition: i32) -> freshet_sql::Result<Arc<Partition>> {
+        let t = self.broker.topic(topic).ok_or_else(|| SqlError::server(format!("topic {topic} does not exist")))?;
+        t.partition(partition).ok_or_else(|| SqlError::server(format!("topic {topic} has no partition {partition}")))
+    }
+
+    /// Creates a topic with config overrides (the SQL command topic uses this).
+    pub fn create_topic_with(&self, name: &str, partitions: i32, config: TopicConfig) -> freshet_sql::Result<()> {
+        match self.broker.create_topic(name, partitions, config, false) {
+            Ok(_) => Ok(()),
+            // Created meanwhile by a client: as good.
+            Err(e @ BrokerError::Kafka { .. }) if self.broker.topic(name).is_some() => {
+                tracing::debug!(topic = name, error = %e, "topic already exists");
+                Ok(())
+            }
+            Err(e) => Err(SqlError::server(format!("cannot create topic {name}: {e}"))),
+        }
+    }
+}
+
+/// Whether a record batch is an aborted transaction's, tracked as a consumer does: a producer's
+/// aborted transaction starts at its first offset (from the read's aborted list) and ends at its
+/// abort marker.
+#[derive(Default)]
+struct AbortFilter {
+    /// (first offset, producer id) of aborted transactions not yet reached, in offset order.
+    pending: BTreeSet<(u64, i64)>,
+    open: HashSet<i64>,
+}
+
+impl AbortFilter {
+    fn skip(&mut self, header: &BatchHeader) -> bool {
+        let base = header.base_offset as u64;
+        while let Some(&(first, pid)) = self.pending.first() {
+            if first > base {
+                break;
+            }
+            self.pending.pop_first();
+            self.open.insert(pid);
+        }
+        if !header.is_transactional() {
+            return false;
+        }
+        if header.is_control() {
+            // A marker (commit or abort) ends the producer's transaction either way.
+            self.open.remove(&header.producer_id);
+            return true;
+        }
+        self.open.contains(&header.producer_id)
+    }
+}
+
+impl Topics for BrokerTopics {
+    fn create_topic(&self, name: &str, partitions: i32) -> freshet_sql::Result<()> {
+        self.create_topic_with(name, partitions, TopicConfig::default())
+    }
+
+    fn delete_topic(&self, name: &str) -> freshet_sql::Result<()> {
+        if self.broker.topic(name).is_none() {
+            return Ok(());
+        }
+        self.broker
+            .delete_topic(name)
+            .map(|_| ())
+            .map_err(|e| SqlError::server(format!("cannot delete topic {name}: {e}")))
+    }
+
+    fn partitions(&self, name: &str) -> Option<i32> {
+        self.broker.topic(name).map(|t| t.partition_count())
+    }
+
+    fn list_topics(&self) -> Vec<String> {
+        self.broker.topics().iter().map(|t| t.name.clone()).collect()
+    }
+
+    fn append(&self, topic: &str, partition: i32, records: Vec<Record>) -> freshet_sql::Result<i64> {
+        if records.is_empty() {
+            return self.end_offset(topic, partition);
+        }
+        if is_internal(topic) {
+            return Err(SqlError::server(format!("'{topic}' is an internal topic")));
+        }
+        let t = self.broker.topic(topic).ok_or_else(|| SqlError::server(format!("topic {topic} does not exist")))?;
+        let p = t
+            .partition(partition)
+            .ok_or_else(|| SqlError::server(format!("topic {topic} has no partition {partition}")))?;
+        // The rules Produce applies to an acks=all producer.
+        let rules = t.produce_rules();
+        if rules.min_insync_replicas > 1 {
+            return Err(SqlError::server(format!(
+                "cannot write to {topic}: min.insync.replicas is {} but a single node has one replica",
+                rules.min_insync_replicas
+            )));
+        }
+        if rules.keys_required && records.iter().any(|r| r.key.is_none()) {
+            return Err(SqlError::server(format!(
+                "cannot write to {topic}: a compacted topic only accepts records with a key"
+            )));
+        }
+        let simple: Vec<SimpleRecord> = records
+            .into_iter()
+            .map(|r| SimpleRecord { timestamp: r.timestamp, key: r.key, value: r.value, headers: r.headers })
+            .collect();
+        let bytes = batch::encode_batch(&simple);
+        let header = batch::validate(&bytes).map_err(|e| SqlError::server(format!("record batch refused: {e}")))?;
+        let timeout = Duration::from_millis(SQL_APPEND_TIMEOUT_MS);
+        let p2 = p.clone();
+        let appended = self.runtime.block_on(async move {
+            let appended = p2
+                .append(BytesMut::from(&bytes[..]), header, now_ms())
+                .await
+                .map_err(|_| "the partition's writer stopped".to_string())?
+                .map_err(|(code, message)| format!("{code:?}: {message}"))?;
+            if appended.needs_sync {
+                p2.wait_durable(appended.info.last_offset + 1, timeout)
+                    .await
+                    .map_err(|code| format!("the write did not become durable: {code:?}"))?;
+            }
+            Ok::<_, String>(appended)
+        });
+        let appended = appended.map_err(|m| SqlError::server(format!("cannot write to {topic}-{partition}: {m}")))?;
+        Ok(appended.info.base_offset as i64)
+    }
+
+    fn read(&self, topic: &str, partition: i32, offset: i64, max: usize) -> freshet_sql::Result<Vec<Consumed>> {
+        let p = self.partition(topic, partition)?;
+        let err = |what: &'static str| {
+            move |code: kafka_protocol::ResponseError| {
+                SqlError::server(format!("reading {topic}-{partition}: {what}: {code:?}"))
+            }
+        };
+        let (start, _high_watermark, stable) = p.stable_offsets().map_err(err("offsets"))?;
+        // Below the log start (retention, DeleteRecords): go on from the earliest record.
+        let mut at = (offset.max(0) as u64).max(start);
+        let mut out = Vec::new();
+        while at < stable && out.len() < max {
+            let read = p.read(at, SQL_READ_MAX_BYTES, true, true).map_err(err("read"))?;
+            if read.records.is_empty() {
+                break;
+            }
+            let mut filter = AbortFilter {
+                pending: read.aborted.iter().map(|(pid, first)| (*first, *pid)).collect(),
+                ..Default::default()
+            };
+            let mut rest: Bytes = read.records.clone();
+            let mut next = at;
+            while let Some(size) = batch::peek_size(&rest).filter(|s| *s <= rest.len()) {
+                let mut one = rest.split_to(size);
+                let header = BatchHeader::parse(&one)
+                    .map_err(|e| SqlError::server(format!("reading {topic}-{partition}: {e}")))?;
+                next = header.next_offset() as u64;
+                if filter.skip(&header) {
+                    continue;
+                }
+                let set = RecordBatchDecoder::decode(&mut one)
+                    .map_err(|e| SqlError::server(format!("reading {topic}-{partition}: {e}")))?;
+                for r in set.records {
+                    if r.offset < offset || r.control || out.len() >= max {
+                        continue;
+                    }
+                    let timestamp = if header.is_log_append_time() { header.max_timestamp } else { r.timestamp };
+                    out.push(Consumed {
+                        partition,
+                        offset: r.offset,
+                        record: Record {
+                            key: r.key.map(|k| k.to_vec()),
+                            value: r.value.map(|v| v.to_vec()),
+                            timestamp,
+                            headers: r
+                                .headers
+                                .into_iter()
+                                .map(|(k, v)| (k.to_string(), v.map(|v| v.to_vec())))
+                                .collect(),
+                        },
+                    });
+                }
+                if out.len() >= max {
+                    break;
+                }
+            }
+            if next <= at {
+                break;
+            }
+            at = next;
+        }
+        Ok(out)
+    }
+
+    fn end_offset(&self, topic: &str, partition: i32) -> freshet_sql::Result<i64> {
+        let p = self.partition(topic, partition)?;
+        let (_, hw) =
+            p.offsets().map_err(|code| SqlError::server(format!("offsets of {topic}-{partition}: {code:?}")))?;
+        Ok(hw as i64)
+    }
+}

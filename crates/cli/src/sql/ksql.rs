@@ -1,0 +1,628 @@
+//! The SQL server: the engine, the command topic that makes its statements survive restarts,
+//! and the `/ksql` endpoint's statement handling with ksqlDB's JSON shapes.
+//!
+//! Everything here runs on the engine's thread (see `runner.rs`); the HTTP handlers only pass
+//! requests in and answers out.
+//!
+//! Persistence: every successful statement that changes the metastore or the set of persistent
+//! queries (CREATE [AS SELECT], INSERT INTO ... SELECT, DROP, TERMINATE, CREATE/DROP TYPE) is
+//! appended, with variables substituted, to the command topic `_freshet_sql_commands` before it
+//! is acknowledged, with the input offsets its query starts from. At startup the topic is
+//! replayed in order before the HTTP listener opens. Query progress (offsets) and state are not
+//! persisted yet: after a restart each query reprocesses its input from its start offsets, so
+//! state is rebuilt and earlier output records are written again (at-least-once).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use freshet_common::config::TopicConfig;
+use freshet_sql::ast::{SourceKind, Statement, WindowKind};
+use freshet_sql::catalog::SourceDef;
+use freshet_sql::engine::{Engine, Outcome};
+use freshet_sql::error::ErrorKind;
+use freshet_sql::parser;
+use freshet_sql::topics::{Record, Topics};
+use freshet_sql::types::SqlType;
+use freshet_sql::SqlError;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as Json};
+
+use super::broker_topics::BrokerTopics;
+
+/// The topic holding every persisted statement, in order (ksqlDB's command topic).
+pub const COMMAND_TOPIC: &str = "_freshet_sql_commands";
+
+/// The service id reported by `/info` and `/healthcheck` (ksqlDB's `ksql.service.id` default).
+pub const SERVICE_ID: &str = "default_";
+
+/// The ksqlDB version whose REST API this one follows.
+pub const KSQL_COMPAT_VERSION: &str = "0.29.0";
+
+/// ksqlDB's error codes.
+const ERROR_BAD_REQUEST: u32 = 40000;
+const ERROR_BAD_STATEMENT: u32 = 40001;
+const ERROR_SERVER: u32 = 50000;
+
+/// A `/ksql` request body.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct KsqlRequest {
+    pub ksql: String,
+    #[serde(default, rename = "streamsProperties", alias = "properties")]
+    pub streams_properties: BTreeMap<String, Json>,
+    #[serde(default, rename = "sessionVariables")]
+    pub session_variables: BTreeMap<String, Json>,
+}
+
+/// An HTTP status and a JSON body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Json,
+}
+
+/// A persisted statement: one record of the command topic (key: the command id).
+#[derive(Debug, Serialize, Deserialize)]
+struct Command {
+    version: u32,
+    statement: String,
+    /// The input offsets the statement's persistent query started from, if it started one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offsets: Option<Vec<i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    right_offsets: Option<Vec<Vec<i64>>>,
+}
+
+pub struct SqlServer {
+    pub engine: Engine,
+    topics: Arc<BrokerTopics>,
+}
+
+fn json_string(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut s = text.to_string();
+    for (k, v) in vars {
+        s = s.replace(&format!("${{{k}}}"), v);
+    }
+    s
+}
+
+/// Statements that change the metastore or the running queries: persisted and replayed.
+fn is_persistent(stmt: &Statement) -> bool {
+    matches!(
+        stmt,
+        Statement::CreateSource(_)
+            | Statement::CreateAs(_)
+            | Statement::InsertInto { .. }
+            | Statement::Drop { .. }
+            | Statement::Terminate(_)
+            | Statement::CreateType { .. }
+            | Statement::DropType { .. }
+    )
+}
+
+fn kind_noun(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Stream => "stream",
+        SourceKind::Table => "table",
+    }
+}
+
+/// ksqlDB's command id of a statement (`stream/`NAME`/create`...).
+fn command_id(stmt: &Statement) -> String {
+    match stmt {
+        Statement::CreateSource(c) => format!("{}/`{}`/create", kind_noun(c.kind), c.name),
+        Statement::CreateAs(c) => format!("{}/`{}`/create", kind_noun(c.kind), c.name),
+        Statement::InsertInto { target, .. } => format!("stream/`{target}`/create"),
+        Statement::Drop { kind, name, .. } => format!("{}/`{name}`/drop", kind_noun(*kind)),
+        Statement::Terminate(Some(id)) => format!("terminate/{}/execute", id.to_ascii_uppercase()),
+        Statement::Terminate(None) => "terminate/ALL/execute".into(),
+        Statement::CreateType { name, .. } => format!("type/`{name}`/create"),
+        Statement::DropType { name, .. } => format!("type/`{name}`/drop"),
+        _ => "unknown".into(),
+    }
+}
+
+/// ksqlDB's error entity.
+fn error_entity(code: u32, message: &str, statement: &str, entities: Vec<Json>) -> Json {
+    json!({
+        "@type": "statement_error",
+        "error_code": code,
+        "message": message,
+        "statementText": statement,
+        "entities": entities,
+    })
+}
+
+/// A schema as ksqlDB's REST API describes it.
+fn schema_json(t: &SqlType) -> Json {
+    let base = match t {
+        SqlType::Boolean => "BOOLEAN",
+        SqlType::Int => "INTEGER",
+        SqlType::BigInt => "BIGINT",
+        SqlType::Double => "DOUBLE",
+        SqlType::Decimal { .. } => "DECIMAL",
+        SqlType::String => "STRING",
+        SqlType::Bytes => "BYTES",
+        SqlType::Date => "DATE",
+        SqlType::Time => "TIME",
+        SqlType::Timestamp => "TIMESTAMP",
+        SqlType::Array(_) => "ARRAY",
+        SqlType::Map(..) => "MAP",
+        SqlType::Struct(_) => "STRUCT",
+    };
+    let mut o = json!({ "type": base, "fields": null, "memberSchema": null });
+    match t {
+        SqlType::Array(m) | SqlType::Map(_, m) => o["memberSchema"] = schema_json(m),
+        SqlType::Struct(fields) => {
+            o["fields"] = fields.iter().map(|f| json!({ "name": f.name, "schema": schema_json(&f.ty) })).collect()
+        }
+        SqlType::Decimal { precision, scale } => o["parameters"] = json!({ "precision": precision, "scale": scale }),
+        _ => {}
+    }
+    o
+}
+
+impl SqlServer {
+    /// Creates the engine over the broker and replays the command topic. Blocking.
+    pub fn open(topics: Arc<BrokerTopics>) -> freshet_sql::Result<SqlServer> {
+        let engine = Engine::new(topics.clone() as Arc<dyn Topics>);
+        let mut server = SqlServer { engine, topics };
+        if server.topics.partitions(COMMAND_TOPIC).is_none() {
+            // Kept forever, in order (no compaction: a DROP and a re-CREATE share a key), and
+            // fsynced on every write whatever the broker-wide defaults say.
+            let config = TopicConfig::from_pairs([
+                ("cleanup.policy", "delete"),
+                ("retention.ms", "-1"),
+                ("retention.bytes", "-1"),
+                ("flush.messages", "1"),
+            ])
+            .expect("valid command topic config");
+            server.topics.create_topic_with(COMMAND_TOPIC, 1, config)?;
+        }
+        server.replay()?;
+        Ok(server)
+    }
+
+    fn replay(&mut self) -> freshet_sql::Result<()> {
+        let mut at = 0;
+        let (mut applied, mut failed) = (0usize, 0usize);
+        loop {
+            let batch = self.topics.read(COMMAND_TOPIC, 0, at, 256)?;
+            if batch.is_empty() {
+                break;
+            }
+            for c in batch {
+                at = c.offset + 1;
+                let Some(command) = c.record.value.as_deref().and_then(|v| serde_json::from_slice::<Command>(v).ok())
+                else {
+                    tracing::warn!(offset = c.offset, "skipping an unreadable SQL command");
+                    failed += 1;
+                    continue;
+                };
+                let before: BTreeSet<String> = self.engine.queries.keys().cloned().collect();
+                let engine = &mut self.engine;
+                match std::panic::catch_unwind(AssertUnwindSafe(|| engine.execute_one(&command.statement))) {
+                    Ok(Ok(outcome)) => {
+                        applied += 1;
+                        if let Outcome::QueryStarted { id, .. } = outcome {
+                            if let Some(q) = self.engine.queries.get_mut(&id).filter(|_| !before.contains(&id)) {
+                                if let Some(o) = command.offsets {
+                                    q.offsets = o;
+                                }
+                                if let Some(o) = command.right_offsets {
+                                    q.right_offsets = o;
+                                }
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        failed += 1;
+                        tracing::warn!(offset = c.offset, statement = %command.statement, error = %e, "a persisted SQL statement failed on replay");
+                    }
+                    Err(_) => {
+                        failed += 1;
+                        tracing::error!(offset = c.offset, statement = %command.statement, "a persisted SQL statement panicked on replay");
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            applied,
+            failed,
+            streams_and_tables = self.engine.catalog.sources.len(),
+            queries = self.engine.queries.len(),
+            "replayed the SQL command topic"
+        );
+        Ok(())
+    }
+
+    /// Appends a command; returns its sequence number (offset in the command topic).
+    fn persist(&mut self, id: &str, command: &Command) -> freshet_sql::Result<i64> {
+        let value = serde_json::to_vec(command).expect("serializable");
+        let record = Record {
+            key: Some(id.as_bytes().to_vec()),
+            value: Some(value),
+            timestamp: freshet_broker::now_ms(),
+            headers: vec![],
+        };
+        self.topics.append(COMMAND_TOPIC, 0, vec![record])
+    }
+
+    /// Runs the persistent queries until none has new input; returns the records processed. A
+    /// query that fails or panics is logged; one that panics is terminated (its statement stays
+    /// in the command topic, so it runs again after a restart).
+    pub fn step(&mut self) -> usize {
+        let engine = &mut self.engine;
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| engine.run_until_idle()));
+        let processed = match result {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "a persistent query failed; retrying");
+                0
+            }
+            Err(_) => {
+                self.isolate_panic();
+                0
+            }
+        };
+        for e in self.engine.processing_log.drain(..) {
+            tracing::warn!(query = %e.query, topic = %e.topic, partition = e.partition, offset = e.offset, error = %e.message, "SQL processing error");
+        }
+        processed
+    }
+
+    /// After a panic in `run_until_idle`: steps each query alone to find those that panic, and
+    /// terminates them.
+    fn isolate_panic(&mut self) {
+        let topics = self.engine.topics().clone();
+        let ids: Vec<String> = self.engine.queries.keys().cloned().collect();
+        for id in ids {
+            let Some(q) = self.engine.queries.get_mut(&id) else { continue };
+            let log = &mut self.engine.processing_log;
+            if std::panic::catch_unwind(AssertUnwindSafe(|| q.step(&topics, log))).is_err() {
+                tracing::error!(query = %id, "persistent query panicked; terminating it");
+                let engine = &mut self.engine;
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| engine.execute_one(&format!("TERMINATE {id};"))));
+            }
+        }
+    }
+
+    /// The `/ksql` endpoint: runs the statements in order; stops at the first error.
+    pub fn handle(&mut self, req: KsqlRequest) -> Reply {
+        let mut props: BTreeMap<String, String> =
+            req.streams_properties.iter().map(|(k, v)| (k.clone(), json_string(v))).collect();
+        let mut vars: BTreeMap<String, String> =
+            req.session_variables.iter().map(|(k, v)| (k.clone(), json_string(v))).collect();
+        let mut entities = vec![];
+        for raw in parser::split_statements(&req.ksql) {
+            let text = substitute(&raw, &vars);
+            let types = self.engine.catalog.types.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let stmt = match parser::parse_statement(&text, &types) {
+                Ok(s) => s,
+                Err(e) => {
+                    return Reply {
+                        status: 400,
+                        body: error_entity(ERROR_BAD_STATEMENT, &e.to_string(), &text, entities),
+                    }
+                }
+            };
+            let entity = match stmt {
+                // Request-scoped, as in ksqlDB's REST API.
+                Statement::Set { name, value } => {
+                    props.insert(name, value);
+                    continue;
+                }
+                Statement::Unset(name) => {
+                    props.remove(&name);
+                    continue;
+                }
+                Statement::Define { name, value } => {
+                    vars.insert(name, value);
+                    continue;
+                }
+                Statement::Undefine(name) => {
+                    vars.remove(&name);
+                    continue;
+                }
+                Statement::Show(show) => self.show(show, &text, &props, &vars),
+                Statement::Describe { name: Some(name), extended, functions: false } => {
+                    self.describe(&name, extended, &text)
+                }
+                Statement::Select(_) | Statement::Print { .. } => Err(Reply {
+                    status: 400,
+                    body: error_entity(
+                        ERROR_BAD_STATEMENT,
+                        "The following statement types should be issued to the websocket endpoint '/query':\n\t* PRINT\n\t* SELECT",
+                        &text,
+                        vec![],
+                    ),
+                }),
+                Statement::Describe { .. } | Statement::Explain(_) => Err(Reply {
+                    status: 400,
+                    body: error_entity(ERROR_BAD_STATEMENT, "This statement is not supported yet.", &text, vec![]),
+                }),
+                stmt => self.execute(stmt, &text, &props),
+            };
+            match entity {
+                Ok(Some(e)) => entities.push(e),
+                Ok(None) => {}
+                Err(mut reply) => {
+                    if let Some(o) = reply.body.as_object_mut() {
+                        o.insert("entities".into(), Json::Array(entities));
+                    }
+                    return reply;
+                }
+            }
+        }
+        Reply { status: 200, body: Json::Array(entities) }
+    }
+
+    /// Runs a statement the engine executes; persists it when it changes the metastore.
+    fn execute(
+        &mut self,
+        stmt: Statement,
+        text: &str,
+        props: &BTreeMap<String, String>,
+    ) -> Result<Option<Json>, Reply> {
+        let persistent = is_persistent(&stmt);
+        let command_id = command_id(&stmt);
+        let before: BTreeSet<String> = self.engine.queries.keys().cloned().collect();
+        let engine = &mut self.engine;
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| engine.execute_one(text))) {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return Err(statement_error(&e, text)),
+            Err(_) => {
+                tracing::error!(statement = %text, "the SQL engine panicked running a statement");
+                return Err(Reply {
+                    status: 500,
+                    body: json!({
+                        "@type": "generic_error",
+                        "error_code": ERROR_SERVER,
+                        "message": "The server failed to run the statement (internal error); see the server log.",
+                    }),
+                });
+            }
+        };
+        let (message, query_id) = match &outcome {
+            Outcome::Message(m) => (m.clone(), None),
+            Outcome::QueryStarted { id, .. } => (format!("Created query with ID {id}"), Some(id.clone())),
+            Outcome::Select(_) | Outcome::Listing(_) => (String::new(), None),
+        };
+        if let Some(id) = query_id.as_ref().filter(|id| !before.contains(*id)) {
+            self.position_new_query(id, props);
+        }
+        if !persistent {
+            // INSERT VALUES: ksqlDB answers with no entity.
+            return Ok(None);
+        }
+        let (offsets, right_offsets) = match query_id.as_ref().and_then(|id| self.engine.queries.get(id)) {
+            Some(q) => (Some(q.offsets.clone()), Some(q.right_offsets.clone())),
+            None => (None, None),
+        };
+        let command = Command { version: 1, statement: text.to_string(), offsets, right_offsets };
+        let seq = match self.persist(&command_id, &command) {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::error!(statement = %text, error = %e, "could not persist a SQL statement");
+                return Err(Reply {
+                    status: 500,
+                    body: json!({
+                        "@type": "generic_error",
+                        "error_code": ERROR_SERVER,
+                        "message": format!("The statement ran but could not be persisted, so it will not survive a restart: {e}"),
+                    }),
+                });
+            }
+        };
+        Ok(Some(json!({
+            "@type": "currentStatus",
+            "statementText": text,
+            "commandId": command_id,
+            "commandStatus": { "status": "SUCCESS", "message": message, "queryId": query_id },
+            "commandSequenceNumber": seq,
+            "warnings": [],
+        })))
+    }
+
+    /// A new query reads from the end of its inputs unless `auto.offset.reset` is `earliest`
+    /// (ksqlDB's default is `latest`).
+    fn position_new_query(&mut self, id: &str, props: &BTreeMap<String, String>) {
+        let reset = props
+            .get("auto.offset.reset")
+            .or_else(|| props.get("ksql.streams.auto.offset.reset"))
+            .map(|s| s.to_ascii_lowercase())
+            .unwrap_or_else(|| "latest".into());
+        if reset == "earliest" {
+            return;
+        }
+        let topics = self.topics.clone();
+        let Some(q) = self.engine.queries.get_mut(id) else { return };
+        let ends = |topic: &str| -> Vec<i64> {
+            (0..topics.partitions(topic).unwrap_or(0)).map(|p| topics.end_offset(topic, p).unwrap_or(0)).collect()
+        };
+        q.offsets = ends(&q.input.topic);
+        q.right_offsets = q.rights.iter().map(|r| ends(&r.topic)).collect();
+    }
+
+    fn source_summary(s: &SourceDef) -> Json {
+        json!({
+            "type": s.kind.name(),
+            "name": s.name,
+            "topic": s.topic,
+            "keyFormat": s.key_serde.format.name(),
+            "valueFormat": s.value_serde.format.name(),
+            "isWindowed": s.window.is_some(),
+        })
+    }
+
+    fn query_json(&self, q: &freshet_sql::query::Query) -> Json {
+        json!({
+            "queryString": q.sql,
+            "sinks": [q.sink],
+            "sinkKafkaTopics": [q.output.topic],
+            "id": q.id,
+            "statusCount": { "RUNNING": 1 },
+            "queryType": "PERSISTENT",
+            "state": "RUNNING",
+        })
+    }
+
+    fn show(
+        &self,
+        show: freshet_sql::ast::Show,
+        text: &str,
+        props: &BTreeMap<String, String>,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Option<Json>, Reply> {
+        use freshet_sql::ast::Show;
+        let sources = |kind: SourceKind| -> Vec<Json> {
+            self.engine.catalog.sources.values().filter(|s| s.kind == kind).map(Self::source_summary).collect()
+        };
+        Ok(Some(match show {
+            Show::Streams { .. } => {
+                json!({ "@type": "streams", "statementText": text, "streams": sources(SourceKind::Stream), "warnings": [] })
+            }
+            Show::Tables { .. } => {
+                json!({ "@type": "tables", "statementText": text, "tables": sources(SourceKind::Table), "warnings": [] })
+            }
+            Show::Queries { .. } => json!({
+                "@type": "queries",
+                "statementText": text,
+                "queries": self.engine.queries.values().map(|q| self.query_json(q)).collect::<Vec<_>>(),
+                "warnings": [],
+            }),
+            Show::Topics { .. } => {
+                // As ksqlDB's SHOW TOPICS: internal topics (the broker's, and names starting with
+                // '_' such as the command topic) are left out.
+                let topics: Vec<Json> = self
+                    .topics
+                    .broker()
+                    .topics()
+                    .iter()
+                    .filter(|t| !t.name.starts_with('_') && !freshet_broker::is_internal(&t.name))
+                    .map(|t| json!({ "name": t.name, "replicaInfo": vec![1; t.partition_count().max(0) as usize] }))
+                    .collect();
+                json!({ "@type": "kafka_topics", "statementText": text, "topics": topics, "warnings": [] })
+            }
+            Show::Properties => json!({
+                "@type": "properties",
+                "statementText": text,
+                "properties": props.iter().map(|(k, v)| json!({ "name": k, "scope": "KSQL", "value": v })).collect::<Vec<_>>(),
+                "overwrittenProperties": props.keys().collect::<Vec<_>>(),
+                "defaultProperties": [],
+                "warnings": [],
+            }),
+            Show::Variables => json!({
+                "@type": "variables",
+                "statementText": text,
+                "variables": vars.iter().map(|(k, v)| json!({ "name": k, "value": v })).collect::<Vec<_>>(),
+                "warnings": [],
+            }),
+            Show::Types => json!({
+                "@type": "type_list",
+                "statementText": text,
+                "types": self.engine.catalog.types.iter().map(|(k, t)| (k.clone(), schema_json(t))).collect::<serde_json::Map<_, _>>(),
+                "warnings": [],
+            }),
+            Show::Functions => {
+                return Err(Reply {
+                    status: 400,
+                    body: error_entity(ERROR_BAD_STATEMENT, "SHOW FUNCTIONS is not supported yet.", text, vec![]),
+                })
+            }
+        }))
+    }
+
+    fn describe(&self, name: &str, extended: bool, text: &str) -> Result<Option<Json>, Reply> {
+        let Some(s) = self.engine.catalog.get(name) else {
+            return Err(Reply {
+                status: 400,
+                body: error_entity(
+                    ERROR_BAD_STATEMENT,
+                    &format!("Could not find STREAM/TABLE '{name}' in the Metastore"),
+                    text,
+                    vec![],
+                ),
+            });
+        };
+        let mut fields = vec![];
+        for k in &s.keys {
+            let ty = if s.kind == SourceKind::Table { "PRIMARY_KEY" } else { "KEY" };
+            fields.push(json!({ "name": k.name, "schema": schema_json(&k.ty), "type": ty }));
+        }
+        for v in &s.values {
+            fields.push(json!({ "name": v.name, "schema": schema_json(&v.ty) }));
+        }
+        for h in &s.headers {
+            let mut f = json!({ "name": h.field.name, "schema": schema_json(&h.field.ty), "type": "HEADER" });
+            if let Some(k) = &h.key {
+                f["headerKey"] = json!(k);
+            }
+            fields.push(f);
+        }
+        let reads: Vec<Json> = self
+            .engine
+            .queries
+            .values()
+            .filter(|q| q.input.name == s.name || q.rights.iter().any(|r| r.name == s.name))
+            .map(|q| self.query_json(q))
+            .collect();
+        let writes: Vec<Json> =
+            self.engine.queries.values().filter(|q| q.sink == s.name).map(|q| self.query_json(q)).collect();
+        let window_type = s.window.map(|w| match w {
+            WindowKind::Tumbling { .. } => "TUMBLING",
+            WindowKind::Hopping { .. } => "HOPPING",
+            WindowKind::Session { .. } => "SESSION",
+        });
+        Ok(Some(json!({
+            "@type": "sourceDescription",
+            "statementText": text,
+            "sourceDescription": {
+                "name": s.name,
+                "windowType": window_type,
+                "readQueries": reads,
+                "writeQueries": writes,
+                "fields": fields,
+                "type": s.kind.name(),
+                "timestamp": s.timestamp.clone().unwrap_or_default(),
+                "statistics": "",
+                "errorStats": "",
+                "extended": extended,
+                "keyFormat": s.key_serde.format.name(),
+                "valueFormat": s.value_serde.format.name(),
+                "topic": s.topic,
+                "partitions": self.topics.partitions(&s.topic).unwrap_or(0),
+                "replication": 1,
+                "statement": s.sql,
+                "queryOffsetSummaries": [],
+                "sourceConstraints": [],
+            },
+            "warnings": [],
+        })))
+    }
+}
+
+/// A failed statement as ksqlDB's `statement_error` (HTTP 400), the message positioned
+/// (`line L:C: ...`) when the error knows where.
+fn statement_error(e: &SqlError, text: &str) -> Reply {
+    let code = match e.kind {
+        ErrorKind::Server => ERROR_SERVER,
+        ErrorKind::Parse | ErrorKind::Statement | ErrorKind::Processing => ERROR_BAD_STATEMENT,
+    };
+    Reply { status: 400, body: error_entity(code, &e.to_string(), text, vec![]) }
+}
+
+/// ksqlDB's error for a request that is not a valid `/ksql` body.
+pub fn bad_request(message: &str) -> Reply {
+    Reply {
+        status: 400,
+        body: json!({ "@type": "generic_error", "error_code": ERROR_BAD_REQUEST, "message": message }),
+    }
+}
