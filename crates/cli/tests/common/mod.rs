@@ -15,6 +15,9 @@ pub struct Server {
     child: Option<Child>,
     pub addr: String,
     pub port: u16,
+    /// The HTTP (ksqlDB REST) listener's address; a fresh port on every start unless the extra
+    /// arguments set `--http-listen`.
+    pub http: String,
     pub data_dir: PathBuf,
     extra: Vec<String>,
 }
@@ -34,6 +37,7 @@ impl Server {
             .arg("--kafka-listen")
             .arg(format!("127.0.0.1:{port}"))
             .args(extra)
+            .args(if extra.contains(&"--http-listen") { &[][..] } else { &["--http-listen", "127.0.0.1:0"][..] })
             .env("FRESHET_LOG", std::env::var("FRESHET_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -47,10 +51,14 @@ impl Server {
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
+        let mut http = String::new();
         let addr = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("freshet: http listener on ") {
+                        http = rest.trim().to_string();
+                    }
                     if let Some(rest) = line.strip_prefix("freshet: kafka listener on ") {
                         break rest.split_whitespace().next().expect("address").to_string();
                     }
@@ -66,6 +74,7 @@ impl Server {
             child: Some(child),
             addr,
             port,
+            http,
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         }
@@ -107,6 +116,7 @@ impl Server {
             match attempt {
                 Ok(mut s) => {
                     self.child = s.child.take();
+                    self.http = std::mem::take(&mut s.http);
                     return;
                 }
                 Err(e) if Instant::now() > deadline => std::panic::resume_unwind(e),

@@ -1,0 +1,269 @@
+//! The SQL engine inside a real `freshet serve`: records produced with librdkafka, statements
+//! sent to the ksqlDB-compatible REST API over HTTP, results consumed with librdkafka; the
+//! statements survive a restart.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{wait_until, Server};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value as Json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn base(addr: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", addr).set("broker.address.family", "v4");
+    c
+}
+
+fn create_topic(addr: &str, name: &str, partitions: i32) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let admin: AdminClient<DefaultClientContext> = base(addr).create().expect("admin client");
+    let opts = AdminOptions::new().operation_timeout(Some(WAIT)).request_timeout(Some(WAIT));
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for r in rt.block_on(admin.create_topics([&topic], &opts)).expect("create_topics") {
+        r.expect("topic created");
+    }
+}
+
+/// An order: key, JSON value, timestamp.
+fn order(id: i64, amount: f64, customer: &str) -> (String, String, i64) {
+    let value = json!({ "ID": id, "AMOUNT": amount, "CUSTOMER": customer }).to_string();
+    (format!("k{id}"), value, 1_700_000_000_000 + id * 1000)
+}
+
+fn produce(addr: &str, topic: &str, records: &[(String, String, i64)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = base(addr)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    for (key, value, ts) in records {
+        let headers = OwnedHeaders::new().insert(Header { key: "source", value: Some("test") });
+        producer
+            .send(BaseRecord::to(topic).key(key).payload(value).timestamp(*ts).headers(headers))
+            .map_err(|(e, _)| e)
+            .expect("queued");
+    }
+    producer.flush(WAIT).expect("flushed");
+}
+
+/// A consumed record: key, value, timestamp, headers.
+type Consumed = (String, Json, i64, Vec<(String, Vec<u8>)>);
+
+/// Reads every partition of `topic` from the start until `done` says enough (bounded).
+fn consume_until(addr: &str, topic: &str, what: &str, done: impl Fn(&[Consumed]) -> bool) -> Vec<Consumed> {
+    let consumer: BaseConsumer = base(addr)
+        .set("group.id", "sql-rest-test")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let meta = wait_until(WAIT, "the output topic's metadata", || {
+        let m = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
+        let t = m.topics().first()?;
+        (t.error().is_none() && !t.partitions().is_empty()).then(|| t.partitions().len())
+    });
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..meta {
+        tpl.add_partition_offset(topic, p as i32, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out: Vec<Consumed> = vec![];
+    let deadline = Instant::now() + WAIT;
+    while !done(&out) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; got {out:?}");
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let m = m.expect("consume");
+        let key = String::from_utf8(m.key().expect("key").to_vec()).unwrap();
+        let value: Json = serde_json::from_slice(m.payload().expect("value")).expect("JSON value");
+        let headers = m
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+            .unwrap_or_default();
+        out.push((key, value, m.timestamp().to_millis().expect("timestamp"), headers));
+    }
+    out
+}
+
+/// POSTs to /ksql; returns the status and the JSON body.
+fn ksql(http: &str, statements: &str, props: Json) -> (u16, Json) {
+    let body = json!({ "ksql": statements, "streamsProperties": props }).to_string();
+    let response = ureq::post(&format!("http://{http}/ksql"))
+        .set("Content-Type", "application/vnd.ksql.v1+json; charset=utf-8")
+        .timeout(WAIT)
+        .send_string(&body);
+    let (status, response) = match response {
+        Ok(r) => (r.status(), r),
+        Err(ureq::Error::Status(code, r)) => (code, r),
+        Err(e) => panic!("POST /ksql: {e}"),
+    };
+    let text = response.into_string().expect("body");
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+}
+
+fn get(http: &str, path: &str) -> (u16, Json) {
+    let r = ureq::get(&format!("http://{http}{path}")).timeout(WAIT).call().expect("GET");
+    (r.status(), serde_json::from_str(&r.into_string().unwrap()).unwrap())
+}
+
+fn names(listing: &Json, field: &str) -> Vec<String> {
+    listing[field].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn ksql_rest_api_runs_persistent_queries_that_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    assert!(!server.http.is_empty(), "the server printed its HTTP address");
+
+    // Server info and health, in ksqlDB's shapes.
+    let (status, info) = get(&server.http, "/info");
+    assert_eq!(status, 200);
+    let info = &info["KsqlServerInfo"];
+    assert!(info["version"].is_string() && info["ksqlServiceId"].is_string(), "{info}");
+    assert!(!info["kafkaClusterId"].as_str().unwrap().is_empty());
+    assert_eq!(info["serverStatus"], "RUNNING");
+    let (status, health) = get(&server.http, "/healthcheck");
+    assert_eq!(status, 200);
+    assert_eq!(health["isHealthy"], true, "{health}");
+    assert_eq!(health["details"]["commandRunner"]["isHealthy"], true);
+
+    // Input produced by librdkafka before the statements exist.
+    create_topic(&server.addr, "orders", 2);
+    let first: Vec<_> = [(1, 50.0, "ann"), (2, 150.5, "bob"), (3, 99.0, "cy"), (4, 1000.0, "dee"), (5, 101.0, "ed")]
+        .into_iter()
+        .map(|(i, a, c)| order(i, a, c))
+        .collect();
+    produce(&server.addr, "orders", &first);
+
+    let (status, body) = ksql(
+        &server.http,
+        "CREATE STREAM orders (order_key STRING KEY, id BIGINT, amount DOUBLE, customer STRING, src BYTES HEADER('source'))
+             WITH (KAFKA_TOPIC='orders', VALUE_FORMAT='JSON');
+         CREATE STREAM big AS SELECT order_key, id, amount, customer, src FROM orders WHERE amount > 100;",
+        json!({ "ksql.streams.auto.offset.reset": "earliest" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let entities = body.as_array().unwrap();
+    assert_eq!(entities.len(), 2, "{body}");
+    assert_eq!(entities[0]["@type"], "currentStatus");
+    assert_eq!(entities[0]["commandId"], "stream/`ORDERS`/create");
+    assert_eq!(entities[0]["commandStatus"]["status"], "SUCCESS");
+    assert!(entities[0]["commandSequenceNumber"].as_i64().unwrap() >= 0);
+    assert!(entities[0]["statementText"].as_str().unwrap().starts_with("CREATE STREAM orders"));
+    let query_id = entities[1]["commandStatus"]["queryId"].as_str().expect("a query id").to_string();
+    assert!(query_id.starts_with("CSAS_BIG"), "{query_id}");
+    assert_eq!(entities[1]["commandStatus"]["message"], format!("Created query with ID {query_id}"));
+
+    // The output, read by librdkafka: filtered rows, keys and timestamps kept.
+    let out = consume_until(&server.addr, "BIG", "the filtered orders", |o| o.len() >= 3);
+    let mut got: BTreeMap<String, (Json, i64)> = BTreeMap::new();
+    for (k, v, ts, _) in &out {
+        got.insert(k.clone(), (v.clone(), *ts));
+    }
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), ["k2", "k4", "k5"], "{out:?}");
+    // SRC: the producer's header, read by the engine (BYTES are base64 in JSON).
+    assert_eq!(got["k2"].0, json!({ "ID": 2, "AMOUNT": 150.5, "CUSTOMER": "bob", "SRC": "dGVzdA==" }));
+    assert_eq!(got["k4"].1, 1_700_000_004_000);
+    assert_eq!(out.len(), 3, "no duplicates: {out:?}");
+
+    // Listings.
+    let (status, body) = ksql(&server.http, "SHOW STREAMS; SHOW QUERIES; DESCRIBE big; SHOW TOPICS;", json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["@type"], "streams");
+    assert_eq!(names(&body[0], "streams"), ["BIG", "ORDERS"]);
+    assert_eq!(body[0]["streams"][1]["valueFormat"], "JSON");
+    assert_eq!(body[0]["streams"][1]["topic"], "orders");
+    assert_eq!(body[1]["@type"], "queries");
+    assert_eq!(body[1]["queries"][0]["id"], query_id.as_str());
+    assert_eq!(body[1]["queries"][0]["sinkKafkaTopics"][0], "BIG");
+    assert_eq!(body[2]["@type"], "sourceDescription");
+    let d = &body[2]["sourceDescription"];
+    assert_eq!(d["name"], "BIG");
+    assert_eq!(
+        d["fields"][0],
+        json!({ "name": "ORDER_KEY", "schema": { "type": "STRING", "fields": null, "memberSchema": null }, "type": "KEY" })
+    );
+    assert_eq!(d["writeQueries"][0]["id"], query_id.as_str());
+    assert_eq!(body[3]["@type"], "kafka_topics");
+    let topics = names(&body[3], "topics");
+    assert!(topics.contains(&"orders".to_string()) && topics.contains(&"BIG".to_string()), "{topics:?}");
+    assert!(!topics.iter().any(|t| t.starts_with('_')), "internal topics are hidden: {topics:?}");
+
+    // A bad statement: HTTP 400, ksqlDB's error shape, the message positioned.
+    let (status, err) =
+        ksql(&server.http, "CREATE STREAM oops (id INT) WITH (KAFKA_TOPIC='orders' VALUE_FORMAT='JSON');", json!({}));
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["@type"], "statement_error");
+    assert_eq!(err["error_code"], 40001);
+    assert!(err["message"].as_str().unwrap().starts_with("line 1:"), "{err}");
+    assert!(err["statementText"].as_str().unwrap().contains("oops"));
+    // A statement error after a good one: the earlier entity is reported with the error.
+    let (status, err) = ksql(&server.http, "SHOW STREAMS; DROP STREAM nosuch;", json!({}));
+    assert_eq!(status, 400, "{err}");
+    assert!(err["message"].as_str().unwrap().contains("NOSUCH"), "{err}");
+    assert_eq!(err["entities"][0]["@type"], "streams");
+    // A request that is not JSON.
+    let r = ureq::post(&format!("http://{}/ksql", server.http)).timeout(WAIT).send_string("SHOW STREAMS;");
+    assert!(matches!(r, Err(ureq::Error::Status(400, _))));
+
+    // Restart: the streams and the query come back from the command topic.
+    assert!(server.stop().success());
+    server.restart();
+    let (status, body) = ksql(&server.http, "SHOW STREAMS; SHOW QUERIES;", json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(names(&body[0], "streams"), ["BIG", "ORDERS"]);
+    assert_eq!(body[1]["queries"][0]["id"], query_id.as_str());
+
+    // ... and the query processes new input.
+    produce(&server.addr, "orders", &[order(6, 600.0, "fay"), order(7, 7.0, "gus")]);
+    let out = consume_until(&server.addr, "BIG", "the order produced after the restart", |o| {
+        o.iter().any(|(k, _, _, _)| k == "k6")
+    });
+    let (_, v, ts, _) = out.iter().find(|(k, _, _, _)| k == "k6").unwrap();
+    assert_eq!(v, &json!({ "ID": 6, "AMOUNT": 600.0, "CUSTOMER": "fay", "SRC": "dGVzdA==" }));
+    assert_eq!(*ts, 1_700_000_006_000);
+    assert!(!out.iter().any(|(k, _, _, _)| k == "k7" || k == "k1"), "{out:?}");
+}
+
+#[test]
+fn new_queries_start_at_the_end_by_default_and_insert_values_reaches_kafka_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (status, body) = ksql(
+        &server.http,
+        "CREATE STREAM clicks (user_id STRING KEY, page STRING) WITH (KAFKA_TOPIC='clicks', PARTITIONS=1, VALUE_FORMAT='JSON');
+         INSERT INTO clicks (user_id, page) VALUES ('u1', 'old');",
+        json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.as_array().unwrap().len(), 1, "INSERT VALUES answers with no entity: {body}");
+    // Without auto.offset.reset=earliest a new query starts at the end of its input (ksqlDB's
+    // default), so only what comes after it is processed.
+    let (status, body) = ksql(
+        &server.http,
+        "CREATE STREAM pages AS SELECT user_id, UCASE(page) AS page FROM clicks;
+         INSERT INTO clicks (user_id, page) VALUES ('u2', 'new');",
+        json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let out = consume_until(&server.addr, "PAGES", "the new click", |o| !o.is_empty());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(out[0].0, "u2");
+    assert_eq!(out[0].1, json!({ "PAGE": "NEW" }));
+    // The engine's own records read by librdkafka from the input topic too.
+    let input = consume_until(&server.addr, "clicks", "the inserted clicks", |o| o.len() >= 2);
+    assert_eq!(input.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["u1", "u2"]);
+    assert_eq!(input[0].1, json!({ "PAGE": "old" }));
+}
