@@ -1143,6 +1143,12 @@ impl Engine {
                 .ok_or_else(|| SqlError::statement(format!("{} does not exist.", r.name)).at(r.pos))
         };
         let first = lookup(&select.from)?;
+        if select.joins.len() == 1 && select.joins[0].source.name == first.name {
+            return Err(SqlError::statement(format!(
+                "Can not join '{0}' to '{0}': self joins are not yet supported.",
+                first.name
+            )));
+        }
         let mut sources: Vec<(SourceDef, String)> = vec![(first, select.from.alias().to_string())];
         for j in &select.joins {
             let s = lookup(&j.source)?;
@@ -1441,10 +1447,11 @@ impl Engine {
                 }
             }
         }
+        let explicit_alias: Vec<bool> = select_aliases(&select.items, &items);
         let mut used: HashSet<String> =
             items.iter().filter_map(|(e, a)| a.clone().or_else(|| natural_name(e))).collect();
         let mut next_gen = 0;
-        let named: Vec<(Expr, String)> = items
+        let mut named: Vec<(Expr, String)> = items
             .into_iter()
             .map(|(e, a)| {
                 let n = a.or_else(|| natural_name(&e)).unwrap_or_else(|| loop {
@@ -1547,6 +1554,12 @@ impl Engine {
         let mut key_fields = vec![];
         for &i in &key_items {
             let (c, t) = compiler.compile(&named[i].0)?;
+            // A join key named by a bare qualified column is called ALIAS_COLUMN.
+            if !explicit_alias[i] {
+                if let Expr::Column { qualifier: Some(q), name, .. } = &named[i].0 {
+                    named[i].1 = format!("{q}_{name}");
+                }
+            }
             check_key_type(&named[i].1, &t)?;
             // The key is the join key's value, whichever side it came from; the item names it.
             key_exprs.push(if fk { c } else { CExpr::Column(rowkey_idx) });
@@ -1635,6 +1648,18 @@ fn qualified_display(e: &Expr, source: &str) -> String {
         }
     }
     qualify(e, source).to_string()
+}
+
+/// For each expanded projection item, whether the user gave it an alias (`AS name`).
+fn select_aliases(select: &[SelectItem], items: &[(Expr, Option<String>)]) -> Vec<bool> {
+    let explicit: HashSet<String> = select
+        .iter()
+        .filter_map(|i| match i {
+            SelectItem::Expr { alias: Some(a), .. } => Some(a.clone()),
+            _ => None,
+        })
+        .collect();
+    items.iter().map(|(_, a)| a.as_ref().is_some_and(|a| explicit.contains(a))).collect()
 }
 
 /// Window bounds are only known after aggregation: using them before is a clear error.
@@ -1837,7 +1862,7 @@ fn serdes_from_props(
     let mut key = match key_format.or_else(|| format.clone()) {
         Some(f) => Serde { explicit: true, ..Serde::new(Format::parse(&f)?) },
         None => match input {
-            Some(i) => i.key_serde.clone(),
+            Some(i) => Serde { explicit: false, ..i.key_serde.clone() },
             None => match defaults.get("ksql.persistence.default.format.key") {
                 Some(f) => Serde::new(Format::parse(f)?),
                 None => Serde::new(Format::Kafka),
