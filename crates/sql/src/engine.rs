@@ -164,19 +164,35 @@ impl Engine {
         }
     }
 
+    /// What to do when a CREATE names an existing source: `Some` answers the statement
+    /// (IF NOT EXISTS), an error refuses it, `None` goes on (OR REPLACE, or a new name).
+    fn existing_source(
+        &self,
+        kind: SourceKind,
+        name: &str,
+        if_not_exists: bool,
+        or_replace: bool,
+    ) -> Result<Option<Outcome>> {
+        let Some(existing) = self.catalog.get(name) else { return Ok(None) };
+        if if_not_exists {
+            return Ok(Some(Outcome::Message(format!("{} {name} already exists", kind.name()))));
+        }
+        if !or_replace {
+            return Err(SqlError::statement(format!(
+                "Cannot add {} '{name}': A {} with the same name already exists",
+                kind.name().to_ascii_lowercase(),
+                existing.kind.name().to_ascii_lowercase()
+            )));
+        }
+        Ok(None)
+    }
+
     fn create_source(&mut self, c: CreateSource, text: &str) -> Result<Outcome> {
         let what = c.kind.name().to_ascii_lowercase();
+        if let Some(done) = self.existing_source(c.kind, &c.name, c.if_not_exists, c.or_replace)? {
+            return Ok(done);
+        }
         if let Some(existing) = self.catalog.get(&c.name) {
-            if c.if_not_exists {
-                return Ok(Outcome::Message(format!("{} {} already exists", c.kind.name(), c.name)));
-            }
-            if !c.or_replace {
-                return Err(SqlError::statement(format!(
-                    "Cannot add {what} '{}': A {} with the same name already exists",
-                    c.name,
-                    existing.kind.name().to_ascii_lowercase()
-                )));
-            }
             if existing.read_only || c.source {
                 return Err(SqlError::statement(format!(
                     "Cannot add {what} '{}': CREATE OR REPLACE is not supported on source {what}s.",
@@ -364,18 +380,8 @@ impl Engine {
     }
 
     fn create_as(&mut self, c: CreateAs, text: &str) -> Result<Outcome> {
-        let what = c.kind.name().to_ascii_lowercase();
-        if let Some(existing) = self.catalog.get(&c.name) {
-            if c.if_not_exists {
-                return Ok(Outcome::Message(format!("{} {} already exists", c.kind.name(), c.name)));
-            }
-            if !c.or_replace {
-                return Err(SqlError::statement(format!(
-                    "Cannot add {what} '{}': A {} with the same name already exists",
-                    c.name,
-                    existing.kind.name().to_ascii_lowercase()
-                )));
-            }
+        if let Some(done) = self.existing_source(c.kind, &c.name, c.if_not_exists, c.or_replace)? {
+            return Ok(done);
         }
         let planned = self.plan(&c.query, &c.name, &c.properties, None)?;
         if planned.kind != c.kind {
@@ -1830,15 +1836,8 @@ fn parse_duration_text(s: &str) -> Result<i64> {
         .next()
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| SqlError::statement(format!("Invalid duration: {s}")))?;
-    let unit = parts.next().unwrap_or("MILLISECONDS").to_ascii_uppercase();
-    let ms = match unit.trim_end_matches('S') {
-        "MILLISECOND" => 1,
-        "SECOND" => 1000,
-        "MINUTE" => 60_000,
-        "HOUR" => 3_600_000,
-        "DAY" => 86_400_000,
-        _ => return Err(SqlError::statement(format!("Invalid duration: {s}"))),
-    };
+    let unit = parts.next().unwrap_or("MILLISECONDS");
+    let ms = parser::time_unit_ms(unit).ok_or_else(|| SqlError::statement(format!("Invalid duration: {s}")))?;
     Ok(n * ms)
 }
 

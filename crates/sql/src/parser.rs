@@ -147,14 +147,11 @@ impl KsqlDialect {
             p.next_token();
             let mut fields = vec![];
             if !p.consume_token(&Token::RParen) {
-                loop {
+                fields = comma_list(p, |p| {
                     let name = identifier(p)?;
                     expect(p, Token::Assignment, "':='")?;
-                    fields.push((name, self.expr(p)?));
-                    if !p.consume_token(&Token::Comma) {
-                        break;
-                    }
-                }
+                    Ok((name, self.expr(p)?))
+                })?;
                 expect(p, Token::RParen, "')'")?;
             }
             return Ok(Some(Expr::Struct(fields)));
@@ -164,20 +161,16 @@ impl KsqlDialect {
             p.next_token();
             let mut entries = vec![];
             if !p.consume_token(&Token::RParen) {
-                loop {
+                entries = comma_list(p, |p| {
                     // `k := v` parses as sqlparser's assignment operator.
                     let start = p.peek_token().span.start;
-                    let e = p.parse_expr().map_err(|e| parser_error(e, start))?;
-                    match e {
+                    match p.parse_expr().map_err(|e| parser_error(e, start))? {
                         sq::Expr::BinaryOp { left, op: sq::BinaryOperator::Assignment, right } => {
-                            entries.push((self.convert(&left)?, self.convert(&right)?));
+                            Ok((self.convert(&left)?, self.convert(&right)?))
                         }
-                        _ => return Err(SqlError::parse(Some(pos_of(start)), "expected KEY := VALUE in MAP(...)")),
+                        _ => Err(SqlError::parse(Some(pos_of(start)), "expected KEY := VALUE in MAP(...)")),
                     }
-                    if !p.consume_token(&Token::Comma) {
-                        break;
-                    }
-                }
+                })?;
                 expect(p, Token::RParen, "')'")?;
             }
             return Ok(Some(Expr::Map(entries)));
@@ -463,6 +456,15 @@ fn parser_error(e: ParserError, fallback: Location) -> SqlError {
         return SqlError::parse(None, text);
     }
     SqlError::parse(Some(pos_of(fallback)), text)
+}
+
+/// Parses `item (, item)*`.
+fn comma_list<T>(p: &mut Parser, mut item: impl FnMut(&mut Parser) -> Result<T>) -> Result<Vec<T>> {
+    let mut out = vec![item(p)?];
+    while p.consume_token(&Token::Comma) {
+        out.push(item(p)?);
+    }
+    Ok(out)
 }
 
 fn here(p: &Parser) -> Pos {
@@ -1275,22 +1277,27 @@ impl StatementParser<'_> {
         let n = self.uint(p)? as i64;
         let pos = here(p);
         let unit = identifier(p)?;
-        let ms = match unit.trim_end_matches('S') {
-            "MILLISECOND" => 1,
-            "SECOND" => 1000,
-            "MINUTE" => 60_000,
-            "HOUR" => 3_600_000,
-            "DAY" => 86_400_000,
-            "WEEK" => 7 * 86_400_000,
-            _ => {
-                return Err(SqlError::parse(
-                    Some(pos),
-                    format!("unknown time unit {unit}: expected MILLISECONDS, SECONDS, MINUTES, HOURS or DAYS"),
-                ))
-            }
-        };
+        let ms = time_unit_ms(&unit).ok_or_else(|| {
+            SqlError::parse(
+                Some(pos),
+                format!("unknown time unit {unit}: expected MILLISECONDS, SECONDS, MINUTES, HOURS or DAYS"),
+            )
+        })?;
         n.checked_mul(ms).ok_or_else(|| SqlError::parse(Some(pos), "duration too large"))
     }
+}
+
+/// Milliseconds in a time unit (`SECOND`, `SECONDS`, ... `WEEKS`), case-insensitive.
+pub fn time_unit_ms(unit: &str) -> Option<i64> {
+    Some(match unit.to_ascii_uppercase().trim_end_matches('S') {
+        "MILLISECOND" => 1,
+        "SECOND" => 1000,
+        "MINUTE" => 60_000,
+        "HOUR" => 3_600_000,
+        "DAY" => 86_400_000,
+        "WEEK" => 7 * 86_400_000,
+        _ => return None,
+    })
 }
 
 /// Words that end a select item or source reference rather than name an alias.
