@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod limits;
+pub mod partitioner;
 pub mod topic;
 
 pub use config::{ConfigError, ConfigKind, TopicConfig, TOPIC_CONFIGS};

@@ -538,7 +538,7 @@ impl Engine {
             .map_err(|m| SqlError::statement(format!("Failed to insert values into '{target}'. {m}")))?;
         let partitions = self.topics.partitions(&sink.topic).unwrap_or(1).max(1);
         let partition = match &key {
-            Some(k) if partitions > 1 => (crate::query::murmur2(k) & 0x7fff_ffff) as i32 % partitions,
+            Some(k) if partitions > 1 => freshet_common::partitioner::partition_for_key(k, partitions),
             _ => 0,
         };
         self.topics.append(&sink.topic, partition, vec![Record { key, value, timestamp, headers: vec![] }])?;

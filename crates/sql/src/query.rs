@@ -223,7 +223,7 @@ impl Query {
         };
         let partitions = topics.partitions(&self.output.topic).unwrap_or(1).max(1);
         let partition = match &key_bytes {
-            Some(k) if partitions > 1 => (murmur2(k) & 0x7fff_ffff) as i32 % partitions,
+            Some(k) if partitions > 1 => freshet_common::partitioner::partition_for_key(k, partitions),
             _ => 0,
         };
         topics.append(
@@ -734,45 +734,4 @@ pub fn split_windowed_key(w: WindowKind, k: &[u8]) -> Result<(&[u8], (i64, i64))
             Ok((&k[..n - 8], (start, start + size)))
         }
     }
-}
-
-/// Kafka's default partitioner hash (murmur2), so keys land where Kafka clients put them.
-pub fn murmur2(data: &[u8]) -> u32 {
-    let seed: u32 = 0x9747_b28c;
-    let m: u32 = 0x5bd1_e995;
-    let r = 24;
-    let len = data.len();
-    let mut h: u32 = seed ^ len as u32;
-    let chunks = len / 4;
-    for i in 0..chunks {
-        let mut k = u32::from_le_bytes([data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]]);
-        k = k.wrapping_mul(m);
-        k ^= k >> r;
-        k = k.wrapping_mul(m);
-        h = h.wrapping_mul(m);
-        h ^= k;
-    }
-    let tail = &data[chunks * 4..];
-    match tail.len() {
-        3 => {
-            h ^= (tail[2] as u32) << 16;
-            h ^= (tail[1] as u32) << 8;
-            h ^= tail[0] as u32;
-            h = h.wrapping_mul(m);
-        }
-        2 => {
-            h ^= (tail[1] as u32) << 8;
-            h ^= tail[0] as u32;
-            h = h.wrapping_mul(m);
-        }
-        1 => {
-            h ^= tail[0] as u32;
-            h = h.wrapping_mul(m);
-        }
-        _ => {}
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(m);
-    h ^= h >> 15;
-    h
 }
