@@ -663,13 +663,7 @@ impl Engine {
 
         let filter = match &select.filter {
             Some(f) => {
-                let (c, t) = Compiler::new(&scope).compile(f).map_err(|e| {
-                    if e.message.starts_with("Column '") {
-                        SqlError { message: format!("WHERE column {}", &e.message[7..]), ..e }
-                    } else {
-                        e
-                    }
-                })?;
+                let (c, t) = Compiler::new(&scope).compile(f).map_err(|e| unresolved_in("WHERE", e))?;
                 if t != SqlType::Boolean {
                     return Err(SqlError::statement(format!(
                         "Type error in WHERE expression: Should evaluate to boolean but is {f} ({t}) instead."
@@ -681,23 +675,7 @@ impl Engine {
         };
 
         // Generated names for unnamed expressions: KSQL_COL_n, skipping names in use.
-        let mut used: HashSet<String> =
-            items.iter().filter_map(|(e, a)| a.clone().or_else(|| natural_name(e))).collect();
-        let mut next_gen = 0;
-        let mut gen_name = |used: &mut HashSet<String>| loop {
-            let n = format!("KSQL_COL_{next_gen}");
-            next_gen += 1;
-            if used.insert(n.clone()) {
-                return n;
-            }
-        };
-        let named: Vec<(Expr, String)> = items
-            .into_iter()
-            .map(|(e, a)| {
-                let n = a.or_else(|| natural_name(&e)).unwrap_or_else(|| gen_name(&mut used));
-                (e, n)
-            })
-            .collect();
+        let named = name_items(items);
         for (e, n) in &named {
             if matches!(e, Expr::Column { .. }) && is_reserved_column(n) && n != ROWTIME {
                 if n == WINDOWSTART || n == WINDOWEND {
@@ -717,10 +695,7 @@ impl Engine {
         let has_aggregates =
             named.iter().any(|(e, _)| contains_aggregate(e)) || select.having.as_ref().is_some_and(contains_aggregate);
         let (key_serde, value_serde) = serdes_from_props(props, Some(&input), &self.properties)?;
-        let sink_topic = existing_sink
-            .map(|s| s.topic.clone())
-            .or_else(|| prop_string(props, "KAFKA_TOPIC"))
-            .unwrap_or_else(|| sink_name.to_string());
+        let sink_topic = sink_topic(existing_sink, props, sink_name);
 
         if !select.group_by.is_empty() || has_aggregates {
             return self.plan_aggregate(
@@ -752,13 +727,8 @@ impl Engine {
         if partitioned && !partition_by_null {
             let mut missing = vec![];
             for pe in &select.partition_by {
-                let (c, t) = compiler.compile(pe).map_err(|e| {
-                    if e.message.starts_with("Column '") && e.message.ends_with("cannot be resolved.") {
-                        SqlError { message: format!("PARTITION BY column {}", &e.message[7..]), pos: None, ..e }
-                    } else {
-                        e
-                    }
-                })?;
+                let (c, t) =
+                    compiler.compile(pe).map_err(|e| SqlError { pos: None, ..unresolved_in("PARTITION BY", e) })?;
                 let canon = format!("{c:?}");
                 match item_canon.iter().position(|ic| ic.as_deref() == Some(&canon)) {
                     Some(i) => {
@@ -804,16 +774,7 @@ impl Engine {
                 "Unsupported operation: PARTITION BY is not supported on tables: use GROUP BY instead.",
             ));
         }
-        let mut value_exprs = vec![];
-        let mut value_fields = vec![];
-        for (i, (e, n)) in named.iter().enumerate() {
-            if used_items.contains(&i) {
-                continue;
-            }
-            let (c, t) = compiler.compile(e)?;
-            value_exprs.push(c);
-            value_fields.push(Field { name: n.clone(), ty: t });
-        }
+        let (value_exprs, value_fields) = compile_values(&mut compiler, &named, |i| used_items.contains(&i))?;
         check_duplicates(&key_fields, &value_fields)?;
         if value_fields.is_empty() && value_serde.format != Format::None {
             return Err(SqlError::statement("The projection contains no value columns."));
@@ -1284,13 +1245,7 @@ impl Engine {
                     )));
                 }
             };
-            let on_err = |e: SqlError| {
-                if e.message.starts_with("Column '") && e.message.ends_with("cannot be resolved.") {
-                    SqlError { message: format!("JOIN ON column {}", &e.message[7..]), ..e }
-                } else {
-                    e
-                }
-            };
+            let on_err = |e| unresolved_in("JOIN ON", e);
             let (lkey, lt) = Compiler::new(&scope).compile(lexpr).map_err(on_err)?;
             let (rkey, rt) = Compiler::new(rscope).compile(rexpr).map_err(on_err)?;
             let lsrc = match lexpr {
@@ -1454,22 +1409,7 @@ impl Engine {
             }
         }
         let explicit_alias: Vec<bool> = select_aliases(&select.items, &items);
-        let mut used: HashSet<String> =
-            items.iter().filter_map(|(e, a)| a.clone().or_else(|| natural_name(e))).collect();
-        let mut next_gen = 0;
-        let mut named: Vec<(Expr, String)> = items
-            .into_iter()
-            .map(|(e, a)| {
-                let n = a.or_else(|| natural_name(&e)).unwrap_or_else(|| loop {
-                    let n = format!("KSQL_COL_{next_gen}");
-                    next_gen += 1;
-                    if used.insert(n.clone()) {
-                        break n;
-                    }
-                });
-                (e, n)
-            })
-            .collect();
+        let mut named = name_items(items);
 
         let mut compiler = Compiler::new(&scope);
         let filter = match &select.filter {
@@ -1571,23 +1511,11 @@ impl Engine {
             key_exprs.push(if fk { c } else { CExpr::Column(rowkey_idx) });
             key_fields.push(Field { name: named[i].1.clone(), ty: if fk { t } else { key_type.clone() } });
         }
-        let mut value_exprs = vec![];
-        let mut value_fields = vec![];
-        for (i, (e, n)) in named.iter().enumerate() {
-            if key_items.contains(&i) {
-                continue;
-            }
-            let (c, t) = compiler.compile(e)?;
-            value_exprs.push(c);
-            value_fields.push(Field { name: n.clone(), ty: t });
-        }
+        let (value_exprs, value_fields) = compile_values(&mut compiler, &named, |i| key_items.contains(&i))?;
         check_duplicates(&key_fields, &value_fields)?;
         let kind = if sources.iter().all(|(s, _)| s.kind == Table) { Table } else { Stream };
         let (key_serde, value_serde) = serdes_from_props(props, Some(&sources[0].0), &self.properties)?;
-        let sink_topic = existing_sink
-            .map(|s| s.topic.clone())
-            .or_else(|| prop_string(props, "KAFKA_TOPIC"))
-            .unwrap_or_else(|| sink_name.to_string());
+        let sink_topic = sink_topic(existing_sink, props, sink_name);
         let output = self.output_def(
             sink_name,
             kind,
@@ -1654,6 +1582,64 @@ fn qualified_display(e: &Expr, source: &str) -> String {
         }
     }
     qualify(e, source).to_string()
+}
+
+/// Names projection items: an alias, a column's or field's name, else `KSQL_COL_n` (the first n
+/// not already taken).
+fn name_items(items: Vec<(Expr, Option<String>)>) -> Vec<(Expr, String)> {
+    let mut used: HashSet<String> = items.iter().filter_map(|(e, a)| a.clone().or_else(|| natural_name(e))).collect();
+    let mut next_gen = 0;
+    items
+        .into_iter()
+        .map(|(e, a)| {
+            let n = a.or_else(|| natural_name(&e)).unwrap_or_else(|| loop {
+                let n = format!("KSQL_COL_{next_gen}");
+                next_gen += 1;
+                if used.insert(n.clone()) {
+                    break n;
+                }
+            });
+            (e, n)
+        })
+        .collect()
+}
+
+/// Compiles the projection items that are not key columns into the value columns.
+fn compile_values(
+    compiler: &mut Compiler,
+    named: &[(Expr, String)],
+    is_key: impl Fn(usize) -> bool,
+) -> Result<(Vec<CExpr>, Vec<Field>)> {
+    let mut exprs = vec![];
+    let mut fields = vec![];
+    for (i, (e, n)) in named.iter().enumerate() {
+        if is_key(i) {
+            continue;
+        }
+        let (c, t) = compiler.compile(e)?;
+        exprs.push(c);
+        fields.push(Field { name: n.clone(), ty: t });
+    }
+    Ok((exprs, fields))
+}
+
+/// The topic a query writes: the existing sink's, KAFKA_TOPIC, or the sink's name.
+fn sink_topic(existing: Option<&SourceDef>, props: &BTreeMap<String, Value>, sink_name: &str) -> String {
+    existing
+        .map(|s| s.topic.clone())
+        .or_else(|| prop_string(props, "KAFKA_TOPIC"))
+        .unwrap_or_else(|| sink_name.to_string())
+}
+
+/// "Column 'X' cannot be resolved." becomes "<CLAUSE> column 'X' cannot be resolved.", as ksqlDB
+/// says where the unknown column is.
+fn unresolved_in(clause: &str, e: SqlError) -> SqlError {
+    match e.message.strip_prefix("Column ") {
+        Some(rest) if rest.ends_with("cannot be resolved.") => {
+            SqlError { message: format!("{clause} column {rest}"), ..e }
+        }
+        _ => e,
+    }
 }
 
 /// For each expanded projection item, whether the user gave it an alias (`AS name`).

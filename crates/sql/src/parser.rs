@@ -122,12 +122,7 @@ impl KsqlDialect {
                     star = true;
                 } else if p.peek_token().token != Token::RParen {
                     distinct = word(p, "DISTINCT");
-                    loop {
-                        args.push(self.expr(p)?);
-                        if !p.consume_token(&Token::Comma) {
-                            break;
-                        }
-                    }
+                    args = comma_list(p, |p| self.expr(p))?;
                 }
                 expect(p, Token::RParen, "')' or ',' in the argument list")?;
                 return Ok(Some(Expr::Function { name: upper, args, star, distinct, pos }));
@@ -180,12 +175,7 @@ impl KsqlDialect {
             p.next_token();
             let mut items = vec![];
             if !p.consume_token(&Token::RBracket) {
-                loop {
-                    items.push(self.expr(p)?);
-                    if !p.consume_token(&Token::Comma) {
-                        break;
-                    }
-                }
+                items = comma_list(p, |p| self.expr(p))?;
                 expect(p, Token::RBracket, "']'")?;
             }
             return Ok(Some(Expr::Array(items)));
@@ -944,12 +934,7 @@ impl StatementParser<'_> {
         let name = identifier(p)?;
         let mut columns = vec![];
         if p.consume_token(&Token::LParen) {
-            loop {
-                columns.push(self.column(p)?);
-                if !p.consume_token(&Token::Comma) {
-                    break;
-                }
-            }
+            columns = comma_list(p, |p| self.column(p))?;
             expect(p, Token::RParen, "')' or ',' in the column list")?;
         }
         let properties = self.with_properties(p)?;
@@ -1023,18 +1008,16 @@ impl StatementParser<'_> {
             return Ok(props);
         }
         expect(p, Token::LParen, "'(' after WITH")?;
-        loop {
+        for (name, value) in comma_list(p, |p| {
             let pos = here(p);
             let name = identifier(p)?;
             expect(p, Token::Eq, "'=' after the property name")?;
-            let value = match self.d.expr(p)? {
-                Expr::Literal(v) => v,
-                _ => return Err(SqlError::parse(Some(pos), format!("the value of {name} must be a literal"))),
-            };
-            props.insert(name, value);
-            if !p.consume_token(&Token::Comma) {
-                break;
+            match self.d.expr(p)? {
+                Expr::Literal(v) => Ok((name, v)),
+                _ => Err(SqlError::parse(Some(pos), format!("the value of {name} must be a literal"))),
             }
+        })? {
+            props.insert(name, value);
         }
         expect(p, Token::RParen, "')' or ',' in WITH")?;
         Ok(props)
@@ -1046,12 +1029,7 @@ impl StatementParser<'_> {
         let mut columns = None;
         if p.consume_token(&Token::LParen) {
             let mut cols = vec![];
-            loop {
-                cols.push(identifier(p)?);
-                if !p.consume_token(&Token::Comma) {
-                    break;
-                }
-            }
+            cols = comma_list(p, identifier)?;
             expect(p, Token::RParen, "')'")?;
             columns = Some(cols);
         }
@@ -1059,12 +1037,7 @@ impl StatementParser<'_> {
             expect(p, Token::LParen, "'(' after VALUES")?;
             let mut values = vec![];
             if !p.consume_token(&Token::RParen) {
-                loop {
-                    values.push(self.d.expr(p)?);
-                    if !p.consume_token(&Token::Comma) {
-                        break;
-                    }
-                }
+                values = comma_list(p, |p| self.d.expr(p))?;
                 expect(p, Token::RParen, "')'")?;
             }
             return Ok(Statement::InsertValues { target, columns, values, pos });
@@ -1081,12 +1054,7 @@ impl StatementParser<'_> {
         let pos = here(p);
         expect_kw(p, Keyword::SELECT, "SELECT")?;
         let mut items = vec![];
-        loop {
-            items.push(self.select_item(p)?);
-            if !p.consume_token(&Token::Comma) {
-                break;
-            }
-        }
+        items = comma_list(p, |p| self.select_item(p))?;
         expect_kw(p, Keyword::FROM, "FROM")?;
         let from = self.source_ref(p)?;
         let mut joins = vec![];
@@ -1162,13 +1130,10 @@ impl StatementParser<'_> {
 
     fn expr_list(&self, p: &mut Parser) -> Result<Vec<Expr>> {
         let mut out = vec![];
-        loop {
-            match self.d.expr(p)? {
+        for e in comma_list(p, |p| self.d.expr(p))? {
+            match e {
                 Expr::Function { name, args, .. } if name == TUPLE => out.extend(args),
                 e => out.push(e),
-            }
-            if !p.consume_token(&Token::Comma) {
-                break;
             }
         }
         Ok(out)

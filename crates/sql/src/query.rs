@@ -4,7 +4,7 @@
 //! consumed. Each step reads what is new on its input partitions and processes it in offset
 //! order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::aggregate::{Acc, AggSpec};
@@ -138,6 +138,9 @@ impl Query {
     /// Processes what is new on the inputs. Returns how many input records were read.
     pub fn step(&mut self, topics: &Arc<dyn Topics>, errors: &mut Vec<ProcessingError>) -> Result<usize> {
         let mut read = 0;
+        let out_partitions = topics.partitions(&self.output.topic).unwrap_or(1).max(1);
+        // Output records of one input batch, per sink partition: one append each, not one per record.
+        let mut pending: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
         for input in 0..=self.rights.len() {
             let topic = if input == 0 { self.input.topic.clone() } else { self.rights[input - 1].topic.clone() };
             let partitions = topics.partitions(&topic).unwrap_or(0);
@@ -167,23 +170,30 @@ impl Query {
                         });
                     }
                     for (key, value, ts, window) in out {
-                        self.emit(topics, key, value, ts, window, errors)?;
+                        self.encode_output(out_partitions, key, value, ts, window, errors, &mut pending);
                     }
+                }
+                for (partition, records) in std::mem::take(&mut pending) {
+                    topics.append(&self.output.topic, partition, records)?;
                 }
             }
         }
         Ok(read)
     }
 
-    fn emit(
+    /// Encodes an output record and queues it for its sink partition; a record that cannot be
+    /// encoded goes to the processing log.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_output(
         &self,
-        topics: &Arc<dyn Topics>,
+        partitions: i32,
         key: Vec<Value>,
         value: Option<Vec<Value>>,
         timestamp: i64,
         window: Option<(i64, i64)>,
         errors: &mut Vec<ProcessingError>,
-    ) -> Result<()> {
+        pending: &mut BTreeMap<i32, Vec<Record>>,
+    ) {
         let fail = |message: String, errors: &mut Vec<ProcessingError>| {
             errors.push(ProcessingError {
                 query: self.id.clone(),
@@ -197,7 +207,7 @@ impl Query {
             Ok(k) => k,
             Err(e) => {
                 fail(format!("Error serializing key: {e}"), errors);
-                return Ok(());
+                return;
             }
         };
         if let Some((start, end)) = window {
@@ -217,21 +227,20 @@ impl Query {
                 Ok(b) => b,
                 Err(e) => {
                     fail(format!("Error serializing value: {e}"), errors);
-                    return Ok(());
+                    return;
                 }
             },
         };
-        let partitions = topics.partitions(&self.output.topic).unwrap_or(1).max(1);
         let partition = match &key_bytes {
             Some(k) if partitions > 1 => freshet_common::partitioner::partition_for_key(k, partitions),
             _ => 0,
         };
-        topics.append(
-            &self.output.topic,
-            partition,
-            vec![Record { key: key_bytes, value: value_bytes, timestamp, headers: vec![] }],
-        )?;
-        Ok(())
+        pending.entry(partition).or_default().push(Record {
+            key: key_bytes,
+            value: value_bytes,
+            timestamp,
+            headers: vec![],
+        });
     }
 
     /// Decodes an input record into a row: keys, values, headers, pseudo-columns.
@@ -520,7 +529,10 @@ impl Query {
                 .filter(|(_, g)| g.window.is_some_and(|(_, end)| now >= end + grace))
                 .map(|(k, _)| k.clone())
                 .collect();
-            closed.sort_by_key(|k| self.groups[k].window.map(|(s, e)| (e, s)));
+            closed.sort_by(|a, b| {
+                let at = |k: &Vec<u8>| self.groups[k].window.map(|(s, e)| (e, s));
+                at(a).cmp(&at(b)).then_with(|| a.cmp(b))
+            });
             for k in closed {
                 if let Some(mut g) = self.groups.remove(&k) {
                     emit_group(plan, &mut g, out, &mut self.env)?;
