@@ -13,6 +13,7 @@ mod produce;
 mod serve;
 mod sql;
 mod sqltest;
+mod sqltest_rest;
 mod topic;
 
 #[derive(Parser)]

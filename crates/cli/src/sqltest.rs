@@ -1,11 +1,12 @@
 //! `freshet sql-test PATH...`: runs ksqlDB-format SQL test cases and reports each failure with
-//! expected and actual records, then `N passed, M failed, K skipped`.
+//! expected and actual records, then `N passed, M failed, K skipped`. Query-validation cases run
+//! on the engine in memory; REST-format cases against a server over HTTP (`sqltest_rest`).
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use freshet_sql::testcase::{collect_files, run_file, Summary, Verdict};
+use freshet_sql::testcase::{collect_files, run_file_with, Summary, Verdict};
 
 #[derive(Args)]
 pub struct SqlTestArgs {
@@ -32,8 +33,12 @@ pub fn run(args: SqlTestArgs) -> Result<()> {
         bail!("no test case files under {:?}", args.paths);
     }
     let mut total = Summary::default();
+    let mut rest = crate::sqltest_rest::RestRunner::new()?;
+    let mut run_rest = |case: &serde_json::Value, format: Option<&str>, config: Option<&serde_json::Value>| {
+        rest.run(case, format, config)
+    };
     for file in files {
-        let results = run_file(&file, args.filter.as_deref());
+        let results = run_file_with(&file, args.filter.as_deref(), Some(&mut run_rest));
         let mut summary = Summary::default();
         for r in &results {
             match &r.verdict {

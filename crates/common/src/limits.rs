@@ -68,6 +68,13 @@ pub const SQL_READ_MAX_BYTES: usize = 1024 * 1024;
 /// Longest the SQL engine waits for one of its writes to the embedded broker to become durable.
 pub const SQL_APPEND_TIMEOUT_MS: u64 = 30_000;
 
+/// Rows a push query may have in flight to its HTTP client; when they are not taken, the query
+/// is not stepped (its input waits in the log).
+pub const SQL_PUSH_CHANNEL_ROWS: usize = 1024;
+
+/// Most push queries (`EMIT CHANGES` over `/query`) running at once.
+pub const SQL_MAX_PUSH_QUERIES: usize = 100;
+
 /// Largest request body the HTTP (ksqlDB REST) listener accepts.
 pub const HTTP_MAX_BODY_BYTES: usize = 1024 * 1024;
 

@@ -39,6 +39,13 @@ pub struct Engine {
     pub processing_log: Vec<ProcessingError>,
     /// Create a source's topic when it does not exist (test harness), instead of refusing.
     pub auto_create_topics: bool,
+    /// Partitions of a topic created because of `auto_create_topics`.
+    pub default_partitions: i32,
+    /// Planning a transient (push) query: every projection item becomes an output column in
+    /// SELECT order and no key column is required in the projection.
+    pub(crate) transient: std::cell::Cell<bool>,
+    /// The current contents of queryable tables, for pull queries.
+    pub(crate) materialized: crate::transient::Materialized,
 }
 
 fn prop_string(props: &BTreeMap<String, Value>, name: &str) -> Option<String> {
@@ -59,6 +66,9 @@ impl Engine {
             variables: BTreeMap::new(),
             processing_log: vec![],
             auto_create_topics: false,
+            default_partitions: 1,
+            transient: std::cell::Cell::new(false),
+            materialized: Default::default(),
         }
     }
 
@@ -333,8 +343,8 @@ impl Engine {
                 Ok(p as i32)
             }
             None if self.auto_create_topics => {
-                self.topics.create_topic(topic, 1)?;
-                Ok(1)
+                self.topics.create_topic(topic, self.default_partitions)?;
+                Ok(self.default_partitions)
             }
             None => Err(SqlError::statement(format!(
                 "Topic '{topic}' does not exist. If you want to create a new topic for the stream/table please re-run the statement providing the required 'PARTITIONS' configuration in the WITH clause (and optionally 'REPLICAS'). For example: CREATE STREAM FOO (ID INT, VALUE STRING) WITH (KAFKA_TOPIC='{topic}', PARTITIONS=2, REPLICAS=1, FORMAT='JSON');"
@@ -365,6 +375,7 @@ impl Engine {
             )));
         }
         let src = self.catalog.sources.remove(name).expect("checked above");
+        self.materialized.forget(name);
         if let Some(w) = &src.writer {
             self.queries.remove(w);
         }
@@ -382,6 +393,12 @@ impl Engine {
     fn create_as(&mut self, c: CreateAs, text: &str) -> Result<Outcome> {
         if let Some(done) = self.existing_source(c.kind, &c.name, c.if_not_exists, c.or_replace)? {
             return Ok(done);
+        }
+        if c.query.limit.is_some() {
+            return Err(SqlError::statement(format!(
+                "CREATE {} AS SELECT statements don't support LIMIT clause.",
+                c.kind.name()
+            )));
         }
         let planned = self.plan(&c.query, &c.name, &c.properties, None)?;
         if planned.kind != c.kind {
@@ -506,6 +523,9 @@ impl Engine {
             row.insert(name.clone(), v);
         }
         for name in row.keys() {
+            if name == ROWPARTITION || name == ROWOFFSET {
+                return Err(SqlError::statement(format!("Inserting into column `{name}` is not allowed.")));
+            }
             if name != ROWTIME && !all.iter().any(|f| &f.name == name) {
                 return Err(SqlError::statement(format!("Column name {name} does not exist.")));
             }
@@ -565,7 +585,7 @@ impl Engine {
     }
 
     /// Plans a SELECT into a persistent query writing `sink_name`.
-    fn plan(
+    pub(crate) fn plan(
         &self,
         select: &Select,
         sink_name: &str,
@@ -598,6 +618,21 @@ impl Engine {
                         |name: &str| Expr::Column { qualifier: None, name: name.to_string(), pos: Pos::default() };
                     let by_null =
                         select.partition_by.len() == 1 && matches!(select.partition_by[0], Expr::Literal(Value::Null));
+                    if self.transient.get() {
+                        // A transient query's columns: keys, window bounds, values, headers.
+                        for f in &input.keys {
+                            items.push((col(&f.name), None));
+                        }
+                        if input.window.is_some() {
+                            for n in [WINDOWSTART, WINDOWEND] {
+                                items.push((col(n), None));
+                            }
+                        }
+                        for f in input.values.iter().chain(input.headers.iter().map(|h| &h.field)) {
+                            items.push((col(&f.name), None));
+                        }
+                        continue;
+                    }
                     if select.partition_by.is_empty() {
                         for f in input.keys.iter().chain(&input.values).chain(input.headers.iter().map(|h| &h.field)) {
                             items.push((col(&f.name), None));
@@ -677,7 +712,8 @@ impl Engine {
         // Generated names for unnamed expressions: KSQL_COL_n, skipping names in use.
         let named = name_items(items);
         for (e, n) in &named {
-            if matches!(e, Expr::Column { .. }) && is_reserved_column(n) && n != ROWTIME {
+            let pseudo_ok = self.transient.get() && (n == ROWPARTITION || n == ROWOFFSET);
+            if matches!(e, Expr::Column { .. }) && is_reserved_column(n) && n != ROWTIME && !pseudo_ok {
                 if n == WINDOWSTART || n == WINDOWEND {
                     if input.window.is_none() && select.window.is_none() {
                         return Err(SqlError::statement(format!(
@@ -747,6 +783,8 @@ impl Engine {
                     missing.join(", ")
                 )));
             }
+        } else if self.transient.get() {
+            // Transient: no key columns, every item is an output column.
         } else if !partitioned {
             let mut missing = vec![];
             for k in &input.keys {
@@ -795,7 +833,12 @@ impl Engine {
             kind: input.kind,
             input,
             output,
-            plan: Plan::Project { filter, table_functions, key: key_exprs, value: value_exprs },
+            plan: Plan::Project {
+                filter,
+                table_functions,
+                key: transient_key(self, key_exprs, &value_exprs),
+                value: value_exprs,
+            },
         })
     }
 
@@ -808,13 +851,19 @@ impl Engine {
         keys: Vec<Field>,
         values: Vec<Field>,
         key_serde: Serde,
-        mut value_serde: Serde,
+        value_serde: Serde,
         window: Option<WindowKind>,
         existing: Option<&SourceDef>,
     ) -> Result<SourceDef> {
         if let Some(e) = existing {
             return Ok(e.clone());
         }
+        let (key_serde, mut value_serde) = if self.transient.get() {
+            // A transient query's rows go to its client, not to a topic: any format will do.
+            (Serde::new(Format::Json), Serde::new(Format::Json))
+        } else {
+            (key_serde, value_serde)
+        };
         let mut key_serde = key_serde;
         if key_serde.format == Format::None && !keys.is_empty() && !key_serde.explicit {
             key_serde = Serde { format: Format::Kafka, ..key_serde };
@@ -856,7 +905,8 @@ impl Engine {
         sink_topic: String,
         existing_sink: Option<&SourceDef>,
     ) -> Result<Planned> {
-        if select.group_by.is_empty() {
+        if select.group_by.is_empty() && !self.transient.get() {
+            // (A push query may aggregate its whole input as one group.)
             return Err(SqlError::statement("Aggregate functions require a GROUP BY clause."));
         }
         let mut compiler = Compiler::new(scope);
@@ -960,8 +1010,9 @@ impl Engine {
         let mut value_exprs = vec![];
         let mut value_fields = vec![];
         let mut non_aggregate = vec![];
+        let transient = self.transient.get();
         for (e, n) in &named {
-            if let Some(i) = lookup(e).filter(|i| *i < n_groups) {
+            if let Some(i) = lookup(e).filter(|i| *i < n_groups && !transient) {
                 if key_exprs[i].is_none() {
                     key_exprs[i] = Some(CExpr::Column(i));
                     key_fields[i] = Some(Field { name: n.clone(), ty: group_types[i].clone() });
@@ -1003,8 +1054,13 @@ impl Engine {
                 non_aggregate.join(", ")
             )));
         }
-        let missing: Vec<String> =
-            select.group_by.iter().zip(&key_exprs).filter(|(_, k)| k.is_none()).map(|(g, _)| g.to_string()).collect();
+        let missing: Vec<String> = select
+            .group_by
+            .iter()
+            .zip(&key_exprs)
+            .filter(|(_, k)| k.is_none() && !transient)
+            .map(|(g, _)| g.to_string())
+            .collect();
         if !missing.is_empty() {
             let (noun, list) = describe_missing("grouping expression", &missing);
             return Err(SqlError::statement(format!(
@@ -1085,7 +1141,7 @@ impl Engine {
                 window: select.window,
                 emit_final: select.emit == Some(Emit::Final),
                 having,
-                key: key_exprs.into_iter().flatten().collect(),
+                key: transient_key(self, key_exprs.into_iter().flatten().collect(), &value_exprs),
                 value: value_exprs,
             }),
         })
@@ -1384,7 +1440,7 @@ impl Engine {
         for item in &select.items {
             match item {
                 SelectItem::Wildcard(None) => {
-                    if synthetic && !fk {
+                    if synthetic && !fk && !self.transient.get() {
                         items
                             .push((Expr::Column { qualifier: None, name: "ROWKEY".into(), pos: Pos::default() }, None));
                     }
@@ -1419,7 +1475,9 @@ impl Engine {
         // Which items are the key.
         let canon: Vec<Option<String>> = named.iter().map(|(e, _)| canonical(&scope, e)).collect();
         let mut key_items: Vec<usize> = vec![];
-        if fk {
+        if self.transient.get() {
+            // Transient: no key columns, every item is an output column.
+        } else if fk {
             let (left, _) = &sources[0];
             let mut missing = vec![];
             for (i, k) in left.keys.iter().enumerate() {
@@ -1529,7 +1587,7 @@ impl Engine {
         )?;
         let last = stages.last_mut().expect("at least one join");
         last.filter = filter;
-        last.key = key_exprs;
+        last.key = transient_key(self, key_exprs, &value_exprs);
         last.value = value_exprs;
         let mut sources = sources.into_iter().map(|(s, _)| s);
         let input = sources.next().expect("the FROM source");
@@ -1548,12 +1606,12 @@ impl Engine {
     }
 }
 
-struct Planned {
-    kind: SourceKind,
-    input: SourceDef,
-    rights: Vec<SourceDef>,
-    output: SourceDef,
-    plan: Plan,
+pub(crate) struct Planned {
+    pub(crate) kind: SourceKind,
+    pub(crate) input: SourceDef,
+    pub(crate) rights: Vec<SourceDef>,
+    pub(crate) output: SourceDef,
+    pub(crate) plan: Plan,
 }
 
 fn describe_missing(noun: &str, missing: &[String]) -> (String, String) {
@@ -1586,7 +1644,7 @@ fn qualified_display(e: &Expr, source: &str) -> String {
 
 /// Names projection items: an alias, a column's or field's name, else `KSQL_COL_n` (the first n
 /// not already taken).
-fn name_items(items: Vec<(Expr, Option<String>)>) -> Vec<(Expr, String)> {
+pub(crate) fn name_items(items: Vec<(Expr, Option<String>)>) -> Vec<(Expr, String)> {
     let mut used: HashSet<String> = items.iter().filter_map(|(e, a)| a.clone().or_else(|| natural_name(e))).collect();
     let mut next_gen = 0;
     items
@@ -1602,6 +1660,16 @@ fn name_items(items: Vec<(Expr, Option<String>)>) -> Vec<(Expr, String)> {
             (e, n)
         })
         .collect()
+}
+
+/// A transient query has no key columns; its "key" is the whole projection, so that a deletion
+/// (evaluated on a row whose value columns are null) shows as a tombstone row of the projection.
+fn transient_key(engine: &Engine, key: Vec<CExpr>, value: &[CExpr]) -> Vec<CExpr> {
+    if engine.transient.get() {
+        value.to_vec()
+    } else {
+        key
+    }
 }
 
 /// Compiles the projection items that are not key columns into the value columns.
@@ -1633,7 +1701,7 @@ fn sink_topic(existing: Option<&SourceDef>, props: &BTreeMap<String, Value>, sin
 
 /// "Column 'X' cannot be resolved." becomes "<CLAUSE> column 'X' cannot be resolved.", as ksqlDB
 /// says where the unknown column is.
-fn unresolved_in(clause: &str, e: SqlError) -> SqlError {
+pub(crate) fn unresolved_in(clause: &str, e: SqlError) -> SqlError {
     match e.message.strip_prefix("Column ") {
         Some(rest) if rest.ends_with("cannot be resolved.") => {
             SqlError { message: format!("{clause} column {rest}"), ..e }

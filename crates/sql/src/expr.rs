@@ -356,7 +356,21 @@ impl<'a> Compiler<'a> {
                         display_expr(b)
                     )));
                 }
-                check_comparable(&at, &bt, op.symbol())?;
+                if check_comparable(&at, &bt, op.symbol()).is_err() {
+                    let name = match op {
+                        BinaryOp::Eq => "EQUAL",
+                        BinaryOp::NotEq => "NOT_EQUAL",
+                        BinaryOp::Lt => "LESS_THAN",
+                        BinaryOp::LtEq => "LESS_THAN_OR_EQUAL",
+                        BinaryOp::Gt => "GREATER_THAN",
+                        _ => "GREATER_THAN_OR_EQUAL",
+                    };
+                    return Err(SqlError::statement(format!(
+                        "Cannot compare {} ({at}) to {} ({bt}) with {name}.",
+                        display_expr(a),
+                        display_expr(b)
+                    )));
+                }
                 (CExpr::Compare(op, ac, bc), SqlType::Boolean)
             }
             BinaryOp::Concat => {
@@ -369,6 +383,18 @@ impl<'a> Compiler<'a> {
                 (CExpr::Call("CONCAT".into(), functions::concat_fn(), vec![*ac, *bc], SqlType::String), SqlType::String)
             }
             BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod => {
+                let is_null = |e: &Expr| matches!(e, Expr::Literal(Value::Null));
+                if is_null(a) || is_null(b) {
+                    let name = |e: &Expr, t: &SqlType| if is_null(e) { "null".to_string() } else { t.to_string() };
+                    return Err(SqlError::statement(format!(
+                        "Error processing expression: ({} {} {}). Arithmetic on types {} and {} are not supported.",
+                        display_expr(a),
+                        op.symbol(),
+                        display_expr(b),
+                        name(a, &at),
+                        name(b, &bt)
+                    )));
+                }
                 let ty = arithmetic_type(op, &at, &bt).ok_or_else(|| {
                     SqlError::statement(format!(
                         "Error processing expression: ({a} {} {b}). Unsupported arithmetic types. {at} {bt}",

@@ -19,6 +19,7 @@ pub mod query;
 pub mod testcase;
 pub mod time;
 pub mod topics;
+pub mod transient;
 pub mod types;
 pub mod value;
 

@@ -66,7 +66,7 @@ struct Contribution {
 }
 
 /// An output record: key columns, value columns (None for a tombstone), timestamp, window.
-type Emitted = (Vec<Value>, Option<Vec<Value>>, i64, Option<(i64, i64)>);
+pub type Emitted = (Vec<Value>, Option<Vec<Value>>, i64, Option<(i64, i64)>);
 
 #[derive(Debug, Clone)]
 struct Group {
@@ -106,6 +106,8 @@ pub struct Query {
     table_rows: HashMap<Vec<u8>, Contribution>,
     stream_time: i64,
     env: Env,
+    /// A transient query's output: kept here for its client instead of written to a topic.
+    pub collected: Option<Vec<Emitted>>,
 }
 
 impl Query {
@@ -125,6 +127,7 @@ impl Query {
             table_rows: HashMap::new(),
             stream_time: i64::MIN,
             env: Env::default(),
+            collected: None,
         }
     }
 
@@ -168,6 +171,10 @@ impl Query {
                             partition: p,
                             offset: c.offset,
                         });
+                    }
+                    if let Some(collected) = &mut self.collected {
+                        collected.append(&mut out);
+                        continue;
                     }
                     for (key, value, ts, window) in out {
                         self.encode_output(out_partitions, key, value, ts, window, errors, &mut pending);
@@ -244,7 +251,7 @@ impl Query {
     }
 
     /// Decodes an input record into a row: keys, values, headers, pseudo-columns.
-    fn decode(src: &SourceDef, rec: &Record, partition: i32, offset: i64) -> Result<Option<Row>, String> {
+    pub(crate) fn decode(src: &SourceDef, rec: &Record, partition: i32, offset: i64) -> Result<Option<Row>, String> {
         let mut key_bytes = rec.key.as_deref();
         let mut window = None;
         if let (Some(w), Some(k)) = (src.window, key_bytes) {
@@ -361,8 +368,12 @@ impl Query {
             }
             return Ok(());
         }
-        let row = Self::decode(&self.input, rec, partition, offset)?;
         let is_table = self.input.kind == SourceKind::Table;
+        if is_table && rec.key.is_none() && !self.input.keys.is_empty() {
+            // A table's row needs a key: a record without one is not an update.
+            return Err("Skipping a table record with a null key".into());
+        }
+        let row = Self::decode(&self.input, rec, partition, offset)?;
         match &self.plan {
             Plan::Project { filter, table_functions, key, value } => {
                 let Some(row) = row else {
@@ -669,7 +680,11 @@ fn emit_group(plan: &AggregatePlan, g: &mut Group, out: &mut Vec<Emitted>, env: 
     let (ws, we) = g.window.unwrap_or((0, 0));
     row.push(Value::BigInt(ws));
     row.push(Value::BigInt(we));
-    let k = eval_all(&plan.key, &row, env)?;
+    // The key from the group's keys alone (aggregates null): a transient query's tombstone row.
+    let mut key_row = g.keys.clone();
+    key_row.resize(g.keys.len() + plan.specs.len(), Value::Null);
+    key_row.extend_from_slice(&row[g.keys.len() + plan.specs.len()..]);
+    let k = eval_all(&plan.key, &key_row, env)?;
     if let Some(h) = &plan.having {
         if h.eval(&row, env)? != Value::Boolean(true) {
             // Retract only what was shown: a group that never passed emits nothing.

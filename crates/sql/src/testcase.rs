@@ -105,8 +105,41 @@ pub fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Runs every case of one file.
+/// Runs a REST-format case: the case, the `{FORMAT}` and `{CONFIG}` values of this run.
+pub type RestRunner<'a> = &'a mut dyn FnMut(&Json, Option<&str>, Option<&Json>) -> Verdict;
+
+/// Whether a case is in the REST format (responses to statements, or an expected HTTP error).
+pub fn is_rest_case(case: &Json) -> bool {
+    case.get("responses").is_some() || case.get("expectedError").is_some()
+}
+
+/// The statements of a case with `{FORMAT}` replaced.
+pub fn case_statements(case: &Json, format: Option<&str>) -> Vec<String> {
+    let subst = |s: &str| match format {
+        Some(f) => s.replace("{FORMAT}", f),
+        None => s.to_string(),
+    };
+    case["statements"].as_array().map(|a| a.iter().filter_map(|s| s.as_str()).map(subst).collect()).unwrap_or_default()
+}
+
+/// Why a case is not run, if it is not.
+fn skip_reason(case: &Json, format: Option<&str>) -> Option<Verdict> {
+    if case["enabled"] == Json::Bool(false) {
+        return Some(Verdict::Skip("disabled".into()));
+    }
+    if needs_schema_registry(&case_statements(case, format), case) {
+        return Some(Verdict::Skip("needs a schema registry (AVRO/PROTOBUF/JSON_SR)".into()));
+    }
+    None
+}
+
+/// Runs every case of one file (REST-format cases are skipped).
 pub fn run_file(path: &Path, filter: Option<&str>) -> Vec<CaseResult> {
+    run_file_with(path, filter, None)
+}
+
+/// Runs every case of one file; REST-format cases go to `rest`.
+pub fn run_file_with(path: &Path, filter: Option<&str>, mut rest: Option<RestRunner>) -> Vec<CaseResult> {
     let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -150,6 +183,15 @@ pub fn run_file(path: &Path, filter: Option<&str>) -> Vec<CaseResult> {
                     }
                 }
                 let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    if let Some(skip) = skip_reason(&case, fmt.as_deref()) {
+                        return skip;
+                    }
+                    if is_rest_case(&case) {
+                        return match rest.as_mut() {
+                            Some(run) => run(&case, fmt.as_deref(), cfg.as_ref()),
+                            None => Verdict::Skip("REST-format case (needs the REST runner)".into()),
+                        };
+                    }
                     run_case(&case, fmt.as_deref(), cfg.as_ref())
                 }))
                 .unwrap_or_else(|p| {
@@ -192,23 +234,10 @@ fn needs_schema_registry(statements: &[String], case: &Json) -> bool {
 
 /// Runs one case with `{FORMAT}` replaced by `format`.
 pub fn run_case(case: &Json, format: Option<&str>, config: Option<&Json>) -> Verdict {
-    if case["enabled"] == Json::Bool(false) {
-        return Verdict::Skip("disabled".into());
+    if let Some(skip) = skip_reason(case, format) {
+        return skip;
     }
-    let subst = |s: &str| match format {
-        Some(f) => s.replace("{FORMAT}", f),
-        None => s.to_string(),
-    };
-    let statements: Vec<String> = case["statements"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str()).map(subst).collect())
-        .unwrap_or_default();
-    if needs_schema_registry(&statements, case) {
-        return Verdict::Skip("needs a schema registry (AVRO/PROTOBUF/JSON_SR)".into());
-    }
-    if case.get("responses").is_some() || case.get("expectedError").is_some() {
-        return Verdict::Fail("REST-format case: the REST runner is not built yet".into());
-    }
+    let statements = case_statements(case, format);
     let topics = Arc::new(MemTopics::new());
     let mut engine = Engine::new(topics.clone());
     engine.auto_create_topics = true;
@@ -282,7 +311,7 @@ pub fn run_case(case: &Json, format: Option<&str>, config: Option<&Json>) -> Ver
     compare_outputs(case, &engine, topics.as_ref())
 }
 
-fn encode_input(input: &Json, source: Option<&SourceDef>) -> Result<Record, String> {
+pub fn encode_input(input: &Json, source: Option<&SourceDef>) -> Result<Record, String> {
     let timestamp = input["timestamp"].as_i64().unwrap_or(0);
     let key_json = input.get("key").cloned().unwrap_or(Json::Null);
     let value_json = input.get("value").cloned().unwrap_or(Json::Null);
@@ -373,7 +402,7 @@ struct Actual {
     window: Option<(i64, i64)>,
 }
 
-fn compare_outputs(case: &Json, engine: &Engine, topics: &dyn Topics) -> Verdict {
+pub fn compare_outputs(case: &Json, engine: &Engine, topics: &dyn Topics) -> Verdict {
     let expected = case["outputs"].as_array().cloned().unwrap_or_default();
     let mut topic_order: Vec<String> = vec![];
     for e in &expected {

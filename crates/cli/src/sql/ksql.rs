@@ -75,17 +75,20 @@ struct Command {
 
 pub struct SqlServer {
     pub engine: Engine,
-    topics: Arc<BrokerTopics>,
+    pub(super) topics: Arc<BrokerTopics>,
+    /// Running push queries (`/query` with EMIT CHANGES).
+    pub(super) push: Vec<super::query::PushSlot>,
+    pub(super) query_seq: u64,
 }
 
-fn json_string(v: &Json) -> String {
+pub(super) fn json_string(v: &Json) -> String {
     match v {
         Json::String(s) => s.clone(),
         other => other.to_string(),
     }
 }
 
-fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
+pub(super) fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
     let mut s = text.to_string();
     for (k, v) in vars {
         s = s.replace(&format!("${{{k}}}"), v);
@@ -173,7 +176,7 @@ impl SqlServer {
     /// Creates the engine over the broker and replays the command topic. Blocking.
     pub fn open(topics: Arc<BrokerTopics>) -> freshet_sql::Result<SqlServer> {
         let engine = Engine::new(topics.clone() as Arc<dyn Topics>);
-        let mut server = SqlServer { engine, topics };
+        let mut server = SqlServer { engine, topics, push: vec![], query_seq: 0 };
         if server.topics.partitions(COMMAND_TOPIC).is_none() {
             // Kept forever, in order (no compaction: a DROP and a re-CREATE share a key), and
             // fsynced on every write whatever the broker-wide defaults say.
@@ -307,10 +310,9 @@ impl SqlServer {
             let stmt = match parser::parse_statement(&text, &types) {
                 Ok(s) => s,
                 Err(e) => {
-                    return Reply {
-                        status: 400,
-                        body: error_entity(ERROR_BAD_STATEMENT, &e.to_string(), &text, entities),
-                    }
+                    let mut reply = statement_error(&e, &text);
+                    reply.body["entities"] = Json::Array(entities);
+                    return reply;
                 }
             };
             let entity = match stmt {
@@ -611,12 +613,28 @@ impl SqlServer {
 
 /// A failed statement as ksqlDB's `statement_error` (HTTP 400), the message positioned
 /// (`line L:C: ...`) when the error knows where.
-fn statement_error(e: &SqlError, text: &str) -> Reply {
+pub(super) fn statement_error(e: &SqlError, text: &str) -> Reply {
     let code = match e.kind {
         ErrorKind::Server => ERROR_SERVER,
         ErrorKind::Parse | ErrorKind::Statement | ErrorKind::Processing => ERROR_BAD_STATEMENT,
     };
-    Reply { status: 400, body: error_entity(code, &e.to_string(), text, vec![]) }
+    let mut message = e.to_string();
+    if e.kind == ErrorKind::Parse {
+        // As ksqlDB: the positioned line, then the statement; our detail follows.
+        let (first, detail) = message.split_once('\n').unwrap_or((&message, ""));
+        let mut m = format!("{first}\n\nStatement: {}", text.trim());
+        if !detail.is_empty() {
+            m.push('\n');
+            m.push_str(detail);
+        }
+        message = m;
+    }
+    Reply { status: 400, body: error_entity(code, &message, text, vec![]) }
+}
+
+/// ksqlDB's `statement_error` (HTTP 400) for a statement that cannot run.
+pub fn bad_statement(message: &str, text: &str) -> Reply {
+    Reply { status: 400, body: error_entity(ERROR_BAD_STATEMENT, message, text, vec![]) }
 }
 
 /// ksqlDB's error for a request that is not a valid `/ksql` body.

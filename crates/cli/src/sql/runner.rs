@@ -15,10 +15,16 @@ use tokio::sync::oneshot;
 
 use super::broker_topics::BrokerTopics;
 use super::ksql::{KsqlRequest, Reply, SqlServer};
+use super::query::Answer;
 
 /// What the HTTP handlers ask of the engine thread.
 pub enum Request {
     Ksql(KsqlRequest, oneshot::Sender<Reply>),
+    /// A SELECT from `/query` or `/query-stream`.
+    Query(KsqlRequest, oneshot::Sender<Answer>),
+    /// Runs a function on the engine's thread (the `sql-test` REST runner uses it to write
+    /// inputs with the sources' formats and to check outputs).
+    Inspect(Box<dyn FnOnce(&mut SqlServer) + Send>),
     /// Health check: answered when the thread is alive and not stuck.
     Ping(oneshot::Sender<()>),
     Stop,
@@ -78,7 +84,7 @@ fn run(server: &mut SqlServer, rx: mpsc::Receiver<Request>) {
             Ok(r) => Some(r),
             Err(mpsc::TryRecvError::Disconnected) => return,
             Err(mpsc::TryRecvError::Empty) => {
-                if server.step() > 0 {
+                if server.step() + server.step_push() > 0 {
                     continue;
                 }
                 match rx.recv_timeout(idle) {
@@ -91,11 +97,22 @@ fn run(server: &mut SqlServer, rx: mpsc::Receiver<Request>) {
         match request {
             None => {}
             Some(Request::Stop) => return,
+            Some(Request::Inspect(f)) => {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(server))).is_err() {
+                    tracing::error!("an inspection of the SQL engine panicked");
+                }
+            }
             Some(Request::Ping(reply)) => {
                 let _ = reply.send(());
             }
             Some(Request::Ksql(req, reply)) => {
                 let answer = server.handle(req);
+                let _ = reply.send(answer);
+            }
+            Some(Request::Query(req, reply)) => {
+                // Catch up first, so a pull query sees what the persistent queries have read.
+                server.step();
+                let answer = server.query(req);
                 let _ = reply.send(answer);
             }
         }

@@ -1,0 +1,388 @@
+//! Transient queries, the answers to a client's SELECT:
+//! - pull queries read the current contents of a table (its materialized state) or the records
+//!   of a stream up to now, answer, and end;
+//! - push queries (`EMIT CHANGES`) run like a persistent query whose output rows go to their
+//!   client instead of a topic, until LIMIT or until the client goes away.
+//!
+//! A table's materialized state is the latest record per key of its topic, read incrementally
+//! (only what is new since the last pull query), per partition, in key order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::ast::*;
+use crate::catalog::{SourceDef, ROWOFFSET, ROWPARTITION, WINDOWEND, WINDOWSTART};
+use crate::engine::Engine;
+use crate::error::{Result, SqlError};
+use crate::expr::{CExpr, Compiler, Env};
+use crate::query::{ProcessingError, Query};
+use crate::topics::{Consumed, Topics};
+use crate::types::SqlType;
+use crate::value::Value;
+
+/// A column of a transient query's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub ty: SqlType,
+    /// A key column of the table queried (ksqlDB marks them `KEY` in the header).
+    pub key: bool,
+}
+
+/// The header schema as ksqlDB's REST API writes it: "`ID` STRING KEY, `COUNT` BIGINT".
+pub fn schema_string(columns: &[Column]) -> String {
+    columns
+        .iter()
+        .map(|c| format!("`{}` {}{}", c.name, c.ty, if c.key { " KEY" } else { "" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A pull query's answer.
+#[derive(Debug, Clone)]
+pub struct PullResult {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<Value>>,
+    /// The closing message, if any (`Query Completed` after a stream's records).
+    pub final_message: Option<String>,
+}
+
+/// The current contents of the tables pull queries have read, kept up to date incrementally.
+#[derive(Default)]
+pub struct Materialized {
+    tables: HashMap<String, TableState>,
+}
+
+struct TableState {
+    /// The statement that created the table: a table dropped and created again starts over.
+    sql: String,
+    offsets: Vec<i64>,
+    /// Per partition, the latest record of each key (tombstones remove the key).
+    rows: Vec<BTreeMap<Vec<u8>, Consumed>>,
+}
+
+impl Materialized {
+    /// Reads what is new on a table's topic into its state.
+    fn refresh(&mut self, topics: &Arc<dyn Topics>, src: &SourceDef) -> Result<&TableState> {
+        let partitions = topics.partitions(&src.topic).unwrap_or(0).max(0) as usize;
+        let state = self.tables.entry(src.name.clone()).or_insert_with(|| TableState {
+            sql: src.sql.clone(),
+            offsets: vec![],
+            rows: vec![],
+        });
+        if state.sql != src.sql {
+            *state = TableState { sql: src.sql.clone(), offsets: vec![], rows: vec![] };
+        }
+        state.offsets.resize(partitions.max(state.offsets.len()), 0);
+        state.rows.resize_with(state.offsets.len(), BTreeMap::new);
+        for p in 0..partitions {
+            let end = topics.end_offset(&src.topic, p as i32)?;
+            if end < state.offsets[p] {
+                // The topic was recreated: start this partition over.
+                state.offsets[p] = 0;
+                state.rows[p].clear();
+            }
+            while state.offsets[p] < end {
+                let batch = topics.read(&src.topic, p as i32, state.offsets[p], crate::limits::POLL_BATCH)?;
+                let Some(last) = batch.last() else { break };
+                state.offsets[p] = last.offset + 1;
+                for c in batch {
+                    let Some(key) = c.record.key.clone() else { continue };
+                    if c.record.value.is_none() {
+                        state.rows[p].remove(&key);
+                    } else {
+                        state.rows[p].insert(key, c);
+                    }
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// Forgets a dropped table.
+    pub fn forget(&mut self, name: &str) {
+        self.tables.remove(name);
+    }
+}
+
+/// A running push query.
+pub struct PushQuery {
+    pub columns: Vec<Column>,
+    query: Query,
+    limit: Option<u64>,
+    sent: u64,
+    /// The result is a table (its deletions are tombstones).
+    table: bool,
+}
+
+impl PushQuery {
+    /// Starts reading from the current end of the inputs (`auto.offset.reset=latest`).
+    pub fn seek_to_end(&mut self, topics: &Arc<dyn Topics>) {
+        let ends = |topic: &str| -> Vec<i64> {
+            (0..topics.partitions(topic).unwrap_or(0)).map(|p| topics.end_offset(topic, p).unwrap_or(0)).collect()
+        };
+        self.query.offsets = ends(&self.query.input.topic);
+        self.query.right_offsets = self.query.rights.iter().map(|r| ends(&r.topic)).collect();
+    }
+
+    /// Processes what is new on the inputs; returns the new result rows (at most up to LIMIT),
+    /// each with whether it is a table's tombstone (a deleted row: its key columns set, the
+    /// rest null).
+    pub fn poll(
+        &mut self,
+        topics: &Arc<dyn Topics>,
+        errors: &mut Vec<ProcessingError>,
+    ) -> Result<Vec<(Vec<Value>, bool)>> {
+        let mut rows = vec![];
+        if self.finished() {
+            return Ok(rows);
+        }
+        // One bounded step at a time, so a client gets rows while a big backlog is read.
+        self.query.step(topics, errors)?;
+        for (key, value, _, _) in self.query.collected.as_mut().map(std::mem::take).unwrap_or_default() {
+            if self.finished() {
+                break;
+            }
+            rows.push(match value {
+                Some(v) => (v, false),
+                None => (key, self.table),
+            });
+            self.sent += 1;
+        }
+        Ok(rows)
+    }
+
+    /// Whether LIMIT rows have been produced.
+    pub fn finished(&self) -> bool {
+        self.limit.is_some_and(|l| self.sent >= l)
+    }
+
+    pub fn limit(&self) -> Option<u64> {
+        self.limit
+    }
+}
+
+/// Where a SELECT item's value comes from, for the KEY marks of a table's header.
+fn is_key_column(src: &SourceDef, e: &Expr) -> bool {
+    match e {
+        Expr::Column { name, .. } => {
+            src.keys.iter().any(|k| &k.name == name)
+                || (src.window.is_some() && (name == WINDOWSTART || name == WINDOWEND))
+        }
+        _ => false,
+    }
+}
+
+/// The pseudo-columns a pull query on a table cannot use, found in an expression.
+fn disallowed_pseudo_columns(e: &Expr, found: &mut Vec<String>) {
+    e.walk(&mut |x| {
+        if let Expr::Column { name, .. } = x {
+            if (name == ROWPARTITION || name == ROWOFFSET) && !found.contains(name) {
+                found.push(name.clone());
+            }
+        }
+    });
+}
+
+impl Engine {
+    /// Answers a pull query: the matching rows of a table's current contents, or of a stream's
+    /// records up to now.
+    pub fn pull_query(&mut self, select: &Select, props: &BTreeMap<String, String>) -> Result<PullResult> {
+        let flag = |name: &str, default: bool| {
+            props
+                .get(name)
+                .or_else(|| self.properties.get(name))
+                .map(|v| v.eq_ignore_ascii_case("true"))
+                .unwrap_or(default)
+        };
+        let unsupported = |what: &str| {
+            Err(SqlError::statement(format!(
+                "Pull queries don't support {what} clauses. See https://cnfl.io/queries for more info.\nAdd EMIT CHANGES if you intended to issue a push query."
+            )))
+        };
+        if select.limit.is_some() && !flag("ksql.query.pull.limit.clause.enabled", true) {
+            return Err(SqlError::statement(
+                "LIMIT clause in pull queries is currently disabled. You can enable them by setting ksql.query.pull.limit.clause.enabled=true. See https://cnfl.io/queries for more info.\nAdd EMIT CHANGES if you intended to issue a push query.",
+            ));
+        }
+        if !select.joins.is_empty() {
+            return unsupported("JOIN");
+        }
+        if select.window.is_some() {
+            return unsupported("WINDOW");
+        }
+        if !select.group_by.is_empty() {
+            return unsupported("GROUP BY");
+        }
+        if select.having.is_some() {
+            return unsupported("HAVING");
+        }
+        if !select.partition_by.is_empty() {
+            return unsupported("PARTITION BY");
+        }
+        let src =
+            self.catalog.get(&select.from.name).cloned().ok_or_else(|| {
+                SqlError::statement(format!("{} does not exist.", select.from.name)).at(select.from.pos)
+            })?;
+        let is_table = src.kind == SourceKind::Table;
+        // Queryable: a table a query maintains, or a source table (CREATE SOURCE TABLE).
+        if is_table && src.writer.is_none() && !src.read_only {
+            return Err(SqlError::statement(format!(
+                "The `{0}` table isn't queryable. To derive a queryable table, you can do 'CREATE TABLE QUERYABLE_{0} AS SELECT * FROM {0}'. See https://cnfl.io/queries for more info.",
+                src.name
+            )));
+        }
+        let alias = select.from.alias().to_string();
+        let scope = src.scope(&alias);
+        let col = |name: &str| Expr::Column { qualifier: None, name: name.to_string(), pos: Pos::default() };
+        let mut items: Vec<(Expr, Option<String>)> = vec![];
+        for item in &select.items {
+            match item {
+                SelectItem::Wildcard(q) => {
+                    if let Some(q) = q {
+                        if q != &alias && q != &src.name {
+                            return Err(SqlError::statement(format!(
+                                "'{q}' is not a valid stream/table name or alias."
+                            )));
+                        }
+                    }
+                    for f in &src.keys {
+                        items.push((col(&f.name), None));
+                    }
+                    if src.window.is_some() {
+                        items.push((col(WINDOWSTART), None));
+                        items.push((col(WINDOWEND), None));
+                    }
+                    for f in src.values.iter().chain(src.headers.iter().map(|h| &h.field)) {
+                        items.push((col(&f.name), None));
+                    }
+                }
+                SelectItem::Expr { expr, alias } => items.push((expr.clone(), alias.clone())),
+            }
+        }
+        {
+            let mut found = vec![];
+            for (e, _) in &items {
+                disallowed_pseudo_columns(e, &mut found);
+            }
+            if !found.is_empty() {
+                let list: Vec<String> = found.iter().map(|n| format!("`{n}`")).collect();
+                return Err(SqlError::statement(format!(
+                    "Pull queries don't support the following columns in SELECT clauses: {}",
+                    list.join(", ")
+                )));
+            }
+            if let Some(f) = &select.filter {
+                let mut found = vec![];
+                disallowed_pseudo_columns(f, &mut found);
+                if !found.is_empty() {
+                    let list: Vec<String> = found.iter().map(|n| format!("`{n}`")).collect();
+                    return Err(SqlError::statement(format!(
+                        "Pull queries don't support the following columns in WHERE clauses: {}",
+                        list.join(", ")
+                    )));
+                }
+            }
+        }
+        let named = crate::engine::name_items(items);
+        let mut compiler = Compiler::new(&scope);
+        let filter = match &select.filter {
+            Some(f) => {
+                let (c, t) = compiler.compile(f).map_err(|e| {
+                    if e.message.starts_with("Cannot compare") {
+                        SqlError::statement(format!("Error in WHERE expression: {}\nStatement: {f}", e.message))
+                    } else {
+                        crate::engine::unresolved_in("WHERE", e)
+                    }
+                })?;
+                if t != SqlType::Boolean {
+                    return Err(SqlError::statement(format!(
+                        "Type error in WHERE expression: Should evaluate to boolean but is {f} ({t}) instead."
+                    )));
+                }
+                Some(c)
+            }
+            None => None,
+        };
+        let mut columns = vec![];
+        let mut exprs: Vec<CExpr> = vec![];
+        for (e, n) in &named {
+            let (c, t) = compiler.compile(e)?;
+            columns.push(Column { name: n.clone(), ty: t, key: is_table && is_key_column(&src, e) });
+            exprs.push(c);
+        }
+
+        let topics = self.topics().clone();
+        let mut env = Env::default();
+        let mut rows = vec![];
+        let limit = select.limit.map(|l| l as usize);
+        let mut answer = |c: &Consumed, rows: &mut Vec<Vec<Value>>| -> bool {
+            if limit.is_some_and(|l| rows.len() >= l) {
+                return false;
+            }
+            // A record that cannot be read is not part of the answer.
+            let Ok(Some(row)) = Query::decode(&src, &c.record, c.partition, c.offset) else { return true };
+            if let Some(f) = &filter {
+                if !matches!(f.eval(&row.values, &mut env), Ok(Value::Boolean(true))) {
+                    return true;
+                }
+            }
+            let mut out = Vec::with_capacity(exprs.len());
+            for e in &exprs {
+                out.push(e.eval(&row.values, &mut env).unwrap_or(Value::Null));
+            }
+            rows.push(out);
+            true
+        };
+        if is_table {
+            let state = self.materialized.refresh(&topics, &src)?;
+            'scan: for partition in &state.rows {
+                for c in partition.values() {
+                    if !answer(c, &mut rows) {
+                        break 'scan;
+                    }
+                }
+            }
+        } else {
+            let partitions = topics.partitions(&src.topic).unwrap_or(0);
+            'stream: for p in 0..partitions {
+                let end = topics.end_offset(&src.topic, p)?;
+                let mut at = 0;
+                while at < end {
+                    let batch = topics.read(&src.topic, p, at, crate::limits::POLL_BATCH)?;
+                    let Some(last) = batch.last() else { break };
+                    at = last.offset + 1;
+                    for c in batch.iter().filter(|c| c.offset < end) {
+                        if !answer(c, &mut rows) {
+                            break 'stream;
+                        }
+                    }
+                }
+            }
+        }
+        let final_message = (!is_table).then(|| "Query Completed".to_string());
+        Ok(PullResult { columns, rows, final_message })
+    }
+
+    /// Plans a push query (`SELECT ... EMIT CHANGES`). It reads its inputs from the beginning
+    /// unless the caller seeks it to the end.
+    pub fn push_query(&mut self, select: &Select, id: &str) -> Result<PushQuery> {
+        self.transient.set(true);
+        let planned = self.plan(select, "TRANSIENT", &BTreeMap::new(), None);
+        self.transient.set(false);
+        let planned = planned?;
+        let kind = planned.kind;
+        let columns = planned
+            .output
+            .values
+            .iter()
+            .map(|f| Column { name: f.name.clone(), ty: f.ty.clone(), key: false })
+            .collect();
+        let partitions = self.topics().partitions(&planned.input.topic).unwrap_or(1);
+        let mut query =
+            Query::new(id.to_string(), String::new(), planned.input, planned.output, planned.plan, partitions);
+        query.set_rights(planned.rights);
+        query.collected = Some(vec![]);
+        Ok(PushQuery { columns, query, limit: select.limit, sent: 0, table: kind == SourceKind::Table })
+    }
+}
