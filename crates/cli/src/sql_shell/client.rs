@@ -345,7 +345,7 @@ impl StreamParser {
     /// At the end of the stream: what was left unfinished.
     pub fn finish(&mut self) -> Option<Event> {
         let rest = std::mem::take(&mut self.pending);
-        (!rest.trim().is_empty()).then(|| Event::Other(rest))
+        (!rest.trim().is_empty()).then_some(Event::Other(rest))
     }
 }
 

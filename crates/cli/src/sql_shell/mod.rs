@@ -27,7 +27,7 @@ use split::{Splitter, Stmt};
 #[derive(Args, Debug)]
 pub struct SqlArgs {
     /// The SQL server: the HTTP address of `freshet serve` (its --http-listen), ADDR:PORT.
-    #[arg(long, env = "FRESHET_HTTP", default_value = "127.0.0.1:8088")]
+    #[arg(long, env = "FRESHET_HTTP", default_value = "127.0.0.1:8088", value_name = "ADDR:PORT")]
     http: String,
     /// Run the statements of this file ('-' for standard input) and exit; stops at the first error.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
@@ -206,6 +206,9 @@ impl Session {
         }
         drop(rx);
         let result = reader.join().unwrap_or_else(|_| bail!("the query reader failed"));
+        if interrupted {
+            out("\n"); // after the terminal's ^C
+        }
         printer.finish();
         if interrupted {
             out("Query terminated\n");
@@ -331,15 +334,18 @@ fn interactive(session: &mut Session, server_version: &str) -> Result<()> {
                 None => {}
             }
         }
-        for stmt in splitter.push_line(&line) {
-            match session.run(&stmt) {
+        let stmts = splitter.push_line(&line);
+        for stmt in &stmts {
+            match session.run(stmt) {
                 Ok(Done::Exit) => break 'lines,
                 Ok(_) => {}
                 // The server went away: say so and keep the shell.
                 Err(e) => eprintln!("{e:#}"),
             }
         }
-        out("\n");
+        if !stmts.is_empty() {
+            out("\n");
+        }
     }
     if let Some(h) = &history {
         let _ = editor.save_history(h);
