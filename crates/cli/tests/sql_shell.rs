@@ -203,6 +203,9 @@ fn an_unreachable_server_is_named() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains(&format!("http://{addr}")) && stderr.contains("could not reach"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    let out = freshet(&["sql", "--http", &addr, "-f", "/no/such/script.sql"], "");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("opening /no/such/script.sql"), "{}", text(&out.stderr));
     let out = freshet(&["sql", "--http", "nonsense"], "");
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("ADDR:PORT"), "{}", text(&out.stderr));

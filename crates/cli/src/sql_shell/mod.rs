@@ -384,16 +384,21 @@ fn script(session: &mut Session, input: &mut dyn BufRead, source: &str) -> Resul
 
 pub fn run(args: SqlArgs) -> Result<()> {
     let client = Client::new(&args.http)?;
+    // The script is opened before the server is asked anything: a wrong path is said first.
+    let input: Option<(Box<dyn BufRead>, String)> = match &args.file {
+        Some(path) if path.as_os_str() == "-" => Some((Box::new(std::io::stdin().lock()), "<stdin>".into())),
+        Some(path) => {
+            let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            Some((Box::new(std::io::BufReader::new(file)), path.display().to_string()))
+        }
+        None if std::io::stdin().is_terminal() => None,
+        None => Some((Box::new(std::io::stdin().lock()), "<stdin>".into())),
+    };
     let info = client.info()?;
     let mut session =
         Session { client, props: args.set.into_iter().collect(), vars: args.define.into_iter().collect() };
-    match args.file {
-        Some(path) if path.as_os_str() == "-" => script(&mut session, &mut std::io::stdin().lock(), "<stdin>"),
-        Some(path) => {
-            let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            script(&mut session, &mut std::io::BufReader::new(file), &path.display().to_string())
-        }
-        None if std::io::stdin().is_terminal() => interactive(&mut session, info["version"].as_str().unwrap_or("?")),
-        None => script(&mut session, &mut std::io::stdin().lock(), "<stdin>"),
+    match input {
+        Some((mut input, source)) => script(&mut session, &mut input, &source),
+        None => interactive(&mut session, info["version"].as_str().unwrap_or("?")),
     }
 }
