@@ -310,31 +310,42 @@ fn interactive(session: &mut Session, server_version: &str) -> Result<()> {
         session.client.addr()
     ));
     let mut splitter = Splitter::new();
+    // The lines of the statement being typed: one history entry once it is complete.
+    let mut typed: Vec<String> = vec![];
     'lines: loop {
         let prompt = if splitter.is_empty() { "freshet> " } else { "      >> " };
-        let line = match editor.readline(prompt) {
-            Ok(line) => line,
+        let input = match editor.readline(prompt) {
+            Ok(input) => input,
             Err(ReadlineError::Interrupted) => {
                 splitter.clear();
+                typed.clear();
                 continue;
             }
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(e).context("reading a line"),
         };
-        if !line.trim().is_empty() {
-            let _ = editor.add_history_entry(line.as_str());
-        }
         if splitter.is_empty() {
-            match shell_command(&line) {
-                Some("exit") => break,
-                Some(_) => {
-                    out(HELP);
-                    continue;
+            if let Some(command) = shell_command(&input) {
+                let _ = editor.add_history_entry(input.trim());
+                if command == "exit" {
+                    break;
                 }
-                None => {}
+                out(HELP);
+                continue;
             }
         }
-        let stmts = splitter.push_line(&line);
+        // A statement recalled from history comes back as one input of several lines.
+        let mut stmts = vec![];
+        for line in input.lines() {
+            stmts.extend(splitter.push_line(line));
+        }
+        if !input.trim().is_empty() {
+            typed.push(input);
+        }
+        if splitter.is_empty() && !typed.is_empty() {
+            let _ = editor.add_history_entry(typed.join("\n"));
+            typed.clear();
+        }
         for stmt in &stmts {
             match session.run(stmt) {
                 Ok(Done::Exit) => break 'lines,
