@@ -12,6 +12,7 @@ mod group;
 mod produce;
 mod serve;
 mod sql;
+mod sql_shell;
 mod sqltest;
 mod sqltest_rest;
 mod topic;
@@ -57,6 +58,8 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// An interactive SQL shell (or a script runner with -f) for the server's SQL engine.
+    Sql(sql_shell::SqlArgs),
     /// Run SQL test cases in ksqlDB's test-case JSON format (files or directories).
     SqlTest(sqltest::SqlTestArgs),
 }
@@ -138,6 +141,11 @@ fn main() -> Result<()> {
         Command::Bench { command } => {
             init_logging("warn");
             runtime.block_on(bench::run(command))
+        }
+        Command::Sql(args) => {
+            init_logging("warn");
+            drop(runtime);
+            sql_shell::run(args)
         }
         Command::SqlTest(args) => {
             init_logging("error");
