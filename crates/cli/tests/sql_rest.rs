@@ -267,3 +267,133 @@ fn new_queries_start_at_the_end_by_default_and_insert_values_reaches_kafka_clien
     assert_eq!(input.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["u1", "u2"]);
     assert_eq!(input[0].1, json!({ "PAGE": "old" }));
 }
+
+/// POSTs a SELECT to /query and reads the whole answer (a JSON array); (status, elements).
+fn query(http: &str, sql: &str, props: Json) -> (u16, Vec<Json>) {
+    let body = json!({ "ksql": sql, "streamsProperties": props }).to_string();
+    let (status, text) = match ureq::post(&format!("http://{http}/query")).timeout(WAIT).send_string(&body) {
+        Ok(r) => (r.status(), r.into_string().expect("body")),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("POST /query: {e}"),
+    };
+    match serde_json::from_str::<Json>(&text) {
+        Ok(Json::Array(a)) => (status, a),
+        Ok(other) => (status, vec![other]),
+        Err(e) => panic!("not JSON ({e}): {text}"),
+    }
+}
+
+/// The rows of a /query answer, sorted (their order is the storage's).
+fn rows(elements: &[Json]) -> Vec<Json> {
+    let mut r: Vec<Json> = elements.iter().filter_map(|e| e.get("row").map(|r| r["columns"].clone())).collect();
+    r.sort_by_key(|a| a.to_string());
+    r
+}
+
+/// The start of the hour two hours ago: recent enough for the topics' retention.
+fn base_hour() -> i64 {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        now / 3_600_000 * 3_600_000 - 2 * 3_600_000
+    })
+}
+
+fn customer(id: &str, name: &str, city: &str) -> (String, String, i64) {
+    (id.to_string(), json!({ "NAME": name, "CITY": city }).to_string(), base_hour())
+}
+
+fn city_order(id: i64, customer: &str, amount: f64) -> (String, String, i64) {
+    // Orders one minute apart, all in the same hour.
+    let value = json!({ "ID": id, "CUSTOMER": customer, "AMOUNT": amount }).to_string();
+    (format!("o{id}"), value, base_hour() + id * 60_000)
+}
+
+/// The acceptance scenario of streaming SQL: orders and customers produced by librdkafka, a
+/// CTAS over a join and a windowed aggregate, pull queries answering the current state, a push
+/// query streaming changes, and the tables intact after SIGKILL and restart.
+#[test]
+fn join_and_windowed_aggregate_answer_pull_and_push_queries_and_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    create_topic(&server.addr, "customers", 1);
+    create_topic(&server.addr, "orders", 2);
+    produce(
+        &server.addr,
+        "customers",
+        &[customer("c1", "Ann", "Paris"), customer("c2", "Bob", "Oslo"), customer("c3", "Cy", "Paris")],
+    );
+    produce(&server.addr, "orders", &[city_order(1, "c1", 10.0), city_order(2, "c2", 5.0), city_order(3, "c3", 2.5)]);
+
+    let (status, body) = ksql(
+        &server.http,
+        "CREATE TABLE customers (id STRING PRIMARY KEY, name STRING, city STRING)
+             WITH (KAFKA_TOPIC='customers', VALUE_FORMAT='JSON');
+         CREATE STREAM orders (order_key STRING KEY, id BIGINT, customer STRING, amount DOUBLE)
+             WITH (KAFKA_TOPIC='orders', VALUE_FORMAT='JSON');
+         CREATE STREAM enriched AS SELECT o.customer AS customer, o.id AS id, o.amount AS amount, c.name AS name, c.city AS city
+             FROM orders o JOIN customers c ON o.customer = c.id;
+         CREATE TABLE city_totals AS SELECT city, COUNT(*) AS orders, SUM(amount) AS total FROM enriched GROUP BY city;
+         CREATE TABLE city_hourly AS SELECT city, COUNT(*) AS orders FROM enriched
+             WINDOW TUMBLING (SIZE 1 HOUR) GROUP BY city;",
+        json!({ "ksql.streams.auto.offset.reset": "earliest" }),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // Pull queries: the current state, by key and by scan.
+    let paris = || {
+        wait_until(WAIT, "Paris's totals", || {
+            let (status, answer) = query(&server.http, "SELECT * FROM city_totals WHERE city = 'Paris';", json!({}));
+            assert_eq!(status, 200, "{answer:?}");
+            let r = rows(&answer);
+            (r.len() == 1 && r[0][1] == json!(2)).then_some(answer)
+        })
+    };
+    let answer = paris();
+    assert_eq!(answer[0]["header"]["schema"], "`CITY` STRING KEY, `ORDERS` BIGINT, `TOTAL` DOUBLE");
+    assert_eq!(rows(&answer), [json!(["Paris", 2, 12.5])]);
+    let (_, all) = query(&server.http, "SELECT city, total FROM city_totals;", json!({}));
+    assert_eq!(rows(&all), [json!(["Oslo", 5.0]), json!(["Paris", 12.5])]);
+    let hour = base_hour();
+    let (_, windowed) = query(
+        &server.http,
+        "SELECT city, WINDOWSTART, WINDOWEND, orders FROM city_hourly WHERE city = 'Paris';",
+        json!({}),
+    );
+    assert_eq!(rows(&windowed), [json!(["Paris", hour, hour + 3_600_000, 2])]);
+    // A table without a query behind it cannot answer pull queries; the error says what to do.
+    let (status, err) = query(&server.http, "SELECT * FROM customers;", json!({}));
+    assert_eq!(status, 400);
+    assert!(err[0]["message"].as_str().unwrap().contains("isn't queryable"), "{err:?}");
+
+    // A push query streams the changes made after it started, then ends at its LIMIT.
+    let http = server.http.clone();
+    let push = std::thread::spawn(move || {
+        query(&http, "SELECT city, orders, total FROM city_totals EMIT CHANGES LIMIT 2;", json!({}))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    produce(&server.addr, "orders", &[city_order(4, "c2", 1.0), city_order(5, "c1", 4.0)]);
+    let (status, pushed) = push.join().expect("push query thread");
+    assert_eq!(status, 200, "{pushed:?}");
+    assert_eq!(pushed[0]["header"]["schema"], "`CITY` STRING, `ORDERS` BIGINT, `TOTAL` DOUBLE");
+    assert_eq!(rows(&pushed), [json!(["Oslo", 2, 6.0]), json!(["Paris", 3, 16.5])]);
+    assert_eq!(pushed.last().unwrap()["finalMessage"], "Limit Reached");
+
+    // SIGKILL and restart: the statements come back and the tables answer the same.
+    server.kill();
+    server.restart();
+    let (_, all) = wait_until(WAIT, "the tables after the restart", || {
+        let (status, answer) = query(&server.http, "SELECT * FROM city_totals;", json!({}));
+        (status == 200 && rows(&answer).len() == 2).then_some((status, answer))
+    });
+    assert_eq!(rows(&all), [json!(["Oslo", 2, 6.0]), json!(["Paris", 3, 16.5])]);
+    // New input after the restart counts once.
+    produce(&server.addr, "orders", &[city_order(6, "c3", 0.5)]);
+    let answer = wait_until(WAIT, "the order produced after the restart", || {
+        let (_, answer) = query(&server.http, "SELECT * FROM city_totals WHERE city = 'Paris';", json!({}));
+        (rows(&answer).first().is_some_and(|r| r[1] == json!(4))).then_some(answer)
+    });
+    assert_eq!(rows(&answer), [json!(["Paris", 4, 17.0])]);
+    let (_, windowed) = query(&server.http, "SELECT city, orders FROM city_hourly;", json!({}));
+    assert_eq!(rows(&windowed), [json!(["Oslo", 2]), json!(["Paris", 4])]);
+}

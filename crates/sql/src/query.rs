@@ -108,6 +108,9 @@ pub struct Query {
     env: Env,
     /// A transient query's output: kept here for its client instead of written to a topic.
     pub collected: Option<Vec<Emitted>>,
+    /// After a restart: per input, per partition, the offset up to which this query had already
+    /// written its outputs. Records below it rebuild the state without emitting again.
+    pub replay_until: Option<Vec<Vec<i64>>>,
 }
 
 impl Query {
@@ -128,7 +131,13 @@ impl Query {
             stream_time: i64::MIN,
             env: Env::default(),
             collected: None,
+            replay_until: None,
         }
+    }
+
+    /// The next offset to read per input (the left, then each right), per partition.
+    pub fn positions(&self) -> Vec<Vec<i64>> {
+        std::iter::once(self.offsets.clone()).chain(self.right_offsets.iter().cloned()).collect()
     }
 
     /// Sets the right inputs of a join's stages.
@@ -139,11 +148,17 @@ impl Query {
     }
 
     /// Processes what is new on the inputs. Returns how many input records were read.
+    ///
+    /// Records of different input partitions are merged by timestamp (smallest first, a table's
+    /// on a tie), as Kafka Streams chooses: so a stream-table join sees the table rows that
+    /// were there at the stream record's time even when both inputs have a backlog.
     pub fn step(&mut self, topics: &Arc<dyn Topics>, errors: &mut Vec<ProcessingError>) -> Result<usize> {
         let mut read = 0;
         let out_partitions = topics.partitions(&self.output.topic).unwrap_or(1).max(1);
-        // Output records of one input batch, per sink partition: one append each, not one per record.
+        // Output records of this step, per sink partition: one append each, not one per record.
         let mut pending: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+        // (input, partition, topic, the records read and not yet processed)
+        let mut heads: Vec<(usize, i32, String, std::collections::VecDeque<crate::topics::Consumed>)> = vec![];
         for input in 0..=self.rights.len() {
             let topic = if input == 0 { self.input.topic.clone() } else { self.rights[input - 1].topic.clone() };
             let partitions = topics.partitions(&topic).unwrap_or(0);
@@ -153,37 +168,62 @@ impl Query {
                     offsets.resize(partitions as usize, 0);
                 }
                 let batch = topics.read(&topic, p, offsets[p as usize], crate::limits::POLL_BATCH)?;
-                for c in batch {
-                    if input == 0 {
-                        self.offsets[p as usize] = c.offset + 1;
-                    } else {
-                        self.right_offsets[input - 1][p as usize] = c.offset + 1;
-                    }
-                    read += 1;
-                    let mut out = vec![];
-                    let failed = self.process(&c.record, input, p, c.offset, &mut out).err();
-                    // Expressions that failed (and became NULL) are logged too; the row goes on.
-                    for message in failed.into_iter().chain(self.env.errors.drain(..)) {
-                        errors.push(ProcessingError {
-                            query: self.id.clone(),
-                            message,
-                            topic: topic.clone(),
-                            partition: p,
-                            offset: c.offset,
-                        });
-                    }
-                    if let Some(collected) = &mut self.collected {
-                        collected.append(&mut out);
-                        continue;
-                    }
-                    for (key, value, ts, window) in out {
-                        self.encode_output(out_partitions, key, value, ts, window, errors, &mut pending);
-                    }
-                }
-                for (partition, records) in std::mem::take(&mut pending) {
-                    topics.append(&self.output.topic, partition, records)?;
+                if !batch.is_empty() {
+                    heads.push((input, p, topic.clone(), batch.into()));
                 }
             }
+        }
+        let is_table = |input: usize| {
+            let src = if input == 0 { &self.input } else { &self.rights[input - 1] };
+            src.kind == SourceKind::Table
+        };
+        let table_inputs: Vec<bool> = (0..=self.rights.len()).map(is_table).collect();
+        loop {
+            let next = heads
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (input, _, _, q))| q.front().map(|c| (c.record.timestamp, !table_inputs[*input], i)))
+                .min();
+            let Some((_, _, h)) = next else { break };
+            let (input, p) = (heads[h].0, heads[h].1);
+            let c = heads[h].3.pop_front().expect("a head record");
+            if input == 0 {
+                self.offsets[p as usize] = c.offset + 1;
+            } else {
+                self.right_offsets[input - 1][p as usize] = c.offset + 1;
+            }
+            read += 1;
+            let mut out = vec![];
+            let failed = self.process(&c.record, input, p, c.offset, &mut out).err();
+            // Expressions that failed (and became NULL) are logged too; the row goes on.
+            for message in failed.into_iter().chain(self.env.errors.drain(..)) {
+                errors.push(ProcessingError {
+                    query: self.id.clone(),
+                    message,
+                    topic: heads[h].2.clone(),
+                    partition: p,
+                    offset: c.offset,
+                });
+            }
+            let replayed = self
+                .replay_until
+                .as_ref()
+                .and_then(|r| r.get(input))
+                .and_then(|o| o.get(p as usize))
+                .is_some_and(|&until| c.offset < until);
+            if replayed {
+                continue;
+            }
+            if let Some(collected) = &mut self.collected {
+                collected.append(&mut out);
+                continue;
+            }
+            for (key, value, ts, window) in out {
+                self.encode_output(out_partitions, key, value, ts, window, errors, &mut pending);
+            }
+        }
+        for (partition, records) in pending {
+            topics.append(&self.output.topic, partition, records)?;
         }
         Ok(read)
     }

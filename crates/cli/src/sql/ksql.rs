@@ -33,6 +33,10 @@ use super::broker_topics::BrokerTopics;
 /// The topic holding every persisted statement, in order (ksqlDB's command topic).
 pub const COMMAND_TOPIC: &str = "_freshet_sql_commands";
 
+/// The topic holding each persistent query's progress (compacted; key: the query id, value:
+/// the input offsets up to which its outputs are written).
+pub const PROGRESS_TOPIC: &str = "_freshet_sql_progress";
+
 /// The service id reported by `/info` and `/healthcheck` (ksqlDB's `ksql.service.id` default).
 pub const SERVICE_ID: &str = "default_";
 
@@ -79,6 +83,8 @@ pub struct SqlServer {
     /// Running push queries (`/query` with EMIT CHANGES).
     pub(super) push: Vec<super::query::PushSlot>,
     pub(super) query_seq: u64,
+    /// The progress last recorded per query.
+    progress: BTreeMap<String, Vec<Vec<i64>>>,
 }
 
 pub(super) fn json_string(v: &Json) -> String {
@@ -176,7 +182,7 @@ impl SqlServer {
     /// Creates the engine over the broker and replays the command topic. Blocking.
     pub fn open(topics: Arc<BrokerTopics>) -> freshet_sql::Result<SqlServer> {
         let engine = Engine::new(topics.clone() as Arc<dyn Topics>);
-        let mut server = SqlServer { engine, topics, push: vec![], query_seq: 0 };
+        let mut server = SqlServer { engine, topics, push: vec![], query_seq: 0, progress: BTreeMap::new() };
         if server.topics.partitions(COMMAND_TOPIC).is_none() {
             // Kept forever, in order (no compaction: a DROP and a re-CREATE share a key), and
             // fsynced on every write whatever the broker-wide defaults say.
@@ -189,7 +195,13 @@ impl SqlServer {
             .expect("valid command topic config");
             server.topics.create_topic_with(COMMAND_TOPIC, 1, config)?;
         }
+        if server.topics.partitions(PROGRESS_TOPIC).is_none() {
+            let config = TopicConfig::from_pairs([("cleanup.policy", "compact"), ("flush.messages", "1")])
+                .expect("valid progress topic config");
+            server.topics.create_topic_with(PROGRESS_TOPIC, 1, config)?;
+        }
         server.replay()?;
+        server.resume()?;
         Ok(server)
     }
 
@@ -246,6 +258,66 @@ impl SqlServer {
         Ok(())
     }
 
+    /// After the replay: each query rebuilds its state from its start offsets but emits only
+    /// what comes after the progress it had recorded, so its earlier outputs are not written
+    /// twice.
+    fn resume(&mut self) -> freshet_sql::Result<()> {
+        let mut at = 0;
+        loop {
+            let batch = self.topics.read(PROGRESS_TOPIC, 0, at, 256)?;
+            let Some(last) = batch.last() else { break };
+            at = last.offset + 1;
+            for c in batch {
+                let Some(id) = c.record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+                    continue;
+                };
+                match c.record.value.as_deref().and_then(|v| serde_json::from_slice::<Vec<Vec<i64>>>(v).ok()) {
+                    Some(p) => self.progress.insert(id, p),
+                    None => self.progress.remove(&id),
+                };
+            }
+        }
+        for (id, positions) in &self.progress {
+            if let Some(q) = self.engine.queries.get_mut(id) {
+                q.replay_until = Some(positions.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the progress of the queries that moved (after their outputs are written).
+    fn record_progress(&mut self) {
+        let mut records = vec![];
+        for (id, q) in &self.engine.queries {
+            let positions = q.positions();
+            if self.progress.get(id) == Some(&positions) {
+                continue;
+            }
+            let value = serde_json::to_vec(&positions).expect("serializable");
+            records.push((id.clone(), positions, value));
+        }
+        if records.is_empty() {
+            return;
+        }
+        let batch = records
+            .iter()
+            .map(|(id, _, value)| Record {
+                key: Some(id.as_bytes().to_vec()),
+                value: Some(value.clone()),
+                timestamp: freshet_broker::now_ms(),
+                headers: vec![],
+            })
+            .collect();
+        match self.topics.append(PROGRESS_TOPIC, 0, batch) {
+            Ok(_) => {
+                for (id, positions, _) in records {
+                    self.progress.insert(id, positions);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not record the SQL queries' progress"),
+        }
+    }
+
     /// Appends a command; returns its sequence number (offset in the command topic).
     fn persist(&mut self, id: &str, command: &Command) -> freshet_sql::Result<i64> {
         let value = serde_json::to_vec(command).expect("serializable");
@@ -275,6 +347,9 @@ impl SqlServer {
                 0
             }
         };
+        if processed > 0 {
+            self.record_progress();
+        }
         for e in self.engine.processing_log.drain(..) {
             tracing::warn!(query = %e.query, topic = %e.topic, partition = e.partition, offset = e.offset, error = %e.message, "SQL processing error");
         }
