@@ -10,7 +10,8 @@
 //!   follow a fixed schedule and latency counts from the scheduled time (no coordinated
 //!   omission);
 //! - `consume`: fetches the whole topic from offset 0 (just written, so from the page cache);
-//! - `all`: every one of the above, against a broker it starts, printed as Markdown.
+//! - `all`: every one of the above, against a broker it starts, printed as Markdown;
+//! - `nexmark`: the SQL engine on the Nexmark queries (in [`crate::bench_nexmark`]).
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -40,6 +41,8 @@ pub enum BenchCommand {
     Group(GroupArgs),
     /// Everything, against a broker started for the run; prints Markdown for BENCHMARKS.md.
     All(AllArgs),
+    /// The streaming SQL engine on the Nexmark queries (q0-q3, q11, q14, q17) over generated events.
+    Nexmark(crate::bench_nexmark::NexmarkArgs),
 }
 
 #[derive(Args, Clone)]
@@ -140,6 +143,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         }
         BenchCommand::Group(a) => println!("{}", group(&a).await?.line()),
         BenchCommand::All(a) => all(&a).await?,
+        BenchCommand::Nexmark(a) => crate::bench_nexmark::run(a).await?,
     }
     Ok(())
 }

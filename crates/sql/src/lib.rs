@@ -14,6 +14,7 @@ pub mod expr;
 pub mod format;
 pub mod functions;
 pub mod join;
+pub mod nexmark;
 pub mod parser;
 pub mod query;
 pub mod testcase;

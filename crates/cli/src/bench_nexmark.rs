@@ -1,0 +1,242 @@
+//! `freshet bench nexmark`: the streaming SQL engine on the Nexmark queries.
+//!
+//! The generator ([`freshet_sql::nexmark`]) first writes N events into `person`, `auction` and
+//! `bid` (not timed). Then each query runs alone, on a fresh engine on this thread, from offset 0
+//! until it has consumed all of its input; only that is timed. The engine is single-threaded, so
+//! events per second is also events per second per core; CPU time (`getrusage`) is the whole
+//! process's, which with the broker includes its partition writers and fsyncs.
+//!
+//! Topics are the embedded broker's (the engine's path inside `freshet serve`: record batches
+//! decoded on read, encoded and fsynced on append, data in a temporary directory under `--dir`),
+//! or in memory with `--topics memory`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use freshet_broker::{Broker, BrokerConfig};
+use freshet_log::fs::StdFs;
+use freshet_sql::engine::Engine;
+use freshet_sql::nexmark::{self, Config, Query};
+use freshet_sql::topics::{MemTopics, Topics};
+
+use crate::sql::broker_topics::BrokerTopics;
+
+#[derive(Args, Clone)]
+pub struct NexmarkArgs {
+    /// Events to generate (2% persons, 6% auctions, 92% bids).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// q0, q1, q2, q3, q11, q14, q17, or all; a comma-separated list runs several.
+    #[arg(long, default_value = "all")]
+    pub query: String,
+    /// Partitions of each input topic.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: i32,
+    /// Event time advances by 1/RATE seconds per event (Nexmark's default 10000).
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// `broker`: the embedded broker's topics (data in a temporary directory under --dir);
+    /// `memory`: in-memory topics.
+    #[arg(long, default_value = "broker")]
+    pub topics: String,
+    /// Where the embedded broker keeps its data for the run.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// One query's run.
+pub struct NexmarkResult {
+    pub query: &'static str,
+    /// Records the query read from its inputs.
+    pub input: u64,
+    /// Records it wrote to its sink.
+    pub output: u64,
+    pub secs: f64,
+    /// CPU seconds of the whole process (user + system) during the run.
+    pub cpu_secs: f64,
+    /// Records that went to the processing log (should be 0).
+    pub errors: usize,
+}
+
+impl NexmarkResult {
+    pub fn row(&self) -> String {
+        format!(
+            "| {} | {} | {:.2} | {:.0} | {:.2} | {:.0} | {} |",
+            self.query,
+            self.input,
+            self.secs,
+            self.input as f64 / self.secs,
+            self.cpu_secs,
+            self.input as f64 / self.cpu_secs,
+            self.output
+        )
+    }
+}
+
+fn cpu_secs() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+fn queries(spec: &str) -> Result<Vec<&'static Query>> {
+    if spec.eq_ignore_ascii_case("all") {
+        return Ok(nexmark::QUERIES.iter().collect());
+    }
+    spec.split(',')
+        .map(|name| {
+            nexmark::query(name.trim()).with_context(|| {
+                let names: Vec<&str> = nexmark::QUERIES.iter().map(|q| q.name).collect();
+                format!("unknown query {name}: expected one of {} or all", names.join(", "))
+            })
+        })
+        .collect()
+}
+
+pub async fn run(a: NexmarkArgs) -> Result<()> {
+    let queries = queries(&a.query)?;
+    if a.partitions < 1 || a.rate < 1 {
+        bail!("--partitions and --rate must be at least 1");
+    }
+    match a.topics.as_str() {
+        "memory" => {
+            let topics: Arc<dyn Topics> = Arc::new(MemTopics::new());
+            tokio::task::spawn_blocking(move || bench(&a, &queries, topics)).await?
+        }
+        "broker" => {
+            let tmp = tempfile::Builder::new().prefix("freshet-nexmark").tempdir_in(&a.dir)?;
+            // Event time starts at a fixed date, long enough ago for the default retention to
+            // delete the topics under the query: keep everything.
+            let topic_defaults = freshet_common::TopicConfig::from_pairs([("retention.ms", "-1")])?;
+            let config = BrokerConfig { data_dir: tmp.path().to_path_buf(), topic_defaults, ..Default::default() };
+            let broker = tokio::task::spawn_blocking(move || Broker::open(config, Arc::new(StdFs))).await??;
+            let background = broker.spawn_background();
+            let topics: Arc<dyn Topics> =
+                Arc::new(BrokerTopics::new(broker.clone(), tokio::runtime::Handle::current()));
+            let result = tokio::task::spawn_blocking(move || bench(&a, &queries, topics)).await?;
+            for task in background {
+                task.abort();
+            }
+            tokio::task::spawn_blocking(move || broker.close()).await?;
+            drop(tmp);
+            result
+        }
+        other => bail!("--topics {other}: expected broker or memory"),
+    }
+}
+
+/// Generates the events, then runs each query. Blocking.
+fn bench(a: &NexmarkArgs, queries: &[&'static Query], topics: Arc<dyn Topics>) -> Result<()> {
+    let config = Config { events_per_second: a.rate, seed: a.seed, ..Config::default() };
+    let bar = indicatif::ProgressBar::new(a.events);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("generating {bar:40} {pos}/{len} events ({per_sec}, {eta})")
+            .expect("template"),
+    );
+    let started = Instant::now();
+    let counts = nexmark::write(&*topics, config, a.events, a.partitions, 1000, |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "generated {} events ({} persons, {} auctions, {} bids) in {:.1} s, {} partitions per topic, {} topics",
+        counts.total(),
+        counts.persons,
+        counts.auctions,
+        counts.bids,
+        started.elapsed().as_secs_f64(),
+        a.partitions,
+        a.topics
+    );
+    let mut results = vec![];
+    for q in queries {
+        let r = run_query(q, &topics)?;
+        eprintln!(
+            "{}: {} records in {:.2} s, {:.0} records/s, {:.0} per CPU-second, {} out",
+            r.query,
+            r.input,
+            r.secs,
+            r.input as f64 / r.secs,
+            r.input as f64 / r.cpu_secs,
+            r.output
+        );
+        results.push(r);
+    }
+    println!();
+    println!(
+        "Nexmark, {} events ({} persons, {} auctions, {} bids), {} partitions, {} topics:",
+        counts.total(),
+        counts.persons,
+        counts.auctions,
+        counts.bids,
+        a.partitions,
+        a.topics
+    );
+    println!();
+    println!("| query | input records | seconds | records/s | CPU seconds | records per CPU-second | output records |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in &results {
+        println!("{}", r.row());
+    }
+    for r in results.iter().filter(|r| r.errors > 0) {
+        println!("\n{}: {} records went to the processing log", r.query, r.errors);
+    }
+    Ok(())
+}
+
+/// Runs one query from offset 0 to the end of its inputs: what `Engine::run_until_idle` does,
+/// a step at a time so a progress bar can follow.
+fn run_query(q: &'static Query, topics: &Arc<dyn Topics>) -> Result<NexmarkResult> {
+    let mut engine = Engine::new(topics.clone());
+    engine.execute(nexmark::SOURCES).with_context(|| format!("{}: the sources", q.name))?;
+    let sink = q.name.to_uppercase();
+    // A sink left by an earlier run in the same topics would be appended to.
+    topics.delete_topic(&sink)?;
+    let mut input = 0u64;
+    for t in q.inputs {
+        for p in 0..topics.partitions(t).unwrap_or(0) {
+            input += topics.end_offset(t, p)? as u64;
+        }
+    }
+    engine.execute(q.sql).with_context(|| format!("{}: {}", q.name, q.sql))?;
+    let bar = indicatif::ProgressBar::new(input);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{} {{bar:40}} {{pos}}/{{len}} records ({{per_sec}})",
+            q.name
+        ))
+        .expect("template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let cpu = cpu_secs();
+    let started = Instant::now();
+    let mut read = 0u64;
+    loop {
+        let mut progressed = 0;
+        for query in engine.queries.values_mut() {
+            progressed += query.step(topics, &mut engine.processing_log)?;
+        }
+        if progressed == 0 {
+            break;
+        }
+        read += progressed as u64;
+        bar.set_position(read);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu_secs = cpu_secs() - cpu;
+    bar.finish_and_clear();
+    if read != input {
+        bail!("{}: read {read} records of {input}", q.name);
+    }
+    let mut output = 0u64;
+    for p in 0..topics.partitions(&sink).unwrap_or(0) {
+        output += topics.end_offset(&sink, p)? as u64;
+    }
+    Ok(NexmarkResult { query: q.name, input, output, secs, cpu_secs, errors: engine.processing_log.len() })
+}
