@@ -98,7 +98,8 @@ fn run(server: &mut SqlServer, rx: mpsc::Receiver<Request>) {
             None => {}
             Some(Request::Stop) => return,
             Some(Request::Inspect(f)) => {
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(server))).is_err() {
+                let inspected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(server)));
+                if inspected.is_err() {
                     tracing::error!("an inspection of the SQL engine panicked");
                 }
             }
