@@ -116,6 +116,60 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 
 /// Parses a timestamp with a Java `DateTimeFormatter` pattern in UTC, or ISO-8601 (or epoch
 /// milliseconds) without a pattern. Returns ms since the epoch.
+/// A timestamp written as ISO-8601 text with any trailing part left out (`2020-02-23`,
+/// `2020-02-23T23:45`, `2020-02-23T23:45:12.000`), hour 24 meaning the next midnight, and an
+/// optional zone offset (`Z`, `+01:00`, `-0100`); without one, UTC.
+pub fn parse_partial_timestamp(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (body, offset_ms) = split_zone(text)?;
+    let (date, time) = match body.split_once('T') {
+        Some((d, t)) => (d, t),
+        None => (body, ""),
+    };
+    let mut d = date.split('-');
+    let y: i64 = d.next()?.parse().ok()?;
+    let m: u32 = d.next().map(str::parse).transpose().ok()?.unwrap_or(1);
+    let day: u32 = d.next().map(str::parse).transpose().ok()?.unwrap_or(1);
+    if d.next().is_some() || !(1..=12).contains(&m) || day == 0 || day > days_in_month(y, m) {
+        return None;
+    }
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.split(':').filter(|p| !p.is_empty());
+    let h: i64 = t.next().map(str::parse).transpose().ok()?.unwrap_or(0);
+    let min: i64 = t.next().map(str::parse).transpose().ok()?.unwrap_or(0);
+    let sec: i64 = t.next().map(str::parse).transpose().ok()?.unwrap_or(0);
+    if t.next().is_some() || h > 24 || min > 59 || sec > 59 {
+        return None;
+    }
+    let ms: i64 = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(3).collect();
+        digits.parse().ok()?
+    };
+    let days = days_from_civil(y, m, day);
+    Some(days * 86_400_000 + ((h * 60 + min) * 60 + sec) * 1000 + ms - offset_ms)
+}
+
+/// Splits a trailing zone offset off an ISO-8601 text: (the rest, the offset in ms).
+fn split_zone(text: &str) -> Option<(&str, i64)> {
+    if let Some(rest) = text.strip_suffix('Z') {
+        return Some((rest, 0));
+    }
+    // An offset follows the time part: look for a sign after the 'T'.
+    let t = text.find('T').unwrap_or(text.len());
+    if let Some(i) = text[t..].rfind(['+', '-']).map(|i| i + t) {
+        let zone = text[i + 1..].replace(':', "");
+        if zone.len() == 4 && zone.chars().all(|c| c.is_ascii_digit()) {
+            let h: i64 = zone[..2].parse().ok()?;
+            let m: i64 = zone[2..].parse().ok()?;
+            let sign = if text.as_bytes()[i] == b'-' { -1 } else { 1 };
+            return Some((&text[..i], sign * (h * 60 + m) * 60_000));
+        }
+    }
+    Some((text, 0))
+}
+
 pub fn parse_with_format(text: &str, pattern: Option<&str>) -> Option<i64> {
     let Some(pattern) = pattern else {
         return parse_timestamp(text).or_else(|| text.trim().parse().ok());

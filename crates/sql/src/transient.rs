@@ -184,6 +184,199 @@ fn disallowed_pseudo_columns(e: &Expr, found: &mut Vec<String>) {
     });
 }
 
+fn split_binary(e: &Expr, op: BinaryOp, out: &mut Vec<Expr>) {
+    match e {
+        Expr::Binary(o, a, b) if *o == op => {
+            split_binary(a, op, out);
+            split_binary(b, op, out);
+        }
+        other => out.push(other.clone()),
+    }
+}
+
+fn has_columns(e: &Expr) -> bool {
+    let mut found = false;
+    e.walk(&mut |x| found |= matches!(x, Expr::Column { .. }));
+    found
+}
+
+fn is_null_literal(e: &Expr) -> bool {
+    matches!(e, Expr::Literal(Value::Null))
+}
+
+/// Checks a WHERE clause ksqlDB can answer by key lookups (and range scans of STRING keys)
+/// alone, without scanning the table: each disjunct bounds every key column, once, by `=`, IN
+/// or (string keys, range scans enabled) a range, against expressions without columns.
+fn check_key_lookup(src: &SourceDef, filter: Option<&Expr>, range_scans: bool) -> Result<()> {
+    let err = |m: &str| Err(SqlError::statement(m.to_string()));
+    let Some(filter) = filter else {
+        return err("Query requires table scan to be enabled. Table scans can be enabled by setting ksql.query.pull.table.scan.enabled=true");
+    };
+    let mut disjuncts = vec![];
+    split_binary(filter, BinaryOp::Or, &mut disjuncts);
+    let key_of = |e: &Expr| match e {
+        Expr::Column { name, .. } => src.keys.iter().position(|k| &k.name == name),
+        _ => None,
+    };
+    let touches_key = |e: &Expr| {
+        let mut found = false;
+        e.walk(&mut |x| found |= key_of(x).is_some());
+        found
+    };
+    let mut any_range = false;
+    for d in &disjuncts {
+        let mut conjuncts = vec![];
+        split_binary(d, BinaryOp::And, &mut conjuncts);
+        let mut bound = vec![0usize; src.keys.len()];
+        let mut needs_scan = false;
+        for c in &conjuncts {
+            if !touches_key(c) {
+                continue;
+            }
+            match c {
+                Expr::Binary(op, a, b)
+                    if matches!(
+                        op,
+                        BinaryOp::Eq | BinaryOp::NotEq | BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq
+                    ) =>
+                {
+                    let (key, other) = match (key_of(a), key_of(b)) {
+                        (Some(k), None) => (k, b),
+                        (None, Some(k)) => (k, a),
+                        (Some(_), Some(_)) => {
+                            return err("A comparison must be between a key column and a resolvable expression.")
+                        }
+                        (None, None) => return err("A comparison must directly reference a key column."),
+                    };
+                    if has_columns(other) {
+                        return err("A comparison must be between a key column and a resolvable expression.");
+                    }
+                    match op {
+                        BinaryOp::Eq => {}
+                        BinaryOp::NotEq => {
+                            return Err(SqlError::statement(format!(
+                                "Bound on key columns '[`{}` {} KEY]' must currently be '='. ",
+                                src.keys[key].name, src.keys[key].ty
+                            )))
+                        }
+                        _ => {
+                            if !range_scans || src.keys[key].ty != SqlType::String || src.window.is_some() {
+                                needs_scan = true;
+                            }
+                            any_range = true;
+                        }
+                    }
+                    bound[key] += 1;
+                }
+                Expr::InList { expr, list, negated: false } if key_of(expr).is_some() => {
+                    if list.iter().any(has_columns) {
+                        return err("A comparison must be between a key column and a resolvable expression.");
+                    }
+                    bound[key_of(expr).expect("checked")] += 1;
+                }
+                _ => return err("A comparison must directly reference a key column."),
+            }
+        }
+        if bound.iter().any(|&n| n > 1) {
+            return err(
+                "A comparison condition on the key column cannot be combined with other comparisons such as an IN predicate",
+            );
+        }
+        if needs_scan {
+            return err("Query requires table scan to be enabled. Table scans can be enabled by setting ksql.query.pull.table.scan.enabled=true");
+        }
+        if bound.iter().all(|&n| n == 0) {
+            return Err(SqlError::statement(format!("WHERE clause missing key column for disjunct: {d}")));
+        }
+        if bound.contains(&0) {
+            return err("Multi-column sources must specify every key in the WHERE clause.");
+        }
+    }
+    if any_range && disjuncts.len() > 1 {
+        return err("Query requires table scan to be enabled. Table scans can be enabled by setting ksql.query.pull.table.scan.enabled=true");
+    }
+    Ok(())
+}
+
+/// Window bounds compared with text (`WINDOWSTART >= '2020-02-23T23:45'`): the text is a
+/// (partial) timestamp, turned into epoch milliseconds.
+fn window_bounds_as_millis(e: &Expr) -> Result<Expr> {
+    let is_bound = |x: &Expr| matches!(x, Expr::Column { name, .. } if name == WINDOWSTART || name == WINDOWEND);
+    let millis = |x: &Expr| -> Result<Expr> {
+        match x {
+            Expr::Literal(Value::String(t)) => crate::time::parse_partial_timestamp(t)
+                .map(|ms| Expr::Literal(Value::BigInt(ms)))
+                .ok_or_else(|| SqlError::statement(format!("Failed to parse timestamp '{t}'"))),
+            other => Ok(other.clone()),
+        }
+    };
+    Ok(match e {
+        Expr::Binary(op, a, b) => {
+            let (a2, b2) = (window_bounds_as_millis(a)?, window_bounds_as_millis(b)?);
+            let (a2, b2) = if is_bound(a) {
+                (a2, millis(&b2)?)
+            } else if is_bound(b) {
+                (millis(&a2)?, b2)
+            } else {
+                (a2, b2)
+            };
+            Expr::Binary(*op, Box::new(a2), Box::new(b2))
+        }
+        Expr::Between { expr, low, high, negated } if is_bound(expr) => Expr::Between {
+            expr: expr.clone(),
+            low: Box::new(millis(low)?),
+            high: Box::new(millis(high)?),
+            negated: *negated,
+        },
+        other => other.clone(),
+    })
+}
+
+/// `KEY = NULL` and `KEY IN (NULL)` can never match, and an IN list must hold values of the
+/// key's type: ksqlDB refuses them.
+fn check_null_comparisons(src: &SourceDef, scope: &crate::expr::Scope, filter: &Expr) -> Result<()> {
+    let mut problem: Option<SqlError> = None;
+    filter.walk(&mut |x| {
+        if problem.is_some() {
+            return;
+        }
+        match x {
+            Expr::Binary(op, a, b)
+                if matches!(
+                    op,
+                    BinaryOp::Eq | BinaryOp::NotEq | BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq
+                ) && (is_null_literal(a) != is_null_literal(b)) =>
+            {
+                let other = if is_null_literal(a) { b } else { a };
+                if let Ok((_, t)) = Compiler::new(scope).compile(other) {
+                    problem = Some(SqlError::statement(format!(
+                        "Error in WHERE expression: Comparison with NULL not supported: {t} {} NULL\nUse 'IS NULL' or 'IS NOT NULL' instead.\nStatement: {filter}",
+                        op.symbol()
+                    )));
+                }
+            }
+            Expr::InList { expr, list, .. } => {
+                let Expr::Column { name, .. } = expr.as_ref() else { return };
+                let Some(key) = src.keys.iter().find(|k| &k.name == name) else { return };
+                if list.iter().any(is_null_literal) {
+                    problem = Some(SqlError::statement(format!("Primary key columns can not be NULL: ({name} = null)")));
+                } else if let Some(Expr::Literal(Value::String(t))) =
+                    list.iter().find(|i| matches!(i, Expr::Literal(Value::String(_))))
+                {
+                    if key.ty != SqlType::String {
+                        problem = Some(SqlError::statement(format!(
+                            "'{t}' can not be converted to the type of the key column: {name} {} KEY",
+                            key.ty
+                        )));
+                    }
+                }
+            }
+            _ => {}
+        }
+    });
+    problem.map_or(Ok(()), Err)
+}
+
 impl Engine {
     /// Answers a pull query: the matching rows of a table's current contents, or of a stream's
     /// records up to now.
@@ -284,9 +477,19 @@ impl Engine {
                 }
             }
         }
+        let filter_expr = match &select.filter {
+            Some(f) if src.window.is_some() => Some(window_bounds_as_millis(f)?),
+            other => other.clone(),
+        };
+        if let Some(f) = &filter_expr {
+            check_null_comparisons(&src, &scope, f)?;
+        }
+        if is_table && !flag("ksql.query.pull.table.scan.enabled", true) {
+            check_key_lookup(&src, filter_expr.as_ref(), flag("ksql.query.pull.range.scan.enabled", true))?;
+        }
         let named = crate::engine::name_items(items);
         let mut compiler = Compiler::new(&scope);
-        let filter = match &select.filter {
+        let filter = match &filter_expr {
             Some(f) => {
                 let (c, t) = compiler.compile(f).map_err(|e| {
                     if e.message.starts_with("Cannot compare") {
