@@ -422,15 +422,10 @@ impl Query {
                     if !is_table && filter.is_some() {
                         return Ok(());
                     }
-                    let keys =
-                        self.input.key_serde.deserialize(&self.input.keys, rec.key.as_deref()).unwrap_or_default();
-                    let mut r = keys;
-                    r.resize(self.input.column_count(), Value::Null);
-                    r.push(Value::BigInt(rec.timestamp));
-                    r.push(Value::Int(partition));
-                    r.push(Value::BigInt(offset));
-                    let k = eval_all(key, &r, &mut self.env).unwrap_or_default();
-                    out.push((k, None, rec.timestamp, None));
+                    let r = key_only_row(&self.input, rec, partition, offset);
+                    let window = window_of(&self.input, &r.values);
+                    let k = eval_all(key, &r.values, &mut self.env).unwrap_or_default();
+                    out.push((k, None, rec.timestamp, window));
                     return Ok(());
                 };
                 let window = window_of(&self.input, &row.values);
@@ -744,8 +739,11 @@ fn emit_group(plan: &AggregatePlan, g: &mut Group, out: &mut Vec<Emitted>, env: 
 /// A row with only the record's key columns set (what a tombstone deletes).
 fn key_only_row(src: &SourceDef, rec: &Record, partition: i32, offset: i64) -> Row {
     let mut kb = rec.key.as_deref();
+    let mut window = None;
     if let (Some(w), Some(k)) = (src.window, kb) {
-        kb = split_windowed_key(w, k).ok().map(|(core, _)| core);
+        let split = split_windowed_key(w, k).ok();
+        kb = split.map(|(core, _)| core);
+        window = split.map(|(_, win)| win);
     }
     let mut r = src.key_serde.deserialize(&src.keys, kb).unwrap_or_default();
     r.resize(src.column_count(), Value::Null);
@@ -753,8 +751,16 @@ fn key_only_row(src: &SourceDef, rec: &Record, partition: i32, offset: i64) -> R
     r.push(Value::Int(partition));
     r.push(Value::BigInt(offset));
     if src.window.is_some() {
-        r.push(Value::Null);
-        r.push(Value::Null);
+        match window {
+            Some((start, end)) => {
+                r.push(Value::BigInt(start));
+                r.push(Value::BigInt(end));
+            }
+            None => {
+                r.push(Value::Null);
+                r.push(Value::Null);
+            }
+        }
     }
     Row { values: r, timestamp: rec.timestamp }
 }

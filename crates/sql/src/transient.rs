@@ -563,7 +563,12 @@ impl Engine {
                 }
             }
         }
-        let final_message = (!is_table).then(|| "Query Completed".to_string());
+        let limited = limit.is_some_and(|l| rows.len() >= l);
+        let final_message = match (is_table, limited) {
+            (false, true) => Some("Limit Reached".to_string()),
+            (false, false) => Some("Query Completed".to_string()),
+            (true, _) => None,
+        };
         Ok(PullResult { columns, rows, final_message })
     }
 
