@@ -85,6 +85,8 @@ pub struct SqlServer {
     pub(super) query_seq: u64,
     /// The progress last recorded per query.
     progress: BTreeMap<String, Vec<Vec<i64>>>,
+    /// Queries stopped by a failure, with the reason (shown as ERROR until a restart).
+    failed: BTreeMap<String, (freshet_sql::query::Query, String)>,
 }
 
 pub(super) fn json_string(v: &Json) -> String {
@@ -182,7 +184,14 @@ impl SqlServer {
     /// Creates the engine over the broker and replays the command topic. Blocking.
     pub fn open(topics: Arc<BrokerTopics>) -> freshet_sql::Result<SqlServer> {
         let engine = Engine::new(topics.clone() as Arc<dyn Topics>);
-        let mut server = SqlServer { engine, topics, push: vec![], query_seq: 0, progress: BTreeMap::new() };
+        let mut server = SqlServer {
+            engine,
+            topics,
+            push: vec![],
+            query_seq: 0,
+            progress: BTreeMap::new(),
+            failed: BTreeMap::new(),
+        };
         if server.topics.partitions(COMMAND_TOPIC).is_none() {
             // Kept forever, in order (no compaction: a DROP and a re-CREATE share a key), and
             // fsynced on every write whatever the broker-wide defaults say.
@@ -330,46 +339,46 @@ impl SqlServer {
         self.topics.append(COMMAND_TOPIC, 0, vec![record])
     }
 
-    /// Runs the persistent queries until none has new input; returns the records processed. A
-    /// query that fails or panics is logged; one that panics is terminated (its statement stays
-    /// in the command topic, so it runs again after a restart).
+    /// Runs the persistent queries until none has new input; returns the records processed.
+    ///
+    /// A query whose step fails (a write to its sink failed) or panics is stopped: its state
+    /// may hold that step's records while its outputs do not, so running on would lose or
+    /// double them. It shows as ERROR in SHOW QUERIES; its statement stays in the command topic
+    /// and its recorded progress is before the failed step, so a restart resumes it exactly.
     pub fn step(&mut self) -> usize {
-        let engine = &mut self.engine;
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| engine.run_until_idle()));
-        let processed = match result {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "a persistent query failed; retrying");
-                0
+        let mut total = 0;
+        loop {
+            let mut progressed = 0;
+            let ids: Vec<String> = self.engine.queries.keys().cloned().collect();
+            for id in ids {
+                let topics = self.engine.topics().clone();
+                let Some(q) = self.engine.queries.get_mut(&id) else { continue };
+                let log = &mut self.engine.processing_log;
+                let failure = match std::panic::catch_unwind(AssertUnwindSafe(|| q.step(&topics, log))) {
+                    Ok(Ok(n)) => {
+                        progressed += n;
+                        continue;
+                    }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "the query panicked".to_string(),
+                };
+                tracing::error!(query = %id, error = %failure, "persistent query failed; it is stopped until the server restarts");
+                if let Some(q) = self.engine.queries.remove(&id) {
+                    self.failed.insert(id, (q, failure));
+                }
             }
-            Err(_) => {
-                self.isolate_panic();
-                0
+            total += progressed;
+            if progressed == 0 {
+                break;
             }
-        };
-        if processed > 0 {
+        }
+        if total > 0 {
             self.record_progress();
         }
         for e in self.engine.processing_log.drain(..) {
             tracing::warn!(query = %e.query, topic = %e.topic, partition = e.partition, offset = e.offset, error = %e.message, "SQL processing error");
         }
-        processed
-    }
-
-    /// After a panic in `run_until_idle`: steps each query alone to find those that panic, and
-    /// terminates them.
-    fn isolate_panic(&mut self) {
-        let topics = self.engine.topics().clone();
-        let ids: Vec<String> = self.engine.queries.keys().cloned().collect();
-        for id in ids {
-            let Some(q) = self.engine.queries.get_mut(&id) else { continue };
-            let log = &mut self.engine.processing_log;
-            if std::panic::catch_unwind(AssertUnwindSafe(|| q.step(&topics, log))).is_err() {
-                tracing::error!(query = %id, "persistent query panicked; terminating it");
-                let engine = &mut self.engine;
-                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| engine.execute_one(&format!("TERMINATE {id};"))));
-            }
-        }
+        total
     }
 
     /// The `/ksql` endpoint: runs the statements in order; stops at the first error.
@@ -540,14 +549,15 @@ impl SqlServer {
     }
 
     fn query_json(&self, q: &freshet_sql::query::Query) -> Json {
+        let state = if self.failed.contains_key(&q.id) { "ERROR" } else { "RUNNING" };
         json!({
             "queryString": q.sql,
             "sinks": [q.sink],
             "sinkKafkaTopics": [q.output.topic],
             "id": q.id,
-            "statusCount": { "RUNNING": 1 },
+            "statusCount": { state: 1 },
             "queryType": "PERSISTENT",
-            "state": "RUNNING",
+            "state": state,
         })
     }
 
@@ -572,7 +582,13 @@ impl SqlServer {
             Show::Queries { .. } => json!({
                 "@type": "queries",
                 "statementText": text,
-                "queries": self.engine.queries.values().map(|q| self.query_json(q)).collect::<Vec<_>>(),
+                "queries": self
+                    .engine
+                    .queries
+                    .values()
+                    .chain(self.failed.values().map(|(q, _)| q))
+                    .map(|q| self.query_json(q))
+                    .collect::<Vec<_>>(),
                 "warnings": [],
             }),
             Show::Topics { .. } => {
