@@ -396,4 +396,16 @@ fn join_and_windowed_aggregate_answer_pull_and_push_queries_and_survive_sigkill(
     assert_eq!(rows(&answer), [json!(["Paris", 4, 17.0])]);
     let (_, windowed) = query(&server.http, "SELECT city, orders FROM city_hourly;", json!({}));
     assert_eq!(rows(&windowed), [json!(["Oslo", 2]), json!(["Paris", 4])]);
+
+    // A record that is not JSON goes to the processing log with the reason; the queries go on.
+    produce(&server.addr, "orders", &[("o7".into(), "not json".into(), base_hour() + 7 * 60_000)]);
+    produce(&server.addr, "orders", &[city_order(8, "c2", 2.0)]);
+    let log = consume_until(&server.addr, "default_ksql_processing_log", "the processing log", |l| !l.is_empty());
+    let message = &log[0].1["message"];
+    assert!(message["errorMessage"].as_str().unwrap().contains("orders"), "{log:?}");
+    assert!(log[0].1["logger"].as_str().unwrap().starts_with("processing.CSAS_ENRICHED"), "{log:?}");
+    wait_until(WAIT, "the order after the bad record", || {
+        let (_, answer) = query(&server.http, "SELECT orders FROM city_totals WHERE city = 'Oslo';", json!({}));
+        (rows(&answer) == [json!([3])]).then_some(())
+    });
 }

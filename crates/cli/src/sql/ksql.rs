@@ -37,6 +37,10 @@ pub const COMMAND_TOPIC: &str = "_freshet_sql_commands";
 /// the input offsets up to which its outputs are written).
 pub const PROGRESS_TOPIC: &str = "_freshet_sql_progress";
 
+/// The processing log: one JSON record per input record a query could not process (ksqlDB's
+/// `<service id>ksql_processing_log`).
+pub const PROCESSING_LOG_TOPIC: &str = "default_ksql_processing_log";
+
 /// The service id reported by `/info` and `/healthcheck` (ksqlDB's `ksql.service.id` default).
 pub const SERVICE_ID: &str = "default_";
 
@@ -209,6 +213,9 @@ impl SqlServer {
                 .expect("valid progress topic config");
             server.topics.create_topic_with(PROGRESS_TOPIC, 1, config)?;
         }
+        if server.topics.partitions(PROCESSING_LOG_TOPIC).is_none() {
+            server.topics.create_topic_with(PROCESSING_LOG_TOPIC, 1, TopicConfig::default())?;
+        }
         server.replay()?;
         server.resume()?;
         Ok(server)
@@ -375,10 +382,44 @@ impl SqlServer {
         if total > 0 {
             self.record_progress();
         }
-        for e in self.engine.processing_log.drain(..) {
-            tracing::warn!(query = %e.query, topic = %e.topic, partition = e.partition, offset = e.offset, error = %e.message, "SQL processing error");
-        }
+        self.write_processing_log();
         total
+    }
+
+    /// Moves the engine's processing errors to the processing-log topic (and the server log).
+    fn write_processing_log(&mut self) {
+        let errors: Vec<_> = self.engine.processing_log.drain(..).collect();
+        if errors.is_empty() {
+            return;
+        }
+        let now = freshet_broker::now_ms();
+        let records = errors
+            .iter()
+            .map(|e| {
+                tracing::warn!(query = %e.query, topic = %e.topic, partition = e.partition, offset = e.offset, error = %e.message, "SQL processing error");
+                let value = json!({
+                    "level": "ERROR",
+                    "logger": format!("processing.{}", e.query),
+                    "time": now,
+                    "message": {
+                        "type": 0,
+                        "errorMessage": e.message,
+                        "topic": e.topic,
+                        "partition": e.partition,
+                        "offset": e.offset,
+                    },
+                });
+                Record {
+                    key: Some(e.query.as_bytes().to_vec()),
+                    value: Some(value.to_string().into_bytes()),
+                    timestamp: now,
+                    headers: vec![],
+                }
+            })
+            .collect();
+        if let Err(e) = self.topics.append(PROCESSING_LOG_TOPIC, 0, records) {
+            tracing::warn!(error = %e, "could not write the SQL processing log");
+        }
     }
 
     /// The `/ksql` endpoint: runs the statements in order; stops at the first error.
