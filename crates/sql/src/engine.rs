@@ -1376,6 +1376,11 @@ impl Engine {
                                 if join.kind == JoinKind::Right { "RIGHT" } else { "FULL" }
                             )));
                         }
+                        if right.window.is_some() || sources[0].0.window.is_some() {
+                            return Err(SqlError::statement(
+                                "Foreign-key table-table joins are not supported on windowed tables.",
+                            ));
+                        }
                         JoinShape::ForeignKey
                     }
                 }
