@@ -97,6 +97,12 @@ impl Client {
         Ok(client)
     }
 
+    /// Whether a connection this client holds is known to be broken (see
+    /// [`Connection::is_closed`]); a long-lived user connects again.
+    pub async fn is_broken(&self) -> bool {
+        self.bootstrap.is_closed() || self.connections.lock().await.values().any(|c| c.is_closed())
+    }
+
     /// The bootstrap connection (for raw protocol work).
     pub fn bootstrap(&self) -> &Arc<Connection> {
         &self.bootstrap
