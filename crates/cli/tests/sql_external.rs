@@ -126,7 +126,7 @@ fn the_sql_engine_runs_against_an_external_kafka_cluster_and_survives_a_restart(
     let dir = tempfile::tempdir().unwrap();
     // The "existing cluster": a normal server. The SQL engine under test runs in a second
     // process with no broker of its own.
-    let cluster = Server::start(dir.path());
+    let mut cluster = Server::start(dir.path());
     let mut sql = Server::start_external(&cluster.addr, &[]);
     assert!(!sql.http.is_empty());
     assert_eq!(
@@ -220,5 +220,22 @@ fn the_sql_engine_runs_against_an_external_kafka_cluster_and_survives_a_restart(
     wait_until(WAIT, "ann's totals with the new order", || {
         (ann(&sql.http) == [json!(["ann", 3, 550.0])]).then_some(())
     });
+
+    // The cluster restarts under the running SQL process: it connects again, and a write
+    // (not repeated blindly) goes out on the new connection, once. (Only the input is checked:
+    // the cluster is itself a `freshet serve`, whose own SQL engine replays the same command
+    // topic when it restarts and so runs the same queries from then on.)
+    assert!(cluster.stop().success());
+    cluster.restart();
+    let (status, body) = ksql(
+        &sql.http,
+        "INSERT INTO orders (order_key, id, amount, customer) VALUES ('k8', 8, 400.0, 'ann');",
+        json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let input = wait_for_records(&cluster.addr, "orders", "the order inserted after the cluster's restart", |r| {
+        r.iter().any(|(k, _, _)| k == "k8")
+    });
+    assert_eq!(input.iter().filter(|(k, _, _)| k == "k8").count(), 1, "{input:?}");
     assert!(sql.stop().success());
 }

@@ -129,7 +129,14 @@ impl KafkaTopics {
     fn client(&self) -> freshet_client::Result<Arc<Client>> {
         let mut slot = self.client.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
+            // A connection the cluster closed meanwhile (a restart, an idle timeout): connect
+            // again before sending, so even a write can go out on the new connection.
+            let c = c.clone();
+            if !self.runtime.block_on(async { c.is_broken().await }) {
+                return Ok(c);
+            }
+            tracing::debug!("a connection to the Kafka cluster broke; connecting again");
+            *slot = None;
         }
         let mut last = ClientError::Protocol("no bootstrap address".into());
         for addr in &self.bootstrap {
