@@ -19,6 +19,9 @@ pub struct FileConfig {
     pub advertised_kafka: Option<String>,
     /// Address of the HTTP listener (ksqlDB's REST API).
     pub http_listen: Option<String>,
+    /// Bootstrap address(es) of an existing Kafka-protocol cluster: run only the SQL engine and
+    /// the HTTP listener, with every topic in that cluster (no embedded broker).
+    pub external_kafka: Option<String>,
     pub auto_create_topics: Option<bool>,
     pub default_partitions: Option<i32>,
     pub max_connections: Option<usize>,
@@ -52,6 +55,9 @@ pub struct ServeConfig {
     pub advertised_kafka: Option<(String, u16)>,
     /// The HTTP listener (ksqlDB's REST API for the SQL engine).
     pub http_listen: SocketAddr,
+    /// `HOST:PORT[,HOST:PORT...]` of an existing Kafka-protocol cluster: no embedded broker and
+    /// no Kafka listener; the SQL engine keeps all its topics there.
+    pub external_kafka: Option<String>,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub max_connections: usize,
@@ -68,6 +74,7 @@ pub struct Overrides {
     pub kafka_listen: Option<String>,
     pub advertised_kafka: Option<String>,
     pub http_listen: Option<String>,
+    pub external_kafka: Option<String>,
     pub auto_create_topics: Option<bool>,
     pub default_partitions: Option<i32>,
     pub max_connections: Option<usize>,
@@ -91,6 +98,13 @@ impl ServeConfig {
         let http_listen: SocketAddr = http.parse().with_context(|| format!("--http-listen '{http}' is not IP:PORT"))?;
         let advertised_kafka =
             cli.advertised_kafka.or(file.advertised_kafka).map(|a| parse_host_port(&a)).transpose()?;
+        let external_kafka = cli.external_kafka.or(file.external_kafka);
+        if let Some(list) = &external_kafka {
+            for addr in list.split(',').map(str::trim) {
+                parse_host_port(addr)
+                    .with_context(|| format!("--external-kafka '{list}' is not HOST:PORT[,HOST:PORT...]"))?;
+            }
+        }
         let mut topic_defaults = TopicConfig::default();
         for (name, value) in &file.topic_defaults {
             let value = match value {
@@ -108,6 +122,7 @@ impl ServeConfig {
             kafka_listen,
             advertised_kafka,
             http_listen,
+            external_kafka,
             auto_create_topics: cli.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
             default_partitions,
             max_connections: cli
@@ -183,6 +198,12 @@ mod tests {
         let file: FileConfig = toml::from_str("http_listen = '0.0.0.0:18088'").unwrap();
         let cli = Overrides { http_listen: Some("127.0.0.1:0".into()), ..Default::default() };
         assert_eq!(ServeConfig::resolve(cli, file).unwrap().http_listen, "127.0.0.1:0".parse().unwrap());
+        let file: FileConfig = toml::from_str("external_kafka = 'kafka1:9092,kafka2:9092'").unwrap();
+        assert_eq!(
+            ServeConfig::resolve(Overrides::default(), file).unwrap().external_kafka.as_deref(),
+            Some("kafka1:9092,kafka2:9092")
+        );
+        assert_eq!(d.external_kafka, None);
     }
 
     #[test]
@@ -193,6 +214,8 @@ mod tests {
         let err = format!("{:#}", ServeConfig::resolve(Overrides::default(), file).unwrap_err());
         assert!(err.contains("retention.ms") && err.contains("integer"), "{err}");
         let cli = Overrides { kafka_listen: Some("localhost".into()), ..Default::default() };
+        assert!(ServeConfig::resolve(cli, FileConfig::default()).is_err());
+        let cli = Overrides { external_kafka: Some("kafka1".into()), ..Default::default() };
         assert!(ServeConfig::resolve(cli, FileConfig::default()).is_err());
     }
 }

@@ -79,6 +79,10 @@ struct ServeArgs {
     /// Address of the HTTP listener, ksqlDB's REST API (IP:PORT; port 0 picks a free one).
     #[arg(long, env = "FRESHET_HTTP_LISTEN")]
     http_listen: Option<String>,
+    /// Run only the SQL engine and the HTTP listener against an existing Kafka-protocol cluster
+    /// (HOST:PORT[,HOST:PORT...]): no embedded broker, no Kafka listener, all topics there.
+    #[arg(long, env = "FRESHET_EXTERNAL_KAFKA")]
+    external_kafka: Option<String>,
     /// Create topics when clients ask for unknown ones (true/false).
     #[arg(long, env = "FRESHET_AUTO_CREATE_TOPICS")]
     auto_create_topics: Option<bool>,
@@ -116,6 +120,7 @@ fn main() -> Result<()> {
                 kafka_listen: args.kafka_listen,
                 advertised_kafka: args.advertised_kafka,
                 http_listen: args.http_listen,
+                external_kafka: args.external_kafka,
                 auto_create_topics: args.auto_create_topics,
                 default_partitions: args.default_partitions,
                 max_connections: args.max_connections,

@@ -1,5 +1,6 @@
 //! `freshet serve`: the broker with its Kafka listener, and the SQL engine with its HTTP
-//! (ksqlDB REST) listener.
+//! (ksqlDB REST) listener. With `--external-kafka`, only the SQL engine and the HTTP listener,
+//! against an existing Kafka-protocol cluster.
 
 use std::sync::Arc;
 
@@ -13,6 +14,9 @@ use tokio::sync::watch;
 use crate::config::ServeConfig;
 
 pub async fn run(config: ServeConfig) -> Result<()> {
+    if let Some(bootstrap) = config.external_kafka.clone() {
+        return run_external(config, bootstrap).await;
+    }
     let listener = TcpListener::bind(config.kafka_listen)
         .await
         .with_context(|| format!("binding the Kafka listener to {}", config.kafka_listen))?;
@@ -81,6 +85,47 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     }
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.close()).await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// The SQL engine and the HTTP listener over an existing Kafka-protocol cluster: every topic,
+/// the engine's command and progress topics included, lives there.
+async fn run_external(config: ServeConfig, bootstrap: String) -> Result<()> {
+    let runtime = tokio::runtime::Handle::current();
+    let b = bootstrap.clone();
+    // The engine replays its persisted statements (from the cluster) before the listener serves.
+    let (engine, cluster_id) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let topics = Arc::new(crate::sql::kafka_topics::KafkaTopics::new(&b, runtime));
+        let cluster_id = topics.cluster_id()?;
+        let engine = crate::sql::runner::EngineThread::start(topics)?;
+        Ok((engine, cluster_id))
+    })
+    .await??;
+    tracing::info!(%bootstrap, %cluster_id, "the SQL engine runs against an external Kafka cluster");
+    let http_listener = crate::sql::http::bind(config.http_listen).await?;
+    let http_bound = http_listener.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut http = tokio::spawn(crate::sql::http::serve(http_listener, engine.tx.clone(), cluster_id, stop_rx));
+    // Part of the interface, as in `run`.
+    println!("freshet: http listener on {http_bound}");
+    println!("freshet: SQL engine on the Kafka cluster at {bootstrap}");
+    let ended = tokio::select! {
+        _ = wait_for_signal() => None,
+        ended = &mut http => Some(ended),
+    };
+    tracing::info!("shutting down: no new requests; finishing those in flight");
+    let _ = stop_tx.send(true);
+    let ended = match ended {
+        Some(ended) => ended,
+        None => http.await,
+    };
+    match ended {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the HTTP listener failed"),
+        Err(e) => tracing::error!(error = %e, "the HTTP listener panicked"),
+    }
+    tokio::task::spawn_blocking(move || engine.stop()).await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

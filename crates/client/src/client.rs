@@ -31,6 +31,19 @@ pub struct PartitionInfo {
     pub error_code: i16,
 }
 
+/// One partition of a Fetch response.
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    /// Record batches; the last one may be partial.
+    pub records: Bytes,
+    pub high_watermark: i64,
+    /// The last stable offset (the high watermark where the broker does not report it).
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    /// Aborted transactions in the fetched range (read_committed only): (producer id, first offset).
+    pub aborted: Vec<(i64, i64)>,
+}
+
 /// A topic as Metadata describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
@@ -82,6 +95,12 @@ impl Client {
         };
         client.metadata(Some(&[]), false).await?;
         Ok(client)
+    }
+
+    /// Whether a connection this client holds is known to be broken (see
+    /// [`Connection::is_closed`]); a long-lived user connects again.
+    pub async fn is_broken(&self) -> bool {
+        self.bootstrap.is_closed() || self.connections.lock().await.values().any(|c| c.is_closed())
     }
 
     /// The bootstrap connection (for raw protocol work).
@@ -268,13 +287,27 @@ impl Client {
     /// ListOffsets for one partition: -1 latest, -2 earliest, or a timestamp. Returns the offset
     /// (-1 when no record is at or after the timestamp).
     pub async fn list_offset(&self, topic: &str, partition: i32, timestamp: i64) -> Result<i64> {
-        let req =
-            ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
-                .with_name(name(topic))
-                .with_partitions(vec![ListOffsetsPartition::default()
+        self.list_offset_isolated(topic, partition, timestamp, 0).await
+    }
+
+    /// ListOffsets with an isolation level: with 1 (read_committed), "latest" is the last stable
+    /// offset rather than the high watermark.
+    pub async fn list_offset_isolated(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+        isolation_level: i8,
+    ) -> Result<i64> {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_isolation_level(isolation_level)
+            .with_topics(vec![ListOffsetsTopic::default().with_name(name(topic)).with_partitions(vec![
+                ListOffsetsPartition::default()
                     .with_partition_index(partition)
                     .with_timestamp(timestamp)
-                    .with_current_leader_epoch(-1)])]);
+                    .with_current_leader_epoch(-1),
+            ])]);
         let resp = self.leader(topic, partition).await?.send(&req, 7).await?;
         let p = resp
             .topics
@@ -468,6 +501,36 @@ impl Client {
                     .with_log_start_offset(-1)
                     .with_partition_max_bytes(max_bytes),
             ])])
+    }
+
+    /// Fetches from one partition with an isolation level (0 read_uncommitted, 1 read_committed).
+    pub async fn fetch_isolated(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait: Duration,
+        max_bytes: i32,
+        isolation_level: i8,
+    ) -> Result<Fetched> {
+        let conn = self.leader(topic, partition).await?;
+        let req =
+            Self::fetch_request(topic, partition, offset, max_wait, max_bytes).with_isolation_level(isolation_level);
+        let resp = conn.send(&req, 12).await?;
+        check(resp.error_code, None)?;
+        let p = resp
+            .responses
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Protocol("empty Fetch response".into()))?;
+        check(p.error_code, None)?;
+        Ok(Fetched {
+            records: p.records.clone().unwrap_or_default(),
+            high_watermark: p.high_watermark,
+            last_stable_offset: if p.last_stable_offset >= 0 { p.last_stable_offset } else { p.high_watermark },
+            log_start_offset: p.log_start_offset,
+            aborted: p.aborted_transactions.iter().flatten().map(|a| (a.producer_id.0, a.first_offset)).collect(),
+        })
     }
 
     /// Fetches from one partition: (record batches, high watermark).

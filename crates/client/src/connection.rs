@@ -1,6 +1,7 @@
 //! One connection to one broker: requests are pipelined, responses matched in order.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -26,6 +27,8 @@ pub struct Connection {
     client_id: String,
     tx: mpsc::Sender<Outgoing>,
     next_correlation: Mutex<i32>,
+    /// Set (under the pending lock) when the read side ends: no response will come any more.
+    closed: Arc<AtomicBool>,
     /// The broker's (min, max) version per API key.
     versions: HashMap<i16, (i16, i16)>,
 }
@@ -45,13 +48,21 @@ impl Connection {
         let (rd, wr) = stream.into_split();
         let (tx, rx) = mpsc::channel::<Outgoing>(256);
         let pending: Arc<Mutex<VecDeque<(i32, Waiter)>>> = Arc::default();
-        tokio::spawn(write_loop(BufWriter::with_capacity(256 * 1024, wr), rx, pending.clone(), addr.to_string()));
-        tokio::spawn(read_loop(BufReader::with_capacity(256 * 1024, rd), pending, addr.to_string()));
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(write_loop(
+            BufWriter::with_capacity(256 * 1024, wr),
+            rx,
+            pending.clone(),
+            closed.clone(),
+            addr.to_string(),
+        ));
+        tokio::spawn(read_loop(BufReader::with_capacity(256 * 1024, rd), pending, closed.clone(), addr.to_string()));
         let mut conn = Connection {
             addr: addr.to_string(),
             client_id: client_id.to_string(),
             tx,
             next_correlation: Mutex::new(1),
+            closed,
             versions: HashMap::new(),
         };
         conn.versions = conn.negotiate().await?;
@@ -76,6 +87,12 @@ impl Connection {
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Whether the connection is known to be broken (the broker closed it, or a read or write
+    /// failed): every request on it fails, so it is time to connect again.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.tx.is_closed()
     }
 
     /// The version to use for `R`: the highest both sides speak, at most `ours`.
@@ -167,11 +184,18 @@ async fn write_loop(
     mut wr: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
     mut rx: mpsc::Receiver<Outgoing>,
     pending: Arc<Mutex<VecDeque<(i32, Waiter)>>>,
+    closed: Arc<AtomicBool>,
     addr: String,
 ) {
     while let Some(out) = rx.recv().await {
         if let Some(reply) = out.reply {
-            pending.lock().expect("pending lock").push_back((out.correlation_id, reply));
+            let mut pending = pending.lock().expect("pending lock");
+            // The read side is gone: this response would never come.
+            if closed.load(Ordering::Acquire) {
+                let _ = reply.send(Err(ClientError::Closed(addr.clone())));
+                break;
+            }
+            pending.push_back((out.correlation_id, reply));
         }
         if let Err(e) = wr.write_all(&out.frame).await {
             tracing::debug!(%addr, error = %e, "write failed");
@@ -186,6 +210,7 @@ async fn write_loop(
 async fn read_loop(
     mut rd: BufReader<tokio::net::tcp::OwnedReadHalf>,
     pending: Arc<Mutex<VecDeque<(i32, Waiter)>>>,
+    closed: Arc<AtomicBool>,
     addr: String,
 ) {
     loop {
@@ -230,8 +255,10 @@ async fn read_loop(
             }
         }
     }
-    // Fail everyone still waiting.
-    for (_, tx) in pending.lock().expect("pending lock").drain(..) {
+    // Fail everyone still waiting, and whoever comes later (see `write_loop`).
+    let mut pending = pending.lock().expect("pending lock");
+    closed.store(true, Ordering::Release);
+    for (_, tx) in pending.drain(..) {
         let _ = tx.send(Err(ClientError::Closed(addr.clone())));
     }
 }

@@ -8,7 +8,7 @@ mod client;
 mod connection;
 pub mod records;
 
-pub use client::{Client, PartitionInfo, TopicInfo};
+pub use client::{Client, Fetched, PartitionInfo, TopicInfo};
 pub use connection::Connection;
 pub use kafka_protocol;
 

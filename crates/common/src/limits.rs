@@ -62,11 +62,33 @@ pub const SQL_POLL_BATCH: usize = 1024;
 /// waiting (a statement sent meanwhile wakes it at once).
 pub const SQL_ENGINE_IDLE_MS: u64 = 10;
 
-/// Most bytes the SQL engine reads from one partition of the embedded broker per read.
+/// Most bytes the SQL engine reads from one partition per read (of the embedded broker, or per
+/// Fetch from an external cluster).
 pub const SQL_READ_MAX_BYTES: usize = 1024 * 1024;
 
 /// Longest the SQL engine waits for one of its writes to the embedded broker to become durable.
 pub const SQL_APPEND_TIMEOUT_MS: u64 = 30_000;
+
+/// Longest one call of the SQL engine to an external Kafka cluster may take (`serve
+/// --external-kafka`), connecting included; the engine's thread waits at most this long.
+pub const SQL_KAFKA_REQUEST_TIMEOUT_MS: u64 = 30_000;
+
+/// Times the SQL engine tries a call to an external Kafka cluster that failed on a broken
+/// connection or a stale leader (reconnecting in between). A write is tried again only when
+/// it cannot have reached the cluster.
+pub const SQL_KAFKA_ATTEMPTS: usize = 3;
+
+/// Pause between two attempts of a call to an external Kafka cluster.
+pub const SQL_KAFKA_RETRY_BACKOFF_MS: u64 = 200;
+
+/// How long the SQL engine trusts a partition count it read from an external cluster's
+/// metadata (the engine asks for it on every step; topics it creates or deletes are refreshed
+/// at once).
+pub const SQL_KAFKA_METADATA_MAX_AGE_MS: u64 = 1_000;
+
+/// Largest record batch (estimated, before framing) the SQL engine produces to an external
+/// cluster; larger appends are split (Kafka's default `message.max.bytes` is about 1 MiB).
+pub const SQL_KAFKA_BATCH_BYTES: usize = 512 * 1024;
 
 /// Rows a push query may have in flight to its HTTP client; when they are not taken, the query
 /// is not stepped (its input waits in the log).

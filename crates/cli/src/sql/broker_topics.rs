@@ -24,6 +24,8 @@ use freshet_sql::SqlError;
 use kafka_protocol::records::RecordBatchDecoder;
 use tokio::runtime::Handle;
 
+use super::SqlTopics;
+
 pub struct BrokerTopics {
     broker: Arc<Broker>,
     runtime: Handle,
@@ -34,26 +36,9 @@ impl BrokerTopics {
         BrokerTopics { broker, runtime }
     }
 
-    pub fn broker(&self) -> &Arc<Broker> {
-        &self.broker
-    }
-
     fn partition(&self, topic: &str, partition: i32) -> freshet_sql::Result<Arc<Partition>> {
         let t = self.broker.topic(topic).ok_or_else(|| SqlError::server(format!("topic {topic} does not exist")))?;
         t.partition(partition).ok_or_else(|| SqlError::server(format!("topic {topic} has no partition {partition}")))
-    }
-
-    /// Creates a topic with config overrides (the SQL command topic uses this).
-    pub fn create_topic_with(&self, name: &str, partitions: i32, config: TopicConfig) -> freshet_sql::Result<()> {
-        match self.broker.create_topic(name, partitions, config, false) {
-            Ok(_) => Ok(()),
-            // Created meanwhile by a client: as good.
-            Err(e @ BrokerError::Kafka { .. }) if self.broker.topic(name).is_some() => {
-                tracing::debug!(topic = name, error = %e, "topic already exists");
-                Ok(())
-            }
-            Err(e) => Err(SqlError::server(format!("cannot create topic {name}: {e}"))),
-        }
     }
 }
 
@@ -86,6 +71,79 @@ impl AbortFilter {
             return true;
         }
         self.open.contains(&header.producer_id)
+    }
+}
+
+/// Decodes fetched record batches as a `read_committed` consumer sees them: no control records,
+/// no records of aborted transactions (`aborted`: (producer id, first offset) as Fetch reports
+/// them), none before `from`, at most `max` in `out` in all. Any compression. Returns the offset
+/// after the last whole batch looked at (None: no whole batch). Shared by [`BrokerTopics`] and
+/// [`super::kafka_topics::KafkaTopics`].
+pub(super) fn decode_committed(
+    topic: &str,
+    partition: i32,
+    mut rest: Bytes,
+    aborted: impl IntoIterator<Item = (i64, u64)>,
+    from: i64,
+    max: usize,
+    out: &mut Vec<Consumed>,
+) -> freshet_sql::Result<Option<u64>> {
+    let mut filter =
+        AbortFilter { pending: aborted.into_iter().map(|(pid, first)| (first, pid)).collect(), ..Default::default() };
+    let mut next = None;
+    while let Some(size) = batch::peek_size(&rest).filter(|s| *s <= rest.len()) {
+        let mut one = rest.split_to(size);
+        let header =
+            BatchHeader::parse(&one).map_err(|e| SqlError::server(format!("reading {topic}-{partition}: {e}")))?;
+        next = Some(header.next_offset() as u64);
+        if filter.skip(&header) {
+            continue;
+        }
+        let set = RecordBatchDecoder::decode(&mut one)
+            .map_err(|e| SqlError::server(format!("reading {topic}-{partition}: {e}")))?;
+        for r in set.records {
+            if r.offset < from || r.control || out.len() >= max {
+                continue;
+            }
+            let timestamp = if header.is_log_append_time() { header.max_timestamp } else { r.timestamp };
+            out.push(Consumed {
+                partition,
+                offset: r.offset,
+                record: Record {
+                    key: r.key.map(|k| k.to_vec()),
+                    value: r.value.map(|v| v.to_vec()),
+                    timestamp,
+                    headers: r.headers.into_iter().map(|(k, v)| (k.to_string(), v.map(|v| v.to_vec()))).collect(),
+                },
+            });
+        }
+        if out.len() >= max {
+            break;
+        }
+    }
+    Ok(next)
+}
+
+impl SqlTopics for BrokerTopics {
+    fn create_topic_with(&self, name: &str, partitions: i32, config: TopicConfig) -> freshet_sql::Result<()> {
+        match self.broker.create_topic(name, partitions, config, false) {
+            Ok(_) => Ok(()),
+            // Created meanwhile by a client: as good.
+            Err(e @ BrokerError::Kafka { .. }) if self.broker.topic(name).is_some() => {
+                tracing::debug!(topic = name, error = %e, "topic already exists");
+                Ok(())
+            }
+            Err(e) => Err(SqlError::server(format!("cannot create topic {name}: {e}"))),
+        }
+    }
+
+    fn visible_topics(&self) -> Vec<(String, i32)> {
+        self.broker
+            .topics()
+            .iter()
+            .filter(|t| !is_internal(&t.name))
+            .map(|t| (t.name.clone(), t.partition_count()))
+            .collect()
     }
 }
 
@@ -177,50 +235,11 @@ impl Topics for BrokerTopics {
             if read.records.is_empty() {
                 break;
             }
-            let mut filter = AbortFilter {
-                pending: read.aborted.iter().map(|(pid, first)| (*first, *pid)).collect(),
-                ..Default::default()
-            };
-            let mut rest: Bytes = read.records.clone();
-            let mut next = at;
-            while let Some(size) = batch::peek_size(&rest).filter(|s| *s <= rest.len()) {
-                let mut one = rest.split_to(size);
-                let header = BatchHeader::parse(&one)
-                    .map_err(|e| SqlError::server(format!("reading {topic}-{partition}: {e}")))?;
-                next = header.next_offset() as u64;
-                if filter.skip(&header) {
-                    continue;
-                }
-                let set = RecordBatchDecoder::decode(&mut one)
-                    .map_err(|e| SqlError::server(format!("reading {topic}-{partition}: {e}")))?;
-                for r in set.records {
-                    if r.offset < offset || r.control || out.len() >= max {
-                        continue;
-                    }
-                    let timestamp = if header.is_log_append_time() { header.max_timestamp } else { r.timestamp };
-                    out.push(Consumed {
-                        partition,
-                        offset: r.offset,
-                        record: Record {
-                            key: r.key.map(|k| k.to_vec()),
-                            value: r.value.map(|v| v.to_vec()),
-                            timestamp,
-                            headers: r
-                                .headers
-                                .into_iter()
-                                .map(|(k, v)| (k.to_string(), v.map(|v| v.to_vec())))
-                                .collect(),
-                        },
-                    });
-                }
-                if out.len() >= max {
-                    break;
-                }
+            let aborted = read.aborted.iter().map(|(pid, first)| (*pid, *first));
+            match decode_committed(topic, partition, read.records.clone(), aborted, offset, max, &mut out)? {
+                Some(next) if next > at => at = next,
+                _ => break,
             }
-            if next <= at {
-                break;
-            }
-            at = next;
         }
         Ok(out)
     }

@@ -28,7 +28,7 @@ use freshet_sql::SqlError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
-use super::broker_topics::BrokerTopics;
+use super::SqlTopics;
 
 /// The topic holding every persisted statement, in order (ksqlDB's command topic).
 pub const COMMAND_TOPIC: &str = "_freshet_sql_commands";
@@ -83,7 +83,7 @@ struct Command {
 
 pub struct SqlServer {
     pub engine: Engine,
-    pub(super) topics: Arc<BrokerTopics>,
+    pub(super) topics: Arc<dyn SqlTopics>,
     /// Running push queries (`/query` with EMIT CHANGES).
     pub(super) push: Vec<super::query::PushSlot>,
     pub(super) query_seq: u64,
@@ -186,7 +186,7 @@ fn schema_json(t: &SqlType) -> Json {
 
 impl SqlServer {
     /// Creates the engine over the broker and replays the command topic. Blocking.
-    pub fn open(topics: Arc<BrokerTopics>) -> freshet_sql::Result<SqlServer> {
+    pub fn open(topics: Arc<dyn SqlTopics>) -> freshet_sql::Result<SqlServer> {
         let engine = Engine::new(topics.clone() as Arc<dyn Topics>);
         let mut server = SqlServer {
             engine,
@@ -637,11 +637,10 @@ impl SqlServer {
                 // '_' such as the command topic) are left out.
                 let topics: Vec<Json> = self
                     .topics
-                    .broker()
-                    .topics()
-                    .iter()
-                    .filter(|t| !t.name.starts_with('_') && !freshet_broker::is_internal(&t.name))
-                    .map(|t| json!({ "name": t.name, "replicaInfo": vec![1; t.partition_count().max(0) as usize] }))
+                    .visible_topics()
+                    .into_iter()
+                    .filter(|(name, _)| !name.starts_with('_'))
+                    .map(|(name, partitions)| json!({ "name": name, "replicaInfo": vec![1; partitions.max(0) as usize] }))
                     .collect();
                 json!({ "@type": "kafka_topics", "statementText": text, "topics": topics, "warnings": [] })
             }

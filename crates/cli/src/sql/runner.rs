@@ -13,9 +13,9 @@ use std::time::Duration;
 use freshet_common::limits::SQL_ENGINE_IDLE_MS;
 use tokio::sync::oneshot;
 
-use super::broker_topics::BrokerTopics;
 use super::ksql::{KsqlRequest, Reply, SqlServer};
 use super::query::Answer;
+use super::SqlTopics;
 
 /// What the HTTP handlers ask of the engine thread.
 pub enum Request {
@@ -39,7 +39,7 @@ pub struct EngineThread {
 impl EngineThread {
     /// Starts the thread: opens the engine and replays the command topic, then returns (so the
     /// caller serves only once every persisted statement is back). Blocking.
-    pub fn start(topics: Arc<BrokerTopics>) -> anyhow::Result<EngineThread> {
+    pub fn start(topics: Arc<dyn SqlTopics>) -> anyhow::Result<EngineThread> {
         let (tx, rx) = mpsc::channel::<Request>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let join = std::thread::Builder::new().name("freshet-sql".into()).spawn(move || {

@@ -20,6 +20,9 @@ pub struct Server {
     pub http: String,
     pub data_dir: PathBuf,
     extra: Vec<String>,
+    /// Set for a `serve --external-kafka` process (no broker, no data directory): the cluster's
+    /// bootstrap address. `addr` is then that address too, and `port` 0.
+    external: Option<String>,
 }
 
 impl Server {
@@ -31,12 +34,42 @@ impl Server {
     /// Starts a server with extra `serve` arguments.
     pub fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_freshet"));
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--kafka-listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
+        cmd.arg("serve").arg("--data-dir").arg(data_dir).arg("--kafka-listen").arg(format!("127.0.0.1:{port}"));
+        let (child, http, addr) = Self::launch(cmd, extra, true);
+        let addr = addr.expect("the kafka listener's address");
+        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        Server {
+            child: Some(child),
+            addr,
+            port,
+            http,
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            external: None,
+        }
+    }
+
+    /// Starts `serve --external-kafka BOOTSTRAP`: the SQL engine and the HTTP listener only, all
+    /// topics in the cluster at `bootstrap`. Waits for the HTTP listener.
+    pub fn start_external(bootstrap: &str, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_freshet"));
+        cmd.arg("serve").arg("--external-kafka").arg(bootstrap);
+        let (child, http, _) = Self::launch(cmd, extra, false);
+        Server {
+            child: Some(child),
+            addr: bootstrap.to_string(),
+            port: 0,
+            http,
+            data_dir: PathBuf::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            external: Some(bootstrap.to_string()),
+        }
+    }
+
+    /// Spawns `cmd` with `extra` and waits (bounded) for its HTTP line and, if `kafka`, its Kafka
+    /// line: (child, HTTP address, Kafka address).
+    fn launch(mut cmd: Command, extra: &[&str], kafka: bool) -> (Child, String, Option<String>) {
+        cmd.args(extra)
             .args(if extra.contains(&"--http-listen") { &[][..] } else { &["--http-listen", "127.0.0.1:0"][..] })
             .env("FRESHET_LOG", std::env::var("FRESHET_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
@@ -58,9 +91,12 @@ impl Server {
                 Ok(line) => {
                     if let Some(rest) = line.strip_prefix("freshet: http listener on ") {
                         http = rest.trim().to_string();
+                        if !kafka {
+                            break None;
+                        }
                     }
                     if let Some(rest) = line.strip_prefix("freshet: kafka listener on ") {
-                        break rest.split_whitespace().next().expect("address").to_string();
+                        break Some(rest.split_whitespace().next().expect("address").to_string());
                     }
                 }
                 Err(_) => {
@@ -69,15 +105,7 @@ impl Server {
                 }
             }
         };
-        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
-        Server {
-            child: Some(child),
-            addr,
-            port,
-            http,
-            data_dir: data_dir.to_path_buf(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        }
+        (child, http, addr)
     }
 
     /// Kills the process with SIGKILL: no flush, no clean shutdown.
@@ -109,6 +137,12 @@ impl Server {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the server first");
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        if let Some(bootstrap) = &self.external {
+            let mut s = Server::start_external(bootstrap, &extra);
+            self.child = s.child.take();
+            self.http = std::mem::take(&mut s.http);
+            return;
+        }
         // The port was just released; retry briefly if the OS still holds it.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -1,0 +1,241 @@
+//! The SQL engine against an existing Kafka-protocol cluster: a second process,
+//! `freshet serve --external-kafka`, runs only the SQL engine and the REST API, with every topic
+//! (its command and progress topics included) in the cluster of a first `freshet serve`. Records
+//! are checked by reading the cluster with the workspace's Kafka client; no librdkafka.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{wait_until, Server};
+use freshet_client::records::{self, Compression, NewRecord};
+use freshet_client::Client;
+use serde_json::{json, Value as Json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// POSTs to /ksql; returns the status and the JSON body.
+fn ksql(http: &str, statements: &str, props: Json) -> (u16, Json) {
+    let body = json!({ "ksql": statements, "streamsProperties": props }).to_string();
+    let response = ureq::post(&format!("http://{http}/ksql"))
+        .set("Content-Type", "application/vnd.ksql.v1+json; charset=utf-8")
+        .timeout(WAIT)
+        .send_string(&body);
+    let (status, response) = match response {
+        Ok(r) => (r.status(), r),
+        Err(ureq::Error::Status(code, r)) => (code, r),
+        Err(e) => panic!("POST /ksql: {e}"),
+    };
+    let text = response.into_string().expect("body");
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+}
+
+/// POSTs a SELECT to /query and reads the whole answer; (status, elements).
+fn query(http: &str, sql: &str) -> (u16, Vec<Json>) {
+    let body = json!({ "ksql": sql, "streamsProperties": {} }).to_string();
+    let (status, text) = match ureq::post(&format!("http://{http}/query")).timeout(WAIT).send_string(&body) {
+        Ok(r) => (r.status(), r.into_string().expect("body")),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("POST /query: {e}"),
+    };
+    match serde_json::from_str::<Json>(&text) {
+        Ok(Json::Array(a)) => (status, a),
+        Ok(other) => (status, vec![other]),
+        Err(e) => panic!("not JSON ({e}): {text}"),
+    }
+}
+
+fn rows(elements: &[Json]) -> Vec<Json> {
+    let mut r: Vec<Json> = elements.iter().filter_map(|e| e.get("row").map(|r| r["columns"].clone())).collect();
+    r.sort_by_key(|a| a.to_string());
+    r
+}
+
+fn get(http: &str, path: &str) -> Json {
+    let r = ureq::get(&format!("http://{http}{path}")).timeout(WAIT).call().expect("GET");
+    serde_json::from_str(&r.into_string().unwrap()).unwrap()
+}
+
+fn names(listing: &Json, field: &str) -> Vec<String> {
+    listing[field].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// A record read from the cluster: key, JSON value, headers.
+type Read = (String, Json, Vec<(String, Option<Bytes>)>);
+
+/// Every record of every partition of `topic`, read from the cluster (None while the topic does
+/// not exist); and the partition count.
+fn read_topic(addr: &str, topic: &str) -> Option<(usize, Vec<Read>)> {
+    runtime().block_on(async {
+        let client = tokio::time::timeout(WAIT, Client::connect(addr)).await.ok()?.ok()?;
+        let info = client.topic(topic).await.ok()?;
+        let mut out = vec![];
+        for p in &info.partitions {
+            let mut at = 0;
+            loop {
+                let (bytes, high_watermark) =
+                    client.fetch(topic, p.index, at, Duration::from_millis(10), 1 << 20).await.ok()?;
+                let batch = records::decode(&bytes).ok()?;
+                if batch.is_empty() {
+                    break;
+                }
+                for r in batch {
+                    at = r.offset + 1;
+                    let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+                    let value = serde_json::from_slice(r.value.as_deref().unwrap_or(b"null")).ok()?;
+                    let headers = r.headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+                    out.push((key, value, headers));
+                }
+                if at >= high_watermark {
+                    break;
+                }
+            }
+        }
+        Some((info.partitions.len(), out))
+    })
+}
+
+/// Produces one record with a header straight to the cluster.
+fn produce_with_header(addr: &str, topic: &str, key: &str, value: Json) {
+    runtime().block_on(async {
+        let client = Client::connect(addr).await.expect("connect");
+        let record = NewRecord {
+            key: Some(Bytes::from(key.to_string())),
+            value: Some(Bytes::from(value.to_string())),
+            headers: vec![("source".to_string(), Some(Bytes::from_static(b"test")))],
+            timestamp: 1_700_000_000_000,
+        };
+        let batch = records::encode(&[record], Compression::None).expect("encode");
+        tokio::time::timeout(WAIT, client.produce(topic, 0, batch, -1)).await.expect("in time").expect("produced");
+    })
+}
+
+/// The values of `topic` by key, once `done` says they are complete.
+fn wait_for_records(addr: &str, topic: &str, what: &str, done: impl Fn(&[Read]) -> bool) -> Vec<Read> {
+    wait_until(WAIT, what, || read_topic(addr, topic).map(|(_, r)| r).filter(|r| done(r)))
+}
+
+#[test]
+fn the_sql_engine_runs_against_an_external_kafka_cluster_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // The "existing cluster": a normal server. The SQL engine under test runs in a second
+    // process with no broker of its own.
+    let mut cluster = Server::start(dir.path());
+    let mut sql = Server::start_external(&cluster.addr, &[]);
+    assert!(!sql.http.is_empty());
+    assert_eq!(
+        get(&sql.http, "/info")["KsqlServerInfo"]["kafkaClusterId"],
+        get(&cluster.http, "/info")["KsqlServerInfo"]["kafkaClusterId"],
+        "the SQL process reports the external cluster's id"
+    );
+
+    let (status, body) = ksql(
+        &sql.http,
+        "CREATE STREAM orders (order_key STRING KEY, id BIGINT, amount DOUBLE, customer STRING, src BYTES HEADER('source'))
+             WITH (KAFKA_TOPIC='orders', PARTITIONS=2, VALUE_FORMAT='JSON');
+         CREATE STREAM big AS SELECT order_key, id, amount, customer, src FROM orders WHERE amount > 100;
+         CREATE TABLE totals AS SELECT customer, COUNT(*) AS orders, SUM(amount) AS total FROM orders GROUP BY customer;",
+        json!({ "ksql.streams.auto.offset.reset": "earliest" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.as_array().unwrap().len(), 3, "{body}");
+    let (status, body) = ksql(
+        &sql.http,
+        "INSERT INTO orders (order_key, id, amount, customer) VALUES ('k1', 1, 50.0, 'ann');
+         INSERT INTO orders (order_key, id, amount, customer) VALUES ('k2', 2, 150.5, 'bob');
+         INSERT INTO orders (order_key, id, amount, customer) VALUES ('k3', 3, 200.0, 'ann');
+         INSERT INTO orders (order_key, id, amount, customer) VALUES ('k4', 4, 99.0, 'cy');
+         INSERT INTO orders (order_key, id, amount, customer) VALUES ('k5', 5, 101.0, 'bob');",
+        json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    // A client of the cluster writes too, with a header the stream reads.
+    produce_with_header(&cluster.addr, "orders", "k6", json!({ "ID": 6, "AMOUNT": 600.0, "CUSTOMER": "dee" }));
+
+    // Everything lives in the cluster: the input with its two partitions, the engine's own
+    // topics, and the output, read back with a Kafka client.
+    let (partitions, input) = read_topic(&cluster.addr, "orders").expect("the input topic is in the cluster");
+    assert_eq!(partitions, 2);
+    assert_eq!(input.len(), 6, "{input:?}");
+    assert!(read_topic(&cluster.addr, "_freshet_sql_commands").is_some_and(|(_, c)| c.len() >= 3));
+    assert!(read_topic(&cluster.addr, "_freshet_sql_progress").is_some());
+    let big = wait_for_records(&cluster.addr, "BIG", "the filtered orders", |r| r.len() >= 4);
+    let by_key: BTreeMap<&str, &Json> = big.iter().map(|(k, v, _)| (k.as_str(), v)).collect();
+    assert_eq!(by_key.keys().copied().collect::<Vec<_>>(), ["k2", "k3", "k5", "k6"], "{big:?}");
+    assert_eq!(big.len(), 4, "no duplicates: {big:?}");
+    assert_eq!(by_key["k2"]["AMOUNT"], json!(150.5));
+    assert_eq!(by_key["k2"]["CUSTOMER"], json!("bob"));
+    // SRC: the header the client wrote, read by the engine (BYTES are base64 in JSON).
+    assert_eq!(by_key["k6"]["SRC"], json!("dGVzdA=="));
+
+    // The table answers pull queries.
+    let ann = |http: &str| {
+        let (status, answer) = query(http, "SELECT * FROM totals WHERE customer = 'ann';");
+        assert_eq!(status, 200, "{answer:?}");
+        rows(&answer)
+    };
+    wait_until(WAIT, "ann's totals", || (ann(&sql.http) == [json!(["ann", 2, 250.0])]).then_some(()));
+    let (_, all) = query(&sql.http, "SELECT customer, orders, total FROM totals;");
+    assert_eq!(
+        rows(&all),
+        [json!(["ann", 2, 250.0]), json!(["bob", 2, 251.5]), json!(["cy", 1, 99.0]), json!(["dee", 1, 600.0])]
+    );
+
+    // SHOW TOPICS lists the cluster's topics, without the internal ones.
+    let (status, body) = ksql(&sql.http, "SHOW TOPICS;", json!({}));
+    assert_eq!(status, 200, "{body}");
+    let topics = names(&body[0], "topics");
+    assert!(topics.contains(&"orders".to_string()) && topics.contains(&"BIG".to_string()), "{topics:?}");
+    assert!(!topics.iter().any(|t| t.starts_with('_')), "{topics:?}");
+
+    // Restart the SQL process (SIGTERM: a clean stop): the statements come back from the command
+    // topic in the cluster, and the queries go on from where they were.
+    assert!(sql.stop().success(), "a clean shutdown");
+    sql.restart();
+    let (status, body) = ksql(&sql.http, "SHOW STREAMS; SHOW TABLES; SHOW QUERIES;", json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(names(&body[0], "streams"), ["BIG", "ORDERS"]);
+    assert_eq!(names(&body[1], "tables"), ["TOTALS"]);
+    assert_eq!(body[2]["queries"].as_array().unwrap().len(), 2, "{body}");
+    wait_until(WAIT, "ann's totals after the restart", || (ann(&sql.http) == [json!(["ann", 2, 250.0])]).then_some(()));
+
+    let (status, body) = ksql(
+        &sql.http,
+        "INSERT INTO orders (order_key, id, amount, customer) VALUES ('k7', 7, 300.0, 'ann');",
+        json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let big = wait_for_records(&cluster.addr, "BIG", "the order inserted after the restart", |r| {
+        r.iter().any(|(k, _, _)| k == "k7")
+    });
+    let mut keys: Vec<&str> = big.iter().map(|(k, _, _)| k.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["k2", "k3", "k5", "k6", "k7"], "earlier outputs are not written again");
+    wait_until(WAIT, "ann's totals with the new order", || {
+        (ann(&sql.http) == [json!(["ann", 3, 550.0])]).then_some(())
+    });
+
+    // The cluster restarts under the running SQL process: it connects again, and a write
+    // (not repeated blindly) goes out on the new connection, once. (Only the input is checked:
+    // the cluster is itself a `freshet serve`, whose own SQL engine replays the same command
+    // topic when it restarts and so runs the same queries from then on.)
+    assert!(cluster.stop().success());
+    cluster.restart();
+    let (status, body) = ksql(
+        &sql.http,
+        "INSERT INTO orders (order_key, id, amount, customer) VALUES ('k8', 8, 400.0, 'ann');",
+        json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let input = wait_for_records(&cluster.addr, "orders", "the order inserted after the cluster's restart", |r| {
+        r.iter().any(|(k, _, _)| k == "k8")
+    });
+    assert_eq!(input.iter().filter(|(k, _, _)| k == "k8").count(), 1, "{input:?}");
+    assert!(sql.stop().success());
+}
