@@ -286,10 +286,20 @@ impl JoinState {
                     }
                 }
                 // Every left row referencing this key is joined again.
-                let mut lefts: Vec<&Buffered> =
-                    self.left.values().filter_map(|v| v.first()).filter(|b| b.key.same(&key)).collect();
-                lefts.sort_by_key(|b| b.row.values.get(plan.left_width.saturating_sub(1)).and_then(Value::as_i64));
-                for l in lefts {
+                // In input order (the offset, the left's last column), then by primary key: not by
+                // the hash map's order.
+                let mut lefts: Vec<(&Vec<u8>, &Buffered)> = self
+                    .left
+                    .iter()
+                    .filter_map(|(pk, v)| v.first().map(|b| (pk, b)))
+                    .filter(|(_, b)| b.key.same(&key))
+                    .collect();
+                lefts.sort_by(|(pa, a), (pb, b)| {
+                    let offset =
+                        |b: &Buffered| b.row.values.get(plan.left_width.saturating_sub(1)).and_then(Value::as_i64);
+                    offset(a).cmp(&offset(b)).then_with(|| pa.cmp(pb))
+                });
+                for (_, l) in lefts {
                     let pk = l.row.values[0].clone();
                     match (&row, plan.kind) {
                         (Some(r), _) => {
@@ -387,7 +397,15 @@ impl JoinState {
                 }
             }
         }
-        ready.sort_by_key(|(_, b)| b.row.timestamp);
+        // By timestamp, then side (the right's first), then key, as Kafka Streams' outer-join
+        // store orders them, not by the hash map's order; a key's records of one side stay in
+        // arrival order.
+        ready.sort_by(|(sa, a), (sb, b)| {
+            let side = |s: &Side| matches!(s, Side::Left);
+            (a.row.timestamp, side(sa))
+                .cmp(&(b.row.timestamp, side(sb)))
+                .then_with(|| key_bytes(&a.key).cmp(&key_bytes(&b.key)))
+        });
         for (side, b) in ready {
             let j = match side {
                 Side::Left => joined(plan, Some(&b.row), None, &b.key),

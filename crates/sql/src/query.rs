@@ -4,7 +4,7 @@
 //! consumed. Each step reads what is new on its input partitions and processes it in offset
 //! order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::aggregate::{Acc, AggSpec};
@@ -102,6 +102,14 @@ pub struct Query {
     pub right_offsets: Vec<Vec<i64>>,
     join: Vec<crate::join::JoinState>,
     groups: HashMap<Vec<u8>, Group>,
+    /// TUMBLING and HOPPING windows in `groups` by (window end, window start, group), to close
+    /// them in that order: emitted (EMIT FINAL) or forgotten once no record can change them.
+    window_ends: BTreeSet<(i64, i64, Vec<u8>)>,
+    /// SESSION windows: per group key, its sessions by window start. A key's sessions never
+    /// overlap (a record merges every session within the gap), so they are ordered by end too.
+    sessions: HashMap<Vec<u8>, BTreeMap<i64, Group>>,
+    /// The sessions by (window end, group key, window start), to forget the expired ones.
+    session_ends: BTreeSet<(i64, Vec<u8>, i64)>,
     /// For aggregations over a table: each input key's last contribution (group and arguments).
     table_rows: HashMap<Vec<u8>, Contribution>,
     stream_time: i64,
@@ -127,6 +135,9 @@ impl Query {
             right_offsets: vec![],
             join: vec![],
             groups: HashMap::new(),
+            window_ends: BTreeSet::new(),
+            sessions: HashMap::new(),
+            session_ends: BTreeSet::new(),
             table_rows: HashMap::new(),
             stream_time: i64::MIN,
             env: Env::default(),
@@ -548,12 +559,17 @@ impl Query {
             if let Some((s, _)) = w {
                 gk.extend_from_slice(&s.to_be_bytes());
             }
-            let g = self.groups.entry(gk.clone()).or_insert_with(|| Group {
-                emitted: false,
-                keys: keys.clone(),
-                accs: plan.specs.iter().map(AggSpec::init).collect(),
-                timestamp: ts,
-                window: w,
+            let g = self.groups.entry(gk.clone()).or_insert_with(|| {
+                if let Some((s, e)) = w {
+                    self.window_ends.insert((e, s, gk.clone()));
+                }
+                Group {
+                    emitted: false,
+                    keys: keys.clone(),
+                    accs: plan.specs.iter().map(AggSpec::init).collect(),
+                    timestamp: ts,
+                    window: w,
+                }
             });
             for (i, spec) in plan.specs.iter().enumerate() {
                 spec.add(&mut g.accs[i], &args[i]);
@@ -566,28 +582,30 @@ impl Query {
                 self.table_rows.insert(input_key.clone(), Contribution { group: gk, args: args.clone() });
             }
         }
-        if plan.emit_final {
-            // Windows that closed: their final results, once, oldest first.
+        // Windows that closed, oldest first: their final results once (EMIT FINAL), or just
+        // forgotten, as a later record for them is late and dropped. For a table input a closed
+        // window is kept, so taking back a key's contribution to it still updates it.
+        if plan.emit_final || !is_table {
             let now = self.stream_time;
-            let mut closed: Vec<Vec<u8>> = self
-                .groups
-                .iter()
-                .filter(|(_, g)| g.window.is_some_and(|(_, end)| now >= end + grace))
-                .map(|(k, _)| k.clone())
-                .collect();
-            closed.sort_by(|a, b| {
-                let at = |k: &Vec<u8>| self.groups[k].window.map(|(s, e)| (e, s));
-                at(a).cmp(&at(b)).then_with(|| a.cmp(b))
-            });
-            for k in closed {
+            while let Some((end, _, _)) = self.window_ends.first() {
+                if now < end + grace {
+                    break;
+                }
+                let (_, _, k) = self.window_ends.pop_first().expect("a first window");
                 if let Some(mut g) = self.groups.remove(&k) {
-                    emit_group(plan, &mut g, out, &mut self.env)?;
+                    if plan.emit_final {
+                        emit_group(plan, &mut g, out, &mut self.env)?;
+                    }
                 }
             }
         }
         Ok(())
     }
 
+    /// A record of a SESSION window (Kafka Streams' semantics): it merges every session of its
+    /// key within the gap; a record whose merged session ended more than grace + gap behind stream
+    /// time is late and dropped; sessions older than the retention (at least gap + grace) are
+    /// forgotten.
     fn session(
         &mut self,
         keys: Vec<Value>,
@@ -597,44 +615,62 @@ impl Query {
         out: &mut Vec<Emitted>,
     ) -> Result<(), String> {
         let Plan::Aggregate(plan) = &self.plan else { unreachable!("called for aggregate plans") };
-        let mut key_bytes = vec![];
-        for k in &keys {
-            k.key_bytes(&mut key_bytes);
-        }
-        // Sessions of this key that the record falls into (within the gap) merge into one.
-        let mut merged: Vec<(Vec<u8>, Group)> = vec![];
-        let prefix_len = key_bytes.len();
-        let candidates: Vec<Vec<u8>> = self
-            .groups
-            .iter()
-            .filter(|(k, g)| {
-                k.len() == prefix_len + 16
-                    && k[..prefix_len] == key_bytes[..]
-                    && g.window.is_some_and(|(s, e)| ts >= s - gap && ts <= e + gap)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in candidates {
-            if let Some(g) = self.groups.remove(&k) {
-                merged.push((k, g));
+        self.stream_time = self.stream_time.max(ts);
+        let default_grace = if plan.emit_final { 0 } else { DEFAULT_GRACE_MS };
+        let grace = plan.window.and_then(|w| w.grace).unwrap_or(default_grace);
+        let retention = plan.window.and_then(|w| w.retention).unwrap_or(0).max(gap.saturating_add(grace));
+        let horizon = self.stream_time.saturating_sub(retention);
+        while let Some((end, _, _)) = self.session_ends.first() {
+            if *end >= horizon {
+                break;
+            }
+            let (_, k, start) = self.session_ends.pop_first().expect("a first session");
+            if let Some(sessions) = self.sessions.get_mut(&k) {
+                sessions.remove(&start);
+                if sessions.is_empty() {
+                    self.sessions.remove(&k);
+                }
             }
         }
-        merged.sort_by_key(|(_, g)| g.window.map(|w| w.0));
-        let mut start = ts;
-        let mut end = ts;
+        let close = self.stream_time.saturating_sub(grace).saturating_sub(gap);
+        let key_bytes = group_bytes(&keys);
+        // Sessions of this key that the record falls into (within the gap) merge into one: those
+        // starting at most gap after it and ending at most gap before it, oldest first.
+        let mut found: Vec<(i64, i64)> = vec![];
+        if let Some(sessions) = self.sessions.get(&key_bytes) {
+            for (_, g) in sessions.range(..=ts.saturating_add(gap)).rev() {
+                let Some((s, e)) = g.window else { continue };
+                if e < ts.saturating_sub(gap) {
+                    break;
+                }
+                found.push((s, e));
+            }
+        }
+        found.reverse();
+        let start = found.first().map_or(ts, |w| w.0.min(ts));
+        let end = found.last().map_or(ts, |w| w.1.max(ts));
+        if end < close {
+            return Ok(()); // a late record
+        }
+        let mut merged: Vec<Group> = vec![];
+        if let Some(sessions) = self.sessions.get_mut(&key_bytes) {
+            for (s, e) in found {
+                if let Some(g) = sessions.remove(&s) {
+                    self.session_ends.remove(&(e, key_bytes.clone(), s));
+                    merged.push(g);
+                }
+            }
+        }
         let mut accs: Vec<Acc> = plan.specs.iter().map(AggSpec::init).collect();
         let mut timestamp = ts;
-        for (_, g) in &merged {
-            let (s, e) = g.window.unwrap_or((ts, ts));
-            start = start.min(s);
-            end = end.max(e);
+        for g in &merged {
             timestamp = timestamp.max(g.timestamp);
             // Retract the old session.
             out.push((g.keys.clone(), None, g.timestamp, g.window));
         }
         // Merge: re-add the merged sessions' accumulators by replaying their results is not
         // possible in general; merge accumulators pairwise where the aggregate allows it.
-        for (_, g) in merged {
+        for g in merged {
             for (i, spec) in plan.specs.iter().enumerate() {
                 accs[i] = merge_acc(spec, &accs[i], &g.accs[i]);
             }
@@ -642,13 +678,10 @@ impl Query {
         for (i, spec) in plan.specs.iter().enumerate() {
             spec.add(&mut accs[i], &args[i]);
         }
-        self.stream_time = self.stream_time.max(ts);
-        let mut gk = key_bytes;
-        gk.extend_from_slice(&end.to_be_bytes());
-        gk.extend_from_slice(&start.to_be_bytes());
         let mut g = Group { keys, accs, timestamp, window: Some((start, end)), emitted: false };
         emit_group(plan, &mut g, out, &mut self.env)?;
-        self.groups.insert(gk, g);
+        self.session_ends.insert((end, key_bytes.clone(), start));
+        self.sessions.entry(key_bytes).or_default().insert(start, g);
         Ok(())
     }
 }

@@ -108,6 +108,49 @@ fn a_tumbling_window_keys_results_by_window_start() {
 }
 
 #[test]
+fn session_windows_merge_within_the_gap_and_drop_records_beyond_grace() {
+    let (topics, mut e) = engine();
+    e.execute(
+        "CREATE STREAM t (k STRING KEY, v BIGINT) WITH (kafka_topic='t', value_format='DELIMITED');
+         CREATE TABLE s AS SELECT k, COUNT(*) AS n FROM t WINDOW SESSION (10 SECONDS, GRACE PERIOD 5 SECONDS) GROUP BY k;",
+    )
+    .unwrap();
+    for (k, ts) in [("x", 0), ("y", 1_000), ("x", 20_000), ("x", 9_000), ("x", 12_000), ("y", 3_000)] {
+        put(&topics, "t", Some(k), Some("1"), ts);
+    }
+    e.run_until_idle().unwrap();
+    let out = topics.read("S", 0, 0, 100).unwrap();
+    // Kafka Streams' session key: the key, the window's end, its start.
+    let decoded: Vec<(String, i64, i64, Option<String>)> = out
+        .iter()
+        .map(|c| {
+            let k = c.record.key.as_ref().unwrap();
+            let n = k.len();
+            let be = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap());
+            let key = String::from_utf8(k[..n - 16].to_vec()).unwrap();
+            (key, be(&k[n - 8..]), be(&k[n - 16..n - 8]), c.record.value.clone().map(|v| String::from_utf8(v).unwrap()))
+        })
+        .collect();
+    let row = |k: &str, s: i64, e: i64, v: Option<&str>| (k.to_string(), s, e, v.map(String::from));
+    assert_eq!(
+        decoded,
+        vec![
+            row("x", 0, 0, Some("1")),
+            row("y", 1_000, 1_000, Some("1")),
+            row("x", 20_000, 20_000, Some("1")),
+            // x's [0, 0] expired (it ended more than gap + grace before stream time 20 s): a new
+            // session, more than the gap from the one at 20 s.
+            row("x", 9_000, 9_000, Some("1")),
+            // Within the gap of both: they merge, the old sessions retracted oldest first.
+            row("x", 9_000, 9_000, None),
+            row("x", 20_000, 20_000, None),
+            row("x", 9_000, 20_000, Some("3")),
+            // y at 3 s: its session would end before 20 s - grace - gap, so the record is late.
+        ]
+    );
+}
+
+#[test]
 fn statement_errors_name_the_problem_and_the_position() {
     let (_topics, mut e) = engine();
     let err = e
