@@ -9,58 +9,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::rest::{get, ksql, names, query, rows};
 use common::{wait_until, Server};
 use freshet_client::records::{self, Compression, NewRecord};
 use freshet_client::Client;
 use serde_json::{json, Value as Json};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// POSTs to /ksql; returns the status and the JSON body.
-fn ksql(http: &str, statements: &str, props: Json) -> (u16, Json) {
-    let body = json!({ "ksql": statements, "streamsProperties": props }).to_string();
-    let response = ureq::post(&format!("http://{http}/ksql"))
-        .set("Content-Type", "application/vnd.ksql.v1+json; charset=utf-8")
-        .timeout(WAIT)
-        .send_string(&body);
-    let (status, response) = match response {
-        Ok(r) => (r.status(), r),
-        Err(ureq::Error::Status(code, r)) => (code, r),
-        Err(e) => panic!("POST /ksql: {e}"),
-    };
-    let text = response.into_string().expect("body");
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
-}
-
-/// POSTs a SELECT to /query and reads the whole answer; (status, elements).
-fn query(http: &str, sql: &str) -> (u16, Vec<Json>) {
-    let body = json!({ "ksql": sql, "streamsProperties": {} }).to_string();
-    let (status, text) = match ureq::post(&format!("http://{http}/query")).timeout(WAIT).send_string(&body) {
-        Ok(r) => (r.status(), r.into_string().expect("body")),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-        Err(e) => panic!("POST /query: {e}"),
-    };
-    match serde_json::from_str::<Json>(&text) {
-        Ok(Json::Array(a)) => (status, a),
-        Ok(other) => (status, vec![other]),
-        Err(e) => panic!("not JSON ({e}): {text}"),
-    }
-}
-
-fn rows(elements: &[Json]) -> Vec<Json> {
-    let mut r: Vec<Json> = elements.iter().filter_map(|e| e.get("row").map(|r| r["columns"].clone())).collect();
-    r.sort_by_key(|a| a.to_string());
-    r
-}
-
-fn get(http: &str, path: &str) -> Json {
-    let r = ureq::get(&format!("http://{http}{path}")).timeout(WAIT).call().expect("GET");
-    serde_json::from_str(&r.into_string().unwrap()).unwrap()
-}
-
-fn names(listing: &Json, field: &str) -> Vec<String> {
-    listing[field].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect()
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -130,8 +85,8 @@ fn the_sql_engine_runs_against_an_external_kafka_cluster_and_survives_a_restart(
     let mut sql = Server::start_external(&cluster.addr, &[]);
     assert!(!sql.http.is_empty());
     assert_eq!(
-        get(&sql.http, "/info")["KsqlServerInfo"]["kafkaClusterId"],
-        get(&cluster.http, "/info")["KsqlServerInfo"]["kafkaClusterId"],
+        get(&sql.http, "/info").1["KsqlServerInfo"]["kafkaClusterId"],
+        get(&cluster.http, "/info").1["KsqlServerInfo"]["kafkaClusterId"],
         "the SQL process reports the external cluster's id"
     );
 
@@ -176,12 +131,12 @@ fn the_sql_engine_runs_against_an_external_kafka_cluster_and_survives_a_restart(
 
     // The table answers pull queries.
     let ann = |http: &str| {
-        let (status, answer) = query(http, "SELECT * FROM totals WHERE customer = 'ann';");
+        let (status, answer) = query(http, "SELECT * FROM totals WHERE customer = 'ann';", json!({}));
         assert_eq!(status, 200, "{answer:?}");
         rows(&answer)
     };
     wait_until(WAIT, "ann's totals", || (ann(&sql.http) == [json!(["ann", 2, 250.0])]).then_some(()));
-    let (_, all) = query(&sql.http, "SELECT customer, orders, total FROM totals;");
+    let (_, all) = query(&sql.http, "SELECT customer, orders, total FROM totals;", json!({}));
     assert_eq!(
         rows(&all),
         [json!(["ann", 2, 250.0]), json!(["bob", 2, 251.5]), json!(["cy", 1, 99.0]), json!(["dee", 1, 600.0])]

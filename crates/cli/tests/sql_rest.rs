@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::rest::{get, ksql, names, query, rows};
 use common::{wait_until, Server};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -94,31 +95,6 @@ fn consume_until(addr: &str, topic: &str, what: &str, done: impl Fn(&[Consumed])
         out.push((key, value, m.timestamp().to_millis().expect("timestamp"), headers));
     }
     out
-}
-
-/// POSTs to /ksql; returns the status and the JSON body.
-fn ksql(http: &str, statements: &str, props: Json) -> (u16, Json) {
-    let body = json!({ "ksql": statements, "streamsProperties": props }).to_string();
-    let response = ureq::post(&format!("http://{http}/ksql"))
-        .set("Content-Type", "application/vnd.ksql.v1+json; charset=utf-8")
-        .timeout(WAIT)
-        .send_string(&body);
-    let (status, response) = match response {
-        Ok(r) => (r.status(), r),
-        Err(ureq::Error::Status(code, r)) => (code, r),
-        Err(e) => panic!("POST /ksql: {e}"),
-    };
-    let text = response.into_string().expect("body");
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
-}
-
-fn get(http: &str, path: &str) -> (u16, Json) {
-    let r = ureq::get(&format!("http://{http}{path}")).timeout(WAIT).call().expect("GET");
-    (r.status(), serde_json::from_str(&r.into_string().unwrap()).unwrap())
-}
-
-fn names(listing: &Json, field: &str) -> Vec<String> {
-    listing[field].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect()
 }
 
 #[test]
@@ -266,28 +242,6 @@ fn new_queries_start_at_the_end_by_default_and_insert_values_reaches_kafka_clien
     let input = consume_until(&server.addr, "clicks", "the inserted clicks", |o| o.len() >= 2);
     assert_eq!(input.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["u1", "u2"]);
     assert_eq!(input[0].1, json!({ "PAGE": "old" }));
-}
-
-/// POSTs a SELECT to /query and reads the whole answer (a JSON array); (status, elements).
-fn query(http: &str, sql: &str, props: Json) -> (u16, Vec<Json>) {
-    let body = json!({ "ksql": sql, "streamsProperties": props }).to_string();
-    let (status, text) = match ureq::post(&format!("http://{http}/query")).timeout(WAIT).send_string(&body) {
-        Ok(r) => (r.status(), r.into_string().expect("body")),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-        Err(e) => panic!("POST /query: {e}"),
-    };
-    match serde_json::from_str::<Json>(&text) {
-        Ok(Json::Array(a)) => (status, a),
-        Ok(other) => (status, vec![other]),
-        Err(e) => panic!("not JSON ({e}): {text}"),
-    }
-}
-
-/// The rows of a /query answer, sorted (their order is the storage's).
-fn rows(elements: &[Json]) -> Vec<Json> {
-    let mut r: Vec<Json> = elements.iter().filter_map(|e| e.get("row").map(|r| r["columns"].clone())).collect();
-    r.sort_by_key(|a| a.to_string());
-    r
 }
 
 /// The start of the hour two hours ago: recent enough for the topics' retention.

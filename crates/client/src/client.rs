@@ -542,16 +542,7 @@ impl Client {
         max_wait: Duration,
         max_bytes: i32,
     ) -> Result<(Bytes, i64)> {
-        let conn = self.leader(topic, partition).await?;
-        let req = Self::fetch_request(topic, partition, offset, max_wait, max_bytes);
-        let resp = conn.send(&req, 12).await?;
-        check(resp.error_code, None)?;
-        let p = resp
-            .responses
-            .first()
-            .and_then(|t| t.partitions.first())
-            .ok_or_else(|| ClientError::Protocol("empty Fetch response".into()))?;
-        check(p.error_code, None)?;
-        Ok((p.records.clone().unwrap_or_default(), p.high_watermark))
+        let f = self.fetch_isolated(topic, partition, offset, max_wait, max_bytes, 0).await?;
+        Ok((f.records, f.high_watermark))
     }
 }

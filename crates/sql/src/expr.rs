@@ -342,21 +342,10 @@ impl<'a> Compiler<'a> {
                         op.symbol()
                     )));
                 }
+                // Ordering needs primitive types; any comparison needs comparable ones.
                 let ordering = !matches!(op, BinaryOp::Eq | BinaryOp::NotEq);
-                if ordering && (!at.is_primitive() || !bt.is_primitive()) {
-                    let name = match op {
-                        BinaryOp::Lt => "LESS_THAN",
-                        BinaryOp::LtEq => "LESS_THAN_OR_EQUAL",
-                        BinaryOp::Gt => "GREATER_THAN",
-                        _ => "GREATER_THAN_OR_EQUAL",
-                    };
-                    return Err(SqlError::statement(format!(
-                        "Cannot compare {} ({at}) to {} ({bt}) with {name}.",
-                        display_expr(a),
-                        display_expr(b)
-                    )));
-                }
-                if check_comparable(&at, &bt, op.symbol()).is_err() {
+                let unordered = ordering && (!at.is_primitive() || !bt.is_primitive());
+                if unordered || check_comparable(&at, &bt, op.symbol()).is_err() {
                     let name = match op {
                         BinaryOp::Eq => "EQUAL",
                         BinaryOp::NotEq => "NOT_EQUAL",

@@ -2,6 +2,8 @@
 //! or stopped with SIGTERM, restarted on the same data directory and port.
 #![allow(dead_code)]
 
+pub mod rest;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
