@@ -907,7 +907,58 @@ impl Engine {
     ) -> Result<Planned> {
         if select.group_by.is_empty() && !self.transient.get() {
             // (A push query may aggregate its whole input as one group.)
-            return Err(SqlError::statement("Aggregate functions require a GROUP BY clause."));
+            let plain: Vec<String> =
+                named.iter().filter(|(e, _)| !contains_aggregate(e)).map(|(e, _)| e.to_string()).collect();
+            if !plain.is_empty() {
+                return Err(SqlError::statement(format!(
+                    "Non-aggregate SELECT expression(s) not part of GROUP BY: {}",
+                    plain.join(", ")
+                )));
+            }
+            let mut calls = vec![];
+            for (e, _) in &named {
+                collect_aggregates(e, &mut calls);
+            }
+            let shown: Vec<String> = calls
+                .iter()
+                .map(|c| match c {
+                    Expr::Function { name, star: true, .. } => format!("{}(ROWTIME)", name.to_ascii_uppercase()),
+                    Expr::Function { name, args, .. } if args.is_empty() => {
+                        format!("{}(ROWTIME)", name.to_ascii_uppercase())
+                    }
+                    other => other.to_string(),
+                })
+                .collect();
+            return Err(SqlError::statement(format!(
+                "CREATE TABLE AS SELECT statement does not support aggregate function [{}] without a GROUP BY clause.",
+                shown.join(", ")
+            )));
+        }
+        if input.kind == SourceKind::Table {
+            // Aggregates that cannot take a row back (no undo) need a stream.
+            let mut calls = vec![];
+            for (e, _) in &named {
+                collect_aggregates(e, &mut calls);
+            }
+            let mut stream_only: Vec<String> = vec![];
+            for c in &calls {
+                if let Expr::Function { name, .. } = c {
+                    let n = name.to_ascii_uppercase();
+                    let no_undo = matches!(n.as_str(), "MIN" | "MAX" | "LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET");
+                    if no_undo && !stream_only.contains(&n) {
+                        stream_only.push(n);
+                    }
+                }
+            }
+            if !stream_only.is_empty() {
+                let list = match stream_only.split_last() {
+                    Some((last, rest)) if !rest.is_empty() => format!("s {} and {last}", rest.join(", ")),
+                    _ => format!(" {}", stream_only[0]),
+                };
+                return Err(SqlError::statement(format!(
+                    "The aggregation function{list} cannot be applied to a table source, only to a stream source."
+                )));
+            }
         }
         let mut compiler = Compiler::new(scope);
         // Group-by expressions on the input row.
