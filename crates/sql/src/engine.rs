@@ -760,11 +760,22 @@ impl Engine {
         let partitioned = !select.partition_by.is_empty();
         let partition_by_null =
             select.partition_by.len() == 1 && matches!(select.partition_by[0], Expr::Literal(Value::Null));
+        if select.partition_by.len() > 1 && select.partition_by.iter().any(|e| matches!(e, Expr::Literal(Value::Null)))
+        {
+            return Err(SqlError::statement("Cannot PARTITION BY multiple columns including NULL"));
+        }
         if partitioned && !partition_by_null {
             let mut missing = vec![];
             for pe in &select.partition_by {
-                let (c, t) =
-                    compiler.compile(pe).map_err(|e| SqlError { pos: None, ..unresolved_in("PARTITION BY", e) })?;
+                let (c, t) = compiler.compile(pe).map_err(|e| {
+                    let mut e = SqlError { pos: None, ..unresolved_in("PARTITION BY", e) };
+                    if let (true, Expr::Column { name, .. }) = (e.message.starts_with("PARTITION BY column"), pe) {
+                        e.message.push_str(&format!(
+                            " '{name}' must be a column in the source schema since PARTITION BY is applied on the input."
+                        ));
+                    }
+                    e
+                })?;
                 let canon = format!("{c:?}");
                 match item_canon.iter().position(|ic| ic.as_deref() == Some(&canon)) {
                     Some(i) => {
@@ -777,6 +788,9 @@ impl Engine {
                 }
             }
             if !missing.is_empty() {
+                // ksqlDB names every partitioning expression when one is missing.
+                let missing: Vec<String> =
+                    select.partition_by.iter().map(|pe| qualified_display(pe, &input.name)).collect();
                 let (noun, list) = describe_missing("partitioning expression", &missing);
                 return Err(SqlError::statement(format!(
                     "The query used to build `{sink_name}` must include the {noun} {list} in its projection (eg, SELECT {}...).",

@@ -1110,6 +1110,12 @@ impl StatementParser<'_> {
         }
         let mut partition_by = vec![];
         if p.parse_keywords(&[Keyword::PARTITION, Keyword::BY]) {
+            let at = p.peek_token();
+            if matches!(at.token, Token::EOF | Token::SemiColon | Token::RParen)
+                || (matches!(at.token, Token::LParen) && matches!(p.peek_nth_token(1).token, Token::RParen))
+            {
+                return Err(SqlError::statement("PARTITION BY requires at least one expression"));
+            }
             partition_by = self.expr_list(p)?;
         }
         let having = if p.parse_keyword(Keyword::HAVING) { Some(self.d.expr(p)?) } else { None };
