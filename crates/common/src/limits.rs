@@ -97,6 +97,10 @@ pub const SQL_PUSH_CHANNEL_ROWS: usize = 1024;
 /// Most push queries (`EMIT CHANGES` over `/query`) running at once.
 pub const SQL_MAX_PUSH_QUERIES: usize = 100;
 
+/// Transaction timeout of a persistent query's step (its outputs and progress, committed
+/// together): a transaction open longer is aborted by the coordinator.
+pub const SQL_TXN_TIMEOUT_MS: i32 = 60_000;
+
 /// Largest request body the HTTP (ksqlDB REST) listener accepts.
 pub const HTTP_MAX_BODY_BYTES: usize = 1024 * 1024;
 

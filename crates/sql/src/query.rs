@@ -164,6 +164,20 @@ impl Query {
     /// on a tie), as Kafka Streams chooses: so a stream-table join sees the table rows that
     /// were there at the stream record's time even when both inputs have a backlog.
     pub fn step(&mut self, topics: &Arc<dyn Topics>, errors: &mut Vec<ProcessingError>) -> Result<usize> {
+        let (read, outputs) = self.step_collect(topics, errors)?;
+        for (partition, records) in outputs {
+            topics.append(&self.output.topic, partition, records)?;
+        }
+        Ok(read)
+    }
+
+    /// [`Query::step`] without the writes: returns the records read and the output records per
+    /// sink partition, for the caller to write (with its progress, atomically).
+    pub fn step_collect(
+        &mut self,
+        topics: &Arc<dyn Topics>,
+        errors: &mut Vec<ProcessingError>,
+    ) -> Result<(usize, BTreeMap<i32, Vec<Record>>)> {
         let mut read = 0;
         let out_partitions = topics.partitions(&self.output.topic).unwrap_or(1).max(1);
         // Output records of this step, per sink partition: one append each, not one per record.
@@ -233,10 +247,7 @@ impl Query {
                 self.encode_output(out_partitions, key, value, ts, window, errors, &mut pending);
             }
         }
-        for (partition, records) in pending {
-            topics.append(&self.output.topic, partition, records)?;
-        }
-        Ok(read)
+        Ok((read, pending))
     }
 
     /// Encodes an output record and queues it for its sink partition; a record that cannot be

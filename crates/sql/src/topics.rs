@@ -36,6 +36,18 @@ pub trait Topics: Send + Sync {
     fn read(&self, topic: &str, partition: i32, offset: i64, max: usize) -> Result<Vec<Consumed>>;
     /// The offset the next appended record will get.
     fn end_offset(&self, topic: &str, partition: i32) -> Result<i64>;
+
+    /// Appends records to several partitions as one unit: a `read_committed` reader sees all of
+    /// them or none, also across a crash (`owner` names the writer, e.g. a query, so a restarted
+    /// writer can abort what its previous incarnation left open). The default appends one
+    /// partition after the other: atomic only where the implementation overrides it.
+    fn append_atomic(&self, owner: &str, writes: Vec<(String, i32, Vec<Record>)>) -> Result<()> {
+        let _ = owner;
+        for (topic, partition, records) in writes {
+            self.append(&topic, partition, records)?;
+        }
+        Ok(())
+    }
 }
 
 /// Topics in memory.

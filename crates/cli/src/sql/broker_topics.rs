@@ -10,14 +10,14 @@
 //! Every call blocks; it must run on a thread outside the tokio runtime (the engine's thread),
 //! with a handle to the runtime for the partition writer and the durability wait.
 
-use std::collections::{BTreeSet, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use freshet_broker::{is_internal, now_ms, Broker, BrokerError, Partition};
 use freshet_common::config::TopicConfig;
-use freshet_common::limits::{SQL_APPEND_TIMEOUT_MS, SQL_READ_MAX_BYTES};
+use freshet_common::limits::{SQL_APPEND_TIMEOUT_MS, SQL_READ_MAX_BYTES, SQL_TXN_TIMEOUT_MS};
 use freshet_log::batch::{self, BatchHeader, SimpleRecord};
 use freshet_sql::topics::{Consumed, Record, Topics};
 use freshet_sql::SqlError;
@@ -29,11 +29,76 @@ use super::SqlTopics;
 pub struct BrokerTopics {
     broker: Arc<Broker>,
     runtime: Handle,
+    /// Per transaction owner (a query): its producer id and epoch, and the next sequence per
+    /// partition.
+    producers: Mutex<HashMap<String, TxnProducer>>,
+}
+
+struct TxnProducer {
+    id: (i64, i16),
+    sequences: HashMap<(String, i32), i32>,
 }
 
 impl BrokerTopics {
     pub fn new(broker: Arc<Broker>, runtime: Handle) -> BrokerTopics {
-        BrokerTopics { broker, runtime }
+        BrokerTopics { broker, runtime, producers: Mutex::new(HashMap::new()) }
+    }
+
+    /// Appends one batch, as a transactional producer's when `producer` is (id, epoch, base
+    /// sequence); answered once as durable as an `acks=all` write.
+    fn append_batch(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: Vec<Record>,
+        producer: Option<(i64, i16, i32)>,
+    ) -> freshet_sql::Result<i64> {
+        if is_internal(topic) {
+            return Err(SqlError::server(format!("'{topic}' is an internal topic")));
+        }
+        let t = self.broker.topic(topic).ok_or_else(|| SqlError::server(format!("topic {topic} does not exist")))?;
+        let p = t
+            .partition(partition)
+            .ok_or_else(|| SqlError::server(format!("topic {topic} has no partition {partition}")))?;
+        // The rules Produce applies to an acks=all producer.
+        let rules = t.produce_rules();
+        if rules.min_insync_replicas > 1 {
+            return Err(SqlError::server(format!(
+                "cannot write to {topic}: min.insync.replicas is {} but a single node has one replica",
+                rules.min_insync_replicas
+            )));
+        }
+        if rules.keys_required && records.iter().any(|r| r.key.is_none()) {
+            return Err(SqlError::server(format!(
+                "cannot write to {topic}: a compacted topic only accepts records with a key"
+            )));
+        }
+        let simple: Vec<SimpleRecord> = records
+            .into_iter()
+            .map(|r| SimpleRecord { timestamp: r.timestamp, key: r.key, value: r.value, headers: r.headers })
+            .collect();
+        let mut bytes = batch::encode_batch(&simple);
+        if let Some((pid, epoch, sequence)) = producer {
+            batch::set_producer(&mut bytes, pid, epoch, sequence, true);
+        }
+        let header = batch::validate(&bytes).map_err(|e| SqlError::server(format!("record batch refused: {e}")))?;
+        let timeout = Duration::from_millis(SQL_APPEND_TIMEOUT_MS);
+        let p2 = p.clone();
+        let appended = self.runtime.block_on(async move {
+            let appended = p2
+                .append(BytesMut::from(&bytes[..]), header, now_ms())
+                .await
+                .map_err(|_| "the partition's writer stopped".to_string())?
+                .map_err(|(code, message)| format!("{code:?}: {message}"))?;
+            if appended.needs_sync {
+                p2.wait_durable(appended.info.last_offset + 1, timeout)
+                    .await
+                    .map_err(|code| format!("the write did not become durable: {code:?}"))?;
+            }
+            Ok::<_, String>(appended)
+        });
+        let appended = appended.map_err(|m| SqlError::server(format!("cannot write to {topic}-{partition}: {m}")))?;
+        Ok(appended.info.base_offset as i64)
     }
 
     fn partition(&self, topic: &str, partition: i32) -> freshet_sql::Result<Arc<Partition>> {
@@ -174,49 +239,62 @@ impl Topics for BrokerTopics {
         if records.is_empty() {
             return self.end_offset(topic, partition);
         }
-        if is_internal(topic) {
-            return Err(SqlError::server(format!("'{topic}' is an internal topic")));
+        self.append_batch(topic, partition, records, None)
+    }
+
+    /// A transaction of the broker's transaction coordinator, in process: the writes of one
+    /// owner (a query) are committed together, and an owner's transaction left open by a crash
+    /// is aborted when the owner writes again (its producer epoch is bumped).
+    fn append_atomic(&self, owner: &str, writes: Vec<(String, i32, Vec<Record>)>) -> freshet_sql::Result<()> {
+        let writes: Vec<_> = writes.into_iter().filter(|(_, _, r)| !r.is_empty()).collect();
+        if writes.is_empty() {
+            return Ok(());
         }
-        let t = self.broker.topic(topic).ok_or_else(|| SqlError::server(format!("topic {topic} does not exist")))?;
-        let p = t
-            .partition(partition)
-            .ok_or_else(|| SqlError::server(format!("topic {topic} has no partition {partition}")))?;
-        // The rules Produce applies to an acks=all producer.
-        let rules = t.produce_rules();
-        if rules.min_insync_replicas > 1 {
-            return Err(SqlError::server(format!(
-                "cannot write to {topic}: min.insync.replicas is {} but a single node has one replica",
-                rules.min_insync_replicas
-            )));
-        }
-        if rules.keys_required && records.iter().any(|r| r.key.is_none()) {
-            return Err(SqlError::server(format!(
-                "cannot write to {topic}: a compacted topic only accepts records with a key"
-            )));
-        }
-        let simple: Vec<SimpleRecord> = records
-            .into_iter()
-            .map(|r| SimpleRecord { timestamp: r.timestamp, key: r.key, value: r.value, headers: r.headers })
-            .collect();
-        let bytes = batch::encode_batch(&simple);
-        let header = batch::validate(&bytes).map_err(|e| SqlError::server(format!("record batch refused: {e}")))?;
-        let timeout = Duration::from_millis(SQL_APPEND_TIMEOUT_MS);
-        let p2 = p.clone();
-        let appended = self.runtime.block_on(async move {
-            let appended = p2
-                .append(BytesMut::from(&bytes[..]), header, now_ms())
-                .await
-                .map_err(|_| "the partition's writer stopped".to_string())?
-                .map_err(|(code, message)| format!("{code:?}: {message}"))?;
-            if appended.needs_sync {
-                p2.wait_durable(appended.info.last_offset + 1, timeout)
-                    .await
-                    .map_err(|code| format!("the write did not become durable: {code:?}"))?;
+        let txns = self.broker.txns().clone();
+        let fail = |what: &str, (code, message): (kafka_protocol::ResponseError, String)| {
+            SqlError::server(format!("transaction of {owner}: {what}: {code:?}: {message}"))
+        };
+        let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        let (pid, epoch) = match producers.get(owner) {
+            Some(p) => p.id,
+            None => {
+                let broker = self.broker.clone();
+                let t = txns.clone();
+                let owner2 = owner.to_string();
+                let id = self
+                    .runtime
+                    .block_on(async move { t.init(&broker, &owner2, SQL_TXN_TIMEOUT_MS, None).await })
+                    .map_err(|e| fail("init", e))?;
+                producers.insert(owner.to_string(), TxnProducer { id, sequences: Default::default() });
+                id
             }
-            Ok::<_, String>(appended)
-        });
-        let appended = appended.map_err(|m| SqlError::server(format!("cannot write to {topic}-{partition}: {m}")))?;
-        Ok(appended.info.base_offset as i64)
+        };
+        let partitions: Vec<(String, i32)> = writes.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        let outcome = (|| -> freshet_sql::Result<()> {
+            let t = txns.clone();
+            let owner2 = owner.to_string();
+            self.runtime
+                .block_on(async move { t.add_partitions(&owner2, pid, epoch, partitions).await })
+                .map_err(|e| fail("add partitions", e))?;
+            let producer = producers.get_mut(owner).expect("inserted above");
+            for (topic, partition, records) in writes {
+                let n = records.len() as i32;
+                let seq = producer.sequences.entry((topic.clone(), partition)).or_insert(0);
+                self.append_batch(&topic, partition, records, Some((pid, epoch, *seq)))?;
+                *seq = seq.wrapping_add(n);
+            }
+            Ok(())
+        })();
+        let commit = outcome.is_ok();
+        let broker = self.broker.clone();
+        let owner2 = owner.to_string();
+        let ended = self.runtime.block_on(async move { txns.end(&broker, &owner2, pid, epoch, commit).await });
+        if outcome.is_err() || ended.is_err() {
+            // Start over with a new epoch next time (the coordinator fences the old one).
+            producers.remove(owner);
+        }
+        outcome?;
+        ended.map_err(|e| fail(if commit { "commit" } else { "abort" }, e))
     }
 
     fn read(&self, topic: &str, partition: i32, offset: i64, max: usize) -> freshet_sql::Result<Vec<Consumed>> {

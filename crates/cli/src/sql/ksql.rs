@@ -301,39 +301,6 @@ impl SqlServer {
         Ok(())
     }
 
-    /// Records the progress of the queries that moved (after their outputs are written).
-    fn record_progress(&mut self) {
-        let mut records = vec![];
-        for (id, q) in &self.engine.queries {
-            let positions = q.positions();
-            if self.progress.get(id) == Some(&positions) {
-                continue;
-            }
-            let value = serde_json::to_vec(&positions).expect("serializable");
-            records.push((id.clone(), positions, value));
-        }
-        if records.is_empty() {
-            return;
-        }
-        let batch = records
-            .iter()
-            .map(|(id, _, value)| Record {
-                key: Some(id.as_bytes().to_vec()),
-                value: Some(value.clone()),
-                timestamp: freshet_broker::now_ms(),
-                headers: vec![],
-            })
-            .collect();
-        match self.topics.append(PROGRESS_TOPIC, 0, batch) {
-            Ok(_) => {
-                for (id, positions, _) in records {
-                    self.progress.insert(id, positions);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not record the SQL queries' progress"),
-        }
-    }
-
     /// Appends a command; returns its sequence number (offset in the command topic).
     fn persist(&mut self, id: &str, command: &Command) -> freshet_sql::Result<i64> {
         let value = serde_json::to_vec(command).expect("serializable");
@@ -361,9 +328,32 @@ impl SqlServer {
                 let topics = self.engine.topics().clone();
                 let Some(q) = self.engine.queries.get_mut(&id) else { continue };
                 let log = &mut self.engine.processing_log;
-                let failure = match std::panic::catch_unwind(AssertUnwindSafe(|| q.step(&topics, log))) {
-                    Ok(Ok(n)) => {
+                let sink = &self.topics;
+                // One step: its outputs and the progress they bring are written as one unit.
+                let run = || -> freshet_sql::Result<(usize, Option<Vec<Vec<i64>>>)> {
+                    let (n, outputs) = q.step_collect(&topics, log)?;
+                    if n == 0 && outputs.is_empty() {
+                        return Ok((0, None));
+                    }
+                    let positions = q.positions();
+                    let mut writes: Vec<(String, i32, Vec<Record>)> =
+                        outputs.into_iter().map(|(p, r)| (q.output.topic.clone(), p, r)).collect();
+                    let progress = Record {
+                        key: Some(id.as_bytes().to_vec()),
+                        value: Some(serde_json::to_vec(&positions).expect("serializable")),
+                        timestamp: freshet_broker::now_ms(),
+                        headers: vec![],
+                    };
+                    writes.push((PROGRESS_TOPIC.to_string(), 0, vec![progress]));
+                    sink.append_atomic(&format!("freshet-sql-{id}"), writes)?;
+                    Ok((n, Some(positions)))
+                };
+                let failure = match std::panic::catch_unwind(AssertUnwindSafe(run)) {
+                    Ok(Ok((n, positions))) => {
                         progressed += n;
+                        if let Some(p) = positions {
+                            self.progress.insert(id, p);
+                        }
                         continue;
                     }
                     Ok(Err(e)) => e.to_string(),
@@ -378,9 +368,6 @@ impl SqlServer {
             if progressed == 0 {
                 break;
             }
-        }
-        if total > 0 {
-            self.record_progress();
         }
         self.write_processing_log();
         total
