@@ -403,3 +403,46 @@ fn a_query_killed_mid_stream_writes_every_output_exactly_once() {
         assert_eq!(v["D"], json!(n * 2), "{k}");
     }
 }
+
+/// The high watermark of partition 0 of a topic.
+fn high_watermark(addr: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = base(addr).set("group.id", "sql-rest-watermarks").create().expect("consumer");
+    consumer.fetch_watermarks(topic, 0, WAIT).expect("watermarks").1
+}
+
+/// Exactly-once is the default: a step's outputs come with a transaction marker. A query made
+/// with `processing.guarantee=at_least_once` writes plain records, also after a restart.
+#[test]
+fn processing_guarantee_is_exactly_once_by_default_and_at_least_once_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let earliest = json!({ "ksql.streams.auto.offset.reset": "earliest" });
+    let (status, body) = ksql(
+        &server.http,
+        "CREATE STREAM s (k STRING KEY, v INT) WITH (KAFKA_TOPIC='s', PARTITIONS=1, VALUE_FORMAT='JSON');
+         INSERT INTO s (k, v) VALUES ('a', 1);
+         CREATE STREAM eo AS SELECT * FROM s;",
+        earliest.clone(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = ksql(
+        &server.http,
+        "CREATE STREAM alo AS SELECT * FROM s;",
+        json!({ "ksql.streams.auto.offset.reset": "earliest", "processing.guarantee": "at_least_once" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    consume_until(&server.addr, "EO", "the exactly-once output", |o| o.len() == 1);
+    consume_until(&server.addr, "ALO", "the at-least-once output", |o| o.len() == 1);
+    // One record each; the exactly-once one is followed by its commit marker.
+    assert_eq!(high_watermark(&server.addr, "ALO"), 1);
+    assert_eq!(high_watermark(&server.addr, "EO"), 2);
+
+    server.kill();
+    server.restart();
+    let (status, body) = ksql(&server.http, "INSERT INTO s (k, v) VALUES ('b', 2);", json!({}));
+    assert_eq!(status, 200, "{body}");
+    consume_until(&server.addr, "EO", "the exactly-once output after the restart", |o| o.len() == 2);
+    consume_until(&server.addr, "ALO", "the at-least-once output after the restart", |o| o.len() == 2);
+    assert_eq!(high_watermark(&server.addr, "ALO"), 2);
+    assert_eq!(high_watermark(&server.addr, "EO"), 4);
+}

@@ -79,6 +79,9 @@ struct Command {
     offsets: Option<Vec<i64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     right_offsets: Option<Vec<Vec<i64>>>,
+    /// `processing.guarantee=at_least_once` was asked for the query (exactly-once otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    at_least_once: bool,
 }
 
 pub struct SqlServer {
@@ -91,6 +94,9 @@ pub struct SqlServer {
     progress: BTreeMap<String, Vec<Vec<i64>>>,
     /// Queries stopped by a failure, with the reason (shown as ERROR until a restart).
     failed: BTreeMap<String, (freshet_sql::query::Query, String)>,
+    /// Queries created with `processing.guarantee=at_least_once`: outputs, then progress, no
+    /// transaction.
+    at_least_once: BTreeSet<String>,
 }
 
 pub(super) fn json_string(v: &Json) -> String {
@@ -195,6 +201,7 @@ impl SqlServer {
             query_seq: 0,
             progress: BTreeMap::new(),
             failed: BTreeMap::new(),
+            at_least_once: BTreeSet::new(),
         };
         if server.topics.partitions(COMMAND_TOPIC).is_none() {
             // Kept forever, in order (no compaction: a DROP and a re-CREATE share a key), and
@@ -249,6 +256,9 @@ impl SqlServer {
                                 }
                                 if let Some(o) = command.right_offsets {
                                     q.right_offsets = o;
+                                }
+                                if command.at_least_once {
+                                    self.at_least_once.insert(id.clone());
                                 }
                             }
                         }
@@ -329,6 +339,7 @@ impl SqlServer {
                 let Some(q) = self.engine.queries.get_mut(&id) else { continue };
                 let log = &mut self.engine.processing_log;
                 let sink = &self.topics;
+                let atomic = !self.at_least_once.contains(&id);
                 // One step: its outputs and the progress they bring are written as one unit.
                 let run = || -> freshet_sql::Result<(usize, Option<Vec<Vec<i64>>>)> {
                     let (n, outputs) = q.step_collect(&topics, log)?;
@@ -345,7 +356,13 @@ impl SqlServer {
                         headers: vec![],
                     };
                     writes.push((PROGRESS_TOPIC.to_string(), 0, vec![progress]));
-                    sink.append_atomic(&format!("freshet-sql-{id}"), writes)?;
+                    if atomic {
+                        sink.append_atomic(&format!("freshet-sql-{id}"), writes)?;
+                    } else {
+                        for (topic, partition, records) in writes {
+                            sink.append(&topic, partition, records)?;
+                        }
+                    }
                     Ok((n, Some(positions)))
                 };
                 let failure = match std::panic::catch_unwind(AssertUnwindSafe(run)) {
@@ -520,7 +537,15 @@ impl SqlServer {
             Some(q) => (Some(q.offsets.clone()), Some(q.right_offsets.clone())),
             None => (None, None),
         };
-        let command = Command { version: 1, statement: text.to_string(), offsets, right_offsets };
+        let guarantee = props
+            .get("processing.guarantee")
+            .or_else(|| props.get("ksql.streams.processing.guarantee"))
+            .map(|g| g.to_ascii_lowercase());
+        let at_least_once = query_id.is_some() && guarantee.as_deref() == Some("at_least_once");
+        if let (true, Some(id)) = (at_least_once, &query_id) {
+            self.at_least_once.insert(id.clone());
+        }
+        let command = Command { version: 1, statement: text.to_string(), offsets, right_offsets, at_least_once };
         let seq = match self.persist(&command_id, &command) {
             Ok(seq) => seq,
             Err(e) => {
