@@ -182,16 +182,16 @@ fn select_goes_to_the_query_endpoint() {
          INSERT INTO nums (id, n) VALUES ('a', 1);
          SELECT id, n FROM nums EMIT CHANGES LIMIT 1;",
     );
-    if out.status.success() {
-        // A server with /query: the row in a box.
-        let stdout = text(&out.stdout);
-        assert!(stdout.contains("| ID ") && stdout.contains("| a "), "{stdout}");
-    } else {
-        // A server without it yet: said plainly, not sent to /ksql.
-        let stderr = text(&out.stderr);
-        assert!(stderr.contains("/query"), "{stderr}");
-        assert!(stderr.contains("SELECT id, n FROM nums"), "{stderr}");
-    }
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The push query's row in a box.
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("| ID ") && stdout.contains("| a "), "{stdout}");
+    // A SELECT the server refuses: the error and the statement, from /query, not /ksql.
+    let out = sql(&server, &[], "SELECT id, n FROM nums WHERE nosuch = 1;");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("NOSUCH"), "{stderr}");
+    assert!(stderr.contains("SELECT id, n FROM nums"), "{stderr}");
 }
 
 #[test]

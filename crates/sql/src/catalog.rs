@@ -65,6 +65,17 @@ impl SourceDef {
         s
     }
 
+    /// The columns of `SELECT *` in a transient (pull or push) query: keys, window bounds,
+    /// values, headers.
+    pub fn transient_columns(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.keys.iter().map(|f| f.name.as_str()).collect();
+        if self.window.is_some() {
+            names.extend([WINDOWSTART, WINDOWEND]);
+        }
+        names.extend(self.values.iter().chain(self.headers.iter().map(|h| &h.field)).map(|f| f.name.as_str()));
+        names
+    }
+
     /// Number of real columns (keys, values, headers) before the pseudo-columns.
     pub fn column_count(&self) -> usize {
         self.keys.len() + self.values.len() + self.headers.len()

@@ -619,18 +619,7 @@ impl Engine {
                     let by_null =
                         select.partition_by.len() == 1 && matches!(select.partition_by[0], Expr::Literal(Value::Null));
                     if self.transient.get() {
-                        // A transient query's columns: keys, window bounds, values, headers.
-                        for f in &input.keys {
-                            items.push((col(&f.name), None));
-                        }
-                        if input.window.is_some() {
-                            for n in [WINDOWSTART, WINDOWEND] {
-                                items.push((col(n), None));
-                            }
-                        }
-                        for f in input.values.iter().chain(input.headers.iter().map(|h| &h.field)) {
-                            items.push((col(&f.name), None));
-                        }
+                        items.extend(input.transient_columns().into_iter().map(|n| (col(n), None)));
                         continue;
                     }
                     if select.partition_by.is_empty() {

@@ -146,6 +146,15 @@ impl Query {
         }
     }
 
+    /// Starts reading every input at its current end (`auto.offset.reset=latest`).
+    pub fn seek_to_end(&mut self, topics: &Arc<dyn Topics>) {
+        let ends = |topic: &str| -> Vec<i64> {
+            (0..topics.partitions(topic).unwrap_or(0)).map(|p| topics.end_offset(topic, p).unwrap_or(0)).collect()
+        };
+        self.offsets = ends(&self.input.topic);
+        self.right_offsets = self.rights.iter().map(|r| ends(&r.topic)).collect();
+    }
+
     /// The next offset to read per input (the left, then each right), per partition.
     pub fn positions(&self) -> Vec<Vec<i64>> {
         std::iter::once(self.offsets.clone()).chain(self.right_offsets.iter().cloned()).collect()

@@ -118,11 +118,7 @@ pub struct PushQuery {
 impl PushQuery {
     /// Starts reading from the current end of the inputs (`auto.offset.reset=latest`).
     pub fn seek_to_end(&mut self, topics: &Arc<dyn Topics>) {
-        let ends = |topic: &str| -> Vec<i64> {
-            (0..topics.partitions(topic).unwrap_or(0)).map(|p| topics.end_offset(topic, p).unwrap_or(0)).collect()
-        };
-        self.query.offsets = ends(&self.query.input.topic);
-        self.query.right_offsets = self.query.rights.iter().map(|r| ends(&r.topic)).collect();
+        self.query.seek_to_end(topics);
     }
 
     /// Processes what is new on the inputs; returns the new result rows (at most up to LIMIT),
@@ -204,13 +200,17 @@ fn is_null_literal(e: &Expr) -> bool {
     matches!(e, Expr::Literal(Value::Null))
 }
 
+/// The refusal of a pull query that needs a table scan while table scans are disabled.
+const TABLE_SCAN_REQUIRED: &str =
+    "Query requires table scan to be enabled. Table scans can be enabled by setting ksql.query.pull.table.scan.enabled=true";
+
 /// Checks a WHERE clause ksqlDB can answer by key lookups (and range scans of STRING keys)
 /// alone, without scanning the table: each disjunct bounds every key column, once, by `=`, IN
 /// or (string keys, range scans enabled) a range, against expressions without columns.
 fn check_key_lookup(src: &SourceDef, filter: Option<&Expr>, range_scans: bool) -> Result<()> {
     let err = |m: &str| Err(SqlError::statement(m.to_string()));
     let Some(filter) = filter else {
-        return err("Query requires table scan to be enabled. Table scans can be enabled by setting ksql.query.pull.table.scan.enabled=true");
+        return err(TABLE_SCAN_REQUIRED);
     };
     let mut disjuncts = vec![];
     split_binary(filter, BinaryOp::Or, &mut disjuncts);
@@ -283,7 +283,7 @@ fn check_key_lookup(src: &SourceDef, filter: Option<&Expr>, range_scans: bool) -
             );
         }
         if needs_scan {
-            return err("Query requires table scan to be enabled. Table scans can be enabled by setting ksql.query.pull.table.scan.enabled=true");
+            return err(TABLE_SCAN_REQUIRED);
         }
         if bound.iter().all(|&n| n == 0) {
             return Err(SqlError::statement(format!("WHERE clause missing key column for disjunct: {d}")));
@@ -293,7 +293,7 @@ fn check_key_lookup(src: &SourceDef, filter: Option<&Expr>, range_scans: bool) -
         }
     }
     if any_range && disjuncts.len() > 1 {
-        return err("Query requires table scan to be enabled. Table scans can be enabled by setting ksql.query.pull.table.scan.enabled=true");
+        return err(TABLE_SCAN_REQUIRED);
     }
     Ok(())
 }
@@ -439,16 +439,7 @@ impl Engine {
                             )));
                         }
                     }
-                    for f in &src.keys {
-                        items.push((col(&f.name), None));
-                    }
-                    if src.window.is_some() {
-                        items.push((col(WINDOWSTART), None));
-                        items.push((col(WINDOWEND), None));
-                    }
-                    for f in src.values.iter().chain(src.headers.iter().map(|h| &h.field)) {
-                        items.push((col(&f.name), None));
-                    }
+                    items.extend(src.transient_columns().into_iter().map(|n| (col(n), None)));
                 }
                 SelectItem::Expr { expr, alias } => items.push((expr.clone(), alias.clone())),
             }

@@ -573,21 +573,13 @@ impl SqlServer {
     /// A new query reads from the end of its inputs unless `auto.offset.reset` is `earliest`
     /// (ksqlDB's default is `latest`).
     fn position_new_query(&mut self, id: &str, props: &BTreeMap<String, String>) {
-        let reset = props
-            .get("auto.offset.reset")
-            .or_else(|| props.get("ksql.streams.auto.offset.reset"))
-            .map(|s| s.to_ascii_lowercase())
-            .unwrap_or_else(|| "latest".into());
-        if reset == "earliest" {
+        if reads_from_earliest(props) {
             return;
         }
-        let topics = self.topics.clone();
-        let Some(q) = self.engine.queries.get_mut(id) else { return };
-        let ends = |topic: &str| -> Vec<i64> {
-            (0..topics.partitions(topic).unwrap_or(0)).map(|p| topics.end_offset(topic, p).unwrap_or(0)).collect()
-        };
-        q.offsets = ends(&q.input.topic);
-        q.right_offsets = q.rights.iter().map(|r| ends(&r.topic)).collect();
+        let topics = self.engine.topics().clone();
+        if let Some(q) = self.engine.queries.get_mut(id) {
+            q.seek_to_end(&topics);
+        }
     }
 
     fn source_summary(s: &SourceDef) -> Json {
@@ -773,6 +765,15 @@ pub(super) fn statement_error(e: &SqlError, text: &str) -> Reply {
         message = m;
     }
     Reply { status: 400, body: error_entity(code, &message, text, vec![]) }
+}
+
+/// Whether a new query reads its inputs from the start: `auto.offset.reset=earliest` (ksqlDB's
+/// default is `latest`).
+pub(super) fn reads_from_earliest(props: &BTreeMap<String, String>) -> bool {
+    props
+        .get("auto.offset.reset")
+        .or_else(|| props.get("ksql.streams.auto.offset.reset"))
+        .is_some_and(|s| s.eq_ignore_ascii_case("earliest"))
 }
 
 /// ksqlDB's `statement_error` (HTTP 400) for a statement that cannot run.

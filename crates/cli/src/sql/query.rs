@@ -21,7 +21,7 @@ use freshet_sql::value::Value;
 use serde_json::{json, Value as Json};
 use tokio::sync::mpsc;
 
-use super::ksql::{bad_statement, json_string, substitute, KsqlRequest, Reply, SqlServer};
+use super::ksql::{bad_statement, json_string, reads_from_earliest, substitute, KsqlRequest, Reply, SqlServer};
 
 /// One element of a query's answer, in the shapes of both endpoints.
 #[derive(Debug)]
@@ -103,12 +103,8 @@ impl SqlServer {
             Ok(Err(e)) => return Answer::Error(bad_statement(&e.to_string(), &text)),
             Err(_) => return Answer::Error(bad_statement("The push query failed to start (internal error).", &text)),
         };
-        let reset = props
-            .get("auto.offset.reset")
-            .or_else(|| props.get("ksql.streams.auto.offset.reset"))
-            .map(|s| s.to_ascii_lowercase());
-        if reset.as_deref() != Some("earliest") {
-            query.seek_to_end(&(self.topics.clone() as Arc<dyn Topics>));
+        if !reads_from_earliest(&props) {
+            query.seek_to_end(self.engine.topics());
         }
         let (tx, rx) = mpsc::channel(SQL_PUSH_CHANNEL_ROWS);
         let columns = query.columns.clone();
