@@ -234,12 +234,7 @@ fn check_key_lookup(src: &SourceDef, filter: Option<&Expr>, range_scans: bool) -
                 continue;
             }
             match c {
-                Expr::Binary(op, a, b)
-                    if matches!(
-                        op,
-                        BinaryOp::Eq | BinaryOp::NotEq | BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq
-                    ) =>
-                {
+                Expr::Binary(op, a, b) if op.is_comparison() => {
                     let (key, other) = match (key_of(a), key_of(b)) {
                         (Some(k), None) => (k, b),
                         (None, Some(k)) => (k, a),
@@ -341,12 +336,7 @@ fn check_null_comparisons(src: &SourceDef, scope: &crate::expr::Scope, filter: &
             return;
         }
         match x {
-            Expr::Binary(op, a, b)
-                if matches!(
-                    op,
-                    BinaryOp::Eq | BinaryOp::NotEq | BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq
-                ) && (is_null_literal(a) != is_null_literal(b)) =>
-            {
+            Expr::Binary(op, a, b) if op.is_comparison() && (is_null_literal(a) != is_null_literal(b)) => {
                 let other = if is_null_literal(a) { b } else { a };
                 if let Ok((_, t)) = Compiler::new(scope).compile(other) {
                     problem = Some(SqlError::statement(format!(
