@@ -7,6 +7,7 @@ pub mod config;
 pub mod limits;
 pub mod partitioner;
 pub mod topic;
+pub mod topics;
 
 pub use config::{ConfigError, ConfigKind, TopicConfig, TOPIC_CONFIGS};
 pub use topic::{validate_topic_name, TopicNameError};

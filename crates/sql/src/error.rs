@@ -60,3 +60,9 @@ macro_rules! bail {
         return Err($crate::error::SqlError::statement(format!($($arg)*)))
     };
 }
+
+impl From<freshet_common::topics::TopicError> for SqlError {
+    fn from(e: freshet_common::topics::TopicError) -> SqlError {
+        SqlError::server(e.0)
+    }
+}

@@ -10,17 +10,18 @@
 //! Every call blocks; it must run on a thread outside the tokio runtime (the engine's thread),
 //! with a handle to the runtime for the partition writer and the durability wait.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use freshet_broker::groups::Committed;
 use freshet_broker::{is_internal, now_ms, Broker, BrokerError, Partition};
 use freshet_common::config::TopicConfig;
 use freshet_common::limits::{SQL_APPEND_TIMEOUT_MS, SQL_READ_MAX_BYTES, SQL_TXN_TIMEOUT_MS};
 use freshet_log::batch::{self, BatchHeader, SimpleRecord};
-use freshet_sql::topics::{Consumed, Record, Topics};
-use freshet_sql::SqlError;
+use freshet_sql::topics::{Consumed, GroupOffsets, Record, Topics};
+use freshet_common::topics::TopicError;
 use kafka_protocol::records::RecordBatchDecoder;
 use tokio::runtime::Handle;
 
@@ -52,24 +53,24 @@ impl BrokerTopics {
         partition: i32,
         records: Vec<Record>,
         producer: Option<(i64, i16, i32)>,
-    ) -> freshet_sql::Result<i64> {
+    ) -> freshet_common::topics::Result<i64> {
         if is_internal(topic) {
-            return Err(SqlError::server(format!("'{topic}' is an internal topic")));
+            return Err(TopicError::new(format!("'{topic}' is an internal topic")));
         }
-        let t = self.broker.topic(topic).ok_or_else(|| SqlError::server(format!("topic {topic} does not exist")))?;
+        let t = self.broker.topic(topic).ok_or_else(|| TopicError::new(format!("topic {topic} does not exist")))?;
         let p = t
             .partition(partition)
-            .ok_or_else(|| SqlError::server(format!("topic {topic} has no partition {partition}")))?;
+            .ok_or_else(|| TopicError::new(format!("topic {topic} has no partition {partition}")))?;
         // The rules Produce applies to an acks=all producer.
         let rules = t.produce_rules();
         if rules.min_insync_replicas > 1 {
-            return Err(SqlError::server(format!(
+            return Err(TopicError::new(format!(
                 "cannot write to {topic}: min.insync.replicas is {} but a single node has one replica",
                 rules.min_insync_replicas
             )));
         }
         if rules.keys_required && records.iter().any(|r| r.key.is_none()) {
-            return Err(SqlError::server(format!(
+            return Err(TopicError::new(format!(
                 "cannot write to {topic}: a compacted topic only accepts records with a key"
             )));
         }
@@ -81,7 +82,7 @@ impl BrokerTopics {
         if let Some((pid, epoch, sequence)) = producer {
             batch::set_producer(&mut bytes, pid, epoch, sequence, true);
         }
-        let header = batch::validate(&bytes).map_err(|e| SqlError::server(format!("record batch refused: {e}")))?;
+        let header = batch::validate(&bytes).map_err(|e| TopicError::new(format!("record batch refused: {e}")))?;
         let timeout = Duration::from_millis(SQL_APPEND_TIMEOUT_MS);
         let p2 = p.clone();
         let appended = self.runtime.block_on(async move {
@@ -97,13 +98,13 @@ impl BrokerTopics {
             }
             Ok::<_, String>(appended)
         });
-        let appended = appended.map_err(|m| SqlError::server(format!("cannot write to {topic}-{partition}: {m}")))?;
+        let appended = appended.map_err(|m| TopicError::new(format!("cannot write to {topic}-{partition}: {m}")))?;
         Ok(appended.info.base_offset as i64)
     }
 
-    fn partition(&self, topic: &str, partition: i32) -> freshet_sql::Result<Arc<Partition>> {
-        let t = self.broker.topic(topic).ok_or_else(|| SqlError::server(format!("topic {topic} does not exist")))?;
-        t.partition(partition).ok_or_else(|| SqlError::server(format!("topic {topic} has no partition {partition}")))
+    fn partition(&self, topic: &str, partition: i32) -> freshet_common::topics::Result<Arc<Partition>> {
+        let t = self.broker.topic(topic).ok_or_else(|| TopicError::new(format!("topic {topic} does not exist")))?;
+        t.partition(partition).ok_or_else(|| TopicError::new(format!("topic {topic} has no partition {partition}")))
     }
 }
 
@@ -152,20 +153,20 @@ pub(super) fn decode_committed(
     from: i64,
     max: usize,
     out: &mut Vec<Consumed>,
-) -> freshet_sql::Result<Option<u64>> {
+) -> freshet_common::topics::Result<Option<u64>> {
     let mut filter =
         AbortFilter { pending: aborted.into_iter().map(|(pid, first)| (first, pid)).collect(), ..Default::default() };
     let mut next = None;
     while let Some(size) = batch::peek_size(&rest).filter(|s| *s <= rest.len()) {
         let mut one = rest.split_to(size);
         let header =
-            BatchHeader::parse(&one).map_err(|e| SqlError::server(format!("reading {topic}-{partition}: {e}")))?;
+            BatchHeader::parse(&one).map_err(|e| TopicError::new(format!("reading {topic}-{partition}: {e}")))?;
         next = Some(header.next_offset() as u64);
         if filter.skip(&header) {
             continue;
         }
         let set = RecordBatchDecoder::decode(&mut one)
-            .map_err(|e| SqlError::server(format!("reading {topic}-{partition}: {e}")))?;
+            .map_err(|e| TopicError::new(format!("reading {topic}-{partition}: {e}")))?;
         for r in set.records {
             if r.offset < from || r.control || out.len() >= max {
                 continue;
@@ -190,7 +191,7 @@ pub(super) fn decode_committed(
 }
 
 impl SqlTopics for BrokerTopics {
-    fn create_topic_with(&self, name: &str, partitions: i32, config: TopicConfig) -> freshet_sql::Result<()> {
+    fn create_topic_with(&self, name: &str, partitions: i32, config: TopicConfig) -> freshet_common::topics::Result<()> {
         match self.broker.create_topic(name, partitions, config, false) {
             Ok(_) => Ok(()),
             // Created meanwhile by a client: as good.
@@ -198,7 +199,7 @@ impl SqlTopics for BrokerTopics {
                 tracing::debug!(topic = name, error = %e, "topic already exists");
                 Ok(())
             }
-            Err(e) => Err(SqlError::server(format!("cannot create topic {name}: {e}"))),
+            Err(e) => Err(TopicError::new(format!("cannot create topic {name}: {e}"))),
         }
     }
 
@@ -213,18 +214,18 @@ impl SqlTopics for BrokerTopics {
 }
 
 impl Topics for BrokerTopics {
-    fn create_topic(&self, name: &str, partitions: i32) -> freshet_sql::Result<()> {
+    fn create_topic(&self, name: &str, partitions: i32) -> freshet_common::topics::Result<()> {
         self.create_topic_with(name, partitions, TopicConfig::default())
     }
 
-    fn delete_topic(&self, name: &str) -> freshet_sql::Result<()> {
+    fn delete_topic(&self, name: &str) -> freshet_common::topics::Result<()> {
         if self.broker.topic(name).is_none() {
             return Ok(());
         }
         self.broker
             .delete_topic(name)
             .map(|_| ())
-            .map_err(|e| SqlError::server(format!("cannot delete topic {name}: {e}")))
+            .map_err(|e| TopicError::new(format!("cannot delete topic {name}: {e}")))
     }
 
     fn partitions(&self, name: &str) -> Option<i32> {
@@ -235,7 +236,7 @@ impl Topics for BrokerTopics {
         self.broker.topics().iter().map(|t| t.name.clone()).collect()
     }
 
-    fn append(&self, topic: &str, partition: i32, records: Vec<Record>) -> freshet_sql::Result<i64> {
+    fn append(&self, topic: &str, partition: i32, records: Vec<Record>) -> freshet_common::topics::Result<i64> {
         if records.is_empty() {
             return self.end_offset(topic, partition);
         }
@@ -245,14 +246,14 @@ impl Topics for BrokerTopics {
     /// A transaction of the broker's transaction coordinator, in process: the writes of one
     /// owner (a query) are committed together, and an owner's transaction left open by a crash
     /// is aborted when the owner writes again (its producer epoch is bumped).
-    fn append_atomic(&self, owner: &str, writes: Vec<(String, i32, Vec<Record>)>) -> freshet_sql::Result<()> {
+    fn append_atomic(&self, owner: &str, writes: Vec<(String, i32, Vec<Record>)>) -> freshet_common::topics::Result<()> {
         let writes: Vec<_> = writes.into_iter().filter(|(_, _, r)| !r.is_empty()).collect();
         if writes.is_empty() {
             return Ok(());
         }
         let txns = self.broker.txns().clone();
         let fail = |what: &str, (code, message): (kafka_protocol::ResponseError, String)| {
-            SqlError::server(format!("transaction of {owner}: {what}: {code:?}: {message}"))
+            TopicError::new(format!("transaction of {owner}: {what}: {code:?}: {message}"))
         };
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
         let (pid, epoch) = match producers.get(owner) {
@@ -270,7 +271,7 @@ impl Topics for BrokerTopics {
             }
         };
         let partitions: Vec<(String, i32)> = writes.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
-        let outcome = (|| -> freshet_sql::Result<()> {
+        let outcome = (|| -> freshet_common::topics::Result<()> {
             let t = txns.clone();
             let owner2 = owner.to_string();
             self.runtime
@@ -297,11 +298,11 @@ impl Topics for BrokerTopics {
         ended.map_err(|e| fail(if commit { "commit" } else { "abort" }, e))
     }
 
-    fn read(&self, topic: &str, partition: i32, offset: i64, max: usize) -> freshet_sql::Result<Vec<Consumed>> {
+    fn read(&self, topic: &str, partition: i32, offset: i64, max: usize) -> freshet_common::topics::Result<Vec<Consumed>> {
         let p = self.partition(topic, partition)?;
         let err = |what: &'static str| {
             move |code: kafka_protocol::ResponseError| {
-                SqlError::server(format!("reading {topic}-{partition}: {what}: {code:?}"))
+                TopicError::new(format!("reading {topic}-{partition}: {what}: {code:?}"))
             }
         };
         let (start, _high_watermark, stable) = p.stable_offsets().map_err(err("offsets"))?;
@@ -322,10 +323,45 @@ impl Topics for BrokerTopics {
         Ok(out)
     }
 
-    fn end_offset(&self, topic: &str, partition: i32) -> freshet_sql::Result<i64> {
+    fn end_offset(&self, topic: &str, partition: i32) -> freshet_common::topics::Result<i64> {
         let p = self.partition(topic, partition)?;
         let (_, hw) =
-            p.offsets().map_err(|code| SqlError::server(format!("offsets of {topic}-{partition}: {code:?}")))?;
+            p.offsets().map_err(|code| TopicError::new(format!("offsets of {topic}-{partition}: {code:?}")))?;
         Ok(hw as i64)
+    }
+}
+
+impl GroupOffsets for BrokerTopics {
+    fn committed(&self, group: &str, topic: &str) -> freshet_common::topics::Result<BTreeMap<i32, i64>> {
+        Ok(self
+            .broker
+            .groups()
+            .offsets
+            .fetch(group)
+            .into_iter()
+            .filter(|((t, _), c)| t == topic && c.offset >= 0)
+            .map(|((_, p), c)| (p, c.offset))
+            .collect())
+    }
+
+    /// Commits as an OffsetCommit from outside the group does (generation -1): refused while the
+    /// group has members of its own.
+    fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> freshet_common::topics::Result<()> {
+        let groups = self.broker.groups();
+        groups
+            .check_commit(group, "", None, -1)
+            .map_err(|e| TopicError::new(format!("cannot commit offsets of group {group}: {e:?}")))?;
+        let now = now_ms();
+        let entries = offsets
+            .iter()
+            .map(|(p, o)| {
+                let c = Committed { offset: *o, leader_epoch: -1, metadata: None, commit_timestamp: now };
+                ((topic.to_string(), *p), c)
+            })
+            .collect();
+        let groups = groups.clone();
+        self.runtime
+            .block_on(async move { groups.offsets.commit(group, entries).await })
+            .map_err(|e| TopicError::new(format!("cannot commit offsets of group {group}: {e:?}")))
     }
 }

@@ -17,7 +17,7 @@
 //! again (to each bootstrap address in turn) with fresh metadata. Reads are retried at once; a
 //! write only when it cannot have reached the cluster.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,8 +32,8 @@ use freshet_common::limits::{
     SQL_KAFKA_ATTEMPTS, SQL_KAFKA_BATCH_BYTES, SQL_KAFKA_METADATA_MAX_AGE_MS, SQL_KAFKA_REQUEST_TIMEOUT_MS,
     SQL_KAFKA_RETRY_BACKOFF_MS, SQL_READ_MAX_BYTES,
 };
-use freshet_sql::topics::{Consumed, Record, Topics};
-use freshet_sql::SqlError;
+use freshet_sql::topics::{Consumed, GroupOffsets, Record, Topics};
+use freshet_common::topics::TopicError;
 use tokio::runtime::Handle;
 
 use super::broker_topics::decode_committed;
@@ -86,8 +86,8 @@ fn classify(e: &ClientError) -> Failure {
     }
 }
 
-fn server_error(what: &str, e: ClientError) -> SqlError {
-    SqlError::server(format!("{what}: {e}"))
+fn server_error(what: &str, e: ClientError) -> TopicError {
+    TopicError::new(format!("{what}: {e}"))
 }
 
 impl KafkaTopics {
@@ -103,7 +103,7 @@ impl KafkaTopics {
     }
 
     /// Connects (if not connected) and asks the cluster for its id. Blocking.
-    pub fn cluster_id(&self) -> freshet_sql::Result<String> {
+    pub fn cluster_id(&self) -> freshet_common::topics::Result<String> {
         self.call(true, |c| async move {
             let req = MetadataRequest::default().with_topics(Some(vec![]));
             let resp = c.bootstrap().send(&req, 12).await?;
@@ -245,7 +245,7 @@ impl KafkaTopics {
 }
 
 impl SqlTopics for KafkaTopics {
-    fn create_topic_with(&self, name: &str, partitions: i32, config: TopicConfig) -> freshet_sql::Result<()> {
+    fn create_topic_with(&self, name: &str, partitions: i32, config: TopicConfig) -> freshet_common::topics::Result<()> {
         let configs: Vec<(String, String)> = config.overrides().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let created = self.call(true, |c| {
             let configs = &configs;
@@ -271,7 +271,7 @@ impl SqlTopics for KafkaTopics {
                 Err(_) => {}
             }
             if Instant::now() > deadline {
-                return Err(SqlError::server(format!(
+                return Err(TopicError::new(format!(
                     "topic {name} was created but its partitions have no leader after {:?}",
                     Self::timeout()
                 )));
@@ -297,11 +297,11 @@ impl SqlTopics for KafkaTopics {
 }
 
 impl Topics for KafkaTopics {
-    fn create_topic(&self, name: &str, partitions: i32) -> freshet_sql::Result<()> {
+    fn create_topic(&self, name: &str, partitions: i32) -> freshet_common::topics::Result<()> {
         self.create_topic_with(name, partitions, TopicConfig::default())
     }
 
-    fn delete_topic(&self, name: &str) -> freshet_sql::Result<()> {
+    fn delete_topic(&self, name: &str) -> freshet_common::topics::Result<()> {
         let deleted = self.call(true, |c| async move { c.delete_topic(name).await });
         self.forget_partitions(name);
         match deleted {
@@ -344,7 +344,7 @@ impl Topics for KafkaTopics {
         }
     }
 
-    fn append(&self, topic: &str, partition: i32, records: Vec<Record>) -> freshet_sql::Result<i64> {
+    fn append(&self, topic: &str, partition: i32, records: Vec<Record>) -> freshet_common::topics::Result<i64> {
         if records.is_empty() {
             return self.end_offset(topic, partition);
         }
@@ -383,7 +383,7 @@ impl Topics for KafkaTopics {
         Ok(first.unwrap_or(-1))
     }
 
-    fn read(&self, topic: &str, partition: i32, offset: i64, max: usize) -> freshet_sql::Result<Vec<Consumed>> {
+    fn read(&self, topic: &str, partition: i32, offset: i64, max: usize) -> freshet_common::topics::Result<Vec<Consumed>> {
         let mut at = offset.max(0);
         let mut out = Vec::new();
         while out.len() < max {
@@ -405,8 +405,27 @@ impl Topics for KafkaTopics {
         Ok(out)
     }
 
-    fn end_offset(&self, topic: &str, partition: i32) -> freshet_sql::Result<i64> {
+    fn end_offset(&self, topic: &str, partition: i32) -> freshet_common::topics::Result<i64> {
         self.call(true, |c| async move { c.list_offset_isolated(topic, partition, LATEST, READ_COMMITTED).await })
             .map_err(|e| server_error(&format!("offsets of {topic}-{partition}"), e))
+    }
+}
+
+impl GroupOffsets for KafkaTopics {
+    fn committed(&self, group: &str, topic: &str) -> freshet_common::topics::Result<BTreeMap<i32, i64>> {
+        let all = self
+            .call(true, |c| async move { c.committed_offsets(group).await })
+            .map_err(|e| server_error(&format!("committed offsets of group {group}"), e))?;
+        Ok(all.into_iter().filter(|((t, _), _)| t == topic).map(|((_, p), o)| (p, o)).collect())
+    }
+
+    fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> freshet_common::topics::Result<()> {
+        let entries: Vec<((String, i32), i64)> = offsets.iter().map(|(p, o)| ((topic.to_string(), *p), *o)).collect();
+        // A commit of the same offsets again is harmless: repeatable.
+        self.call(true, |c| {
+            let entries = entries.clone();
+            async move { c.commit_offsets(group, &entries).await }
+        })
+        .map_err(|e| server_error(&format!("committing offsets of group {group}"), e))
     }
 }

@@ -320,7 +320,7 @@ impl SqlServer {
             timestamp: freshet_broker::now_ms(),
             headers: vec![],
         };
-        self.topics.append(COMMAND_TOPIC, 0, vec![record])
+        Ok(self.topics.append(COMMAND_TOPIC, 0, vec![record])?)
     }
 
     /// Runs the persistent queries until none has new input; returns the records processed.

@@ -1,0 +1,164 @@
+//! The only way the SQL engine and the functions runtime touch topics: the [`Topics`] trait (and
+//! [`GroupOffsets`] for consumer-group offsets). Implementations: [`MemTopics`] (in memory, for
+//! tests and `freshet sql-test`), the embedded broker (in-process fast path) and a Kafka client
+//! (external clusters), both in the `freshet` binary.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Why a topic operation failed, in words for a user.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct TopicError(pub String);
+
+impl TopicError {
+    pub fn new(message: impl Into<String>) -> TopicError {
+        TopicError(message.into())
+    }
+}
+
+pub type Result<T, E = TopicError> = std::result::Result<T, E>;
+
+/// A record as the engine reads and writes it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Record {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp: i64,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// A record read back with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub record: Record,
+}
+
+pub trait Topics: Send + Sync {
+    fn create_topic(&self, name: &str, partitions: i32) -> Result<()>;
+    fn delete_topic(&self, name: &str) -> Result<()>;
+    /// Number of partitions, `None` if the topic does not exist.
+    fn partitions(&self, name: &str) -> Option<i32>;
+    fn list_topics(&self) -> Vec<String>;
+    /// Appends records to one partition, returning the offset of the first.
+    fn append(&self, topic: &str, partition: i32, records: Vec<Record>) -> Result<i64>;
+    /// Reads up to `max` records from `offset`.
+    fn read(&self, topic: &str, partition: i32, offset: i64, max: usize) -> Result<Vec<Consumed>>;
+    /// The offset the next appended record will get.
+    fn end_offset(&self, topic: &str, partition: i32) -> Result<i64>;
+
+    /// Appends records to several partitions as one unit: a `read_committed` reader sees all of
+    /// them or none, also across a crash (`owner` names the writer, e.g. a query, so a restarted
+    /// writer can abort what its previous incarnation left open). The default appends one
+    /// partition after the other: atomic only where the implementation overrides it.
+    fn append_atomic(&self, owner: &str, writes: Vec<(String, i32, Vec<Record>)>) -> Result<()> {
+        let _ = owner;
+        for (topic, partition, records) in writes {
+            self.append(&topic, partition, records)?;
+        }
+        Ok(())
+    }
+}
+
+/// Topics in memory.
+#[derive(Default)]
+pub struct MemTopics {
+    topics: Mutex<BTreeMap<String, Vec<Vec<Record>>>>,
+    /// (group, topic, partition) → committed offset.
+    offsets: Mutex<BTreeMap<(String, String, i32), i64>>,
+}
+
+impl MemTopics {
+    pub fn new() -> MemTopics {
+        MemTopics::default()
+    }
+
+    fn missing(name: &str) -> TopicError {
+        TopicError::new(format!("topic {name} does not exist"))
+    }
+}
+
+impl Topics for MemTopics {
+    fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
+        let mut t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        t.entry(name.to_string()).or_insert_with(|| vec![vec![]; partitions.max(1) as usize]);
+        Ok(())
+    }
+
+    fn delete_topic(&self, name: &str) -> Result<()> {
+        let mut t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        t.remove(name);
+        Ok(())
+    }
+
+    fn partitions(&self, name: &str) -> Option<i32> {
+        let t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        t.get(name).map(|p| p.len() as i32)
+    }
+
+    fn list_topics(&self) -> Vec<String> {
+        let t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        t.keys().cloned().collect()
+    }
+
+    fn append(&self, topic: &str, partition: i32, records: Vec<Record>) -> Result<i64> {
+        let mut t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let parts = t.get_mut(topic).ok_or_else(|| Self::missing(topic))?;
+        let p = parts
+            .get_mut(partition as usize)
+            .ok_or_else(|| TopicError::new(format!("topic {topic} has no partition {partition}")))?;
+        let base = p.len() as i64;
+        p.extend(records);
+        Ok(base)
+    }
+
+    fn read(&self, topic: &str, partition: i32, offset: i64, max: usize) -> Result<Vec<Consumed>> {
+        let t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let parts = t.get(topic).ok_or_else(|| Self::missing(topic))?;
+        let Some(p) = parts.get(partition as usize) else {
+            return Ok(vec![]);
+        };
+        let start = offset.max(0) as usize;
+        Ok(p.iter()
+            .enumerate()
+            .skip(start)
+            .take(max)
+            .map(|(i, r)| Consumed { partition, offset: i as i64, record: r.clone() })
+            .collect())
+    }
+
+    fn end_offset(&self, topic: &str, partition: i32) -> Result<i64> {
+        let t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let parts = t.get(topic).ok_or_else(|| Self::missing(topic))?;
+        Ok(parts.get(partition as usize).map(|p| p.len() as i64).unwrap_or(0))
+    }
+}
+
+/// Committed offsets of consumer groups: where a group's consumers resume.
+pub trait GroupOffsets: Send + Sync {
+    /// The group's committed offsets for `topic`, by partition (partitions without a commit are
+    /// absent).
+    fn committed(&self, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>>;
+    /// Commits `offsets` (partition, next offset to consume) of `topic` for `group`, durably.
+    fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> Result<()>;
+}
+
+impl GroupOffsets for MemTopics {
+    fn committed(&self, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>> {
+        let o = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(o.iter()
+            .filter(|((g, t, _), _)| g == group && t == topic)
+            .map(|((_, _, p), off)| (*p, *off))
+            .collect())
+    }
+
+    fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> Result<()> {
+        let mut o = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        for (p, off) in offsets {
+            o.insert((group.to_string(), topic.to_string(), *p), *off);
+        }
+        Ok(())
+    }
+}
