@@ -106,3 +106,48 @@ pub const HTTP_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Longest an HTTP request waits for the SQL engine to answer.
 pub const HTTP_ENGINE_TIMEOUT_MS: u64 = 60_000;
+
+// ---- Functions ---------------------------------------------------------------------------------
+
+/// Largest function code (a WASM module) accepted by a deploy.
+pub const FN_MAX_CODE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Most events in one invocation.
+pub const FN_MAX_BATCH_SIZE: usize = 10_000;
+
+/// Default events per invocation.
+pub const FN_DEFAULT_BATCH_SIZE: usize = 100;
+
+/// Default and largest time limit of one invocation.
+pub const FN_DEFAULT_TIMEOUT_MS: u64 = 10_000;
+pub const FN_MAX_TIMEOUT_MS: u64 = 900_000;
+
+/// Default memory limit of a WASM instance (linear memory).
+pub const FN_DEFAULT_MEMORY_MB: u32 = 64;
+pub const FN_MAX_MEMORY_MB: u32 = 4096;
+
+/// Default and largest number of workers of one function.
+pub const FN_DEFAULT_MAX_CONCURRENCY: u32 = 8;
+pub const FN_MAX_CONCURRENCY: u32 = 256;
+
+/// Default attempts per event before it goes to the dead-letter topic.
+pub const FN_DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// Retry backoff: first delay, doubled per attempt up to the maximum.
+pub const FN_RETRY_BACKOFF_INITIAL_MS: u64 = 100;
+pub const FN_RETRY_BACKOFF_MAX_MS: u64 = 10_000;
+
+/// How often the autoscaler looks at each function's lag.
+pub const FN_SCALE_TICK_MS: u64 = 100;
+
+/// A worker with nothing to do for this long stops (the pool shrinks, down to zero).
+pub const FN_DEFAULT_IDLE_MS: u64 = 5_000;
+
+/// Most batches a worker processes from one partition before it lets another partition in.
+pub const FN_PARTITION_QUANTUM_BATCHES: usize = 64;
+
+/// Most bytes of a process function's reply line, and of an HTTP function's response body.
+pub const FN_MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Lines of a function's log kept for `freshet fn logs` without reading the logs topic.
+pub const FN_LOG_LINE_MAX_BYTES: usize = 16 * 1024;

@@ -148,10 +148,7 @@ pub trait GroupOffsets: Send + Sync {
 impl GroupOffsets for MemTopics {
     fn committed(&self, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>> {
         let o = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(o.iter()
-            .filter(|((g, t, _), _)| g == group && t == topic)
-            .map(|((_, _, p), off)| (*p, *off))
-            .collect())
+        Ok(o.iter().filter(|((g, t, _), _)| g == group && t == topic).map(|((_, _, p), off)| (*p, *off)).collect())
     }
 
     fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> Result<()> {

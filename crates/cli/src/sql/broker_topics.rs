@@ -19,9 +19,9 @@ use freshet_broker::groups::Committed;
 use freshet_broker::{is_internal, now_ms, Broker, BrokerError, Partition};
 use freshet_common::config::TopicConfig;
 use freshet_common::limits::{SQL_APPEND_TIMEOUT_MS, SQL_READ_MAX_BYTES, SQL_TXN_TIMEOUT_MS};
+use freshet_common::topics::TopicError;
 use freshet_log::batch::{self, BatchHeader, SimpleRecord};
 use freshet_sql::topics::{Consumed, GroupOffsets, Record, Topics};
-use freshet_common::topics::TopicError;
 use kafka_protocol::records::RecordBatchDecoder;
 use tokio::runtime::Handle;
 
@@ -191,7 +191,12 @@ pub(super) fn decode_committed(
 }
 
 impl SqlTopics for BrokerTopics {
-    fn create_topic_with(&self, name: &str, partitions: i32, config: TopicConfig) -> freshet_common::topics::Result<()> {
+    fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: i32,
+        config: TopicConfig,
+    ) -> freshet_common::topics::Result<()> {
         match self.broker.create_topic(name, partitions, config, false) {
             Ok(_) => Ok(()),
             // Created meanwhile by a client: as good.
@@ -246,7 +251,11 @@ impl Topics for BrokerTopics {
     /// A transaction of the broker's transaction coordinator, in process: the writes of one
     /// owner (a query) are committed together, and an owner's transaction left open by a crash
     /// is aborted when the owner writes again (its producer epoch is bumped).
-    fn append_atomic(&self, owner: &str, writes: Vec<(String, i32, Vec<Record>)>) -> freshet_common::topics::Result<()> {
+    fn append_atomic(
+        &self,
+        owner: &str,
+        writes: Vec<(String, i32, Vec<Record>)>,
+    ) -> freshet_common::topics::Result<()> {
         let writes: Vec<_> = writes.into_iter().filter(|(_, _, r)| !r.is_empty()).collect();
         if writes.is_empty() {
             return Ok(());
@@ -298,7 +307,13 @@ impl Topics for BrokerTopics {
         ended.map_err(|e| fail(if commit { "commit" } else { "abort" }, e))
     }
 
-    fn read(&self, topic: &str, partition: i32, offset: i64, max: usize) -> freshet_common::topics::Result<Vec<Consumed>> {
+    fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max: usize,
+    ) -> freshet_common::topics::Result<Vec<Consumed>> {
         let p = self.partition(topic, partition)?;
         let err = |what: &'static str| {
             move |code: kafka_protocol::ResponseError| {

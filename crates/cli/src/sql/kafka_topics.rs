@@ -32,8 +32,8 @@ use freshet_common::limits::{
     SQL_KAFKA_ATTEMPTS, SQL_KAFKA_BATCH_BYTES, SQL_KAFKA_METADATA_MAX_AGE_MS, SQL_KAFKA_REQUEST_TIMEOUT_MS,
     SQL_KAFKA_RETRY_BACKOFF_MS, SQL_READ_MAX_BYTES,
 };
-use freshet_sql::topics::{Consumed, GroupOffsets, Record, Topics};
 use freshet_common::topics::TopicError;
+use freshet_sql::topics::{Consumed, GroupOffsets, Record, Topics};
 use tokio::runtime::Handle;
 
 use super::broker_topics::decode_committed;
@@ -245,7 +245,12 @@ impl KafkaTopics {
 }
 
 impl SqlTopics for KafkaTopics {
-    fn create_topic_with(&self, name: &str, partitions: i32, config: TopicConfig) -> freshet_common::topics::Result<()> {
+    fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: i32,
+        config: TopicConfig,
+    ) -> freshet_common::topics::Result<()> {
         let configs: Vec<(String, String)> = config.overrides().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let created = self.call(true, |c| {
             let configs = &configs;
@@ -383,7 +388,13 @@ impl Topics for KafkaTopics {
         Ok(first.unwrap_or(-1))
     }
 
-    fn read(&self, topic: &str, partition: i32, offset: i64, max: usize) -> freshet_common::topics::Result<Vec<Consumed>> {
+    fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max: usize,
+    ) -> freshet_common::topics::Result<Vec<Consumed>> {
         let mut at = offset.max(0);
         let mut out = Vec::new();
         while out.len() < max {

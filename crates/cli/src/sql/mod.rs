@@ -19,7 +19,8 @@ use freshet_sql::topics::Topics;
 pub trait SqlTopics: Topics {
     /// Creates a topic with config overrides (the command and progress topics use this). A
     /// topic that exists already is not an error.
-    fn create_topic_with(&self, name: &str, partitions: i32, config: TopicConfig) -> freshet_common::topics::Result<()>;
+    fn create_topic_with(&self, name: &str, partitions: i32, config: TopicConfig)
+        -> freshet_common::topics::Result<()>;
 
     /// The cluster's topics for SHOW TOPICS, (name, partitions), without the cluster's own
     /// internal ones (`__consumer_offsets`, ...).

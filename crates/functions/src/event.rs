@@ -1,0 +1,42 @@
+//! What a function receives (a batch of [`Event`]s) and returns (a [`Reply`]).
+
+use serde::{Deserialize, Serialize};
+
+/// One input event: a record of the trigger topic with its position, or the synthetic event of
+/// an HTTP or timer trigger (topic "", partition and offset -1).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Event {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// One record a function returns.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Output {
+    /// The topic to write to; `None` means the function's `--output` topic.
+    pub topic: Option<String>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// A failed event of a batch that otherwise succeeded (a partial-batch failure).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The event's index in the invoked batch.
+    pub index: usize,
+    pub error: String,
+}
+
+/// What an invocation returned: its outputs and the events it failed (the rest succeeded).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reply {
+    pub outputs: Vec<Output>,
+    pub failed: Vec<Failure>,
+}

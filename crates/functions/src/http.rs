@@ -1,0 +1,1 @@
+//! The HTTP runtime (to be written).

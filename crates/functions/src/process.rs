@@ -1,0 +1,1 @@
+//! The process runtime (to be written).
