@@ -49,6 +49,22 @@ pub trait Topics: Send + Sync {
     /// The offset the next appended record will get.
     fn end_offset(&self, topic: &str, partition: i32) -> Result<i64>;
 
+    /// The offset of the first record whose timestamp is at or after `timestamp` (the end
+    /// offset if there is none). The default reads the partition from its start.
+    fn offset_for_time(&self, topic: &str, partition: i32, timestamp: i64) -> Result<i64> {
+        let mut at = 0;
+        loop {
+            let records = self.read(topic, partition, at, 1024)?;
+            let Some(last) = records.last() else {
+                return self.end_offset(topic, partition);
+            };
+            if let Some(found) = records.iter().find(|c| c.record.timestamp >= timestamp) {
+                return Ok(found.offset);
+            }
+            at = last.offset + 1;
+        }
+    }
+
     /// Appends records to several partitions as one unit: a `read_committed` reader sees all of
     /// them or none, also across a crash (`owner` names the writer, e.g. a query, so a restarted
     /// writer can abort what its previous incarnation left open). The default appends one

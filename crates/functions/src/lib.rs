@@ -13,7 +13,10 @@
 
 pub mod cron;
 pub mod event;
+pub mod filter;
+pub mod host;
 pub mod http;
+pub mod metrics;
 pub mod process;
 pub mod runtime;
 pub mod spec;
