@@ -9,6 +9,7 @@ mod bench;
 mod bench_nexmark;
 mod config;
 mod consume;
+mod functions;
 mod group;
 mod produce;
 mod serve;
@@ -63,6 +64,8 @@ enum Command {
     Sql(sql_shell::SqlArgs),
     /// Run SQL test cases in ksqlDB's test-case JSON format (files or directories).
     SqlTest(sqltest::SqlTestArgs),
+    /// Deploy, list, inspect, invoke and delete event-triggered functions.
+    Fn(functions::cli::FnArgs),
 }
 
 #[derive(Args)]
@@ -152,6 +155,11 @@ fn main() -> Result<()> {
             init_logging("warn");
             drop(runtime);
             sql_shell::run(args)
+        }
+        Command::Fn(args) => {
+            init_logging("warn");
+            drop(runtime);
+            functions::cli::run(args)
         }
         Command::SqlTest(args) => {
             init_logging("error");

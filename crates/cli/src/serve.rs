@@ -47,6 +47,10 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     let topics =
         Arc::new(crate::sql::broker_topics::BrokerTopics::new(broker.clone(), tokio::runtime::Handle::current()));
     let engine = tokio::task::spawn_blocking(move || crate::sql::runner::EngineThread::start(topics)).await??;
+    // Functions resume where their consumer groups stopped.
+    let fn_topics =
+        Arc::new(crate::sql::broker_topics::BrokerTopics::new(broker.clone(), tokio::runtime::Handle::current()));
+    let functions = tokio::task::spawn_blocking(move || crate::functions::open_host(fn_topics)).await??;
     let http_listener = crate::sql::http::bind(config.http_listen).await?;
     let http_bound = http_listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -61,6 +65,7 @@ pub async fn run(config: ServeConfig) -> Result<()> {
         http_listener,
         engine.tx.clone(),
         broker.cluster_id().to_string(),
+        crate::functions::http::router(functions.clone()),
         stop_rx.clone(),
     ));
     // These lines are part of the interface: tests and scripts wait for them (the HTTP line
@@ -77,8 +82,9 @@ pub async fn run(config: ServeConfig) -> Result<()> {
         Ok(Err(e)) => tracing::error!(error = %e, "the HTTP listener failed"),
         Err(e) => tracing::error!(error = %e, "the HTTP listener panicked"),
     }
-    // The engine writes through the broker: stop it before the logs close.
+    // The engine and the functions write through the broker: stop them before the logs close.
     tokio::task::spawn_blocking(move || engine.stop()).await?;
+    tokio::task::spawn_blocking(move || functions.shutdown()).await?;
     served?;
     for task in background {
         task.abort();
@@ -95,18 +101,26 @@ async fn run_external(config: ServeConfig, bootstrap: String) -> Result<()> {
     let runtime = tokio::runtime::Handle::current();
     let b = bootstrap.clone();
     // The engine replays its persisted statements (from the cluster) before the listener serves.
-    let (engine, cluster_id) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let topics = Arc::new(crate::sql::kafka_topics::KafkaTopics::new(&b, runtime));
+    let (engine, functions, cluster_id) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let topics = Arc::new(crate::sql::kafka_topics::KafkaTopics::new(&b, runtime.clone()));
         let cluster_id = topics.cluster_id()?;
         let engine = crate::sql::runner::EngineThread::start(topics)?;
-        Ok((engine, cluster_id))
+        let fn_topics = Arc::new(crate::sql::kafka_topics::KafkaTopics::new(&b, runtime));
+        let functions = crate::functions::open_host(fn_topics)?;
+        Ok((engine, functions, cluster_id))
     })
     .await??;
     tracing::info!(%bootstrap, %cluster_id, "the SQL engine runs against an external Kafka cluster");
     let http_listener = crate::sql::http::bind(config.http_listen).await?;
     let http_bound = http_listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut http = tokio::spawn(crate::sql::http::serve(http_listener, engine.tx.clone(), cluster_id, stop_rx));
+    let mut http = tokio::spawn(crate::sql::http::serve(
+        http_listener,
+        engine.tx.clone(),
+        cluster_id,
+        crate::functions::http::router(functions.clone()),
+        stop_rx,
+    ));
     // Part of the interface, as in `run`.
     println!("freshet: http listener on {http_bound}");
     println!("freshet: SQL engine on the Kafka cluster at {bootstrap}");
@@ -126,6 +140,7 @@ async fn run_external(config: ServeConfig, bootstrap: String) -> Result<()> {
         Err(e) => tracing::error!(error = %e, "the HTTP listener panicked"),
     }
     tokio::task::spawn_blocking(move || engine.stop()).await?;
+    tokio::task::spawn_blocking(move || functions.shutdown()).await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

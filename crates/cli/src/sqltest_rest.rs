@@ -70,6 +70,7 @@ impl TestServer {
             listener,
             engine.tx.clone(),
             broker.cluster_id().to_string(),
+            axum::Router::new(),
             stop_rx,
         ));
         Ok(TestServer { broker, topics, engine: Some(engine), http, stop, background, addr, _dir: dir })

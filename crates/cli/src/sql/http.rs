@@ -235,11 +235,12 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP listener to {addr}"))
 }
 
-/// Serves until `stop` turns true.
+/// Serves ksqlDB's endpoints and the `functions` routes until `stop` turns true.
 pub async fn serve(
     listener: TcpListener,
     engine: mpsc::Sender<Request>,
     cluster_id: String,
+    functions: Router,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -249,7 +250,8 @@ pub async fn serve(
         .route("/info", get(info))
         .route("/healthcheck", get(healthcheck))
         .layer(DefaultBodyLimit::max(HTTP_MAX_BODY_BYTES))
-        .with_state(AppState { engine, cluster_id });
+        .with_state(AppState { engine, cluster_id })
+        .merge(functions);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -6,8 +6,8 @@
 //! `streamsProperties` and `sessionVariables`); everything else goes to the server one statement
 //! at a time.
 
-mod client;
-mod render;
+pub(crate) mod client;
+pub(crate) mod render;
 mod split;
 
 use std::collections::BTreeMap;

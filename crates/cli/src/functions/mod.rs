@@ -1,0 +1,58 @@
+//! Functions inside `freshet serve`: the [`freshet_functions::host::Host`] over the server's
+//! topics, the runtime loader (WASM from `freshet-fn-wasm`, process and HTTP from
+//! `freshet-functions`), the HTTP API ([`http`]) and the `freshet fn` commands ([`cli`]).
+
+pub mod cli;
+pub mod http;
+
+use std::sync::Arc;
+
+use freshet_common::config::TopicConfig;
+use freshet_common::limits::FN_MAX_CODE_BYTES;
+use freshet_functions::host::{FnTopics, Host, Loader, FUNCTIONS_TOPIC, LOGS_TOPIC};
+use freshet_functions::spec::{Deployment, RuntimeSpec};
+use freshet_functions::{InvokeError, LogSink, RuntimeFactory};
+
+use crate::sql::SqlTopics;
+
+/// Loads every kind of function.
+pub struct RuntimeLoader;
+
+impl Loader for RuntimeLoader {
+    fn load(&self, d: &Deployment, log: LogSink) -> Result<Arc<dyn RuntimeFactory>, InvokeError> {
+        let s = &d.spec;
+        Ok(match &s.runtime {
+            RuntimeSpec::Wasm => return Err(InvokeError::Start("the WASM runtime is not built in yet".into())),
+            RuntimeSpec::Process { command, env } => {
+                let _ = (command, env, log);
+                return Err(InvokeError::Start("the process runtime is not built in yet".into()));
+            }
+            RuntimeSpec::Http { url, mode } => {
+                let _ = (url, mode);
+                return Err(InvokeError::Start("the HTTP runtime is not built in yet".into()));
+            }
+        })
+    }
+}
+
+/// Creates the functions' topics (definitions compacted, large enough for a module) and opens
+/// the host, which starts every deployed function. Blocking: call it off the async runtime.
+pub fn open_host<T: SqlTopics + FnTopics + 'static>(topics: Arc<T>) -> anyhow::Result<Arc<Host>> {
+    if topics.partitions(FUNCTIONS_TOPIC).is_none() {
+        // Base64 makes code a third larger; leave room for the spec.
+        let max = (FN_MAX_CODE_BYTES / 3 * 4 + (1 << 20)).to_string();
+        let config = TopicConfig::from_pairs([
+            ("cleanup.policy", "compact"),
+            ("flush.messages", "1"),
+            ("max.message.bytes", &max),
+        ])
+        .map_err(|e| anyhow::anyhow!("functions topic config: {e}"))?;
+        topics.create_topic_with(FUNCTIONS_TOPIC, 1, config)?;
+    }
+    if topics.partitions(LOGS_TOPIC).is_none() {
+        let config = TopicConfig::from_pairs([("retention.ms", "604800000")])
+            .map_err(|e| anyhow::anyhow!("function logs topic config: {e}"))?;
+        topics.create_topic_with(LOGS_TOPIC, 1, config)?;
+    }
+    Ok(Host::open(topics, Arc::new(RuntimeLoader))?)
+}

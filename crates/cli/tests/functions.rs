@@ -1,0 +1,300 @@
+//! Event-triggered functions inside a real `freshet serve`: deployed with `freshet fn`, fed by
+//! records produced with librdkafka (and by a SQL join), outputs consumed with librdkafka;
+//! failures go to the dead-letter topic; a SIGKILL of the server loses no event.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::rest::{get, ksql};
+use common::{repo, wait_until, Server};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value as Json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn base(addr: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", addr).set("broker.address.family", "v4");
+    c
+}
+
+fn produce(addr: &str, topic: &str, records: &[(String, String)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = base(addr)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    for (key, value) in records {
+        producer.send(BaseRecord::to(topic).key(key).payload(value)).map_err(|(e, _)| e).expect("queued");
+    }
+    producer.flush(WAIT).expect("flushed");
+}
+
+/// A consumed record: partition, key, value, headers.
+type Consumed = (i32, String, String, BTreeMap<String, String>);
+
+/// Reads every partition of `topic` from the start until `done` says enough (bounded).
+fn consume_until(addr: &str, topic: &str, what: &str, done: impl Fn(&[Consumed]) -> bool) -> Vec<Consumed> {
+    let consumer: BaseConsumer = base(addr)
+        .set("group.id", "functions-test")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let partitions = wait_until(WAIT, &format!("topic {topic}"), || {
+        let m = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
+        let t = m.topics().first()?;
+        (t.error().is_none() && !t.partitions().is_empty()).then(|| t.partitions().len())
+    });
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p as i32, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out: Vec<Consumed> = vec![];
+    let deadline = Instant::now() + WAIT;
+    while !done(&out) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; got {} records: {out:?}", out.len());
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let m = m.expect("consume");
+        let text = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+        let headers =
+            m.headers().map(|h| h.iter().map(|h| (h.key.to_string(), text(h.value))).collect()).unwrap_or_default();
+        out.push((m.partition(), text(m.key()), text(m.payload()), headers));
+    }
+    out
+}
+
+/// Runs `freshet fn ARGS` against the server; returns stdout, panics with stderr on failure.
+fn freshet_fn(server: &Server, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_freshet"))
+        .arg("fn")
+        .args(args)
+        .arg("--http")
+        .arg(&server.http)
+        .output()
+        .expect("run freshet fn");
+    assert!(
+        out.status.success(),
+        "freshet fn {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn status(server: &Server, name: &str) -> Json {
+    let (code, body) = get(&server.http, &format!("/functions/{name}"));
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// A Python process function: for every event, the value (JSON) with `"total"` = amount × 1.2
+/// and the customer's name upper-cased; a value with `"poison": true` fails on its own.
+fn write_python_function(dir: &Path) -> String {
+    let path = dir.join("tax.py");
+    std::fs::write(
+        &path,
+        r#"import json, sys
+print("tax function starting", file=sys.stderr, flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    outputs, failed = [], []
+    for i, e in enumerate(req["events"]):
+        v = json.loads(e["value"])
+        if v.get("POISON"):
+            failed.append({"index": i, "error": "poison order %s" % v.get("ID")})
+            continue
+        v["TOTAL"] = round(v["AMOUNT"] * 1.2, 2)
+        v["NAME"] = (v.get("NAME") or "").upper()
+        outputs.append({"key": e["key"], "value": json.dumps(v)})
+    print(json.dumps({"id": req["id"], "outputs": outputs, "failed": failed}), flush=True)
+"#,
+    )
+    .unwrap();
+    format!("python3 -u {}", path.display())
+}
+
+/// The seed scenario: orders and customers produced by librdkafka, a SQL stream-table join
+/// enriching orders with their customer, a Python function triggered by the enriched stream
+/// writing a result topic; a poisoned order goes to the dead-letter topic; the server is
+/// SIGKILLed mid-stream and restarted, and every order still reaches the result topic.
+#[test]
+fn sql_enriched_stream_feeds_a_function_that_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let customers: Vec<(String, String)> = (0..10)
+        .map(|c| (format!("c{c}"), json!({ "NAME": format!("customer {c}"), "CITY": "paris" }).to_string()))
+        .collect();
+    produce(&server.addr, "customers", &customers);
+    let (code, body) = ksql(
+        &server.http,
+        "CREATE TABLE customers (id STRING PRIMARY KEY, name STRING, city STRING)
+             WITH (KAFKA_TOPIC='customers', VALUE_FORMAT='JSON');
+         CREATE STREAM orders (order_key STRING KEY, id BIGINT, customer STRING, amount DOUBLE, poison BOOLEAN)
+             WITH (KAFKA_TOPIC='orders', VALUE_FORMAT='JSON', PARTITIONS=2);
+         CREATE STREAM enriched WITH (KAFKA_TOPIC='enriched_orders') AS
+             SELECT o.order_key, o.id AS id, o.amount AS amount, o.poison AS poison, c.name AS name, c.city AS city
+             FROM orders o JOIN customers c ON o.customer = c.id;",
+        json!({ "ksql.streams.auto.offset.reset": "earliest" }),
+    );
+    assert_eq!(code, 200, "{body}");
+    let command = write_python_function(dir.path());
+    let deployed = freshet_fn(
+        &server,
+        &[
+            "deploy",
+            "tax",
+            "--command",
+            &command,
+            "--trigger",
+            "topic:enriched_orders",
+            "--output",
+            "taxed_orders",
+            "--batch-size",
+            "50",
+            "--max-attempts",
+            "2",
+        ],
+    );
+    assert!(deployed.contains("deployed tax version 1"), "{deployed}");
+
+    let order = |i: i64| {
+        let v = json!({ "ID": i, "CUSTOMER": format!("c{}", i % 10), "AMOUNT": i as f64, "POISON": i == 13 });
+        (format!("o{i}"), v.to_string())
+    };
+    produce(&server.addr, "orders", &(0..200).map(order).collect::<Vec<_>>());
+    let taxed = consume_until(&server.addr, "taxed_orders", "199 taxed orders", |r| r.len() >= 199);
+    let v: Json = serde_json::from_str(&taxed.iter().find(|r| r.1 == "o7").expect("order 7").2).unwrap();
+    assert_eq!(v["TOTAL"], json!(8.4), "{v}");
+    assert_eq!(v["NAME"], "CUSTOMER 7", "enriched by the join, then by the function: {v}");
+    let dead = consume_until(&server.addr, "tax-dlq", "the poisoned order", |r| !r.is_empty());
+    assert_eq!(dead[0].1, "o13");
+    assert_eq!(dead[0].3["freshet.error"], "poison order 13");
+    assert_eq!(dead[0].3["freshet.source.topic"], "enriched_orders");
+    assert_eq!(dead[0].3["freshet.attempts"], "2");
+
+    // Status and logs through the CLI and the HTTP API.
+    let text = freshet_fn(&server, &["status", "tax"]);
+    assert!(text.contains("topic:enriched_orders") && text.contains("dead letters"), "{text}");
+    let s = status(&server, "tax");
+    assert_eq!(s["dead_letters"], 1, "{s}");
+    assert!(s["events_out"].as_u64().unwrap() >= 199, "{s}");
+    let logs = freshet_fn(&server, &["logs", "tax"]);
+    assert!(logs.contains("tax function starting"), "stderr in the log: {logs}");
+    assert!(logs.contains("poison order 13"), "errors in the log: {logs}");
+    let list = freshet_fn(&server, &["list"]);
+    assert!(list.contains("tax") && list.contains("process"), "{list}");
+    let (code, metrics) = get_text(&server.http, "/metrics");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("freshet_function_invocations_total{function=\"tax\"}"), "{metrics}");
+
+    // More orders; SIGKILL while they flow; after the restart every order is there.
+    produce(&server.addr, "orders", &(200..2000).map(order).collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_millis(150));
+    server.kill();
+    server.restart();
+    produce(&server.addr, "orders", &(2000..2100).map(order).collect::<Vec<_>>());
+    let taxed = consume_until(&server.addr, "taxed_orders", "every order", |r| {
+        r.iter().map(|r| r.1.as_str()).collect::<BTreeSet<_>>().len() >= 2099
+    });
+    let keys: BTreeSet<&str> = taxed.iter().map(|r| r.1.as_str()).collect();
+    for i in (0..2100).filter(|i| *i != 13) {
+        assert!(keys.contains(format!("o{i}").as_str()), "order {i} lost");
+    }
+    assert!(!keys.contains("o13"));
+    // The function's definition survived too.
+    assert_eq!(status(&server, "tax")["spec"]["version"], 1);
+    freshet_fn(&server, &["delete", "tax"]);
+    let (code, _) = get(&server.http, "/functions/tax");
+    assert_eq!(code, 404);
+}
+
+fn get_text(http: &str, path: &str) -> (u16, String) {
+    match ureq::get(&format!("http://{http}{path}")).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("GET {path}: {e}"),
+    }
+}
+
+/// A process function that crashes, hangs or fails never takes the server down; the events it
+/// cannot handle go to the dead-letter topic and the others flow on, in order.
+#[test]
+fn crashing_and_hanging_functions_dead_letter_and_the_broker_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let script = dir.path().join("moody.py");
+    std::fs::write(
+        &script,
+        r#"import json, os, sys, time
+for line in sys.stdin:
+    req = json.loads(line)
+    values = [e["value"] for e in req["events"]]
+    if any(v == "exit" for v in values):
+        os._exit(3)
+    if any(v == "hang" for v in values):
+        time.sleep(60)
+    print(json.dumps({"id": req["id"], "outputs": [{"key": e["key"], "value": e["value"]} for e in req["events"]]}), flush=True)
+"#,
+    )
+    .unwrap();
+    let command = format!("python3 -u {}", script.display());
+    freshet_fn(
+        &server,
+        &[
+            "deploy",
+            "moody",
+            "--command",
+            &command,
+            "--trigger",
+            "topic:moods",
+            "--output",
+            "moods-out",
+            "--dlq",
+            "moods-dead",
+            "--timeout-ms",
+            "1000",
+            "--max-attempts",
+            "2",
+            "--batch-size",
+            "8",
+        ],
+    );
+    let values: Vec<(String, String)> = (0..40)
+        .map(|i| {
+            let v = match i {
+                9 => "exit".to_string(),
+                22 => "hang".to_string(),
+                _ => format!("m{i}"),
+            };
+            ("k".to_string(), v)
+        })
+        .collect();
+    produce(&server.addr, "moods", &values);
+    let out = consume_until(&server.addr, "moods-out", "38 outputs", |r| r.len() >= 38);
+    let got: Vec<&str> = out.iter().map(|r| r.2.as_str()).collect();
+    let expected: Vec<String> = (0..40).filter(|i| *i != 9 && *i != 22).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, expected, "the others flow on, in order");
+    let dead = consume_until(&server.addr, "moods-dead", "2 dead letters", |r| r.len() >= 2);
+    let mut dead: Vec<(&str, &str)> = dead.iter().map(|r| (r.2.as_str(), r.3["freshet.error"].as_str())).collect();
+    dead.sort();
+    assert_eq!(dead[0].0, "exit");
+    assert!(dead[0].1.contains("exit"), "{dead:?}");
+    assert_eq!(dead[1].0, "hang");
+    assert!(dead[1].1.contains("timed out"), "{dead:?}");
+    // The broker still answers.
+    let (code, _) = get(&server.http, "/healthcheck");
+    assert_eq!(code, 200);
+    produce(&server.addr, "moods", &[("k".into(), "after".into())]);
+    consume_until(&server.addr, "moods-out", "the next event", |r| r.iter().any(|r| r.2 == "after"));
+}
