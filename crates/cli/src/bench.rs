@@ -12,6 +12,7 @@
 //! - `consume`: fetches the whole topic from offset 0 (just written, so from the page cache);
 //! - `all`: every one of the above, against a broker it starts, printed as Markdown;
 //! - `nexmark`: the SQL engine on the Nexmark queries (in [`crate::bench_nexmark`]).
+//! - `functions`: log → function → log (in [`crate::bench_functions`]).
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -43,6 +44,8 @@ pub enum BenchCommand {
     All(AllArgs),
     /// The streaming SQL engine on the Nexmark queries (q0-q3, q11, q14, q17) over generated events.
     Nexmark(crate::bench_nexmark::NexmarkArgs),
+    /// Event-triggered functions: events through log → function (WASM, process) → log.
+    Functions(crate::bench_functions::FunctionsArgs),
 }
 
 #[derive(Args, Clone)]
@@ -144,6 +147,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Group(a) => println!("{}", group(&a).await?.line()),
         BenchCommand::All(a) => all(&a).await?,
         BenchCommand::Nexmark(a) => crate::bench_nexmark::run(a).await?,
+        BenchCommand::Functions(a) => crate::bench_functions::run(a).await?,
     }
     Ok(())
 }

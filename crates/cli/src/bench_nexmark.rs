@@ -79,7 +79,7 @@ impl NexmarkResult {
     }
 }
 
-fn cpu_secs() -> f64 {
+pub(crate) fn cpu_secs() -> f64 {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage fills the struct it is given.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };

@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
+mod bench_functions;
 mod bench_nexmark;
 mod config;
 mod consume;
