@@ -151,3 +151,7 @@ pub const FN_MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Lines of a function's log kept for `freshet fn logs` without reading the logs topic.
 pub const FN_LOG_LINE_MAX_BYTES: usize = 16 * 1024;
+
+/// How long a process function whose stdout ended is given to exit on its own (so that its exit
+/// status and last stderr line can be reported) before it is killed.
+pub const FN_PROCESS_EXIT_WAIT_MS: u64 = 1_000;
