@@ -260,7 +260,9 @@ fn structured_event(event: &Event, attributes: &[(&'static str, String)]) -> Val
     let mut doc: Map<String, Value> =
         attributes.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect();
     if let Some(value) = event.value.as_deref() {
-        match serde_json::from_slice::<Value>(value) {
+        // A value whose record says it is not JSON goes as bytes, even when it would parse.
+        let may_be_json = record_content_type(event).is_none_or(|ct| is_json_media_type(&media_type(ct)));
+        match serde_json::from_slice::<Value>(value).ok().filter(|_| may_be_json).ok_or(()) {
             Ok(data) => {
                 let ct = record_content_type(event).unwrap_or("application/json");
                 doc.insert("datacontenttype".into(), ct.into());
@@ -331,6 +333,10 @@ fn snippet(body: &[u8]) -> String {
     }
 }
 
+fn is_json_media_type(media_type: &str) -> bool {
+    media_type == "application/json" || media_type == "text/json" || media_type.ends_with("+json")
+}
+
 /// `type/subtype` of a content type, lowercase, without parameters.
 fn media_type(content_type: &str) -> String {
     content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
@@ -395,5 +401,23 @@ mod tests {
         let o = structured_output(serde_json::json!({"data_base64": "/wA="})).unwrap();
         assert_eq!((o.key, o.value), (None, Some(vec![0xff, 0])));
         assert!(structured_output(serde_json::json!([1])).is_err());
+    }
+
+    #[test]
+    fn structured_data_is_json_unless_the_record_says_otherwise() {
+        let mut event = Event { value: Some(b"123".to_vec()), ..Event::default() };
+        let doc = structured_event(&event, &[]);
+        assert_eq!(
+            (&doc["data"], &doc["datacontenttype"]),
+            (&serde_json::json!(123), &serde_json::json!("application/json"))
+        );
+        event.headers = vec![("content-type".into(), Some(b"text/plain".to_vec()))];
+        let doc = structured_event(&event, &[]);
+        assert_eq!(
+            (&doc["data_base64"], &doc["datacontenttype"]),
+            (&serde_json::json!("MTIz"), &serde_json::json!("text/plain"))
+        );
+        event.headers = vec![("content-type".into(), Some(b"application/vnd.x+json; v=1".to_vec()))];
+        assert_eq!(structured_event(&event, &[])["data"], 123);
     }
 }

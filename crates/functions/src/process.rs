@@ -1,4 +1,4 @@
-//! The process runtime: any executable, started with `sh -c COMMAND` and kept alive across
+//! The process runtime: any executable, started with `/bin/sh -c COMMAND` and kept alive across
 //! invocations, speaking JSON lines on stdin/stdout (one request line per batch, one reply line).
 //! The protocol is documented in `docs/functions-protocols.md`.
 //!
@@ -29,7 +29,7 @@ use crate::runtime::{InvokeError, LogSink, Runtime, RuntimeFactory};
 /// Lines of the child's stdout buffered before the reader thread waits (and the child with it).
 const STDOUT_CHANNEL_LINES: usize = 64;
 
-/// Makes [`ProcessRuntime`]s: one child process each.
+/// Makes [`ProcessRuntime`]s: one child process (`/bin/sh -c COMMAND`) each.
 pub struct ProcessFactory {
     command: String,
     env: BTreeMap<String, String>,
@@ -46,7 +46,8 @@ impl ProcessFactory {
 
     /// Starts a child process. [`RuntimeFactory::instantiate`] is this, boxed.
     pub fn spawn(&self) -> Result<ProcessRuntime, InvokeError> {
-        let mut child = Command::new("sh")
+        // /bin/sh, not a search of PATH: the function's env may set its own PATH.
+        let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(&self.command)
             .envs(&self.env)

@@ -262,3 +262,22 @@ fn a_missing_shell_command_fails_at_the_first_invocation() {
     let err = f.invoke(&[event(0, None, None)]).unwrap_err();
     assert!(matches!(&err, InvokeError::Failed(m) if m.contains("status 127") && m.contains("not found")), "{err:?}");
 }
+
+#[test]
+fn a_command_that_cannot_be_spawned_fails_to_start() {
+    let (log, _) = sink();
+    // One argument longer than Linux's MAX_ARG_STRLEN (128 KiB): execve fails with E2BIG.
+    let command = format!("echo {}", "x".repeat(200_000));
+    let err = ProcessFactory::new(&command, &BTreeMap::new(), 5_000, log).instantiate().err().unwrap();
+    assert!(matches!(&err, InvokeError::Start(m) if m.contains("cannot run")), "{err:?}");
+}
+
+#[test]
+fn the_function_env_may_set_its_own_path() {
+    let (log, _) = sink();
+    let env = BTreeMap::from([("PATH".to_string(), "/nonexistent".to_string())]);
+    let reply = r#"{"id": 1, "outputs": [{"value": "ok"}]}"#;
+    let command = format!("read line; echo '{reply}'; read line");
+    let mut f = ProcessFactory::new(&command, &env, 5_000, log).instantiate().unwrap();
+    assert_eq!(f.invoke(&[event(0, None, None)]).unwrap().outputs[0].value.as_deref(), Some(&b"ok"[..]));
+}
