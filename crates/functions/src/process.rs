@@ -149,15 +149,18 @@ impl ProcessRuntime {
                 Err(_) => break,
             }
         }
+        let exited_alone = self.status.is_some();
         let status = self.kill();
-        let _ = self.stderr_done.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        let stderr_wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+        let _ = self.stderr_done.recv_timeout(stderr_wait);
         let last = self.last_stderr.lock().unwrap().clone();
-        let how = match (status.code(), status.signal()) {
-            (Some(code), _) => format!("status {code}"),
-            (None, Some(signal)) => format!("signal {signal}"),
-            (None, None) => format!("{status}"),
+        let what = match (status.code(), status.signal()) {
+            _ if !exited_alone => "process closed its stdout (killed)".to_string(),
+            (Some(code), _) => format!("process exited with status {code}"),
+            (None, Some(signal)) => format!("process exited with signal {signal}"),
+            (None, None) => format!("process exited with {status}"),
         };
-        InvokeError::Failed(format!("process exited with {how}; last stderr line: {last}"))
+        InvokeError::Failed(format!("{what}; last stderr line: {last}"))
     }
 
     /// Fails the invocation and the instance: the process no longer speaks the protocol.

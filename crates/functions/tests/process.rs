@@ -281,3 +281,15 @@ fn the_function_env_may_set_its_own_path() {
     let mut f = ProcessFactory::new(&command, &env, 5_000, log).instantiate().unwrap();
     assert_eq!(f.invoke(&[event(0, None, None)]).unwrap().outputs[0].value.as_deref(), Some(&b"ok"[..]));
 }
+
+#[test]
+fn a_process_that_closes_its_stdout_is_killed() {
+    let (log, _) = sink();
+    let mut f = ProcessFactory::new("exec >&-; echo closing >&2; sleep 60", &BTreeMap::new(), 10_000, log)
+        .instantiate()
+        .unwrap();
+    let started = Instant::now();
+    let err = f.invoke(&[event(0, None, None)]).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(err, InvokeError::Failed("process closed its stdout (killed); last stderr line: closing".into()));
+}
