@@ -151,3 +151,14 @@ pub const FN_MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Lines of a function's log kept for `freshet fn logs` without reading the logs topic.
 pub const FN_LOG_LINE_MAX_BYTES: usize = 16 * 1024;
+
+/// How long a process function whose stdout ended is given to exit on its own (so that its exit
+/// status and last stderr line can be reported) before it is killed.
+pub const FN_PROCESS_EXIT_WAIT_MS: u64 = 1_000;
+
+/// Idle HTTP connections kept per host for the HTTP functions of one deployed version (shared
+/// by its workers, so as many as it may have workers).
+pub const FN_HTTP_IDLE_CONNECTIONS_PER_HOST: usize = FN_MAX_CONCURRENCY as usize;
+
+/// Most bytes of an HTTP function's error response quoted in the event's failure.
+pub const FN_HTTP_ERROR_SNIPPET_BYTES: usize = 512;
