@@ -98,8 +98,9 @@ fn status(server: &Server, name: &str) -> Json {
     body
 }
 
-/// A Python process function: for every event, the value (JSON) with `"total"` = amount × 1.2
-/// and the customer's name upper-cased; a value with `"poison": true` fails on its own.
+/// A Python process function: for every event, the value (JSON) with `"TOTAL"` = amount × 1.2
+/// and the customer's name upper-cased, keyed by order; a value with `"POISON": true` fails on
+/// its own.
 fn write_python_function(dir: &Path) -> String {
     let path = dir.join("tax.py");
     std::fs::write(
@@ -116,7 +117,7 @@ for line in sys.stdin:
             continue
         v["TOTAL"] = round(v["AMOUNT"] * 1.2, 2)
         v["NAME"] = (v.get("NAME") or "").upper()
-        outputs.append({"key": e["key"], "value": json.dumps(v)})
+        outputs.append({"key": "o%d" % v["ID"], "value": json.dumps(v)})
     print(json.dumps({"id": req["id"], "outputs": outputs, "failed": failed}), flush=True)
 "#,
     )
@@ -143,7 +144,8 @@ fn sql_enriched_stream_feeds_a_function_that_survives_sigkill() {
          CREATE STREAM orders (order_key STRING KEY, id BIGINT, customer STRING, amount DOUBLE, poison BOOLEAN)
              WITH (KAFKA_TOPIC='orders', VALUE_FORMAT='JSON', PARTITIONS=2);
          CREATE STREAM enriched WITH (KAFKA_TOPIC='enriched_orders') AS
-             SELECT o.order_key, o.id AS id, o.amount AS amount, o.poison AS poison, c.name AS name, c.city AS city
+             SELECT o.customer AS customer, o.id AS id, o.amount AS amount, o.poison AS poison, c.name AS name,
+                    c.city AS city
              FROM orders o JOIN customers c ON o.customer = c.id;",
         json!({ "ksql.streams.auto.offset.reset": "earliest" }),
     );
@@ -178,7 +180,8 @@ fn sql_enriched_stream_feeds_a_function_that_survives_sigkill() {
     assert_eq!(v["TOTAL"], json!(8.4), "{v}");
     assert_eq!(v["NAME"], "CUSTOMER 7", "enriched by the join, then by the function: {v}");
     let dead = consume_until(&server.addr, "tax-dlq", "the poisoned order", |r| !r.is_empty());
-    assert_eq!(dead[0].1, "o13");
+    let poisoned: Json = serde_json::from_str(&dead[0].2).unwrap();
+    assert_eq!((dead[0].1.as_str(), &poisoned["ID"]), ("c3", &json!(13)), "keyed by the join column");
     assert_eq!(dead[0].3["freshet.error"], "poison order 13");
     assert_eq!(dead[0].3["freshet.source.topic"], "enriched_orders");
     assert_eq!(dead[0].3["freshet.attempts"], "2");
@@ -215,8 +218,9 @@ fn sql_enriched_stream_feeds_a_function_that_survives_sigkill() {
     // The function's definition survived too.
     assert_eq!(status(&server, "tax")["spec"]["version"], 1);
     freshet_fn(&server, &["delete", "tax"]);
-    let (code, _) = get(&server.http, "/functions/tax");
-    assert_eq!(code, 404);
+    let (code, body) = get_text(&server.http, "/functions/tax");
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("function 'tax' does not exist"), "{body}");
 }
 
 fn get_text(http: &str, path: &str) -> (u16, String) {

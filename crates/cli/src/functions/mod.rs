@@ -24,12 +24,10 @@ impl Loader for RuntimeLoader {
         Ok(match &s.runtime {
             RuntimeSpec::Wasm => return Err(InvokeError::Start("the WASM runtime is not built in yet".into())),
             RuntimeSpec::Process { command, env } => {
-                let _ = (command, env, log);
-                return Err(InvokeError::Start("the process runtime is not built in yet".into()));
+                Arc::new(freshet_functions::process::ProcessFactory::new(command, env, s.timeout_ms, log))
             }
             RuntimeSpec::Http { url, mode } => {
-                let _ = (url, mode);
-                return Err(InvokeError::Start("the HTTP runtime is not built in yet".into()));
+                Arc::new(freshet_functions::http::HttpFactory::new(url, *mode, s.timeout_ms, &s.name))
             }
         })
     }
