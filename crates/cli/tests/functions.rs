@@ -302,3 +302,107 @@ for line in sys.stdin:
     produce(&server.addr, "moods", &[("k".into(), "after".into())]);
     consume_until(&server.addr, "moods-out", "the next event", |r| r.iter().any(|r| r.2 == "after"));
 }
+
+/// Starts `examples/functions/http/server.py` on a free port; returns it and its URL.
+fn start_http_example() -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("python3")
+        .arg("-u")
+        .arg(repo().join("examples/functions/http/server.py"))
+        .arg("0")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 server.py");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(WAIT).expect("server.py says where it listens");
+    let port = line.trim().rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok());
+    let port = port.unwrap_or_else(|| panic!("no port in {line:?}"));
+    (child, format!("http://127.0.0.1:{port}/"))
+}
+
+/// The example functions (Python and Node processes, the CloudEvents endpoint) on the same
+/// input topic, through a real server; the HTTP trigger and a timer trigger.
+#[test]
+fn example_process_and_http_functions_run_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let examples = repo().join("examples/functions");
+    let python = format!("python3 -u {}", examples.join("python/enrich.py").display());
+    let node_ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let (mut http_child, url) = start_http_example();
+    let mut deploys = vec![
+        vec!["deploy", "py", "--command", &python, "--trigger", "topic:ex-in", "--output", "ex-py"],
+        vec!["deploy", "web", "--url", &url, "--trigger", "topic:ex-in", "--output", "ex-web", "--max-attempts", "1"],
+    ];
+    let node = format!("node {}", examples.join("node/enrich.js").display());
+    if node_ok {
+        deploys.push(vec!["deploy", "js", "--command", &node, "--trigger", "topic:ex-in", "--output", "ex-js"]);
+    } else {
+        common::missing("node");
+    }
+    for d in &deploys {
+        freshet_fn(&server, d);
+    }
+    let mut input: Vec<(String, String)> = (0..20).map(|i| (format!("k{i}"), json!({ "n": i }).to_string())).collect();
+    input.push(("k-skip".into(), "skip".into()));
+    input.push(("k-fail".into(), "please fail".into()));
+    produce(&server.addr, "ex-in", &input);
+
+    for (topic, by) in [("ex-py", "python"), ("ex-js", "node")] {
+        if by == "node" && !node_ok {
+            continue;
+        }
+        // 20 JSON values; "skip" and "please fail" are not JSON: dead letters.
+        let out = consume_until(&server.addr, topic, &format!("{by} outputs"), |r| r.len() >= 20);
+        let v: Json = serde_json::from_str(&out.iter().find(|r| r.1 == "k3").unwrap().2).unwrap();
+        assert_eq!(v, json!({ "n": 3, "processed_by": by }), "{topic}");
+    }
+    let dead = consume_until(&server.addr, "py-dlq", "python dead letters", |r| r.len() >= 2);
+    assert!(dead.iter().all(|r| r.3["freshet.error"].contains("not JSON")), "{dead:?}");
+
+    // CloudEvents: JSON gets a field, "skip" has no output, "please fail" is a dead letter.
+    let out = consume_until(&server.addr, "ex-web", "HTTP outputs", |r| r.len() >= 20);
+    let v: Json = serde_json::from_str(&out.iter().find(|r| r.1 == "k5").expect("key kept").2).unwrap();
+    assert_eq!(v["processed_by"], "http", "{v}");
+    let dead = consume_until(&server.addr, "web-dlq", "HTTP dead letter", |r| !r.is_empty());
+    assert_eq!(dead[0].2, "please fail");
+    assert!(dead[0].3["freshet.error"].contains("500"), "{:?}", dead[0].3);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = consume_until(&server.addr, "ex-web", "HTTP outputs", |r| r.len() >= 20);
+    assert_eq!(out.len(), 20, "204 means no output");
+
+    // The HTTP trigger, through `freshet fn invoke`.
+    freshet_fn(&server, &["deploy", "py-call", "--command", &python, "--trigger", "http"]);
+    let answer = freshet_fn(&server, &["invoke", "py-call", "--data", r#"{"x": 1}"#, "--key", "a"]);
+    let v: Json = serde_json::from_str(answer.trim()).unwrap();
+    assert_eq!(v, json!({ "x": 1, "processed_by": "python" }));
+    let (code, body) = post_text(&server.http, "/functions/py-call/invoke", "not json");
+    assert_eq!(code, 502, "a failed event is a failed invocation: {body}");
+    assert!(body.contains("not JSON"), "{body}");
+
+    // A timer trigger: every second, the scheduled time goes through the function.
+    freshet_fn(
+        &server,
+        &["deploy", "py-tick", "--command", &python, "--trigger", "cron:* * * * * *", "--output", "ticks"],
+    );
+    let ticks = consume_until(&server.addr, "ticks", "two timer runs", |r| r.len() >= 2);
+    let v: Json = serde_json::from_str(&ticks[0].2).unwrap();
+    assert!(v["scheduled_time"].is_string() && v["processed_by"] == "python", "{v}");
+
+    let _ = http_child.kill();
+    let _ = http_child.wait();
+}
+
+fn post_text(http: &str, path: &str, body: &str) -> (u16, String) {
+    match ureq::post(&format!("http://{http}{path}")).send_string(body) {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("POST {path}: {e}"),
+    }
+}
