@@ -406,3 +406,105 @@ fn post_text(http: &str, path: &str, body: &str) -> (u16, String) {
         Err(e) => panic!("POST {path}: {e}"),
     }
 }
+
+/// The function host against an existing Kafka-protocol cluster (`serve --external-kafka`): the
+/// definitions, the trigger, the outputs and the group's offsets all live in the cluster; a
+/// restart of the functions process resumes from the committed offsets.
+#[test]
+fn functions_run_against_an_external_kafka_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Server::start(dir.path());
+    let mut host = Server::start_external(&cluster.addr, &[]);
+    let python = format!("python3 -u {}", repo().join("examples/functions/python/enrich.py").display());
+    freshet_fn(&host, &["deploy", "ext", "--command", &python, "--trigger", "topic:ext-in", "--output", "ext-out"]);
+    let input: Vec<(String, String)> = (0..30).map(|i| (format!("k{i}"), json!({ "n": i }).to_string())).collect();
+    produce(&cluster.addr, "ext-in", &input);
+    let out = consume_until(&cluster.addr, "ext-out", "30 outputs in the cluster", |r| r.len() >= 30);
+    assert!(out
+        .iter()
+        .all(|r| r.2.contains("\"processed_by\": \"python\"") || r.2.contains("\"processed_by\":\"python\"")));
+    // The group's offsets are the cluster's.
+    let committed = wait_until(WAIT, "committed offsets", || {
+        let consumer: BaseConsumer = base(&cluster.addr).set("group.id", "freshet-fn-ext").create().ok()?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("ext-in", 0);
+        let c = consumer.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+        match c.find_partition("ext-in", 0)?.offset() {
+            Offset::Offset(o) if o >= 30 => Some(o),
+            _ => None,
+        }
+    });
+    assert_eq!(committed, 30);
+    assert!(host.stop().success());
+    host.restart();
+    assert_eq!(status(&host, "ext")["spec"]["version"], 1, "the definition is in the cluster");
+    produce(&cluster.addr, "ext-in", &[("k30".into(), json!({ "n": 30 }).to_string())]);
+    let out =
+        consume_until(&cluster.addr, "ext-out", "the event after the restart", |r| r.iter().any(|r| r.1 == "k30"));
+    assert_eq!(out.len(), 31, "nothing processed twice after a clean restart");
+}
+
+/// A burst of backlog raises the pool above one worker within a second or two (measured from
+/// the burst); an idle period brings it back to zero. Real processes, real broker.
+#[test]
+fn pool_scales_with_the_backlog_and_back_to_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let script = dir.path().join("slow.py");
+    std::fs::write(
+        &script,
+        r#"import json, sys, time
+for line in sys.stdin:
+    req = json.loads(line)
+    time.sleep(0.05)
+    print(json.dumps({"id": req["id"], "outputs": [{"key": e["key"], "value": e["value"]} for e in req["events"]]}), flush=True)
+"#,
+    )
+    .unwrap();
+    let (code, body) = ksql(
+        &server.http,
+        "CREATE STREAM burst (k STRING KEY, v STRING) WITH (KAFKA_TOPIC='burst', PARTITIONS=4, VALUE_FORMAT='JSON');",
+        json!({}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let command = format!("python3 -u {}", script.display());
+    freshet_fn(
+        &server,
+        &[
+            "deploy",
+            "slow",
+            "--command",
+            &command,
+            "--trigger",
+            "topic:burst",
+            "--output",
+            "burst-out",
+            "--batch-size",
+            "5",
+            "--max-concurrency",
+            "4",
+            "--idle-ms",
+            "1000",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(status(&server, "slow")["workers"], 0, "idle: no workers");
+    let records: Vec<(String, String)> = (0..400).map(|i| (format!("k{i}"), format!("\"v{i}\""))).collect();
+    produce(&server.addr, "burst", &records);
+    let burst = Instant::now();
+    let mut peak = 0;
+    wait_until(Duration::from_secs(3), "more than one worker", || {
+        let w = status(&server, "slow")["workers"].as_i64().unwrap();
+        peak = peak.max(w);
+        (w > 1).then_some(())
+    });
+    let scaled = burst.elapsed();
+    assert!(scaled < Duration::from_secs(2), "scaled up in {scaled:?}");
+    consume_until(&server.addr, "burst-out", "every output", |r| r.len() >= 400);
+    wait_until(Duration::from_secs(10), "the pool back to zero", || {
+        (status(&server, "slow")["workers"] == 0).then_some(())
+    });
+    let (_, metrics) = get_text(&server.http, "/metrics");
+    assert!(metrics.contains("freshet_function_workers{function=\"slow\"} 0"), "{metrics}");
+    eprintln!("scaled above one worker {scaled:?} after the burst (peak {peak})");
+}
