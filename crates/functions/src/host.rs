@@ -263,7 +263,7 @@ impl Host {
             lock(&f.pool).push((i, Instant::now()));
         }
         let reply = result.map_err(|e| HostError::Server(format!("function '{name}' failed: {e}")))?;
-        f.write(&reply.outputs, &[], 0)?;
+        f.write(reply.outputs.clone(), vec![], 0)?;
         Ok(reply)
     }
 
@@ -669,7 +669,7 @@ impl Function {
                     if self.spec.ordered { self.process(inst, &events) } else { self.process_by_key(inst, events) };
                 match outcome {
                     Outcome::Abandoned => return Ok(()),
-                    Outcome::Done { outputs, dead } => self.write(&outputs, &dead, p)?,
+                    Outcome::Done { outputs, dead } => self.write(outputs, dead, p)?,
                 }
             }
             self.topics.commit(&group, &topic, &[(p, next)])?;
@@ -787,8 +787,15 @@ impl Function {
         outputs: &mut Vec<Output>,
         dead: &mut Vec<(Event, String, u32)>,
     ) -> bool {
-        let events: Vec<Event> = which.iter().map(|i| batch[*i].clone()).collect();
-        let failed: Vec<(usize, String)> = match self.invoke(inst, &events) {
+        // The whole batch is passed as it is; a subset (retries, halves) is copied.
+        let subset: Vec<Event>;
+        let events: &[Event] = if which.len() == batch.len() {
+            batch
+        } else {
+            subset = which.iter().map(|i| batch[*i].clone()).collect();
+            &subset
+        };
+        let failed: Vec<(usize, String)> = match self.invoke(inst, events) {
             Ok(reply) => {
                 outputs.extend(reply.outputs);
                 let mut failed: Vec<(usize, String)> = reply
@@ -839,7 +846,7 @@ impl Function {
     /// Writes outputs (by key to a partition of their topic; keyless ones to `partition`) and
     /// dead letters (to the source partition of the dead-letter topic), creating topics that
     /// do not exist yet.
-    fn write(&self, outputs: &[Output], dead: &[(Event, String, u32)], partition: i32) -> Result<(), HostError> {
+    fn write(&self, outputs: Vec<Output>, dead: Vec<(Event, String, u32)>, partition: i32) -> Result<(), HostError> {
         let mut by_target: BTreeMap<(String, i32), Vec<Record>> = BTreeMap::new();
         let now = now_ms();
         let mut unrouted = 0;
@@ -864,15 +871,15 @@ impl Function {
             let topic = self.spec.dlq_topic();
             let n = self.ensure_topic(&topic)?;
             for (e, error, attempts) in dead {
-                let mut headers = e.headers.clone();
+                let mut headers = e.headers;
                 let mut h = |k: &str, v: String| headers.push((k.to_string(), Some(v.into_bytes())));
                 h("freshet.function", self.spec.name.clone());
-                h("freshet.error", error.clone());
+                h("freshet.error", error);
                 h("freshet.attempts", attempts.to_string());
-                h("freshet.source.topic", e.topic.clone());
+                h("freshet.source.topic", e.topic);
                 h("freshet.source.partition", e.partition.to_string());
                 h("freshet.source.offset", e.offset.to_string());
-                let record = Record { key: e.key.clone(), value: e.value.clone(), timestamp: e.timestamp, headers };
+                let record = Record { key: e.key, value: e.value, timestamp: e.timestamp, headers };
                 by_target.entry((topic.clone(), e.partition.max(0).rem_euclid(n))).or_default().push(record);
             }
         }
@@ -946,7 +953,7 @@ impl Function {
             lock(&self.parts).workers = 1;
             self.instances_gauge();
             if let Outcome::Done { outputs, dead } = self.process(&mut inst, &[event]) {
-                if let Err(e) = self.write(&outputs, &dead, 0) {
+                if let Err(e) = self.write(outputs, dead, 0) {
                     (self.log)("error", &format!("writing the outputs of the run at {scheduled}: {e}"));
                 }
             }
