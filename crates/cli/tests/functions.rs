@@ -508,3 +508,55 @@ for line in sys.stdin:
     assert!(metrics.contains("freshet_function_workers{function=\"slow\"} 0"), "{metrics}");
     eprintln!("scaled above one worker {scaled:?} after the burst (peak {peak})");
 }
+
+/// Function hosts on one cluster share a function: a deploy through one reaches the others
+/// through the definitions topic, and the function's consumer group (KIP-848 protocol) splits
+/// the partitions between them. When one stops, the others take its partitions; every event is
+/// processed. (Two `serve --external-kafka` hosts, and the cluster, itself a `freshet serve`.)
+#[test]
+fn two_hosts_split_a_function_over_its_consumer_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Server::start(dir.path());
+    let mut a = Server::start_external(&cluster.addr, &[]);
+    let b = Server::start_external(&cluster.addr, &[]);
+    let (code, body) = ksql(
+        &a.http,
+        "CREATE STREAM split_in (k STRING KEY, v STRING) WITH (KAFKA_TOPIC='split-in', PARTITIONS=4, VALUE_FORMAT='JSON');",
+        json!({}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let python = format!("python3 -u {}", repo().join("examples/functions/python/enrich.py").display());
+    freshet_fn(&a, &["deploy", "split", "--command", &python, "--trigger", "topic:split-in", "--output", "split-out"]);
+    wait_until(WAIT, "host b to follow the deploy", || {
+        let (code, _) = get_text(&b.http, "/functions/split");
+        (code == 200).then_some(())
+    });
+    // The cluster is itself a `freshet serve`, so it hosts the function too: three members.
+    let owned = |s: &Server| status(s, "split")["partitions"].as_array().map(Vec::len).unwrap_or(0);
+    wait_until(WAIT, "the partitions split between the hosts", || {
+        let (oa, ob, oc) = (owned(&a), owned(&b), owned(&cluster));
+        (oa >= 1 && ob >= 1 && oc >= 1 && oa + ob + oc == 4).then_some(())
+    });
+    let input: Vec<(String, String)> = (0..400).map(|i| (format!("k{i}"), json!({ "n": i }).to_string())).collect();
+    produce(&cluster.addr, "split-in", &input);
+    consume_until(&cluster.addr, "split-out", "400 outputs", |r| {
+        r.iter().map(|r| r.1.as_str()).collect::<BTreeSet<_>>().len() >= 400
+    });
+    let events = |s: &Server| status(s, "split")["events_in"].as_u64().unwrap();
+    let (ea, eb, ec) = (events(&a), events(&b), events(&cluster));
+    assert!(ea > 0 && eb > 0 && ec > 0, "every host processed events: {ea}, {eb}, {ec}");
+    assert!(ea + eb + ec >= 400);
+    // Host a stops (and leaves the group): b takes every partition.
+    assert!(a.stop().success());
+    wait_until(WAIT, "b and the cluster own every partition", || (owned(&b) + owned(&cluster) == 4).then_some(()));
+    produce(
+        &cluster.addr,
+        "split-in",
+        &(400..600).map(|i| (format!("k{i}"), json!({ "n": i }).to_string())).collect::<Vec<_>>(),
+    );
+    let out = consume_until(&cluster.addr, "split-out", "600 outputs", |r| {
+        r.iter().map(|r| r.1.as_str()).collect::<BTreeSet<_>>().len() >= 600
+    });
+    assert!(out.len() >= 600);
+    assert!(events(&b) + events(&cluster) >= eb + ec + 200, "b and the cluster processed the rest");
+}

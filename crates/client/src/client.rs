@@ -447,6 +447,86 @@ impl Client {
         Ok(())
     }
 
+    /// One ConsumerGroupHeartbeat (KIP-848) for `group`: joins when `member_epoch` is 0 (with
+    /// `subscribed`), leaves when it is -1, else heartbeats reporting the partitions the member
+    /// still owns (`owned`: topic id, partitions). Returns (member id, member epoch, assigned
+    /// (topic id, partitions) if the answer carries an assignment, heartbeat interval in ms).
+    pub async fn consumer_group_heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        member_epoch: i32,
+        subscribed: Option<&[String]>,
+        owned: Option<&[(String, Vec<i32>)]>,
+    ) -> Result<(String, i32, Option<Vec<(String, Vec<i32>)>>, i32)> {
+        use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+        let conn = self.coordinator(group).await?;
+        let version = conn.version::<ConsumerGroupHeartbeatRequest>(0)?;
+        let owned = match owned {
+            Some(o) => {
+                let mut tps = vec![];
+                for (id, ps) in o {
+                    let id = id.parse().map_err(|_| ClientError::Protocol(format!("bad topic id {id}")))?;
+                    tps.push(TopicPartitions::default().with_topic_id(id).with_partitions(ps.clone()));
+                }
+                Some(tps)
+            }
+            None => None,
+        };
+        let req = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_member_id(StrBytes::from_string(member_id.to_string()))
+            .with_member_epoch(member_epoch)
+            .with_rebalance_timeout_ms(if member_epoch == 0 { 60_000 } else { -1 })
+            .with_subscribed_topic_names(subscribed.map(|ts| ts.iter().map(|t| name(t)).collect()))
+            .with_topic_partitions(owned);
+        let resp = conn.send_versioned(&req, version).await?;
+        check(resp.error_code, resp.error_message.as_ref())?;
+        let assigned = resp
+            .assignment
+            .map(|a| a.topic_partitions.into_iter().map(|tp| (tp.topic_id.to_string(), tp.partitions)).collect());
+        let id = resp.member_id.map(|m| m.to_string()).unwrap_or_else(|| member_id.to_string());
+        Ok((id, resp.member_epoch, assigned, resp.heartbeat_interval_ms))
+    }
+
+    /// Commits offsets as a member of the group (its id and epoch: a consumer-protocol group's
+    /// member epoch).
+    pub async fn commit_offsets_as(
+        &self,
+        group: &str,
+        member_id: &str,
+        member_epoch: i32,
+        offsets: &[((String, i32), i64)],
+    ) -> Result<()> {
+        use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+        let conn = self.coordinator(group).await?;
+        let mut by_topic: std::collections::BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = Default::default();
+        for ((t, p), o) in offsets {
+            by_topic
+                .entry(t)
+                .or_default()
+                .push(OffsetCommitRequestPartition::default().with_partition_index(*p).with_committed_offset(*o));
+        }
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_member_id(StrBytes::from_string(member_id.to_string()))
+            .with_generation_id_or_member_epoch(member_epoch)
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(t, ps)| OffsetCommitRequestTopic::default().with_name(name(t)).with_partitions(ps))
+                    .collect(),
+            );
+        let version = conn.version::<OffsetCommitRequest>(9)?;
+        let resp = conn.send_versioned(&req, version).await?;
+        for t in &resp.topics {
+            for p in &t.partitions {
+                check(p.error_code, None)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes a group (it must have no members) and its committed offsets.
     pub async fn delete_group(&self, group: &str) -> Result<()> {
         let conn = self.coordinator(group).await?;

@@ -140,6 +140,10 @@ pub const FN_RETRY_BACKOFF_MAX_MS: u64 = 10_000;
 /// How often the autoscaler looks at each function's lag.
 pub const FN_SCALE_TICK_MS: u64 = 100;
 
+/// How often a function host heartbeats in its functions' consumer groups (well under the
+/// groups' session timeout; more often while it releases partitions).
+pub const FN_GROUP_HEARTBEAT_MS: u64 = 1_000;
+
 /// A worker with nothing to do for this long stops (the pool shrinks, down to zero).
 pub const FN_DEFAULT_IDLE_MS: u64 = 5_000;
 

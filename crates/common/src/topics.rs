@@ -152,13 +152,40 @@ impl Topics for MemTopics {
     }
 }
 
-/// Committed offsets of consumer groups: where a group's consumers resume.
+/// A member of a consumer group (the KIP-848 consumer protocol), as its owner sees itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Member {
+    /// Empty until the group coordinator gives one.
+    pub id: String,
+    /// 0 to join; then the coordinator's.
+    pub epoch: i32,
+}
+
+/// Consumer groups: committed offsets (where a group's consumers resume) and membership (which
+/// partitions each member owns).
 pub trait GroupOffsets: Send + Sync {
     /// The group's committed offsets for `topic`, by partition (partitions without a commit are
     /// absent).
     fn committed(&self, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>>;
-    /// Commits `offsets` (partition, next offset to consume) of `topic` for `group`, durably.
-    fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> Result<()>;
+
+    /// Commits `offsets` (partition, next offset to consume) of `topic` for `group`, durably:
+    /// as `member` of the group, or from outside it (`None`; refused while it has members).
+    fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)], member: Option<&Member>) -> Result<()>;
+
+    /// One heartbeat of `member` in `group`, subscribed to `topic`: joins when its epoch is 0,
+    /// reports the partitions it still `owned`, and updates its id and epoch. Returns the
+    /// partitions of `topic` the group assigns it when the answer carries an assignment.
+    /// `Ok(None)` from the default: no membership here (one owner takes every partition).
+    fn heartbeat(&self, group: &str, topic: &str, member: &mut Member, owned: &[i32]) -> Result<Option<Vec<i32>>> {
+        let _ = (group, topic, member, owned);
+        Ok(None)
+    }
+
+    /// Leaves the group (its partitions go to the other members).
+    fn leave(&self, group: &str, member: &Member) -> Result<()> {
+        let _ = (group, member);
+        Ok(())
+    }
 }
 
 impl GroupOffsets for MemTopics {
@@ -167,7 +194,7 @@ impl GroupOffsets for MemTopics {
         Ok(o.iter().filter(|((g, t, _), _)| g == group && t == topic).map(|((_, _, p), off)| (*p, *off)).collect())
     }
 
-    fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> Result<()> {
+    fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)], _member: Option<&Member>) -> Result<()> {
         let mut o = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
         for (p, off) in offsets {
             o.insert((group.to_string(), topic.to_string(), *p), *off);

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use freshet_common::limits::{
-    FN_LOG_LINE_MAX_BYTES, FN_MAX_CODE_BYTES, FN_PARTITION_QUANTUM_BATCHES, FN_SCALE_TICK_MS,
+    FN_GROUP_HEARTBEAT_MS, FN_LOG_LINE_MAX_BYTES, FN_MAX_CODE_BYTES, FN_PARTITION_QUANTUM_BATCHES, FN_SCALE_TICK_MS,
 };
 use freshet_common::partitioner::partition_for_key;
-use freshet_common::topics::{GroupOffsets, Record, Topics};
+use freshet_common::topics::{GroupOffsets, Member, Record, Topics};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Output, Reply};
@@ -91,6 +91,10 @@ pub struct FunctionStatus {
     /// "running", "waiting for topic T", "failed: ..."
     pub state: String,
     pub workers: i64,
+    /// The trigger topic's partitions this host owns in the function's consumer group (`None`:
+    /// all, without group membership).
+    #[serde(default)]
+    pub partitions: Option<Vec<i32>>,
     pub lag: i64,
     pub invocations: u64,
     pub errors: u64,
@@ -121,6 +125,13 @@ pub struct Host {
     running: Mutex<BTreeMap<String, Running>>,
     logs: Arc<LogWriter>,
     log_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Held while deploying, deleting or applying definitions: one change at a time.
+    changes: Mutex<()>,
+    /// The next offset of [`FUNCTIONS_TOPIC`] to apply, and when it was last read.
+    definitions_at: Mutex<i64>,
+    last_sync: Mutex<Instant>,
+    stopping: AtomicBool,
+    follower: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct Running {
@@ -150,12 +161,46 @@ impl Host {
             running: Mutex::new(BTreeMap::new()),
             logs,
             log_thread: Mutex::new(Some(log_thread)),
+            changes: Mutex::new(()),
+            definitions_at: Mutex::new(0),
+            last_sync: Mutex::new(Instant::now()),
+            stopping: AtomicBool::new(false),
+            follower: Mutex::new(None),
         });
-        // The latest record per name wins; a tombstone removes the function.
-        let mut deployed: BTreeMap<String, Deployment> = BTreeMap::new();
-        let mut at = 0;
+        host.sync_definitions()?;
+        let h = host.clone();
+        let follower = std::thread::Builder::new()
+            .name("fn-follow".into())
+            .spawn(move || {
+                while !h.stopping.load(Relaxed) {
+                    std::thread::sleep(Duration::from_millis(FN_SCALE_TICK_MS));
+                    if h.last_sync
+                        .lock()
+                        .map(|t| t.elapsed() < Duration::from_millis(FN_GROUP_HEARTBEAT_MS))
+                        .unwrap_or(false)
+                    {
+                        continue;
+                    }
+                    if let Err(e) = h.sync_definitions() {
+                        tracing::warn!(error = %e, "reading function definitions");
+                    }
+                }
+            })
+            .map_err(|e| HostError::Server(format!("cannot start the definitions follower: {e}")))?;
+        *lock(&host.follower) = Some(follower);
+        Ok(host)
+    }
+
+    /// Applies the definitions other hosts (or an earlier run) wrote to [`FUNCTIONS_TOPIC`]
+    /// since the last call: the latest record per name wins; a version already running is left
+    /// alone; a tombstone stops the function.
+    fn sync_definitions(&self) -> Result<(), HostError> {
+        let _changes = lock(&self.changes);
+        *lock(&self.last_sync) = Instant::now();
+        let mut at = *lock(&self.definitions_at);
+        let mut latest: BTreeMap<String, Option<Deployment>> = BTreeMap::new();
         loop {
-            let records = topics.read(FUNCTIONS_TOPIC, 0, at, 256)?;
+            let records = self.topics.read(FUNCTIONS_TOPIC, 0, at, 256)?;
             let Some(last) = records.last() else { break };
             at = last.offset + 1;
             for c in records {
@@ -164,31 +209,47 @@ impl Host {
                 };
                 match c.record.value.as_deref().map(decode_stored) {
                     Some(Ok(d)) => {
-                        deployed.insert(name, d);
+                        latest.insert(name, Some(d));
                     }
                     Some(Err(e)) => {
                         tracing::error!(function = %name, error = %e, "skipping an unreadable function definition")
                     }
                     None => {
-                        deployed.remove(&name);
+                        latest.insert(name, None);
                     }
                 }
             }
         }
-        for (name, d) in deployed {
-            match host.start(d.clone()) {
-                Ok(r) => {
-                    lock(&host.running).insert(name, r);
+        *lock(&self.definitions_at) = at;
+        for (name, d) in latest {
+            let running_version = lock(&self.running).get(&name).map(|r| r.function.spec.version);
+            match d {
+                None => {
+                    let old = lock(&self.running).remove(&name);
+                    if let Some(r) = old {
+                        stop(r);
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(function = %name, error = %e, "a deployed function cannot start");
-                    let f = host.function(d, None);
-                    *lock(&f.state) = format!("failed: {e}");
-                    lock(&host.running).insert(name, Running { function: f, threads: vec![] });
+                Some(d) if Some(d.spec.version) == running_version => {}
+                Some(d) => {
+                    let old = lock(&self.running).remove(&name);
+                    if let Some(old) = old {
+                        stop(old);
+                    }
+                    let r = match self.start(d.clone()) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(function = %name, error = %e, "a deployed function cannot start");
+                            let f = self.function(d, None);
+                            *lock(&f.state) = format!("failed: {e}");
+                            Running { function: f, threads: vec![] }
+                        }
+                    };
+                    lock(&self.running).insert(name, r);
                 }
             }
         }
-        Ok(host)
+        Ok(())
     }
 
     /// Deploys a function or a new version of it. The old version's workers finish their
@@ -203,6 +264,7 @@ impl Host {
             Filter::new(f).map_err(|e| HostError::Invalid(format!("invalid filter: {e}")))?;
         }
         let name = d.spec.name.clone();
+        let _changes = lock(&self.changes);
         // Check that it loads before anything changes.
         self.loader.load(&d, self.logs.sink(&name)).map_err(|e| HostError::Invalid(e.to_string()))?;
         let old = lock(&self.running).remove(&name);
@@ -229,6 +291,7 @@ impl Host {
 
     /// Deletes a function: its workers finish their batches; its definition is removed.
     pub fn delete(&self, name: &str) -> Result<(), HostError> {
+        let _changes = lock(&self.changes);
         let r = lock(&self.running).remove(name).ok_or_else(|| HostError::NotFound(name.to_string()))?;
         let record = Record { key: Some(name.as_bytes().to_vec()), value: None, timestamp: now_ms(), headers: vec![] };
         self.topics.append(FUNCTIONS_TOPIC, 0, vec![record])?;
@@ -304,6 +367,11 @@ impl Host {
 
     /// Stops every function (their workers finish their batches) and flushes the logs.
     pub fn shutdown(&self) {
+        self.stopping.store(true, Relaxed);
+        if let Some(t) = lock(&self.follower).take() {
+            let _ = t.join();
+        }
+        let _changes = lock(&self.changes);
         let all: Vec<Running> = std::mem::take(&mut *lock(&self.running)).into_values().collect();
         for r in &all {
             r.function.stop.store(true, Relaxed);
@@ -334,6 +402,7 @@ impl Host {
             stop: AtomicBool::new(false),
             pool: Mutex::new(vec![]),
             parts: Mutex::new(Parts::default()),
+            member: Mutex::new(None),
             wake: Condvar::new(),
             filter,
             state: Mutex::new("running".into()),
@@ -382,10 +451,30 @@ struct Parts {
     positions: Vec<i64>,
     busy: Vec<bool>,
     ready: VecDeque<i32>,
+    /// The partitions this host owns in the function's consumer group (`None`: every partition,
+    /// when the topics have no group membership), and those the group took away that a worker
+    /// still holds (released once its batch is committed).
+    owned: Option<std::collections::BTreeSet<i32>>,
+    revoking: std::collections::BTreeSet<i32>,
     /// Worker threads alive, and how many of them wait for a partition.
     workers: usize,
     idle: usize,
     handles: Vec<JoinHandle<()>>,
+}
+
+impl Parts {
+    /// Whether this host may process partition `p` now: owned and not being revoked.
+    fn mine(&self, p: i32) -> bool {
+        self.owned.as_ref().is_none_or(|o| o.contains(&p)) && !self.revoking.contains(&p)
+    }
+}
+
+/// The controller's side of the group membership.
+struct Membership {
+    /// False once the topics said they have none (one owner of every partition).
+    supported: bool,
+    member: Member,
+    last: Option<Instant>,
 }
 
 /// One running version of a function.
@@ -398,6 +487,8 @@ struct Function {
     /// Idle instances (HTTP invocations, extra lanes of unordered batches) and since when.
     pool: Mutex<Vec<(Box<dyn Runtime>, Instant)>>,
     parts: Mutex<Parts>,
+    /// This host's membership in the function's consumer group (`None` without membership).
+    member: Mutex<Option<Member>>,
     /// Wakes workers waiting for a partition, and the controller on stop.
     wake: Condvar,
     filter: Option<Filter>,
@@ -418,10 +509,17 @@ impl Function {
     fn status(&self) -> FunctionStatus {
         let m = &self.metrics;
         let cold = m.cold_starts.load(Relaxed);
+        // One lock at a time (a guard in a struct literal would live to its end).
+        let state = lock(&self.state).clone();
+        let partitions = {
+            let parts = lock(&self.parts);
+            parts.owned.as_ref().map(|o| o.iter().copied().filter(|p| !parts.revoking.contains(p)).collect())
+        };
         FunctionStatus {
             spec: self.spec.clone(),
-            state: lock(&self.state).clone(),
+            state,
             workers: m.workers.load(Relaxed),
+            partitions,
             lag: m.lag.load(Relaxed),
             invocations: m.invocations.load(Relaxed),
             errors: m.errors.load(Relaxed),
@@ -501,11 +599,12 @@ impl Function {
         let topic = self.trigger_topic().0.to_string();
         let group = self.spec.group();
         let tick = Duration::from_millis(FN_SCALE_TICK_MS);
+        let mut membership = Membership { supported: true, member: Member::default(), last: None };
         loop {
             if self.stopping() {
                 break;
             }
-            if let Err(e) = self.control_tick(&topic, &group) {
+            if let Err(e) = self.control_tick(&topic, &group, &mut membership) {
                 *lock(&self.state) = format!("error: {e}");
                 tracing::warn!(function = %self.spec.name, error = %e, "function controller");
             }
@@ -522,21 +621,95 @@ impl Function {
         }
         lock(&self.pool).clear();
         self.instances_gauge();
+        // Leave the group: its partitions go to the other hosts (or the next version) at once.
+        if membership.member.epoch > 0 {
+            if let Err(e) = self.topics.leave(&group, &membership.member) {
+                tracing::debug!(function = %self.spec.name, error = %e, "leaving the consumer group");
+            }
+        }
     }
 
-    fn control_tick(self: &Arc<Self>, topic: &str, group: &str) -> Result<(), HostError> {
+    /// Heartbeats in the function's consumer group when due: releases revoked partitions no
+    /// worker holds any more, reports what it owns, and takes the group's assignment.
+    fn heartbeat(&self, topic: &str, group: &str, m: &mut Membership) -> Result<(), HostError> {
+        let due = m.member.epoch == 0
+            || !lock(&self.parts).revoking.is_empty()
+            || m.last.is_none_or(|t| t.elapsed() >= Duration::from_millis(FN_GROUP_HEARTBEAT_MS));
+        if !m.supported || !due {
+            return Ok(());
+        }
+        let owned: Vec<i32> = {
+            let mut parts = lock(&self.parts);
+            let parts = &mut *parts;
+            let released: Vec<i32> = parts
+                .revoking
+                .iter()
+                .copied()
+                .filter(|p| !parts.busy.get(*p as usize).copied().unwrap_or(false))
+                .collect();
+            for p in released {
+                parts.revoking.remove(&p);
+                if let Some(o) = parts.owned.as_mut() {
+                    o.remove(&p);
+                }
+                if let Some(pos) = parts.positions.get_mut(p as usize) {
+                    *pos = -1;
+                }
+            }
+            parts.owned.iter().flatten().copied().collect()
+        };
+        m.last = Some(Instant::now());
+        match self.topics.heartbeat(group, topic, &mut m.member, &owned) {
+            Ok(None) if m.member.epoch == 0 => {
+                // No membership in these topics: this host owns every partition.
+                m.supported = false;
+                *lock(&self.member) = None;
+                lock(&self.parts).owned = None;
+            }
+            Ok(assigned) => {
+                *lock(&self.member) = Some(m.member.clone());
+                if let Some(assigned) = assigned {
+                    let assigned: std::collections::BTreeSet<i32> = assigned.into_iter().collect();
+                    let mut parts = lock(&self.parts);
+                    let owned = parts.owned.get_or_insert_with(Default::default);
+                    let revoked: Vec<i32> = owned.difference(&assigned).copied().collect();
+                    owned.extend(assigned.iter().copied());
+                    parts.revoking.extend(revoked.iter().copied());
+                    parts.ready.retain(|p| !revoked.contains(p));
+                }
+            }
+            Err(e) => {
+                // Fenced or unknown: everything owned is gone; join again.
+                tracing::info!(function = %self.spec.name, error = %e, "rejoining the consumer group");
+                m.member = Member::default();
+                *lock(&self.member) = None;
+                let mut parts = lock(&self.parts);
+                let all: Vec<i32> = parts.owned.iter().flatten().copied().collect();
+                parts.revoking.extend(all);
+                parts.ready.clear();
+            }
+        }
+        Ok(())
+    }
+
+    fn control_tick(self: &Arc<Self>, topic: &str, group: &str, m: &mut Membership) -> Result<(), HostError> {
         let Some(n) = self.topics.partitions(topic) else {
             *lock(&self.state) = format!("waiting for topic {topic}");
             return Ok(());
         };
         let n = n.max(0) as usize;
-        let unknown: Vec<i32> = {
+        {
             let mut parts = lock(&self.parts);
             if parts.positions.len() < n {
                 parts.positions.resize(n, -1);
                 parts.busy.resize(n, false);
             }
-            (0..n as i32).filter(|p| parts.positions[*p as usize] < 0).collect()
+        }
+        self.heartbeat(topic, group, m)?;
+        *lock(&self.state) = "running".into();
+        let unknown: Vec<i32> = {
+            let parts = lock(&self.parts);
+            (0..n as i32).filter(|p| parts.mine(*p) && parts.positions[*p as usize] < 0).collect()
         };
         if !unknown.is_empty() {
             let committed = self.topics.committed(group, topic)?;
@@ -545,13 +718,20 @@ impl Function {
                 lock(&self.parts).positions[p as usize] = pos;
             }
         }
-        let mut ends = Vec::with_capacity(n);
-        for p in 0..n as i32 {
-            ends.push(self.topics.end_offset(topic, p)?);
+        let mine: Vec<i32> = {
+            let parts = lock(&self.parts);
+            (0..n as i32).filter(|p| parts.mine(*p) && parts.positions[*p as usize] >= 0).collect()
+        };
+        let mut ends = Vec::with_capacity(mine.len());
+        for p in &mine {
+            ends.push((*p as usize, self.topics.end_offset(topic, *p)?));
         }
         let mut parts = lock(&self.parts);
         let mut lag = 0;
-        for (p, end) in ends.into_iter().enumerate() {
+        for (p, end) in ends {
+            if !parts.mine(p as i32) {
+                continue;
+            }
             let behind = (end - parts.positions[p]).max(0);
             lag += behind;
             if behind > 0 && !parts.busy[p] && !parts.ready.contains(&(p as i32)) {
@@ -559,7 +739,6 @@ impl Function {
             }
         }
         self.metrics.lag.store(lag, Relaxed);
-        *lock(&self.state) = "running".into();
         // Scale up: a worker per waiting partition that no idle worker will take.
         let wanted = parts.ready.len().saturating_sub(parts.idle);
         let room = (self.spec.max_concurrency as usize).saturating_sub(parts.workers);
@@ -632,7 +811,14 @@ impl Function {
             if self.stopping() {
                 return Ok(());
             }
-            let pos = lock(&self.parts).positions[p as usize];
+            let pos = {
+                let parts = lock(&self.parts);
+                if !parts.mine(p) {
+                    // The group gave the partition to another host: let it go.
+                    return Ok(());
+                }
+                parts.positions[p as usize]
+            };
             let mut read = self.topics.read(&topic, p, pos, self.spec.batch_size)?;
             if read.is_empty() {
                 return Ok(());
@@ -672,7 +858,8 @@ impl Function {
                     Outcome::Done { outputs, dead } => self.write(outputs, dead, p)?,
                 }
             }
-            self.topics.commit(&group, &topic, &[(p, next)])?;
+            let member = lock(&self.member).clone();
+            self.topics.commit(&group, &topic, &[(p, next)], member.as_ref())?;
             lock(&self.parts).positions[p as usize] = next;
         }
         Ok(())

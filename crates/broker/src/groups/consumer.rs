@@ -339,8 +339,12 @@ impl ConsumerGroup {
             let eligible = |name: &str| -> Vec<&String> {
                 members.iter().filter(|m| m.subscribed.iter().any(|t| t == name)).map(|m| &m.id).collect()
             };
-            let quota = |total: usize, n: usize| total.div_ceil(n.max(1));
-            let ceiling = quota(all.len(), members.len());
+            // An even share: every member `floor` partitions, `extra` of them one more. (A
+            // ceiling for all would let early members keep everything: 4 partitions, 3
+            // members, 2 + 2 + 0.)
+            let n = members.len().max(1);
+            let (floor, extra) = (all.len() / n, all.len() % n);
+            let mut above_floor = 0;
             let mut counts: HashMap<&String, usize> = HashMap::new();
             let mut unassigned = Vec::new();
             for (name, id, p) in &all {
@@ -350,10 +354,17 @@ impl ConsumerGroup {
                     .find(|(_, a)| a.get(id).is_some_and(|s| s.contains(p)))
                     .map(|(m, _)| m)
                     .filter(|m| eligible(name).contains(m))
-                    .filter(|m| counts.get(*m).copied().unwrap_or(0) < ceiling);
+                    .filter(|m| {
+                        let c = counts.get(*m).copied().unwrap_or(0);
+                        c < floor || (c == floor && above_floor < extra)
+                    });
                 match keeper.and_then(|k| members.iter().map(|m| &m.id).find(|id| *id == k)) {
                     Some(k) => {
-                        *counts.entry(k).or_default() += 1;
+                        let c = counts.entry(k).or_default();
+                        if *c == floor {
+                            above_floor += 1;
+                        }
+                        *c += 1;
                         target.get_mut(k).expect("member").entry(*id).or_default().insert(*p);
                     }
                     None => unassigned.push((name.clone(), *id, *p)),
@@ -506,6 +517,30 @@ mod tests {
         assert_eq!(count(&b_owned), 3);
         assert!(intersect(&a_kept, &b_owned).is_empty(), "never owned twice");
         assert_eq!(g.state(), "Stable");
+    }
+
+    #[test]
+    fn a_third_member_gets_its_share() {
+        // Topic "a" has 6 partitions; with 4 members the target is 2 + 2 + 1 + 1 (an earlier
+        // version let the first members keep 2 each up to a ceiling: 2 + 2 + 2 + 0).
+        let t = Instant::now();
+        let mut g = ConsumerGroup::new("g");
+        let mut owned: BTreeMap<String, Assignment> = BTreeMap::new();
+        for (i, id) in ["A", "B", "C", "D"].into_iter().enumerate() {
+            join(&mut g, id, &["a"], t);
+            // Let every member converge (revoke, confirm, take) before the next joins.
+            for _ in 0..4 {
+                for m in ["A", "B", "C", "D"].iter().take(i + 1) {
+                    let epoch = g.members[*m].epoch;
+                    let mine = owned.get(*m).cloned().unwrap_or_default();
+                    let r = beat(&mut g, m, epoch, &mine, t);
+                    owned.insert(m.to_string(), r.assignment.unwrap());
+                }
+            }
+        }
+        let mut counts: Vec<usize> = owned.values().map(count).collect();
+        counts.sort();
+        assert_eq!(counts, [1, 1, 2, 2], "{owned:?}");
     }
 
     #[test]

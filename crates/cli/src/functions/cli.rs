@@ -284,6 +284,7 @@ fn print_status(s: &FunctionStatus) {
         ("output", spec.output.clone().unwrap_or_else(|| "-".into())),
         ("dead letters to", spec.dlq_topic()),
         ("workers", format!("{} (max {})", s.workers, spec.max_concurrency)),
+        ("partitions", s.partitions.as_ref().map(|p| format!("{p:?}")).unwrap_or_else(|| "all".into())),
         ("lag", s.lag.to_string()),
         ("events in / out", format!("{} / {}", s.events_in, s.events_out)),
         ("filtered", s.filtered.to_string()),
@@ -344,7 +345,10 @@ pub fn run(args: FnArgs) -> Result<()> {
             for l in &r.lines {
                 print_log_line(l);
             }
-            while follow {
+            if !follow {
+                return Ok(());
+            }
+            loop {
                 std::thread::sleep(Duration::from_millis(500));
                 let r: LogsResponse = api.get(&format!("/functions/{name}/logs?tail=1000"))?;
                 let new = match &last {
@@ -361,7 +365,6 @@ pub fn run(args: FnArgs) -> Result<()> {
                     last = Some(l.clone());
                 }
             }
-            Ok(())
         }
         FnCommand::Delete { name } => {
             api.check(api.agent.delete(&format!("{}/functions/{name}", api.base)).call())?;

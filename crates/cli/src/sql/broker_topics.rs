@@ -15,13 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use freshet_broker::groups::Committed;
+use freshet_broker::groups::{Committed, Heartbeat};
 use freshet_broker::{is_internal, now_ms, Broker, BrokerError, Partition};
 use freshet_common::config::TopicConfig;
 use freshet_common::limits::{SQL_APPEND_TIMEOUT_MS, SQL_READ_MAX_BYTES, SQL_TXN_TIMEOUT_MS};
 use freshet_common::topics::TopicError;
 use freshet_log::batch::{self, BatchHeader, SimpleRecord};
-use freshet_sql::topics::{Consumed, GroupOffsets, Record, Topics};
+use freshet_sql::topics::{Consumed, GroupOffsets, Member, Record, Topics};
 use kafka_protocol::records::RecordBatchDecoder;
 use tokio::runtime::Handle;
 
@@ -359,12 +359,19 @@ impl GroupOffsets for BrokerTopics {
             .collect())
     }
 
-    /// Commits as an OffsetCommit from outside the group does (generation -1): refused while the
-    /// group has members of its own.
-    fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> freshet_common::topics::Result<()> {
+    /// Commits as an OffsetCommit does: from outside the group (generation -1, refused while the
+    /// group has members) or as a member (its id and epoch).
+    fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &[(i32, i64)],
+        member: Option<&Member>,
+    ) -> freshet_common::topics::Result<()> {
         let groups = self.broker.groups();
+        let (id, epoch) = member.map(|m| (m.id.as_str(), m.epoch)).unwrap_or(("", -1));
         groups
-            .check_commit(group, "", None, -1)
+            .check_commit(group, id, None, epoch)
             .map_err(|e| TopicError::new(format!("cannot commit offsets of group {group}: {e:?}")))?;
         let now = now_ms();
         let entries = offsets
@@ -378,5 +385,59 @@ impl GroupOffsets for BrokerTopics {
         self.runtime
             .block_on(async move { groups.offsets.commit(group, entries).await })
             .map_err(|e| TopicError::new(format!("cannot commit offsets of group {group}: {e:?}")))
+    }
+
+    /// A ConsumerGroupHeartbeat without the network.
+    fn heartbeat(
+        &self,
+        group: &str,
+        topic: &str,
+        member: &mut Member,
+        owned: &[i32],
+    ) -> freshet_common::topics::Result<Option<Vec<i32>>> {
+        let t = self.broker.topic(topic).ok_or_else(|| TopicError::new(format!("topic {topic} does not exist")))?;
+        let hb = Heartbeat {
+            member_id: member.id.clone(),
+            member_epoch: member.epoch,
+            instance_id: None,
+            rack_id: None,
+            rebalance_timeout: (member.epoch == 0).then_some(Duration::from_secs(60)),
+            subscribed: (member.epoch == 0).then(|| vec![topic.to_string()]),
+            assignor: None,
+            owned: Some([(t.id, owned.iter().copied().collect())].into_iter().collect()),
+            client_id: "freshet-functions".into(),
+            client_host: "in-process".into(),
+        };
+        let broker = &self.broker;
+        let shapes = |name: &str| broker.topic_shape(name);
+        let answer = broker.groups().consumer_heartbeat(group, hb, &shapes);
+        if let Some((code, why)) = answer.error {
+            return Err(TopicError::new(format!("group {group}: {code:?}: {why}")));
+        }
+        member.id = answer.member_id;
+        member.epoch = answer.member_epoch;
+        Ok(answer.assignment.map(|a| a.get(&t.id).map(|ps| ps.iter().copied().collect()).unwrap_or_default()))
+    }
+
+    fn leave(&self, group: &str, member: &Member) -> freshet_common::topics::Result<()> {
+        let hb = Heartbeat {
+            member_id: member.id.clone(),
+            member_epoch: -1,
+            instance_id: None,
+            rack_id: None,
+            rebalance_timeout: None,
+            subscribed: None,
+            assignor: None,
+            owned: None,
+            client_id: "freshet-functions".into(),
+            client_host: "in-process".into(),
+        };
+        let broker = &self.broker;
+        let shapes = |name: &str| broker.topic_shape(name);
+        let answer = broker.groups().consumer_heartbeat(group, hb, &shapes);
+        match answer.error {
+            Some((code, why)) => Err(TopicError::new(format!("leaving group {group}: {code:?}: {why}"))),
+            None => Ok(()),
+        }
     }
 }

@@ -33,7 +33,7 @@ use freshet_common::limits::{
     SQL_KAFKA_RETRY_BACKOFF_MS, SQL_READ_MAX_BYTES,
 };
 use freshet_common::topics::TopicError;
-use freshet_sql::topics::{Consumed, GroupOffsets, Record, Topics};
+use freshet_sql::topics::{Consumed, GroupOffsets, Member, Record, Topics};
 use tokio::runtime::Handle;
 
 use super::broker_topics::decode_committed;
@@ -430,13 +430,75 @@ impl GroupOffsets for KafkaTopics {
         Ok(all.into_iter().filter(|((t, _), _)| t == topic).map(|((_, p), o)| (p, o)).collect())
     }
 
-    fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> freshet_common::topics::Result<()> {
+    fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &[(i32, i64)],
+        member: Option<&Member>,
+    ) -> freshet_common::topics::Result<()> {
         let entries: Vec<((String, i32), i64)> = offsets.iter().map(|(p, o)| ((topic.to_string(), *p), *o)).collect();
         // A commit of the same offsets again is harmless: repeatable.
         self.call(true, |c| {
             let entries = entries.clone();
-            async move { c.commit_offsets(group, &entries).await }
+            let member = member.cloned();
+            async move {
+                match member {
+                    Some(m) => c.commit_offsets_as(group, &m.id, m.epoch, &entries).await,
+                    None => c.commit_offsets(group, &entries).await,
+                }
+            }
         })
         .map_err(|e| server_error(&format!("committing offsets of group {group}"), e))
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848); a cluster without it (UNSUPPORTED_VERSION) has no
+    /// membership: `Ok(None)`, one owner of every partition.
+    fn heartbeat(
+        &self,
+        group: &str,
+        topic: &str,
+        member: &mut Member,
+        owned: &[i32],
+    ) -> freshet_common::topics::Result<Option<Vec<i32>>> {
+        let id = self
+            .call(true, |c| async move { c.topic(topic).await })
+            .map_err(|e| server_error(&format!("metadata of {topic}"), e))?
+            .id;
+        let subscribed = [topic.to_string()];
+        let owned = [(id.clone(), owned.to_vec())];
+        let (member_id, epoch) = (member.id.clone(), member.epoch);
+        let (subscribed, owned) = (&subscribed, &owned);
+        let answer = self.call(false, |c| {
+            let member_id = member_id.clone();
+            async move {
+                c.consumer_group_heartbeat(
+                    group,
+                    &member_id,
+                    epoch,
+                    (epoch == 0).then_some(&subscribed[..]),
+                    Some(&owned[..]),
+                )
+                .await
+            }
+        });
+        let (member_id, epoch, assigned, _interval) = match answer {
+            Ok(a) => a,
+            Err(freshet_client::ClientError::Unsupported { .. }) => return Ok(None),
+            Err(e) => return Err(server_error(&format!("heartbeat in group {group}"), e)),
+        };
+        member.id = member_id;
+        member.epoch = epoch;
+        Ok(assigned.map(|a| a.into_iter().filter(|(t, _)| *t == id).flat_map(|(_, ps)| ps).collect()))
+    }
+
+    fn leave(&self, group: &str, member: &Member) -> freshet_common::topics::Result<()> {
+        let member_id = member.id.clone();
+        self.call(false, |c| {
+            let member_id = member_id.clone();
+            async move { c.consumer_group_heartbeat(group, &member_id, -1, None, None).await }
+        })
+        .map(|_| ())
+        .map_err(|e| server_error(&format!("leaving group {group}"), e))
     }
 }
