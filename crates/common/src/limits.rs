@@ -151,3 +151,15 @@ pub const FN_MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Lines of a function's log kept for `freshet fn logs` without reading the logs topic.
 pub const FN_LOG_LINE_MAX_BYTES: usize = 16 * 1024;
+
+/// How often the WASM runtime's clock ticks (the epoch of wasmtime's epoch interruption): a
+/// WASM invocation's time limit is enforced to within this precision.
+pub const FN_WASM_EPOCH_TICK_MS: u64 = 2;
+
+/// A WASM instance is replaced by a fresh one after this many invocations (guests whose
+/// allocator never frees, like AssemblyScript's stub runtime, would otherwise run out of memory).
+pub const FN_WASM_RECYCLE_INVOCATIONS: u64 = 10_000;
+
+/// A WASM instance whose linear memory has grown past this percentage of its memory limit is
+/// replaced by a fresh one after the invocation that grew it.
+pub const FN_WASM_RECYCLE_MEMORY_PERCENT: u64 = 50;
