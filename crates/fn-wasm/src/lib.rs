@@ -7,8 +7,11 @@
 //!   ([`InvokeError::Timeout`]).
 //! - Linear memory is limited to the spec's `memory_mb`; growing past it traps.
 //! - Guests get WASI preview1 (wasmtime-wasi) with no files, network, arguments or environment:
-//!   their stdout and stderr go line by line to the [`LogSink`]. AssemblyScript's `env.abort`
+//!   their stdout and stderr go line by line to the [`LogSink`]; `poll_oneoff` (sleeping) is not
+//!   supported, so that no host call blocks past the time limit. AssemblyScript's `env.abort`
 //!   traps with its message.
+//! - [`Runtime::invoke`] blocks: call it from a plain thread (or `spawn_blocking`), never from
+//!   an async task (WASI's host calls run on a Tokio runtime of their own).
 //! - A trap, a bad reply or a limit hit fails the invocation ([`InvokeError::Failed`]) and
 //!   makes the instance unhealthy; so do `FN_WASM_RECYCLE_*` (the instance is recycled).
 
@@ -24,13 +27,16 @@ use freshet_common::limits::{
 use freshet_functions::{Event, InvokeError, LogSink, Reply, Runtime, RuntimeFactory};
 use wasmtime::{
     Caller, Config, Engine, ExternType, FuncType, InstancePre, Linker, Memory, Module, ResourceLimiter, Store,
-    StoreLimits, StoreLimitsBuilder, Trap, TypedFunc, ValType,
+    StoreLimits, StoreLimitsBuilder, Trap, TypedFunc, ValType, WasmBacktrace,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::abi::Decoded;
 use crate::logs::LogStream;
+
+/// WASI preview1's errno for "not supported".
+const WASI_ENOTSUP: i32 = 58;
 
 /// The process's engine: compiled modules are only usable with the engine that compiled them,
 /// and one engine shares one epoch ticker thread.
@@ -116,6 +122,13 @@ impl WasmFactory {
         let mut linker: Linker<State> = Linker::new(engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)
             .and_then(|()| linker.func_wrap("env", "abort", abort).map(|_| ()))
+            // A guest's sleep would block its worker past the time limit (epochs only interrupt
+            // WASM code): `poll_oneoff` answers ENOTSUP instead.
+            .and_then(|()| {
+                linker.allow_shadowing(true);
+                let poll_oneoff = |_: i32, _: i32, _: i32, _: i32| WASI_ENOTSUP;
+                linker.func_wrap("wasi_snapshot_preview1", "poll_oneoff", poll_oneoff).map(|_| ())
+            })
             .map_err(|e| InvokeError::Start(format!("cannot link the WASM runtime: {e:#}")))?;
         let pre = linker.instantiate_pre(&module).map_err(|e| InvokeError::Start(format!("{e:#}")))?;
         Ok(WasmFactory { pre, timeout_ms, memory_mb, log })
@@ -239,7 +252,22 @@ fn describe(e: &wasmtime::Error, store: &Store<State>, timeout_ms: u64) -> Strin
     if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
         return format!("timed out after {timeout_ms} ms");
     }
-    format!("{e:#}")
+    // One line: the cause, and where in the guest.
+    let mut msg = match e.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => e.root_cause().to_string(),
+    };
+    if let Some(frame) = e.downcast_ref::<WasmBacktrace>().and_then(|bt| bt.frames().first()) {
+        match frame.func_name() {
+            Some(name) => msg.push_str(&format!(" (in {name}")),
+            None => msg.push_str(&format!(" (in wasm function {}", frame.func_index())),
+        }
+        if let Some(offset) = frame.module_offset() {
+            msg.push_str(&format!(" at 0x{offset:x}"));
+        }
+        msg.push(')');
+    }
+    msg
 }
 
 /// One instance of a WASM function, owned by one worker.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use freshet_common::limits::FN_WASM_RECYCLE_INVOCATIONS;
 use freshet_fn_wasm::{null_log, WasmFactory};
 use freshet_functions::{Event, Failure, InvokeError, LogSink, Output, Reply, Runtime, RuntimeFactory};
 
@@ -146,7 +147,10 @@ fn a_trap_fails_the_batch_and_the_instance() {
     assert_eq!(rt.invoke(&sample()).unwrap().outputs.len(), 5);
     let err = rt.invoke(&[event(0, None, Some("it goes boom!"), &[])]).unwrap_err();
     match &err {
-        InvokeError::Failed(msg) => assert!(msg.contains("unreachable"), "{msg}"),
+        InvokeError::Failed(msg) => {
+            eprintln!("{msg}");
+            assert!(msg.contains("unreachable"), "{msg}");
+        }
         other => panic!("{other:?}"),
     }
     assert!(!rt.healthy());
@@ -273,6 +277,22 @@ fn wasi_stdout_and_stderr_reach_the_log_sink() {
 }
 
 #[test]
+fn sleeping_is_not_supported() {
+    // poll_oneoff with one clock subscription of an hour: ENOTSUP (58) at once.
+    let imports =
+        r#"(import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))"#;
+    let body = r#"
+        (i32.store8 (i32.const 108) (i32.const 0))
+        (i64.store (i32.const 120) (i64.const 3600000000000))
+        (if (i32.ne (call $poll (i32.const 100) (i32.const 200) (i32.const 1) (i32.const 300)) (i32.const 58))
+          (then unreachable))"#;
+    let mut rt = factory(&fixed_reply(&empty_reply(), 0, 0, imports, body)).instantiate().unwrap();
+    let start = Instant::now();
+    assert_eq!(rt.invoke(&sample()), Ok(Reply::default()));
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
 fn assemblyscript_abort_and_proc_exit_fail_with_their_message() {
     // An AssemblyScript string: its byte length at ptr - 4, then UTF-16LE.
     let imports = r#"(import "env" "abort" (func $abort (param i32 i32 i32 i32)))
@@ -287,7 +307,10 @@ fn assemblyscript_abort_and_proc_exit_fail_with_their_message() {
     );
     let mut rt = factory(&wasm).instantiate().unwrap();
     match rt.invoke(&sample()) {
-        Err(InvokeError::Failed(msg)) => assert!(msg.contains("abort: hi at a.ts:7:3"), "{msg}"),
+        Err(InvokeError::Failed(msg)) => {
+            eprintln!("{msg}");
+            assert!(msg.contains("abort: hi at a.ts:7:3"), "{msg}");
+        }
         other => panic!("{other:?}"),
     }
     assert!(!rt.healthy());
@@ -364,12 +387,13 @@ fn the_c_example_wraps_values_in_json_and_logs_to_stderr() {
 #[test]
 fn the_assemblyscript_example_maps_values() {
     let Some(wasm) = built_example("assemblyscript/build/reverse.wasm") else { return };
-    let f = factory(&wasm);
+    // 1 MiB of memory: the instance is recycled after about a thousand of these invocations.
+    let f = WasmFactory::new(&wasm, 1_000, 1, null_log()).unwrap();
     let mut rt = f.instantiate().unwrap();
     let batch = sample();
     // Many invocations: the stub runtime never frees, the instance is recycled in time.
     let mut instances = 1;
-    for _ in 0..200 {
+    for _ in 0..3000 {
         let reply = rt.invoke(&batch).unwrap();
         let want: Vec<Output> = batch
             .iter()
@@ -385,5 +409,19 @@ fn the_assemblyscript_example_maps_values() {
             instances += 1;
         }
     }
-    println!("{instances} instances");
+    assert!(instances > 1, "{instances} instances");
+}
+
+#[test]
+fn an_instance_is_recycled_after_many_invocations() {
+    let f = factory(&wat_example("identity.wat"));
+    let mut rt = f.instantiate_wasm().unwrap();
+    let batch = &sample()[..1];
+    for _ in 1..FN_WASM_RECYCLE_INVOCATIONS {
+        rt.invoke(batch).unwrap();
+        assert!(rt.healthy());
+    }
+    rt.invoke(batch).unwrap();
+    assert_eq!(rt.invocations(), FN_WASM_RECYCLE_INVOCATIONS);
+    assert!(!rt.healthy());
 }
