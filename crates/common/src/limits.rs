@@ -160,6 +160,6 @@ pub const FN_WASM_EPOCH_TICK_MS: u64 = 2;
 /// allocator never frees, like AssemblyScript's stub runtime, would otherwise run out of memory).
 pub const FN_WASM_RECYCLE_INVOCATIONS: u64 = 10_000;
 
-/// A WASM instance whose linear memory has grown past this percentage of its memory limit is
-/// replaced by a fresh one after the invocation that grew it.
+/// A WASM instance whose linear memory has grown past this percentage of its memory limit (and
+/// past its initial size) is replaced by a fresh one after the invocation that grew it.
 pub const FN_WASM_RECYCLE_MEMORY_PERCENT: u64 = 50;

@@ -161,7 +161,9 @@ impl WasmFactory {
                     .map_err(|e| InvokeError::Start(format!("{init}: {}", describe(&e, &store, self.timeout_ms))))?;
             }
         }
-        let recycle_bytes = memory_bytes / 100 * FN_WASM_RECYCLE_MEMORY_PERCENT as usize;
+        // A module that starts above the threshold is recycled only once it grows.
+        let recycle_bytes =
+            (memory_bytes / 100 * FN_WASM_RECYCLE_MEMORY_PERCENT as usize).max(memory.data_size(&store));
         Ok(WasmRuntime {
             store,
             memory,
@@ -277,6 +279,7 @@ pub struct WasmRuntime {
     alloc: TypedFunc<i32, i32>,
     handle: TypedFunc<(i32, i32), i64>,
     timeout_ms: u64,
+    /// Past this memory size the instance is recycled.
     recycle_bytes: usize,
     invocations: u64,
     healthy: bool,

@@ -68,7 +68,8 @@ fn fixed_reply(reply: &[u8], ptr_delta: i64, len_delta: i64, imports: &str, body
             (memory (export "memory") 1)
             (data (i32.const 4096) "{data}")
             (func (export "freshet_alloc") (param i32) (result i32)
-              (drop (memory.grow (i32.add (i32.shr_u (local.get 0) (i32.const 16)) (i32.const 1))))
+              (if (i32.lt_u (i32.shl (memory.size) (i32.const 16)) (i32.add (i32.const 65536) (local.get 0)))
+                (then (drop (memory.grow (i32.add (i32.shr_u (local.get 0) (i32.const 16)) (i32.const 1))))))
               (i32.const 65536))
             (func (export "freshet_handle") (param i32 i32) (result i64)
               {body}
@@ -203,6 +204,21 @@ fn an_instance_that_grew_past_the_threshold_is_recycled() {
     assert_eq!(rt.invoke(&sample()), Ok(Reply::default()));
     assert!(rt.memory_bytes() > 2 << 20);
     assert!(!rt.healthy());
+    // A module that starts above the threshold (40 pages) is kept until it grows.
+    let reply: String = empty_reply().iter().map(|b| format!("\\{b:02x}")).collect();
+    let wasm = wat::parse_str(format!(
+        r#"(module (memory (export "memory") 40)
+            (data (i32.const 0) "{reply}")
+            (func (export "freshet_alloc") (param i32) (result i32) (i32.const 1024))
+            (func (export "freshet_handle") (param i32 i32) (result i64) (i64.const 12)))"#
+    ))
+    .unwrap();
+    let f = WasmFactory::new(&wasm, 1_000, 4, null_log()).unwrap();
+    let mut rt = f.instantiate_wasm().unwrap();
+    for _ in 0..3 {
+        assert_eq!(rt.invoke(&sample()), Ok(Reply::default()));
+        assert!(rt.healthy());
+    }
 }
 
 #[test]
