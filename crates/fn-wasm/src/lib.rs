@@ -59,7 +59,7 @@ pub fn engine() -> &'static Engine {
 }
 
 /// What a store holds: the guest's WASI context and its memory limiter.
-pub struct State {
+struct State {
     wasi: WasiP1Ctx,
     limits: Limits,
 }
