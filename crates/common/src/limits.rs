@@ -166,3 +166,15 @@ pub const FN_HTTP_IDLE_CONNECTIONS_PER_HOST: usize = FN_MAX_CONCURRENCY as usize
 
 /// Most bytes of an HTTP function's error response quoted in the event's failure.
 pub const FN_HTTP_ERROR_SNIPPET_BYTES: usize = 512;
+
+/// How often the WASM runtime's clock ticks (the epoch of wasmtime's epoch interruption): a
+/// WASM invocation's time limit is enforced to within this precision.
+pub const FN_WASM_EPOCH_TICK_MS: u64 = 2;
+
+/// A WASM instance is replaced by a fresh one after this many invocations (guests whose
+/// allocator never frees, like AssemblyScript's stub runtime, would otherwise run out of memory).
+pub const FN_WASM_RECYCLE_INVOCATIONS: u64 = 10_000;
+
+/// A WASM instance whose linear memory has grown past this percentage of its memory limit (and
+/// past its initial size) is replaced by a fresh one after the invocation that grew it.
+pub const FN_WASM_RECYCLE_MEMORY_PERCENT: u64 = 50;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RuntimeSpec {
     /// A WebAssembly module (its bytes travel beside the spec, see [`Deployment`]), run
-    /// in-process by wasmtime. The ABI is documented in `docs/functions.md`.
+    /// in-process by wasmtime. The ABI is documented in `docs/functions-wasm-abi.md`.
     Wasm,
     /// Any executable, kept alive in a worker pool, speaking JSON lines on stdin/stdout.
     /// `command` runs with `sh -c`.
