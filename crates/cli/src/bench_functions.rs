@@ -100,6 +100,7 @@ fn bench(a: &FunctionsArgs, topics: Arc<BrokerTopics>, script: &std::path::Path)
     let mut kinds = vec![];
     if matches!(a.runtime.as_str(), "wasm" | "all") {
         let code = std::fs::read(&a.wasm).with_context(|| format!("reading {}", a.wasm.display()))?;
+        let code = wat::parse_bytes(&code).with_context(|| format!("compiling {}", a.wasm.display()))?.into_owned();
         kinds.push(("wasm".to_string(), RuntimeSpec::Wasm, code, a.events));
     }
     if matches!(a.runtime.as_str(), "process" | "all") {

@@ -560,3 +560,76 @@ fn two_hosts_split_a_function_over_its_consumer_group() {
     assert!(out.len() >= 600);
     assert!(events(&b) + events(&cluster) >= eb + ec + 200, "b and the cluster processed the rest");
 }
+
+/// The example WASM functions through a real server: WAT (text, compiled by `freshet fn
+/// deploy`), a trapping one whose failing event goes to the dead-letter topic, the C (wasi-libc)
+/// and AssemblyScript examples when built (required in CI: FRESHET_REQUIRE_WASM_EXAMPLES=1).
+#[test]
+fn wasm_functions_run_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let examples = repo().join("examples/functions");
+    let path = |p: &str| examples.join(p).display().to_string();
+    let required = std::env::var("FRESHET_REQUIRE_WASM_EXAMPLES").is_ok_and(|v| v == "1");
+    let mut deployed = vec![];
+    for (name, file, extra) in [
+        ("wat-id", path("wat/identity.wat"), vec!["--output", "wat-id-out"]),
+        ("wat-upper", path("wat/uppercase.wat"), vec![]),
+        ("wat-boom", path("wat/boom.wat"), vec!["--output", "wat-boom-out", "--max-attempts", "2"]),
+        ("c-wrap", path("c/wrap_json.wasm"), vec!["--output", "c-wrap-out"]),
+        ("as-reverse", path("assemblyscript/build/reverse.wasm"), vec!["--output", "as-reverse-out"]),
+    ] {
+        if !Path::new(&file).exists() {
+            assert!(!required, "{file} is not built (FRESHET_REQUIRE_WASM_EXAMPLES=1)");
+            eprintln!("SKIPPED: {file} is not built; .ci/run builds it");
+            continue;
+        }
+        let mut args = vec!["deploy", name, "--wasm", file.as_str(), "--trigger", "topic:wasm-in"];
+        args.extend(extra);
+        freshet_fn(&server, &args);
+        deployed.push(name);
+    }
+    let input: Vec<(String, String)> =
+        ["hello", "kaboom", "world"].iter().map(|v| (format!("k-{v}"), v.to_string())).collect();
+    produce(&server.addr, "wasm-in", &input);
+
+    let out = consume_until(&server.addr, "wat-id-out", "identity outputs", |r| r.len() >= 3);
+    let values: Vec<&str> = out.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(values, ["hello", "kaboom", "world"]);
+    assert_eq!(out[0].1, "k-hello", "keys kept");
+    let out = consume_until(&server.addr, "uppercased", "uppercase outputs", |r| r.len() >= 3);
+    assert_eq!(out.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(), ["HELLO", "KABOOM", "WORLD"]);
+    // The trap fails the batch; bisection finds the one event; the others flow on.
+    let out = consume_until(&server.addr, "wat-boom-out", "boom outputs", |r| r.len() >= 2);
+    assert_eq!(out.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(), ["hello", "world"]);
+    let dead = consume_until(&server.addr, "wat-boom-dlq", "the trapping event", |r| !r.is_empty());
+    assert_eq!(dead[0].2, "kaboom");
+    assert!(dead[0].3["freshet.error"].contains("trap"), "{:?}", dead[0].3);
+    if deployed.contains(&"c-wrap") {
+        let out = consume_until(&server.addr, "c-wrap-out", "C outputs", |r| r.len() >= 3);
+        let v: Json = serde_json::from_str(&out[0].2).unwrap();
+        assert_eq!(v["value"], "hello", "{v}");
+        let logs = freshet_fn(&server, &["logs", "c-wrap"]);
+        assert!(logs.contains("[stderr]"), "the guest's stderr in its log: {logs}");
+    }
+    if deployed.contains(&"as-reverse") {
+        let out = consume_until(&server.addr, "as-reverse-out", "AssemblyScript outputs", |r| r.len() >= 3);
+        assert_eq!(out.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(), ["olleh", "moobak", "dlrow"]);
+    }
+    // The HTTP trigger on a WASM function.
+    freshet_fn(&server, &["deploy", "wat-call", "--wasm", &path("wat/identity.wat"), "--trigger", "http"]);
+    let answer = freshet_fn(&server, &["invoke", "wat-call", "--data", "ping"]);
+    assert_eq!(answer.trim(), "ping");
+    // A module that is not WebAssembly is refused at deploy, with the reason.
+    let bad = dir.path().join("bad.wasm");
+    std::fs::write(&bad, b"\0asm\x01\0\0\0garbage").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_freshet"))
+        .args(["fn", "deploy", "bad", "--wasm"])
+        .arg(&bad)
+        .args(["--trigger", "http", "--http", &server.http])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot start the function"), "{err}");
+}

@@ -199,6 +199,8 @@ fn deploy(api: &Api, a: &DeployArgs) -> Result<()> {
     let (runtime, code) = match (&a.wasm, &a.command, &a.url) {
         (Some(path), None, None) => {
             let code = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            // The WebAssembly text format is compiled here; binary modules pass unchanged.
+            let code = wat::parse_bytes(&code).map_err(|e| anyhow!("{}: {e}", path.display()))?.into_owned();
             (RuntimeSpec::Wasm, Some(code))
         }
         (None, Some(command), None) => {

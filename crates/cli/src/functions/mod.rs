@@ -22,9 +22,7 @@ impl Loader for RuntimeLoader {
     fn load(&self, d: &Deployment, log: LogSink) -> Result<Arc<dyn RuntimeFactory>, InvokeError> {
         let s = &d.spec;
         Ok(match &s.runtime {
-            RuntimeSpec::Wasm => {
-                Arc::new(freshet_fn_wasm::WasmFactory::new(&d.code, s.timeout_ms, s.memory_mb, log)?)
-            }
+            RuntimeSpec::Wasm => Arc::new(freshet_fn_wasm::WasmFactory::new(&d.code, s.timeout_ms, s.memory_mb, log)?),
             RuntimeSpec::Process { command, env } => {
                 Arc::new(freshet_functions::process::ProcessFactory::new(command, env, s.timeout_ms, log))
             }
