@@ -21,6 +21,7 @@ use freshet_sql::ast::{SourceKind, Statement, WindowKind};
 use freshet_sql::catalog::SourceDef;
 use freshet_sql::engine::{Engine, Outcome};
 use freshet_sql::error::ErrorKind;
+use freshet_sql::functions::registry;
 use freshet_sql::parser;
 use freshet_sql::topics::{Record, Topics};
 use freshet_sql::types::SqlType;
@@ -466,6 +467,7 @@ impl SqlServer {
                 Statement::Describe { name: Some(name), extended, functions: false } => {
                     self.describe(&name, extended, &text)
                 }
+                Statement::Describe { name: Some(name), functions: true, .. } => self.describe_function(&name, &text),
                 Statement::Select(_) | Statement::Print { .. } => Err(Reply {
                     status: 400,
                     body: error_entity(
@@ -668,13 +670,62 @@ impl SqlServer {
                 "types": self.engine.catalog.types.iter().map(|(k, t)| (k.clone(), schema_json(t))).collect::<serde_json::Map<_, _>>(),
                 "warnings": [],
             }),
-            Show::Functions => {
-                return Err(Reply {
-                    status: 400,
-                    body: error_entity(ERROR_BAD_STATEMENT, "SHOW FUNCTIONS is not supported yet.", text, vec![]),
-                })
-            }
+            Show::Functions => json!({
+                "@type": "function_names",
+                "statementText": text,
+                "functions": registry::all()
+                    .iter()
+                    .map(|f| json!({ "name": f.name, "category": f.category, "type": f.kind.name() }))
+                    .collect::<Vec<_>>(),
+                "warnings": [],
+            }),
         }))
+    }
+
+    /// `DESCRIBE FUNCTION name`: ksqlDB's `describe_function` entity. The signatures are those
+    /// the registry can find (see `freshet_sql::functions::registry`).
+    fn describe_function(&self, name: &str, text: &str) -> Result<Option<Json>, Reply> {
+        let Some(f) = registry::lookup(name) else {
+            return Err(bad_statement(&format!("Can't find any functions with the name '{name}'"), text));
+        };
+        let mut description = registry::description(f.name)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("A built-in {} function.", f.category.to_ascii_lowercase()));
+        let (signatures, more) = registry::signatures(&f);
+        let variants: Vec<Json> = signatures
+            .iter()
+            .map(|s| {
+                json!({
+                    "arguments": s.arguments.iter().enumerate().map(|(i, t)| json!({
+                        "name": format!("arg{}", i + 1),
+                        "type": t,
+                        "description": "",
+                        "isVariadic": false,
+                    })).collect::<Vec<_>>(),
+                    "argumentTypes": s.arguments,
+                    "returnType": s.return_type,
+                    "description": "",
+                })
+            })
+            .collect();
+        if more {
+            description.push_str(&format!(
+                " (Only the first {} accepted argument combinations are listed.)",
+                registry::MAX_SIGNATURES
+            ));
+        }
+        Ok(Some(json!({
+            "@type": "describe_function",
+            "statementText": text,
+            "name": f.name,
+            "description": description,
+            "author": "Freshet",
+            "version": env!("CARGO_PKG_VERSION"),
+            "path": "internal",
+            "type": f.kind.name(),
+            "functions": variants,
+            "warnings": [],
+        })))
     }
 
     fn describe(&self, name: &str, extended: bool, text: &str) -> Result<Option<Json>, Reply> {
