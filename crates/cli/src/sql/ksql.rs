@@ -17,10 +17,11 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use freshet_common::config::TopicConfig;
-use freshet_sql::ast::{SourceKind, Statement, WindowKind};
+use freshet_sql::ast::{ExplainTarget, SourceKind, Statement, WindowKind};
 use freshet_sql::catalog::SourceDef;
 use freshet_sql::engine::{Engine, Outcome};
 use freshet_sql::error::ErrorKind;
+use freshet_sql::explain;
 use freshet_sql::functions::registry;
 use freshet_sql::parser;
 use freshet_sql::topics::{Record, Topics};
@@ -477,7 +478,8 @@ impl SqlServer {
                         vec![],
                     ),
                 }),
-                Statement::Describe { .. } | Statement::Explain(_) => Err(Reply {
+                Statement::Explain(target) => self.explain(target, &text, &props),
+                Statement::Describe { .. } => Err(Reply {
                     status: 400,
                     body: error_entity(ERROR_BAD_STATEMENT, "This statement is not supported yet.", &text, vec![]),
                 }),
@@ -680,6 +682,88 @@ impl SqlServer {
                 "warnings": [],
             }),
         }))
+    }
+
+    /// `EXPLAIN id` or `EXPLAIN statement`: ksqlDB's `queryDescription` entity.
+    fn explain(
+        &self,
+        target: ExplainTarget,
+        text: &str,
+        props: &BTreeMap<String, String>,
+    ) -> Result<Option<Json>, Reply> {
+        let (explained, id, statement, state) = match target {
+            ExplainTarget::Query(id) => {
+                let upper = id.to_ascii_uppercase();
+                let (q, state) = match (self.engine.queries.get(&upper), self.failed.get(&upper)) {
+                    (Some(q), _) => (q, "RUNNING"),
+                    (None, Some((q, _))) => (q, "ERROR"),
+                    (None, None) => {
+                        return Err(bad_statement(
+                            &format!(
+                                "Query with id:{id} does not exist, use SHOW QUERIES to view the full set of queries."
+                            ),
+                            text,
+                        ))
+                    }
+                };
+                let explained = explain::explain_query(q).map_err(|e| statement_error(&e, text))?;
+                (explained, q.id.clone(), q.sql.clone(), Some(state))
+            }
+            ExplainTarget::Statement(stmt) => {
+                let engine = &self.engine;
+                let explained = match std::panic::catch_unwind(AssertUnwindSafe(|| engine.explain_statement(&stmt))) {
+                    Ok(r) => r.map_err(|e| statement_error(&e, text))?,
+                    Err(_) => return Err(bad_statement("Planning the statement failed (internal error).", text)),
+                };
+                // The statement as written after EXPLAIN.
+                let inner = text.trim_start();
+                let inner = inner.get(7..).map(str::trim_start).unwrap_or(inner).to_string();
+                (explained, String::new(), inner, None)
+            }
+        };
+        let out = &explained.output;
+        let mut fields = vec![];
+        for k in &out.keys {
+            let ty = if out.kind == SourceKind::Table { "PRIMARY_KEY" } else { "KEY" };
+            fields.push(json!({ "name": k.name, "schema": schema_json(&k.ty), "type": ty }));
+        }
+        for v in &out.values {
+            fields.push(json!({ "name": v.name, "schema": schema_json(&v.ty) }));
+        }
+        let window_type = out.window.map(|w| match w {
+            WindowKind::Tumbling { .. } => "TUMBLING",
+            WindowKind::Hopping { .. } => "HOPPING",
+            WindowKind::Session { .. } => "SESSION",
+        });
+        let query_type = if explained.sink.is_some() { "PERSISTENT" } else { "PUSH" };
+        let errors: Vec<Json> = self
+            .failed
+            .get(&id)
+            .map(|(_, reason)| json!({ "timestamp": 0, "errorMessage": reason, "type": "UNKNOWN" }))
+            .into_iter()
+            .collect();
+        Ok(Some(json!({
+            "@type": "queryDescription",
+            "statementText": text,
+            "queryDescription": {
+                "id": id,
+                "statementText": statement,
+                "windowType": window_type,
+                "fields": fields,
+                "sources": explained.sources,
+                "sinks": explained.sink.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+                "sinkKafkaTopics": explained.sink.iter().map(|s| s.topic.clone()).collect::<Vec<_>>(),
+                "topology": explained.topology,
+                "executionPlan": explained.execution_plan,
+                "overriddenProperties": props,
+                "ksqlHostQueryStatus": {},
+                "queryType": query_type,
+                "queryErrors": errors,
+                "tasksMetadata": [],
+                "state": state,
+            },
+            "warnings": [],
+        })))
     }
 
     /// `DESCRIBE FUNCTION name`: ksqlDB's `describe_function` entity. The signatures are those
