@@ -74,7 +74,7 @@ impl PrintCursor {
             let batch = topics.read(&self.topic, p as i32, self.offsets[p], SQL_POLL_BATCH)?;
             for c in batch {
                 self.offsets[p] = c.offset + 1;
-                let printed = self.seen % self.interval == 0;
+                let printed = self.seen.is_multiple_of(self.interval);
                 self.seen += 1;
                 if !printed || self.finished() {
                     continue;

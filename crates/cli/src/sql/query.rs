@@ -57,7 +57,7 @@ pub enum Answer {
 
 /// What a push slot runs.
 enum Source {
-    Select(PushQuery),
+    Select(Box<PushQuery>),
     Print(PrintCursor),
 }
 
@@ -135,7 +135,7 @@ impl SqlServer {
         let columns = query.columns.clone();
         self.push.push(PushSlot {
             id: query_id.clone(),
-            source: Source::Select(query),
+            source: Source::Select(Box::new(query)),
             tx,
             backlog: VecDeque::new(),
             ended: false,
