@@ -313,7 +313,7 @@ PRINT 'pings' FROM BEGINNING LIMIT 1;
     assert!(stdout.contains("Execution plan") && stdout.contains("Processing topology"), "{stdout}");
     assert!(stdout.contains("[ TRANSIENT ]"), "{stdout}");
     // PRINT: the record's line.
-    assert!(stdout.contains("Value format: JSON"), "{stdout}");
+    assert!(stdout.contains("Key format: KAFKA_STRING\nValue format: JSON\nrowtime: "), "no blank lines: {stdout}");
     assert!(
         stdout.lines().any(|l| l.starts_with("rowtime: ") && l.contains("key: p1, value: {\"N\":7}, partition: 0")),
         "{stdout}"

@@ -203,7 +203,7 @@ pub fn all() -> Vec<FunctionInfo> {
     let mut out: Vec<FunctionInfo> = SCALARS
         .iter()
         .map(|&(name, category)| FunctionInfo { name, category, kind: FunctionType::Scalar })
-        .chain(super::AGGREGATES.iter().filter(|n| **n != "ATTR").map(|&name| FunctionInfo {
+        .chain(super::AGGREGATES.iter().filter(|n| aggregate_implemented(n)).map(|&name| FunctionInfo {
             name,
             category: "AGGREGATE",
             kind: FunctionType::Aggregate,
@@ -212,6 +212,15 @@ pub fn all() -> Vec<FunctionInfo> {
         .collect();
     out.sort_by_key(|f| f.name);
     out
+}
+
+/// Whether the aggregation operator implements an aggregate name (`functions::AGGREGATES` also
+/// names ones it only recognizes, such as ATTR, to refuse them in the right place).
+fn aggregate_implemented(name: &str) -> bool {
+    match crate::aggregate::resolve(name, &[SqlType::Int], &[], false) {
+        Ok(_) => true,
+        Err(e) => !e.to_string().starts_with("Unknown aggregate function"),
+    }
 }
 
 /// A function by name (case-insensitive).
@@ -411,6 +420,7 @@ mod tests {
         assert!(all.iter().any(|f| f.name == "EXPLODE" && f.kind == FunctionType::Table));
         assert!(all.windows(2).all(|w| w[0].name < w[1].name), "sorted, no duplicates");
         assert!(lookup("nope").is_none());
+        assert!(lookup("ATTR").is_none(), "recognized, not implemented");
     }
 
     #[test]
