@@ -280,3 +280,42 @@ Limit Reached
 ";
     assert_eq!(stdout, expected);
 }
+
+#[test]
+fn functions_explain_and_print_in_the_shell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let stdout = ok(&sql(
+        &server,
+        &[],
+        "CREATE STREAM pings (id STRING KEY, n INT) WITH (KAFKA_TOPIC='pings', PARTITIONS=1, VALUE_FORMAT='JSON');
+INSERT INTO pings (id, n) VALUES ('p1', 7);
+SET 'auto.offset.reset' = 'earliest';
+CREATE STREAM big_pings AS SELECT id, n FROM pings WHERE n > 5;
+SHOW FUNCTIONS;
+DESCRIBE FUNCTION ucase;
+EXPLAIN SELECT id, n * 2 AS twice FROM pings EMIT CHANGES;
+PRINT 'pings' FROM BEGINNING LIMIT 1;
+",
+    ));
+    // SHOW FUNCTIONS: a listing with the categories.
+    let header = stdout.lines().find(|l| l.contains("Function Name")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(header.contains("| Category") && header.contains("| Type"), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with(" ABS ") && l.contains("MATHEMATICAL") && l.contains("SCALAR")),
+        "{stdout}"
+    );
+    // DESCRIBE FUNCTION: the variations.
+    assert!(stdout.contains("Name        : UCASE"), "{stdout}");
+    assert!(stdout.contains("Variation   : UCASE(arg1 STRING)"), "{stdout}");
+    // EXPLAIN: the plan and topology.
+    assert!(stdout.contains("Sources that this query reads from: PINGS"), "{stdout}");
+    assert!(stdout.contains("Execution plan") && stdout.contains("Processing topology"), "{stdout}");
+    assert!(stdout.contains("[ TRANSIENT ]"), "{stdout}");
+    // PRINT: the record's line.
+    assert!(stdout.contains("Key format: KAFKA_STRING\nValue format: JSON\nrowtime: "), "no blank lines: {stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("rowtime: ") && l.contains("key: p1, value: {\"N\":7}, partition: 0")),
+        "{stdout}"
+    );
+}

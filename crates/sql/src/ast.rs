@@ -71,10 +71,14 @@ pub enum Statement {
         extended: bool,
         functions: bool,
     },
-    Explain(String),
+    Explain(ExplainTarget),
+    /// `PRINT topic [FROM BEGINNING] [INTERVAL|SAMPLE n] [LIMIT n]`: the topic name as written
+    /// (quoted names keep their case).
     Print {
         topic: String,
         from_beginning: bool,
+        /// Print every n-th record.
+        interval: Option<u64>,
         limit: Option<u64>,
     },
     Set {
@@ -89,6 +93,15 @@ pub enum Statement {
     Undefine(String),
     Select(Box<Select>),
     Assert,
+}
+
+/// What `EXPLAIN` explains.
+#[derive(Debug, Clone)]
+pub enum ExplainTarget {
+    /// A running query, by id (as written).
+    Query(String),
+    /// A SELECT, CREATE ... AS SELECT or INSERT INTO ... SELECT, planned without running it.
+    Statement(Box<Statement>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

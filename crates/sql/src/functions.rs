@@ -48,6 +48,7 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
 mod array;
 mod datetime;
 mod json;
+pub mod registry;
 mod string;
 
 use crate::error::{Result, SqlError};

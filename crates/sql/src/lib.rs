@@ -10,6 +10,7 @@ pub mod ast;
 pub mod catalog;
 pub mod engine;
 pub mod error;
+pub mod explain;
 pub mod expr;
 pub mod format;
 pub mod functions;

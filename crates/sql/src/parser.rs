@@ -768,7 +768,12 @@ impl StatementParser<'_> {
             }
             "EXPLAIN" => {
                 p.next_token();
-                Ok(Statement::Explain(identifier(p)?))
+                let next = p.peek_token().token;
+                if ["SELECT", "CREATE", "INSERT"].iter().any(|w| word_is(&next, w)) {
+                    let inner = self.statement(p)?;
+                    return Ok(Statement::Explain(ExplainTarget::Statement(Box::new(inner))));
+                }
+                Ok(Statement::Explain(ExplainTarget::Query(identifier(p)?)))
             }
             "PRINT" => {
                 p.next_token();
@@ -787,11 +792,12 @@ impl StatementParser<'_> {
                     true
                 };
                 let mut limit = None;
+                let mut interval = None;
                 loop {
                     if word(p, "LIMIT") {
                         limit = Some(self.uint(p)?);
                     } else if word(p, "INTERVAL") || word(p, "SAMPLE") {
-                        self.uint(p)?;
+                        interval = Some(self.uint(p)?);
                     } else {
                         break;
                     }
@@ -799,6 +805,7 @@ impl StatementParser<'_> {
                 Ok(Statement::Print {
                     topic,
                     from_beginning,
+                    interval,
                     limit,
                 })
             }
@@ -1339,6 +1346,41 @@ mod tests {
         assert!(e.pos.is_some(), "{e}");
         let e = parse_statement("SELECT 9223372036854775808 FROM X;", &TypeRegistry::new()).unwrap_err();
         assert!(e.to_string().contains("Invalid numeric literal"), "{e}");
+    }
+
+    #[test]
+    fn explain_print_and_functions() {
+        let Statement::Explain(ExplainTarget::Query(id)) = parse("EXPLAIN CSAS_OUT_0;") else { panic!() };
+        assert_eq!(id, "CSAS_OUT_0");
+        let Statement::Explain(ExplainTarget::Statement(inner)) =
+            parse("explain CREATE STREAM OUT AS SELECT * FROM S WHERE X > 1;")
+        else {
+            panic!()
+        };
+        assert!(matches!(*inner, Statement::CreateAs(_)));
+        let Statement::Explain(ExplainTarget::Statement(inner)) = parse("EXPLAIN SELECT * FROM S EMIT CHANGES;") else {
+            panic!()
+        };
+        assert!(matches!(*inner, Statement::Select(_)));
+        assert!(matches!(
+            parse("EXPLAIN INSERT INTO T SELECT * FROM S;"),
+            Statement::Explain(ExplainTarget::Statement(_))
+        ));
+        let Statement::Print { topic, from_beginning, interval, limit } =
+            parse("PRINT 'my-topic' FROM BEGINNING INTERVAL 2 LIMIT 10;")
+        else {
+            panic!()
+        };
+        assert_eq!((topic.as_str(), from_beginning, interval, limit), ("my-topic", true, Some(2), Some(10)));
+        let Statement::Print { topic, from_beginning, interval, limit } = parse("PRINT orders SAMPLE 3") else {
+            panic!()
+        };
+        assert_eq!((topic.as_str(), from_beginning, interval, limit), ("orders", false, Some(3), None));
+        assert!(matches!(parse("SHOW FUNCTIONS;"), Statement::Show(Show::Functions)));
+        assert!(matches!(parse("LIST FUNCTIONS"), Statement::Show(Show::Functions)));
+        let Statement::Describe { name, functions: true, .. } = parse("DESCRIBE FUNCTION explode;") else { panic!() };
+        assert_eq!(name.as_deref(), Some("EXPLODE"));
+        assert!(parse_statement("PRINT 'x' LIMIT x", &TypeRegistry::new()).is_err());
     }
 
     #[test]

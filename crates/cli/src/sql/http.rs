@@ -18,7 +18,7 @@ use serde_json::{json, Value as Json};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
-use super::ksql::{bad_request, KsqlRequest, KSQL_COMPAT_VERSION, SERVICE_ID};
+use super::ksql::{bad_request, bad_statement, KsqlRequest, KSQL_COMPAT_VERSION, SERVICE_ID};
 use super::query::{header_json, metadata_json, Answer, Item};
 use super::runner::Request;
 
@@ -151,12 +151,36 @@ async fn run_query(state: AppState, req: KsqlRequest, shape: Shape) -> Response 
                     }
                     let (chunk, done) = match rows.recv().await {
                         Some(Item::Row(r, tombstone)) => (shape.row(r, tombstone), false),
+                        Some(Item::Line(_)) => (String::new(), false),
                         Some(Item::End { message, error }) => (shape.close(Some((message, error))), true),
                         None => (shape.close(None), true),
                     };
                     Some((Ok(Bytes::from(chunk)), (None, rows, done)))
                 });
             (StatusCode::OK, [(header::CONTENT_TYPE, shape.content_type())], Body::from_stream(stream)).into_response()
+        }
+        Answer::Print { lines } => {
+            if !matches!(shape, Shape::Query) {
+                // Dropping `lines` ends the print on the engine's side.
+                let r = bad_statement("PRINT is served by the /query endpoint only.", "PRINT");
+                return respond(r.status, &r.body);
+            }
+            // Plain text, a line per record, as ksqlDB's /query answers PRINT; ends at LIMIT or
+            // when the client goes away (the engine drops the print at its next step).
+            let stream = futures::stream::unfold((lines, false), |(mut lines, done)| async move {
+                if done {
+                    return None;
+                }
+                let (chunk, done) = match lines.recv().await {
+                    Some(Item::Line(l)) => (format!("{l}\n"), false),
+                    Some(Item::Row(..)) => (String::new(), false),
+                    Some(Item::End { message, error: true }) => (format!("{message}\n"), true),
+                    Some(Item::End { .. }) | None => (String::new(), true),
+                };
+                Some((Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), (lines, done)))
+            });
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream))
+                .into_response()
         }
     }
 }

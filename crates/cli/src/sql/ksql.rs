@@ -17,10 +17,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use freshet_common::config::TopicConfig;
-use freshet_sql::ast::{SourceKind, Statement, WindowKind};
+use freshet_sql::ast::{ExplainTarget, SourceKind, Statement, WindowKind};
 use freshet_sql::catalog::SourceDef;
 use freshet_sql::engine::{Engine, Outcome};
 use freshet_sql::error::ErrorKind;
+use freshet_sql::explain;
+use freshet_sql::functions::registry;
 use freshet_sql::parser;
 use freshet_sql::topics::{Record, Topics};
 use freshet_sql::types::SqlType;
@@ -466,6 +468,7 @@ impl SqlServer {
                 Statement::Describe { name: Some(name), extended, functions: false } => {
                     self.describe(&name, extended, &text)
                 }
+                Statement::Describe { name: Some(name), functions: true, .. } => self.describe_function(&name, &text),
                 Statement::Select(_) | Statement::Print { .. } => Err(Reply {
                     status: 400,
                     body: error_entity(
@@ -475,7 +478,8 @@ impl SqlServer {
                         vec![],
                     ),
                 }),
-                Statement::Describe { .. } | Statement::Explain(_) => Err(Reply {
+                Statement::Explain(target) => self.explain(target, &text, &props),
+                Statement::Describe { .. } => Err(Reply {
                     status: 400,
                     body: error_entity(ERROR_BAD_STATEMENT, "This statement is not supported yet.", &text, vec![]),
                 }),
@@ -668,13 +672,144 @@ impl SqlServer {
                 "types": self.engine.catalog.types.iter().map(|(k, t)| (k.clone(), schema_json(t))).collect::<serde_json::Map<_, _>>(),
                 "warnings": [],
             }),
-            Show::Functions => {
-                return Err(Reply {
-                    status: 400,
-                    body: error_entity(ERROR_BAD_STATEMENT, "SHOW FUNCTIONS is not supported yet.", text, vec![]),
-                })
-            }
+            Show::Functions => json!({
+                "@type": "function_names",
+                "statementText": text,
+                "functions": registry::all()
+                    .iter()
+                    .map(|f| json!({ "name": f.name, "category": f.category, "type": f.kind.name() }))
+                    .collect::<Vec<_>>(),
+                "warnings": [],
+            }),
         }))
+    }
+
+    /// `EXPLAIN id` or `EXPLAIN statement`: ksqlDB's `queryDescription` entity.
+    fn explain(
+        &self,
+        target: ExplainTarget,
+        text: &str,
+        props: &BTreeMap<String, String>,
+    ) -> Result<Option<Json>, Reply> {
+        let (explained, id, statement, state) = match target {
+            ExplainTarget::Query(id) => {
+                let upper = id.to_ascii_uppercase();
+                let (q, state) = match (self.engine.queries.get(&upper), self.failed.get(&upper)) {
+                    (Some(q), _) => (q, "RUNNING"),
+                    (None, Some((q, _))) => (q, "ERROR"),
+                    (None, None) => {
+                        return Err(bad_statement(
+                            &format!(
+                                "Query with id:{id} does not exist, use SHOW QUERIES to view the full set of queries."
+                            ),
+                            text,
+                        ))
+                    }
+                };
+                let explained = explain::explain_query(q).map_err(|e| statement_error(&e, text))?;
+                (explained, q.id.clone(), q.sql.clone(), Some(state))
+            }
+            ExplainTarget::Statement(stmt) => {
+                let engine = &self.engine;
+                let explained = match std::panic::catch_unwind(AssertUnwindSafe(|| engine.explain_statement(&stmt))) {
+                    Ok(r) => r.map_err(|e| statement_error(&e, text))?,
+                    Err(_) => return Err(bad_statement("Planning the statement failed (internal error).", text)),
+                };
+                // The statement as written after EXPLAIN.
+                let inner = text.trim_start();
+                let inner = inner.get(7..).map(str::trim_start).unwrap_or(inner).to_string();
+                (explained, String::new(), inner, None)
+            }
+        };
+        let out = &explained.output;
+        let mut fields = vec![];
+        for k in &out.keys {
+            let ty = if out.kind == SourceKind::Table { "PRIMARY_KEY" } else { "KEY" };
+            fields.push(json!({ "name": k.name, "schema": schema_json(&k.ty), "type": ty }));
+        }
+        for v in &out.values {
+            fields.push(json!({ "name": v.name, "schema": schema_json(&v.ty) }));
+        }
+        let window_type = out.window.map(|w| match w {
+            WindowKind::Tumbling { .. } => "TUMBLING",
+            WindowKind::Hopping { .. } => "HOPPING",
+            WindowKind::Session { .. } => "SESSION",
+        });
+        let query_type = if explained.sink.is_some() { "PERSISTENT" } else { "PUSH" };
+        let errors: Vec<Json> = self
+            .failed
+            .get(&id)
+            .map(|(_, reason)| json!({ "timestamp": 0, "errorMessage": reason, "type": "UNKNOWN" }))
+            .into_iter()
+            .collect();
+        Ok(Some(json!({
+            "@type": "queryDescription",
+            "statementText": text,
+            "queryDescription": {
+                "id": id,
+                "statementText": statement,
+                "windowType": window_type,
+                "fields": fields,
+                "sources": explained.sources,
+                "sinks": explained.sink.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+                "sinkKafkaTopics": explained.sink.iter().map(|s| s.topic.clone()).collect::<Vec<_>>(),
+                "topology": explained.topology,
+                "executionPlan": explained.execution_plan,
+                "overriddenProperties": props,
+                "ksqlHostQueryStatus": {},
+                "queryType": query_type,
+                "queryErrors": errors,
+                "tasksMetadata": [],
+                "state": state,
+            },
+            "warnings": [],
+        })))
+    }
+
+    /// `DESCRIBE FUNCTION name`: ksqlDB's `describe_function` entity. The signatures are those
+    /// the registry can find (see `freshet_sql::functions::registry`).
+    fn describe_function(&self, name: &str, text: &str) -> Result<Option<Json>, Reply> {
+        let Some(f) = registry::lookup(name) else {
+            return Err(bad_statement(&format!("Can't find any functions with the name '{name}'"), text));
+        };
+        let mut description = registry::description(f.name)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("A built-in {} function.", f.category.to_ascii_lowercase()));
+        let (signatures, more) = registry::signatures(&f);
+        let variants: Vec<Json> = signatures
+            .iter()
+            .map(|s| {
+                json!({
+                    "arguments": s.arguments.iter().enumerate().map(|(i, t)| json!({
+                        "name": format!("arg{}", i + 1),
+                        "type": t,
+                        "description": "",
+                        "isVariadic": false,
+                    })).collect::<Vec<_>>(),
+                    "argumentTypes": s.arguments,
+                    "returnType": s.return_type,
+                    "description": "",
+                })
+            })
+            .collect();
+        if more {
+            description.push_str(&format!(
+                " (Only the first {} accepted argument combinations are listed.)",
+                registry::MAX_SIGNATURES
+            ));
+        }
+        Ok(Some(json!({
+            "@type": "describe_function",
+            "statementText": text,
+            "name": f.name,
+            "description": description,
+            "author": "Freshet",
+            "version": env!("CARGO_PKG_VERSION"),
+            "path": "internal",
+            "type": f.kind.name(),
+            "functions": variants,
+            "warnings": [],
+        })))
     }
 
     fn describe(&self, name: &str, extended: bool, text: &str) -> Result<Option<Json>, Reply> {

@@ -1,12 +1,14 @@
 //! The SQL engine inside `freshet serve`: [`broker_topics`] (the engine's `Topics` over the
 //! embedded broker), [`kafka_topics`] (the same over an external Kafka-protocol cluster), [`ksql`]
 //! (statements, ksqlDB's JSON shapes, the command topic), [`query`] (pull and push queries),
+//! [`print`] (PRINT over `/query`),
 //! [`runner`] (the engine's thread) and [`http`] (the ksqlDB-compatible REST listener).
 
 pub mod broker_topics;
 pub mod http;
 pub mod kafka_topics;
 pub mod ksql;
+pub mod print;
 pub mod query;
 pub mod runner;
 

@@ -22,12 +22,15 @@ use serde_json::{json, Value as Json};
 use tokio::sync::mpsc;
 
 use super::ksql::{bad_statement, json_string, reads_from_earliest, substitute, KsqlRequest, Reply, SqlServer};
+use super::print::PrintCursor;
 
 /// One element of a query's answer, in the shapes of both endpoints.
 #[derive(Debug)]
 pub enum Item {
     /// A row; `true` for a table's tombstone.
     Row(Vec<Json>, bool),
+    /// A line of a PRINT.
+    Line(String),
     /// The query ended: LIMIT reached (`finalMessage`) or an error.
     End { message: String, error: bool },
 }
@@ -35,14 +38,33 @@ pub enum Item {
 /// What `/query` gets back from the engine.
 pub enum Answer {
     Error(Reply),
-    Pull { query_id: String, columns: Vec<Column>, rows: Vec<Vec<Json>>, final_message: Option<String> },
-    Push { query_id: String, columns: Vec<Column>, rows: mpsc::Receiver<Item> },
+    Pull {
+        query_id: String,
+        columns: Vec<Column>,
+        rows: Vec<Vec<Json>>,
+        final_message: Option<String>,
+    },
+    Push {
+        query_id: String,
+        columns: Vec<Column>,
+        rows: mpsc::Receiver<Item>,
+    },
+    /// A PRINT: lines of text.
+    Print {
+        lines: mpsc::Receiver<Item>,
+    },
+}
+
+/// What a push slot runs.
+enum Source {
+    Select(Box<PushQuery>),
+    Print(PrintCursor),
 }
 
 /// A push query and the channel to its client.
 pub struct PushSlot {
     id: String,
-    query: PushQuery,
+    source: Source,
     tx: mpsc::Sender<Item>,
     /// Rows produced but not yet taken by the client's channel.
     backlog: VecDeque<Item>,
@@ -68,9 +90,12 @@ impl SqlServer {
         let types = self.engine.catalog.types.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let select = match parser::parse_statement(&text, &types) {
             Ok(Statement::Select(s)) => s,
+            Ok(Statement::Print { topic, from_beginning, interval, limit }) => {
+                return self.print(&text, &topic, from_beginning, interval, limit)
+            }
             Ok(_) => {
                 return Answer::Error(bad_statement(
-                    "The /query endpoint only runs SELECT statements; send other statements to /ksql.",
+                    "The /query endpoint only runs SELECT and PRINT statements; send other statements to /ksql.",
                     &text,
                 ))
             }
@@ -108,8 +133,59 @@ impl SqlServer {
         }
         let (tx, rx) = mpsc::channel(SQL_PUSH_CHANNEL_ROWS);
         let columns = query.columns.clone();
-        self.push.push(PushSlot { id: query_id.clone(), query, tx, backlog: VecDeque::new(), ended: false });
+        self.push.push(PushSlot {
+            id: query_id.clone(),
+            source: Source::Select(Box::new(query)),
+            tx,
+            backlog: VecDeque::new(),
+            ended: false,
+        });
         Answer::Push { query_id, columns, rows: rx }
+    }
+
+    /// Starts a PRINT: its lines go to the client through a push slot.
+    fn print(
+        &mut self,
+        text: &str,
+        topic: &str,
+        from_beginning: bool,
+        interval: Option<u64>,
+        limit: Option<u64>,
+    ) -> Answer {
+        if self.push.len() >= SQL_MAX_PUSH_QUERIES {
+            return Answer::Error(bad_statement(
+                &format!("Too many push queries are running ({SQL_MAX_PUSH_QUERIES}); close one and retry."),
+                text,
+            ));
+        }
+        // As written; an unquoted name that matches no topic matches one in another case.
+        let name = match self.topics.partitions(topic) {
+            Some(_) => Some(topic.to_string()),
+            None => self.topics.list_topics().into_iter().find(|t| t.eq_ignore_ascii_case(topic)),
+        };
+        let Some((name, partitions)) = name.and_then(|n| self.topics.partitions(&n).map(|p| (n, p))) else {
+            return Answer::Error(bad_statement(
+                &format!(
+                    "Could not find topic '{topic}', or the KSQL user does not have permissions to list the topic. Topic names are case-sensitive."
+                ),
+                text,
+            ));
+        };
+        let topics = self.topics.clone() as Arc<dyn Topics>;
+        let cursor = match PrintCursor::new(&topics, &name, partitions, from_beginning, interval, limit) {
+            Ok(c) => c,
+            Err(e) => return Answer::Error(bad_statement(&format!("Could not read topic '{name}': {e}"), text)),
+        };
+        self.query_seq += 1;
+        let (tx, rx) = mpsc::channel(SQL_PUSH_CHANNEL_ROWS);
+        self.push.push(PushSlot {
+            id: format!("print_{name}_{}", self.query_seq),
+            source: Source::Print(cursor),
+            tx,
+            backlog: VecDeque::new(),
+            ended: false,
+        });
+        Answer::Print { lines: rx }
     }
 
     /// Steps the push queries; returns the rows they produced.
@@ -127,12 +203,26 @@ impl SqlServer {
             if slot.ended || !slot.backlog.is_empty() {
                 continue;
             }
-            let query = &mut slot.query;
-            match std::panic::catch_unwind(AssertUnwindSafe(|| query.poll(&topics, &mut errors))) {
-                Ok(Ok(rows)) => {
-                    produced += rows.len();
-                    slot.backlog.extend(rows.into_iter().map(|(r, tombstone)| Item::Row(row_json(r), tombstone)));
-                    if slot.query.finished() {
+            let polled = match &mut slot.source {
+                Source::Select(query) => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    query.poll(&topics, &mut errors).map(|rows| {
+                        let items: Vec<Item> =
+                            rows.into_iter().map(|(r, tombstone)| Item::Row(row_json(r), tombstone)).collect();
+                        (items, query.finished())
+                    })
+                })),
+                Source::Print(cursor) => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    cursor
+                        .poll(&topics)
+                        .map(|lines| (lines.into_iter().map(Item::Line).collect(), cursor.finished()))
+                        .map_err(|e| freshet_sql::SqlError::statement(e.to_string()))
+                })),
+            };
+            match polled {
+                Ok(Ok((items, finished))) => {
+                    produced += items.len();
+                    slot.backlog.extend(items);
+                    if finished {
                         slot.backlog.push_back(Item::End { message: "Limit Reached".into(), error: false });
                     }
                 }

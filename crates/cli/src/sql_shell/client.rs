@@ -339,7 +339,7 @@ impl StreamParser {
                 },
             }
         }
-        vec![Event::Other(line.to_string())]
+        vec![Event::Other(line.trim_end_matches(['\r', '\n']).to_string())]
     }
 
     /// At the end of the stream: what was left unfinished.

@@ -263,6 +263,76 @@ fn description(e: &Json) -> String {
     out
 }
 
+/// `SHOW FUNCTIONS`: name, category and type.
+fn function_names(e: &Json) -> String {
+    listing(&["Function Name", "Category", "Type"], &strs(&e["functions"], &["name", "category", "type"]))
+}
+
+/// `DESCRIBE FUNCTION`: as ksqlDB's CLI prints it, a variation per signature.
+fn describe_function(e: &Json) -> String {
+    let mut out = String::new();
+    let pair = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<12}: {v}\n"));
+    pair(&mut out, "Name", str_of(&e["name"]));
+    pair(&mut out, "Author", str_of(&e["author"]));
+    pair(&mut out, "Version", str_of(&e["version"]));
+    pair(&mut out, "Overview", str_of(&e["description"]));
+    pair(&mut out, "Type", str_of(&e["type"]));
+    pair(&mut out, "Jar", str_of(&e["path"]));
+    pair(&mut out, "Variations", String::new());
+    let name = str_of(&e["name"]);
+    for f in e["functions"].as_array().into_iter().flatten() {
+        let args: Vec<String> = f["arguments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| format!("{} {}", str_of(&a["name"]), str_of(&a["type"])))
+            .collect();
+        out.push('\n');
+        out.push_str(&format!("\t{:<12}: {name}({})\n", "Variation", args.join(", ")));
+        out.push_str(&format!("\t{:<12}: {}\n", "Returns", str_of(&f["returnType"])));
+        if let Some(d) = f["description"].as_str().filter(|d| !d.is_empty()) {
+            out.push_str(&format!("\t{:<12}: {d}\n", "Description"));
+        }
+    }
+    out
+}
+
+/// `EXPLAIN`: the query, its schema, sources and sinks, plan and topology.
+fn query_description(e: &Json) -> String {
+    let d = &e["queryDescription"];
+    let mut out = String::new();
+    let pair = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<21}: {v}\n"));
+    let id = str_of(&d["id"]);
+    pair(&mut out, "ID", if id.is_empty() { "(not running)".into() } else { id });
+    pair(&mut out, "Query Type", str_of(&d["queryType"]));
+    if let Some(state) = d["state"].as_str() {
+        pair(&mut out, "Status", state.to_string());
+    }
+    pair(&mut out, "SQL", str_of(&d["statementText"]));
+    if let Some(w) = d["windowType"].as_str() {
+        pair(&mut out, "Window type", w.to_string());
+    }
+    out.push('\n');
+    let fields: Vec<Vec<String>> = d["fields"]
+        .as_array()
+        .map(|fs| fs.iter().map(|f| vec![str_of(&f["name"]), field_type(f)]).collect())
+        .unwrap_or_default();
+    out.push_str(&listing(&["Field", "Type"], &fields));
+    out.push_str(&format!("\nSources that this query reads from: {}\n", join(&d["sources"]).replace(',', ", ")));
+    let sinks = join(&d["sinks"]);
+    if !sinks.is_empty() {
+        out.push_str(&format!("Sinks that this query writes to: {}\n", sinks.replace(',', ", ")));
+    }
+    for err in d["queryErrors"].as_array().into_iter().flatten() {
+        out.push_str(&format!("Error: {}\n", str_of(&err["errorMessage"])));
+    }
+    out.push_str("\nExecution plan\n--------------\n");
+    out.push_str(&str_of(&d["executionPlan"]));
+    out.push_str("\nProcessing topology\n-------------------\n");
+    out.push_str(&str_of(&d["topology"]));
+    out
+}
+
 /// One `/ksql` entity as text for standard output.
 pub fn entity(e: &Json) -> String {
     match e["@type"].as_str().unwrap_or("") {
@@ -291,6 +361,9 @@ pub fn entity(e: &Json) -> String {
             listing(&["Kafka Topic", "Partitions", "Partition Replicas"], &rows)
         }
         "sourceDescription" => description(e),
+        "function_names" => function_names(e),
+        "describe_function" => describe_function(e),
+        "queryDescription" => query_description(e),
         "properties" => listing(&["Property", "Scope", "Value"], &strs(&e["properties"], &["name", "scope", "value"])),
         "variables" => listing(&["Variable Name", "Value"], &strs(&e["variables"], &["name", "value"])),
         "type_list" => {
@@ -361,6 +434,40 @@ mod tests {
         assert!(out.contains(" P     | DECIMAL(4, 2)\n"), "{out}");
         assert!(out.contains(" S     | STRUCT<`A` INTEGER>\n"), "{out}");
         assert!(entity(&json!({ "@type": "whatever", "x": 1 })).contains("\"x\": 1"));
+    }
+
+    #[test]
+    fn functions_and_explain() {
+        let names = entity(&json!({
+            "@type": "function_names",
+            "functions": [{ "name": "ABS", "category": "MATHEMATICAL", "type": "SCALAR" }],
+        }));
+        assert!(names.contains("Function Name") && names.contains("ABS") && names.contains("MATHEMATICAL"), "{names}");
+        let f = entity(&json!({
+            "@type": "describe_function", "name": "ABS", "author": "Freshet", "version": "0.1.0",
+            "description": "A built-in mathematical function.", "type": "SCALAR", "path": "internal",
+            "functions": [{ "arguments": [{ "name": "arg1", "type": "INTEGER" }], "returnType": "INTEGER", "description": "" }],
+        }));
+        assert!(f.contains("Variation   : ABS(arg1 INTEGER)") && f.contains("Returns     : INTEGER"), "{f}");
+        let x = entity(&json!({
+            "@type": "queryDescription",
+            "queryDescription": {
+                "id": "CSAS_OUT_0", "queryType": "PERSISTENT", "state": "RUNNING", "statementText": "CREATE STREAM OUT AS SELECT * FROM S;",
+                "fields": [{ "name": "K", "schema": { "type": "STRING" }, "type": "KEY" }],
+                "sources": ["S"], "sinks": ["OUT"], "executionPlan": " > [ SINK ] | x\n", "topology": "ops\n", "queryErrors": [],
+            },
+        }));
+        for part in [
+            "CSAS_OUT_0",
+            "RUNNING",
+            "STRING (key)",
+            "reads from: S",
+            "writes to: OUT",
+            "[ SINK ]",
+            "Processing topology",
+        ] {
+            assert!(x.contains(part), "{part} in {x}");
+        }
     }
 
     #[test]
