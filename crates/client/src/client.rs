@@ -420,31 +420,7 @@ impl Client {
 
     /// Commits offsets for a group from outside it (the group must have no members).
     pub async fn commit_offsets(&self, group: &str, offsets: &[((String, i32), i64)]) -> Result<()> {
-        use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
-        let conn = self.coordinator(group).await?;
-        let mut by_topic: std::collections::BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = Default::default();
-        for ((t, p), o) in offsets {
-            by_topic
-                .entry(t)
-                .or_default()
-                .push(OffsetCommitRequestPartition::default().with_partition_index(*p).with_committed_offset(*o));
-        }
-        let req = OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-            .with_generation_id_or_member_epoch(-1)
-            .with_topics(
-                by_topic
-                    .into_iter()
-                    .map(|(t, ps)| OffsetCommitRequestTopic::default().with_name(name(t)).with_partitions(ps))
-                    .collect(),
-            );
-        let resp = conn.send(&req, 8).await?;
-        for t in &resp.topics {
-            for p in &t.partitions {
-                check(p.error_code, None)?;
-            }
-        }
-        Ok(())
+        self.commit_offsets_as(group, "", -1, offsets).await
     }
 
     /// One ConsumerGroupHeartbeat (KIP-848) for `group`: joins when `member_epoch` is 0 (with
@@ -489,8 +465,8 @@ impl Client {
         Ok((id, resp.member_epoch, assigned, resp.heartbeat_interval_ms))
     }
 
-    /// Commits offsets as a member of the group (its id and epoch: a consumer-protocol group's
-    /// member epoch).
+    /// Commits offsets as a member of the group (its id, and its generation or, in a
+    /// consumer-protocol group, its member epoch), or from outside it (`""`, -1).
     pub async fn commit_offsets_as(
         &self,
         group: &str,
