@@ -147,6 +147,13 @@ pub const FN_GROUP_HEARTBEAT_MS: u64 = 1_000;
 /// A worker with nothing to do for this long stops (the pool shrinks, down to zero).
 pub const FN_DEFAULT_IDLE_MS: u64 = 5_000;
 
+/// Most events a worker reads from a partition at once (then invoked `batch_size` at a time).
+pub const FN_READ_CHUNK_EVENTS: usize = 10_000;
+
+/// A worker writes the outputs of the batches it ran in this long together, then commits their
+/// offsets once: the most output latency it adds, for far fewer fsyncs with fast functions.
+pub const FN_FLUSH_INTERVAL_MS: u64 = 50;
+
 /// Most batches a worker processes from one partition before it lets another partition in.
 pub const FN_PARTITION_QUANTUM_BATCHES: usize = 64;
 

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use freshet_common::limits::{
-    FN_GROUP_HEARTBEAT_MS, FN_LOG_LINE_MAX_BYTES, FN_MAX_CODE_BYTES, FN_PARTITION_QUANTUM_BATCHES, FN_SCALE_TICK_MS,
+    FN_FLUSH_INTERVAL_MS, FN_GROUP_HEARTBEAT_MS, FN_LOG_LINE_MAX_BYTES, FN_MAX_CODE_BYTES,
+    FN_PARTITION_QUANTUM_BATCHES, FN_READ_CHUNK_EVENTS, FN_SCALE_TICK_MS,
 };
 use freshet_common::partitioner::partition_for_key;
 use freshet_common::topics::{GroupOffsets, Member, Record, Topics};
@@ -803,11 +804,16 @@ impl Function {
         self.instances_gauge();
     }
 
-    /// Processes up to a quantum of batches of one partition.
+    /// Processes up to a quantum of batches of one partition. Events are read in chunks of up
+    /// to [`FN_READ_CHUNK_EVENTS`] and invoked `batch_size` at a time; the outputs of the batches
+    /// run within [`FN_FLUSH_INTERVAL_MS`] are written together, then their offsets committed
+    /// once (fewer fsyncs for fast functions, at most that much added output latency).
     fn drain(&self, p: i32, inst: &mut Option<Box<dyn Runtime>>) -> Result<(), HostError> {
         let topic = self.trigger_topic().0.to_string();
         let group = self.spec.group();
-        for _ in 0..FN_PARTITION_QUANTUM_BATCHES {
+        let batch_size = self.spec.batch_size;
+        let mut batches = 0;
+        while batches < FN_PARTITION_QUANTUM_BATCHES {
             if self.stopping() {
                 return Ok(());
             }
@@ -819,48 +825,78 @@ impl Function {
                 }
                 parts.positions[p as usize]
             };
-            let mut read = self.topics.read(&topic, p, pos, self.spec.batch_size)?;
+            let chunk = batch_size.max(FN_READ_CHUNK_EVENTS);
+            let mut read = self.topics.read(&topic, p, pos, chunk)?;
             if read.is_empty() {
                 return Ok(());
             }
-            if read.len() < self.spec.batch_size && self.spec.batch_window_ms > 0 {
+            if read.len() < batch_size && self.spec.batch_window_ms > 0 {
                 // Wait for the window to fill the batch.
                 if !self.sleep(Duration::from_millis(self.spec.batch_window_ms)) {
                     return Ok(());
                 }
-                read = self.topics.read(&topic, p, pos, self.spec.batch_size)?;
+                read = self.topics.read(&topic, p, pos, chunk)?;
             }
-            let next = read.last().map(|c| c.offset + 1).unwrap_or(pos);
-            let events: Vec<Event> = read
-                .into_iter()
-                .map(|c| Event {
-                    topic: topic.clone(),
-                    partition: c.partition,
-                    offset: c.offset,
-                    timestamp: c.record.timestamp,
-                    key: c.record.key,
-                    value: c.record.value,
-                    headers: c.record.headers,
-                })
-                .collect();
-            let total = events.len();
-            let events: Vec<Event> = match &self.filter {
-                Some(f) => events.into_iter().filter(|e| f.matches(e.value.as_deref())).collect(),
-                None => events,
-            };
-            self.metrics.filtered.fetch_add((total - events.len()) as u64, Relaxed);
-            if !events.is_empty() {
-                self.metrics.events_in.fetch_add(events.len() as u64, Relaxed);
-                let outcome =
-                    if self.spec.ordered { self.process(inst, &events) } else { self.process_by_key(inst, events) };
-                match outcome {
-                    Outcome::Abandoned => return Ok(()),
-                    Outcome::Done { outputs, dead } => self.write(outputs, dead, p)?,
+            let mut events = read.into_iter().map(|c| Event {
+                topic: topic.clone(),
+                partition: c.partition,
+                offset: c.offset,
+                timestamp: c.record.timestamp,
+                key: c.record.key,
+                value: c.record.value,
+                headers: c.record.headers,
+            });
+            let mut done = false;
+            while !done {
+                // One flush: batches until the chunk ends or the interval passes.
+                let started = Instant::now();
+                let (mut outputs, mut dead) = (vec![], vec![]);
+                let mut next = None;
+                loop {
+                    let batch: Vec<Event> = events.by_ref().take(batch_size).collect();
+                    let Some(last) = batch.last() else {
+                        done = true;
+                        break;
+                    };
+                    next = Some(last.offset + 1);
+                    batches += 1;
+                    let total = batch.len();
+                    let batch: Vec<Event> = match &self.filter {
+                        Some(f) => batch.into_iter().filter(|e| f.matches(e.value.as_deref())).collect(),
+                        None => batch,
+                    };
+                    self.metrics.filtered.fetch_add((total - batch.len()) as u64, Relaxed);
+                    if !batch.is_empty() {
+                        self.metrics.events_in.fetch_add(batch.len() as u64, Relaxed);
+                        let outcome = if self.spec.ordered {
+                            self.process(inst, &batch)
+                        } else {
+                            self.process_by_key(inst, batch)
+                        };
+                        match outcome {
+                            // Nothing of this flush is written or committed.
+                            Outcome::Abandoned => return Ok(()),
+                            Outcome::Done { outputs: o, dead: d } => {
+                                outputs.extend(o);
+                                dead.extend(d);
+                            }
+                        }
+                    }
+                    let interval = Duration::from_millis(FN_FLUSH_INTERVAL_MS);
+                    if started.elapsed() >= interval || self.stopping() || batches >= FN_PARTITION_QUANTUM_BATCHES {
+                        done = batches >= FN_PARTITION_QUANTUM_BATCHES;
+                        break;
+                    }
+                }
+                let Some(next) = next else { break };
+                self.write(outputs, dead, p)?;
+                let member = lock(&self.member).clone();
+                self.topics.commit(&group, &topic, &[(p, next)], member.as_ref())?;
+                lock(&self.parts).positions[p as usize] = next;
+                if !lock(&self.parts).mine(p) {
+                    return Ok(());
                 }
             }
-            let member = lock(&self.member).clone();
-            self.topics.commit(&group, &topic, &[(p, next)], member.as_ref())?;
-            lock(&self.parts).positions[p as usize] = next;
         }
         Ok(())
     }
