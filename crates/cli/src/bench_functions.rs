@@ -5,7 +5,8 @@
 //! with the input as its topic trigger and an output topic, exactly as `freshet serve` runs it;
 //! the run is timed from the deploy until the function's consumer group has committed every
 //! input offset (so every output is durable). Reported: wall time, events/s, CPU seconds of
-//! the whole process (broker writers and fsyncs included) and events per CPU-second; the time
+//! the whole process and its reaped children (broker writers, fsyncs and a process function's
+//! own processes included) and events per CPU-second; the time
 //! from the backlog to a scaled-up pool (more than one worker); and the cold start of an
 //! instance (the runtime's `instantiate`, averaged).
 
@@ -152,12 +153,14 @@ fn bench(a: &FunctionsArgs, topics: Arc<BrokerTopics>, script: &std::path::Path)
             std::thread::sleep(Duration::from_millis(2));
         }
         let secs = t0.elapsed().as_secs_f64();
+        // Deleting the function stops its workers, which reaps a process function's children,
+        // so their CPU time is counted too.
+        host.delete(&spec.name)?;
         let cpu = cpu_secs() - cpu0;
         let out: i64 = (0..a.partitions).map(|p| topics.end_offset(&format!("bench-out-{i}"), p).unwrap_or(0)).sum();
         if (out as u64) < events {
             bail!("{name}: {out} outputs for {events} events");
         }
-        host.delete(&spec.name)?;
         eprintln!(
             "{name}: {events} events in {secs:.2} s, {:.0} events/s, {:.0} per CPU-second, scaled up in {:?} ms",
             events as f64 / secs,
