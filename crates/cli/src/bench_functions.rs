@@ -105,7 +105,7 @@ fn bench(a: &FunctionsArgs, topics: Arc<BrokerTopics>, script: &std::path::Path)
         kinds.push(("wasm".to_string(), RuntimeSpec::Wasm, code, a.events));
     }
     if matches!(a.runtime.as_str(), "process" | "all") {
-        let command = a.command.clone().unwrap_or_else(|| format!("python3 -u {}", script.display()));
+        let command = a.command.clone().unwrap_or_else(|| format!("exec python3 -u {}", script.display()));
         kinds.push((
             format!("process ({command})"),
             RuntimeSpec::Process { command, env: Default::default() },

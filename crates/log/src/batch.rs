@@ -316,55 +316,98 @@ pub fn encode_batch(records: &[SimpleRecord]) -> Vec<u8> {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let base_ts = records[0].timestamp;
     let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(base_ts);
-    let mut body = Vec::new();
-    let mut rec = Vec::new();
+    // Sized once: the header, then per record its fields and at most 5 varints of 5 bytes (a
+    // length, timestamp and offset deltas, key and value lengths) plus the header count,
+    // headers with 2 varints each.
+    let estimate: usize = records
+        .iter()
+        .map(|r| {
+            let fields = r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len);
+            let headers: usize =
+                r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 10).sum();
+            fields + headers + 40
+        })
+        .sum();
+    let mut out = Vec::with_capacity(RECORD_BATCH_HEADER_BYTES + estimate);
+    out.resize(RECORD_BATCH_HEADER_BYTES, 0);
+    // Records are written straight after the header, each one's length before it (a small
+    // scratch buffer holds one record's head to know it).
+    let mut head = Vec::with_capacity(32);
     for (i, r) in records.iter().enumerate() {
-        rec.clear();
-        rec.push(0); // attributes
-        write_varint(&mut rec, r.timestamp - base_ts);
-        write_varint(&mut rec, i as i64);
+        head.clear();
+        head.push(0); // attributes
+        write_varint(&mut head, r.timestamp - base_ts);
+        write_varint(&mut head, i as i64);
+        let mut len = head.len();
+        for field in [&r.key, &r.value] {
+            len += match field {
+                Some(b) => varint_len(b.len() as i64) + b.len(),
+                None => varint_len(-1),
+            };
+        }
+        len += varint_len(r.headers.len() as i64);
+        for (k, v) in &r.headers {
+            len += varint_len(k.len() as i64) + k.len();
+            len += match v {
+                Some(v) => varint_len(v.len() as i64) + v.len(),
+                None => varint_len(-1),
+            };
+        }
+        write_varint(&mut out, len as i64);
+        out.extend_from_slice(&head);
         for field in [&r.key, &r.value] {
             match field {
                 Some(b) => {
-                    write_varint(&mut rec, b.len() as i64);
-                    rec.extend_from_slice(b);
+                    write_varint(&mut out, b.len() as i64);
+                    out.extend_from_slice(b);
                 }
-                None => write_varint(&mut rec, -1),
+                None => write_varint(&mut out, -1),
             }
         }
-        write_varint(&mut rec, r.headers.len() as i64);
+        write_varint(&mut out, r.headers.len() as i64);
         for (k, v) in &r.headers {
-            write_varint(&mut rec, k.len() as i64);
-            rec.extend_from_slice(k.as_bytes());
+            write_varint(&mut out, k.len() as i64);
+            out.extend_from_slice(k.as_bytes());
             match v {
                 Some(v) => {
-                    write_varint(&mut rec, v.len() as i64);
-                    rec.extend_from_slice(v);
+                    write_varint(&mut out, v.len() as i64);
+                    out.extend_from_slice(v);
                 }
-                None => write_varint(&mut rec, -1),
+                None => write_varint(&mut out, -1),
             }
         }
-        write_varint(&mut body, rec.len() as i64);
-        body.extend_from_slice(&rec);
     }
-    let mut out = Vec::with_capacity(RECORD_BATCH_HEADER_BYTES + body.len());
-    out.extend_from_slice(&0i64.to_be_bytes());
-    out.extend_from_slice(&((RECORD_BATCH_HEADER_BYTES - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-    out.push(2); // magic
-    out.extend_from_slice(&[0; 4]); // crc, filled below
-    out.extend_from_slice(&0i16.to_be_bytes()); // attributes
-    out.extend_from_slice(&((records.len() - 1) as i32).to_be_bytes());
-    out.extend_from_slice(&base_ts.to_be_bytes());
-    out.extend_from_slice(&max_ts.to_be_bytes());
-    out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    out.extend_from_slice(&body);
+    let body_len = out.len() - RECORD_BATCH_HEADER_BYTES;
+    let mut h = Vec::with_capacity(RECORD_BATCH_HEADER_BYTES);
+    h.extend_from_slice(&0i64.to_be_bytes());
+    h.extend_from_slice(&((RECORD_BATCH_HEADER_BYTES - LOG_OVERHEAD + body_len) as i32).to_be_bytes());
+    h.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    h.push(2); // magic
+    h.extend_from_slice(&[0; 4]); // crc, filled below
+    h.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    h.extend_from_slice(&((records.len() - 1) as i32).to_be_bytes());
+    h.extend_from_slice(&base_ts.to_be_bytes());
+    h.extend_from_slice(&max_ts.to_be_bytes());
+    h.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    h.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    h.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    h.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    debug_assert_eq!(h.len(), RECORD_BATCH_HEADER_BYTES);
+    out[..RECORD_BATCH_HEADER_BYTES].copy_from_slice(&h);
     let crc = compute_crc(&out);
     out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     out
+}
+
+/// Bytes of `v` as a zigzag varint.
+fn varint_len(v: i64) -> usize {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    let mut n = 1;
+    while z >= 0x80 {
+        z >>= 7;
+        n += 1;
+    }
+    n
 }
 
 /// Encodes a transaction marker: a control batch of one record whose key says commit or abort

@@ -87,7 +87,7 @@ impl BrokerTopics {
         let p2 = p.clone();
         let appended = self.runtime.block_on(async move {
             let appended = p2
-                .append(BytesMut::from(&bytes[..]), header, now_ms())
+                .append(owned_mut(bytes), header, now_ms())
                 .await
                 .map_err(|_| "the partition's writer stopped".to_string())?
                 .map_err(|(code, message)| format!("{code:?}: {message}"))?;
@@ -106,6 +106,11 @@ impl BrokerTopics {
         let t = self.broker.topic(topic).ok_or_else(|| TopicError::new(format!("topic {topic} does not exist")))?;
         t.partition(partition).ok_or_else(|| TopicError::new(format!("topic {topic} has no partition {partition}")))
     }
+}
+
+/// A buffer as a `BytesMut` without copying it.
+fn owned_mut(bytes: Vec<u8>) -> BytesMut {
+    Bytes::from(bytes).try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]))
 }
 
 /// Whether a record batch is an aborted transaction's, tracked as a consumer does: a producer's
