@@ -82,6 +82,19 @@ fn upper() -> Body {
     })
 }
 
+/// Every event back unchanged (to the default output topic).
+fn echo() -> Body {
+    Arc::new(|batch: &[Event]| {
+        Ok(Reply {
+            outputs: batch
+                .iter()
+                .map(|e| Output { value: e.value.clone(), key: e.key.clone(), ..Default::default() })
+                .collect(),
+            failed: vec![],
+        })
+    })
+}
+
 fn spec(name: &str, body: &str, topic: &str) -> FunctionSpec {
     let mut s = FunctionSpec::new(
         name,
@@ -249,15 +262,7 @@ fn redeploy_and_restart_resume_from_committed_offsets() {
     deploy(&host, spec("h", "upper", "in"));
     wait_until("100 outputs", Duration::from_secs(10), || count(&topics, "h-out") == 100);
     // Version 2 writes lower case: every record is processed by exactly one version.
-    let lower: Body = Arc::new(|batch: &[Event]| {
-        Ok(Reply {
-            outputs: batch
-                .iter()
-                .map(|e| Output { value: e.value.clone(), key: e.key.clone(), ..Default::default() })
-                .collect(),
-            failed: vec![],
-        })
-    });
+    let lower = echo();
     l.bodies.lock().unwrap().push(("lower".into(), lower));
     let v2 = deploy(&host, spec("h", "lower", "in"));
     assert_eq!(v2.version, 2);
@@ -393,15 +398,7 @@ fn unordered_runs_keys_concurrently_in_order_per_key() {
 
 #[test]
 fn cron_and_http_invocations() {
-    let echo: Body = Arc::new(|batch: &[Event]| {
-        Ok(Reply {
-            outputs: batch
-                .iter()
-                .map(|e| Output { value: e.value.clone(), key: e.key.clone(), ..Default::default() })
-                .collect(),
-            failed: vec![],
-        })
-    });
+    let echo = echo();
     let (topics, _, host) = setup(vec![("echo", echo)]);
     let mut tick = spec("tick", "echo", "unused");
     tick.trigger = Trigger::Cron { expr: "* * * * * *".into() };

@@ -323,8 +323,7 @@ pub fn encode_batch(records: &[SimpleRecord]) -> Vec<u8> {
         .iter()
         .map(|r| {
             let fields = r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len);
-            let headers: usize =
-                r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 10).sum();
+            let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 10).sum();
             fields + headers + 40
         })
         .sum();
