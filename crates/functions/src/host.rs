@@ -56,6 +56,9 @@ pub enum HostError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// The function itself failed a synchronous invocation.
+    #[error("{0}")]
+    Function(String),
     #[error("{0}")]
     Server(String),
 }
@@ -128,9 +131,8 @@ pub struct Host {
     log_thread: Mutex<Option<JoinHandle<()>>>,
     /// Held while deploying, deleting or applying definitions: one change at a time.
     changes: Mutex<()>,
-    /// The next offset of [`FUNCTIONS_TOPIC`] to apply, and when it was last read.
+    /// The next offset of [`FUNCTIONS_TOPIC`] to apply.
     definitions_at: Mutex<i64>,
-    last_sync: Mutex<Instant>,
     stopping: AtomicBool,
     follower: Mutex<Option<JoinHandle<()>>>,
 }
@@ -164,7 +166,6 @@ impl Host {
             log_thread: Mutex::new(Some(log_thread)),
             changes: Mutex::new(()),
             definitions_at: Mutex::new(0),
-            last_sync: Mutex::new(Instant::now()),
             stopping: AtomicBool::new(false),
             follower: Mutex::new(None),
         });
@@ -173,14 +174,14 @@ impl Host {
         let follower = std::thread::Builder::new()
             .name("fn-follow".into())
             .spawn(move || {
+                // Every FN_GROUP_HEARTBEAT_MS, in ticks so that a shutdown is not kept waiting.
+                let ticks = (FN_GROUP_HEARTBEAT_MS / FN_SCALE_TICK_MS).max(1);
                 while !h.stopping.load(Relaxed) {
-                    std::thread::sleep(Duration::from_millis(FN_SCALE_TICK_MS));
-                    if h.last_sync
-                        .lock()
-                        .map(|t| t.elapsed() < Duration::from_millis(FN_GROUP_HEARTBEAT_MS))
-                        .unwrap_or(false)
-                    {
-                        continue;
+                    for _ in 0..ticks {
+                        std::thread::sleep(Duration::from_millis(FN_SCALE_TICK_MS));
+                    }
+                    if h.stopping.load(Relaxed) {
+                        break;
                     }
                     if let Err(e) = h.sync_definitions() {
                         tracing::warn!(error = %e, "reading function definitions");
@@ -197,7 +198,6 @@ impl Host {
     /// alone; a tombstone stops the function.
     fn sync_definitions(&self) -> Result<(), HostError> {
         let _changes = lock(&self.changes);
-        *lock(&self.last_sync) = Instant::now();
         let mut at = *lock(&self.definitions_at);
         let mut latest: BTreeMap<String, Option<Deployment>> = BTreeMap::new();
         loop {
@@ -237,7 +237,7 @@ impl Host {
                     if let Some(old) = old {
                         stop(old);
                     }
-                    let r = match self.start(d.clone()) {
+                    let r = match self.load(&d).and_then(|factory| self.start(d.clone(), factory)) {
                         Ok(r) => r,
                         Err(e) => {
                             tracing::error!(function = %name, error = %e, "a deployed function cannot start");
@@ -261,13 +261,10 @@ impl Host {
         if d.code.len() > FN_MAX_CODE_BYTES {
             return Err(HostError::Invalid(format!("function code is larger than {FN_MAX_CODE_BYTES} bytes")));
         }
-        if let Some(Trigger::Topic { filter: Some(f), .. }) = Some(&d.spec.trigger) {
-            Filter::new(f).map_err(|e| HostError::Invalid(format!("invalid filter: {e}")))?;
-        }
         let name = d.spec.name.clone();
         let _changes = lock(&self.changes);
-        // Check that it loads before anything changes.
-        self.loader.load(&d, self.logs.sink(&name)).map_err(|e| HostError::Invalid(e.to_string()))?;
+        // Loaded (a WASM module compiled) before anything changes, and only once.
+        let factory = self.load(&d)?;
         let old = lock(&self.running).remove(&name);
         d.spec.version = old.as_ref().map(|r| r.function.spec.version).unwrap_or(0) + 1;
         let stored = Stored { spec: d.spec.clone(), code: base64::engine::general_purpose::STANDARD.encode(&d.code) };
@@ -284,7 +281,7 @@ impl Host {
             stop(old);
         }
         let spec = d.spec.clone();
-        let r = self.start(d)?;
+        let r = self.start(d, factory)?;
         lock(&self.running).insert(name.clone(), r);
         self.logs.push(&name, "info", &format!("deployed version {}", spec.version));
         Ok(spec)
@@ -326,7 +323,7 @@ impl Host {
         if let Some(i) = inst {
             lock(&f.pool).push((i, Instant::now()));
         }
-        let reply = result.map_err(|e| HostError::Server(format!("function '{name}' failed: {e}")))?;
+        let reply = result.map_err(|e| HostError::Function(format!("function '{name}' failed: {e}")))?;
         f.write(reply.outputs.clone(), vec![], 0)?;
         Ok(reply)
     }
@@ -410,9 +407,13 @@ impl Host {
         })
     }
 
-    fn start(&self, d: Deployment) -> Result<Running, HostError> {
+    fn load(&self, d: &Deployment) -> Result<Arc<dyn RuntimeFactory>, HostError> {
+        self.loader.load(d, self.logs.sink(&d.spec.name)).map_err(|e| HostError::Invalid(e.to_string()))
+    }
+
+    /// Starts a function's threads (its controller, timer or instance reaper).
+    fn start(&self, d: Deployment, factory: Arc<dyn RuntimeFactory>) -> Result<Running, HostError> {
         let name = d.spec.name.clone();
-        let factory = self.loader.load(&d, self.logs.sink(&name)).map_err(|e| HostError::Invalid(e.to_string()))?;
         let f = self.function(d, Some(factory));
         let mut threads = vec![];
         let spawn = |what: &str, body: Box<dyn FnOnce() + Send>| {

@@ -214,7 +214,12 @@ impl FunctionSpec {
         }
         topic("dead-letter", &self.dlq_topic())?;
         match &self.trigger {
-            Trigger::Topic { topic: t, .. } => topic("trigger", t)?,
+            Trigger::Topic { topic: t, filter, .. } => {
+                topic("trigger", t)?;
+                if let Some(f) = filter {
+                    crate::filter::Filter::new(f).map_err(|e| format!("invalid filter: {e}"))?;
+                }
+            }
             Trigger::Http => {}
             Trigger::Cron { expr } => {
                 crate::cron::Schedule::parse(expr).map_err(|e| format!("invalid cron expression '{expr}': {e}"))?;

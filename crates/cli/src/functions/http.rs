@@ -53,6 +53,7 @@ fn host_error(e: HostError) -> Response {
     match e {
         HostError::NotFound(_) => error(StatusCode::NOT_FOUND, &e.to_string()),
         HostError::Invalid(_) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        HostError::Function(_) => error(StatusCode::BAD_GATEWAY, &e.to_string()),
         HostError::Server(_) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
@@ -130,10 +131,6 @@ async fn invoke(State(host): State<Arc<Host>>, Path(name): Path<String>, headers
     };
     let reply = match blocking(move || host.invoke(&name, event)).await {
         Ok(r) => r,
-        Err(r) if r.status() == StatusCode::INTERNAL_SERVER_ERROR => {
-            let (_, body) = r.into_parts();
-            return (StatusCode::BAD_GATEWAY, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-        }
         Err(r) => return r,
     };
     if let Some(f) = reply.failed.first() {
