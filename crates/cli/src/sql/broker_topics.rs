@@ -404,14 +404,12 @@ impl GroupOffsets for BrokerTopics {
         let hb = Heartbeat {
             member_id: member.id.clone(),
             member_epoch: member.epoch,
-            instance_id: None,
-            rack_id: None,
             rebalance_timeout: (member.epoch == 0).then_some(Duration::from_secs(60)),
             subscribed: (member.epoch == 0).then(|| vec![topic.to_string()]),
-            assignor: None,
             owned: Some([(t.id, owned.iter().copied().collect())].into_iter().collect()),
             client_id: "freshet-functions".into(),
             client_host: "in-process".into(),
+            ..Default::default()
         };
         let broker = &self.broker;
         let shapes = |name: &str| broker.topic_shape(name);
@@ -428,14 +426,9 @@ impl GroupOffsets for BrokerTopics {
         let hb = Heartbeat {
             member_id: member.id.clone(),
             member_epoch: -1,
-            instance_id: None,
-            rack_id: None,
-            rebalance_timeout: None,
-            subscribed: None,
-            assignor: None,
-            owned: None,
             client_id: "freshet-functions".into(),
             client_host: "in-process".into(),
+            ..Default::default()
         };
         let broker = &self.broker;
         let shapes = |name: &str| broker.topic_shape(name);
