@@ -16,13 +16,16 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
+/// `n` records stamped now: old timestamps would fall to the topics' default retention
+/// (seven days) while a test runs.
 fn batch(n: usize) -> Bytes {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let recs: Vec<NewRecord> = (0..n)
         .map(|i| NewRecord {
             key: Some(Bytes::from(format!("k{i}"))),
             value: Some(Bytes::from(format!("v{i}"))),
             headers: vec![],
-            timestamp: 1_700_000_000_000 + i as i64,
+            timestamp: now + i as i64,
         })
         .collect();
     records::encode(&recs, Compression::None).unwrap()

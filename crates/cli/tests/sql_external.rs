@@ -64,7 +64,7 @@ fn produce_with_header(addr: &str, topic: &str, key: &str, value: Json) {
             key: Some(Bytes::from(key.to_string())),
             value: Some(Bytes::from(value.to_string())),
             headers: vec![("source".to_string(), Some(Bytes::from_static(b"test")))],
-            timestamp: 1_700_000_000_000,
+            timestamp: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64,
         };
         let batch = records::encode(&[record], Compression::None).expect("encode");
         tokio::time::timeout(WAIT, client.produce(topic, 0, batch, -1)).await.expect("in time").expect("produced");

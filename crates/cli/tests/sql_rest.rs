@@ -39,7 +39,7 @@ fn create_topic(addr: &str, name: &str, partitions: i32) {
 /// An order: key, JSON value, timestamp.
 fn order(id: i64, amount: f64, customer: &str) -> (String, String, i64) {
     let value = json!({ "ID": id, "AMOUNT": amount, "CUSTOMER": customer }).to_string();
-    (format!("k{id}"), value, 1_700_000_000_000 + id * 1000)
+    (format!("k{id}"), value, base_hour() + id * 1000)
 }
 
 fn produce(addr: &str, topic: &str, records: &[(String, String, i64)]) {
@@ -151,7 +151,7 @@ fn ksql_rest_api_runs_persistent_queries_that_survive_a_restart() {
     assert_eq!(got.keys().cloned().collect::<Vec<_>>(), ["k2", "k4", "k5"], "{out:?}");
     // SRC: the producer's header, read by the engine (BYTES are base64 in JSON).
     assert_eq!(got["k2"].0, json!({ "ID": 2, "AMOUNT": 150.5, "CUSTOMER": "bob", "SRC": "dGVzdA==" }));
-    assert_eq!(got["k4"].1, 1_700_000_004_000);
+    assert_eq!(got["k4"].1, base_hour() + 4_000);
     assert_eq!(out.len(), 3, "no duplicates: {out:?}");
 
     // Listings.
@@ -209,7 +209,7 @@ fn ksql_rest_api_runs_persistent_queries_that_survive_a_restart() {
     });
     let (_, v, ts, _) = out.iter().find(|(k, _, _, _)| k == "k6").unwrap();
     assert_eq!(v, &json!({ "ID": 6, "AMOUNT": 600.0, "CUSTOMER": "fay", "SRC": "dGVzdA==" }));
-    assert_eq!(*ts, 1_700_000_006_000);
+    assert_eq!(*ts, base_hour() + 6_000);
     assert!(!out.iter().any(|(k, _, _, _)| k == "k7" || k == "k1"), "{out:?}");
 }
 
