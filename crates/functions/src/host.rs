@@ -178,6 +178,9 @@ impl Host {
                 let ticks = (FN_GROUP_HEARTBEAT_MS / FN_SCALE_TICK_MS).max(1);
                 while !h.stopping.load(Relaxed) {
                     for _ in 0..ticks {
+                        if h.stopping.load(Relaxed) {
+                            break;
+                        }
                         std::thread::sleep(Duration::from_millis(FN_SCALE_TICK_MS));
                     }
                     if h.stopping.load(Relaxed) {
@@ -380,6 +383,7 @@ impl Host {
         }
         self.logs.stop.store(true, Relaxed);
         if let Some(t) = lock(&self.log_thread).take() {
+            t.thread().unpark();
             let _ = t.join();
         }
         self.logs.flush();
@@ -1233,8 +1237,9 @@ impl LogWriter {
     }
 
     fn run(&self) {
+        // Parked between flushes; `Host::shutdown` unparks it so that a stop is not kept waiting.
         while !self.stop.load(Relaxed) {
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::park_timeout(Duration::from_millis(200));
             self.flush();
         }
     }
