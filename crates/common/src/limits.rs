@@ -101,6 +101,18 @@ pub const SQL_MAX_PUSH_QUERIES: usize = 100;
 /// together): a transaction open longer is aborted by the coordinator.
 pub const SQL_TXN_TIMEOUT_MS: i32 = 60_000;
 
+/// Page cache of one query's state store file (redb), in bytes.
+pub const SQL_STATE_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most entries one state map of a query keeps decoded in memory (clean ones beyond it are
+/// evicted after each step; they stay in the store file).
+pub const SQL_STATE_CACHE_ENTRIES: usize = 100_000;
+
+/// Longest a query's state store goes without an fsync'd commit. Commits in between are not
+/// fsynced: after a crash the store returns to its last durable commit and the changelog
+/// supplies the rest.
+pub const SQL_STATE_DURABLE_INTERVAL_MS: u64 = 5_000;
+
 /// Largest request body the HTTP (ksqlDB REST) listener accepts.
 pub const HTTP_MAX_BODY_BYTES: usize = 1024 * 1024;
 

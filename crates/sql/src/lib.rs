@@ -18,6 +18,7 @@ pub mod join;
 pub mod nexmark;
 pub mod parser;
 pub mod query;
+pub mod state;
 pub mod testcase;
 pub mod time;
 pub mod topics;
