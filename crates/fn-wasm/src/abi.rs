@@ -15,8 +15,8 @@ pub const STATUS_BATCH_FAILED: u32 = 1;
 /// batch must be of the same topic, or this fails.
 pub fn encode_batch(batch: &[Event], buf: &mut Vec<u8>) -> Result<(), String> {
     buf.clear();
-    let topic = batch.first().map(|e| e.topic.as_str()).unwrap_or("");
-    if batch.iter().any(|e| e.topic != topic) {
+    let topic = batch.first().map(|e| &*e.topic).unwrap_or("");
+    if batch.iter().any(|e| &*e.topic != topic) {
         return Err("a batch of events of more than one topic cannot be encoded".into());
     }
     buf.reserve(8 + topic.len() + batch.iter().map(encoded_len).sum::<usize>());

@@ -1,12 +1,15 @@
 //! What a function receives (a batch of [`Event`]s) and returns (a [`Reply`]).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// One input event: a record of the trigger topic with its position, or the synthetic event of
 /// an HTTP or timer trigger (topic "", partition and offset -1).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Event {
-    pub topic: String,
+    /// Shared by the events of a batch (one allocation per read, not per event).
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     /// Milliseconds since the epoch.

@@ -14,7 +14,7 @@
 //!   worker per partition at a time, in order per partition.
 //! - Function output (stderr, guest prints) and invocation errors go to [`LOGS_TOPIC`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -842,8 +842,9 @@ impl Function {
                 }
                 read = self.topics.read(&topic, p, pos, chunk)?;
             }
+            let shared: Arc<str> = Arc::from(topic.as_str());
             let mut events = read.into_iter().map(|c| Event {
-                topic: topic.clone(),
+                topic: shared.clone(),
                 partition: c.partition,
                 offset: c.offset,
                 timestamp: c.record.timestamp,
@@ -1075,47 +1076,57 @@ impl Function {
     /// dead letters (to the source partition of the dead-letter topic), creating topics that
     /// do not exist yet.
     fn write(&self, outputs: Vec<Output>, dead: Vec<(Event, String, u32)>, partition: i32) -> Result<(), HostError> {
-        let mut by_target: BTreeMap<(String, i32), Vec<Record>> = BTreeMap::new();
+        // Per topic (partition count, records per partition): outputs are moved, not copied, and
+        // a topic is looked up once per flush, not once per record.
+        let mut by_target: HashMap<String, (i32, BTreeMap<i32, Vec<Record>>)> = HashMap::new();
         let now = now_ms();
         let mut unrouted = 0;
         for o in outputs {
-            let Some(topic) = o.topic.clone().or_else(|| self.spec.output.clone()) else {
+            let Some(topic) = o.topic.as_deref().or(self.spec.output.as_deref()) else {
                 unrouted += 1;
                 continue;
             };
-            let n = self.ensure_topic(&topic)?;
-            let p = match &o.key {
-                Some(k) => partition_for_key(k, n),
-                None => partition.rem_euclid(n),
+            let target = match by_target.get_mut(topic) {
+                Some(t) => t,
+                None => {
+                    let n = self.ensure_topic(topic)?;
+                    by_target.entry(topic.to_string()).or_insert((n, BTreeMap::new()))
+                }
             };
-            let record =
-                Record { key: o.key.clone(), value: o.value.clone(), timestamp: now, headers: o.headers.clone() };
-            by_target.entry((topic, p)).or_default().push(record);
+            let p = match &o.key {
+                Some(k) => partition_for_key(k, target.0),
+                None => partition.rem_euclid(target.0),
+            };
+            let record = Record { key: o.key, value: o.value, timestamp: now, headers: o.headers };
+            target.1.entry(p).or_default().push(record);
         }
         if unrouted > 0 {
             (self.log)("error", &format!("{unrouted} outputs dropped: the function has no output topic"));
         }
+        let dlq = self.spec.dlq_topic();
         if !dead.is_empty() {
-            let topic = self.spec.dlq_topic();
-            let n = self.ensure_topic(&topic)?;
+            let n = self.ensure_topic(&dlq)?;
+            let target = by_target.entry(dlq.clone()).or_insert((n, BTreeMap::new()));
             for (e, error, attempts) in dead {
                 let mut headers = e.headers;
                 let mut h = |k: &str, v: String| headers.push((k.to_string(), Some(v.into_bytes())));
                 h("freshet.function", self.spec.name.clone());
                 h("freshet.error", error);
                 h("freshet.attempts", attempts.to_string());
-                h("freshet.source.topic", e.topic);
+                h("freshet.source.topic", e.topic.to_string());
                 h("freshet.source.partition", e.partition.to_string());
                 h("freshet.source.offset", e.offset.to_string());
                 let record = Record { key: e.key, value: e.value, timestamp: e.timestamp, headers };
-                by_target.entry((topic.clone(), e.partition.max(0).rem_euclid(n))).or_default().push(record);
+                target.1.entry(e.partition.max(0).rem_euclid(n)).or_default().push(record);
             }
         }
-        for ((topic, p), records) in by_target {
-            let count = records.len() as u64;
-            self.topics.append(&topic, p, records)?;
-            if topic != self.spec.dlq_topic() {
-                self.metrics.events_out.fetch_add(count, Relaxed);
+        for (topic, (_, partitions)) in by_target {
+            for (p, records) in partitions {
+                let count = records.len() as u64;
+                self.topics.append(&topic, p, records)?;
+                if topic != dlq {
+                    self.metrics.events_out.fetch_add(count, Relaxed);
+                }
             }
         }
         Ok(())
@@ -1169,7 +1180,7 @@ impl Function {
             }
             let scheduled = chrono::DateTime::from_timestamp_millis(next).map(|t| t.to_rfc3339()).unwrap_or_default();
             let event = Event {
-                topic: String::new(),
+                topic: Arc::default(),
                 partition: -1,
                 offset: -1,
                 timestamp: next,

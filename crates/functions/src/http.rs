@@ -223,7 +223,7 @@ impl Inner {
             attributes.push(("partitionkey", key.to_string()));
         }
         if positioned {
-            attributes.push(("freshettopic", event.topic.clone()));
+            attributes.push(("freshettopic", event.topic.to_string()));
             attributes.push(("freshetpartition", event.partition.to_string()));
             attributes.push(("freshetoffset", event.offset.to_string()));
         }

@@ -154,7 +154,7 @@ fn binary_mode_sends_attributes_as_headers_and_data_as_the_body() {
         record(42, Some(b"k1"), Some(br#"{"a": 1}"#)),
         record(43, Some(&[0xff]), Some(&[0, 1, 0xff])),
         with_type,
-        Event { topic: String::new(), partition: -1, offset: -1, timestamp: -1, ..Event::default() },
+        Event { partition: -1, offset: -1, timestamp: -1, ..Event::default() },
     ];
     let reply = f.invoke(&batch).unwrap();
     assert!(reply.failed.is_empty(), "{reply:?}");

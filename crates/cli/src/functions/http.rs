@@ -121,7 +121,7 @@ async fn invoke(State(host): State<Arc<Host>>, Path(name): Path<String>, headers
         event_headers.push(("content-type".to_string(), Some(ct.as_bytes().to_vec())));
     }
     let event = Event {
-        topic: String::new(),
+        topic: Default::default(),
         partition: -1,
         offset: -1,
         timestamp: now_ms(),
