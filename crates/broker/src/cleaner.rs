@@ -239,8 +239,8 @@ mod tests {
             .iter()
             .map(|(k, v)| SimpleRecord {
                 timestamp,
-                key: Some(k.as_bytes().to_vec()),
-                value: Some(v.as_bytes().to_vec()),
+                key: Some(k.as_bytes().to_vec().into()),
+                value: Some(v.as_bytes().to_vec().into()),
                 headers: vec![],
             })
             .collect();

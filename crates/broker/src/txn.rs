@@ -152,8 +152,8 @@ impl TxnCoordinator {
     async fn persist(&self, meta: TxnMeta) -> TxnResult<()> {
         let record = SimpleRecord {
             timestamp: now_ms(),
-            key: Some(meta.transactional_id.as_bytes().to_vec()),
-            value: Some(serde_json::to_vec(&meta).expect("serializable")),
+            key: Some(meta.transactional_id.as_bytes().to_vec().into()),
+            value: Some(serde_json::to_vec(&meta).expect("serializable").into()),
             headers: vec![],
         };
         let bytes = batch::encode_batch(&[record]);

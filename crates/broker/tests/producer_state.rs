@@ -33,7 +33,7 @@ async fn init_producer(broker: &Arc<Broker>) -> (i64, i16) {
 async fn send(broker: &Arc<Broker>, (pid, epoch): (i64, i16), seq: i32, values: &[&str]) -> (i16, i64) {
     let records: Vec<SimpleRecord> = values
         .iter()
-        .map(|v| SimpleRecord { timestamp: 1_000, value: Some(v.as_bytes().to_vec()), ..Default::default() })
+        .map(|v| SimpleRecord { timestamp: 1_000, value: Some(v.as_bytes().to_vec().into()), ..Default::default() })
         .collect();
     let mut batch = encode_batch(&records);
     set_producer(&mut batch, pid, epoch, seq, false);

@@ -32,7 +32,7 @@ async fn every_api_answers_at_every_advertised_version() {
     for v in versions(ApiKey::Produce) {
         let batch = encode_batch(&[SimpleRecord {
             timestamp: 1_000 + v as i64,
-            value: Some(b"v".to_vec()),
+            value: Some(b"v".to_vec().into()),
             ..Default::default()
         }]);
         let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
@@ -387,8 +387,11 @@ async fn transaction_apis(broker: &Arc<Broker>) {
             resp.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0,
             "add partitions v{v}"
         );
-        let mut batch =
-            encode_batch(&[SimpleRecord { timestamp: 1, value: Some(b"in-txn".to_vec()), ..Default::default() }]);
+        let mut batch = encode_batch(&[SimpleRecord {
+            timestamp: 1,
+            value: Some(b"in-txn".to_vec().into()),
+            ..Default::default()
+        }]);
         freshet_log::batch::set_producer(&mut batch, pid.0, epoch, 0, true);
         let produce = ProduceRequest::default()
             .with_transactional_id(Some(txn.clone()))

@@ -199,7 +199,7 @@ fn bench(a: &FunctionsArgs, topics: Arc<BrokerTopics>, script: &std::path::Path)
 fn write_input(topics: &dyn Topics, topic: &str, partitions: i32, events: u64, size: usize) -> Result<()> {
     topics.create_topic(topic, partitions)?;
     let bar = indicatif::ProgressBar::new(events);
-    let value = vec![b'x'; size];
+    let value = bytes::Bytes::from(vec![b'x'; size]);
     let per = events.div_ceil(partitions as u64);
     let mut written = 0;
     for p in 0..partitions {
@@ -208,7 +208,7 @@ fn write_input(topics: &dyn Topics, topic: &str, partitions: i32, events: u64, s
             let n = left.min(5000);
             let records = (0..n)
                 .map(|i| Record {
-                    key: Some(format!("k{}", (written + i) % 1000).into_bytes()),
+                    key: Some(format!("k{}", (written + i) % 1000).into_bytes().into()),
                     value: Some(value.clone()),
                     timestamp: 1,
                     headers: vec![],

@@ -4,6 +4,8 @@
 //! (external clusters), both in the `freshet` binary.
 
 use std::collections::BTreeMap;
+
+pub use bytes::Bytes;
 use std::sync::Mutex;
 
 /// Why a topic operation failed, in words for a user.
@@ -19,11 +21,12 @@ impl TopicError {
 
 pub type Result<T, E = TopicError> = std::result::Result<T, E>;
 
-/// A record as the engine reads and writes it.
+/// A record as the engine reads and writes it. Key and value are `Bytes`: a read can hand out
+/// slices of the log's buffer instead of copies.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Record {
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
     pub timestamp: i64,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }

@@ -18,8 +18,8 @@ fn batch() -> Vec<Event> {
             partition: 0,
             offset: i as i64,
             timestamp: 1_700_000_000_000,
-            key: Some(format!("key-{i:04}").into_bytes()),
-            value: Some(vec![b'x'; 100]),
+            key: Some(format!("key-{i:04}").into_bytes().into()),
+            value: Some(vec![b'x'; 100].into()),
             headers: vec![],
         })
         .collect()
@@ -108,7 +108,7 @@ fn identity_reply(events: &[Event]) -> Vec<u8> {
     let mut p = 4 + u32::from_le_bytes(input[..4].try_into().unwrap()) as usize + 4;
     for e in events {
         let start = p + 20;
-        let size = 4 + e.key.as_ref().map_or(0, Vec::len) + 4 + e.value.as_ref().map_or(0, Vec::len) + 4;
+        let size = 4 + e.key.as_ref().map_or(0, |b| b.len()) + 4 + e.value.as_ref().map_or(0, |b| b.len()) + 4;
         assert!(e.headers.is_empty());
         out.extend_from_slice(&(-1i32).to_le_bytes());
         out.extend_from_slice(&input[start..start + size]);

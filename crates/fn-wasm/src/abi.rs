@@ -35,8 +35,11 @@ pub fn encode_batch(batch: &[Event], buf: &mut Vec<u8>) -> Result<(), String> {
 }
 
 fn encoded_len(e: &Event) -> usize {
-    let opt = |b: &Option<Vec<u8>>| 4 + b.as_ref().map_or(0, Vec::len);
-    20 + opt(&e.key) + opt(&e.value) + 4 + e.headers.iter().map(|(n, v)| 4 + n.len() + opt(v)).sum::<usize>()
+    let opt = |b: Option<&[u8]>| 4 + b.map_or(0, <[u8]>::len);
+    20 + opt(e.key.as_deref())
+        + opt(e.value.as_deref())
+        + 4
+        + e.headers.iter().map(|(n, v)| 4 + n.len() + opt(v.as_deref())).sum::<usize>()
 }
 
 fn len_u32(n: usize) -> Result<u32, String> {
@@ -200,8 +203,8 @@ mod tests {
             partition: 3,
             offset: 42,
             timestamp: 1_700_000_000_000,
-            key: key.map(<[u8]>::to_vec),
-            value: value.map(<[u8]>::to_vec),
+            key: key.map(bytes::Bytes::copy_from_slice),
+            value: value.map(bytes::Bytes::copy_from_slice),
             headers: vec![("h".into(), Some(b"v".to_vec())), ("n".into(), None)],
         }
     }

@@ -27,8 +27,8 @@ fn event(i: i64, key: Option<&str>, value: Option<&str>, headers: &[(&str, Optio
         partition: 2,
         offset: 100 + i,
         timestamp: 1_700_000_000_000 + i,
-        key: key.map(|k| k.as_bytes().to_vec()),
-        value: value.map(|v| v.as_bytes().to_vec()),
+        key: key.map(|k| k.as_bytes().to_vec().into()),
+        value: value.map(|v| v.as_bytes().to_vec().into()),
         headers: headers.iter().map(|(n, v)| (n.to_string(), v.map(|v| v.as_bytes().to_vec()))).collect(),
     }
 }
@@ -44,7 +44,12 @@ fn sample() -> Vec<Event> {
 }
 
 fn as_output(e: &Event, topic: Option<&str>) -> Output {
-    Output { topic: topic.map(str::to_owned), key: e.key.clone(), value: e.value.clone(), headers: e.headers.clone() }
+    Output {
+        topic: topic.map(str::to_owned),
+        key: e.key.as_deref().map(<[u8]>::to_vec),
+        value: e.value.as_deref().map(<[u8]>::to_vec),
+        headers: e.headers.clone(),
+    }
 }
 
 type Lines = Arc<Mutex<Vec<(String, String)>>>;

@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// One input event: a record of the trigger topic with its position, or the synthetic event of
 /// an HTTP or timer trigger (topic "", partition and offset -1).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Event {
     /// Shared by the events of a batch (one allocation per read, not per event).
     pub topic: Arc<str>,
@@ -14,8 +15,9 @@ pub struct Event {
     pub offset: i64,
     /// Milliseconds since the epoch.
     pub timestamp: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    /// Slices of the read buffer (no copy per event).
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 

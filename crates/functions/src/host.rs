@@ -15,6 +15,8 @@
 //! - Function output (stderr, guest prints) and invocation errors go to [`LOGS_TOPIC`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -272,8 +274,12 @@ impl Host {
         d.spec.version = old.as_ref().map(|r| r.function.spec.version).unwrap_or(0) + 1;
         let stored = Stored { spec: d.spec.clone(), code: base64::engine::general_purpose::STANDARD.encode(&d.code) };
         let value = serde_json::to_vec(&stored).map_err(|e| HostError::Server(e.to_string()))?;
-        let record =
-            Record { key: Some(name.clone().into_bytes()), value: Some(value), timestamp: now_ms(), headers: vec![] };
+        let record = Record {
+            key: Some(name.clone().into_bytes().into()),
+            value: Some(value.into()),
+            timestamp: now_ms(),
+            headers: vec![],
+        };
         if let Err(e) = self.topics.append(FUNCTIONS_TOPIC, 0, vec![record]) {
             if let Some(old) = old {
                 lock(&self.running).insert(name, old);
@@ -294,7 +300,12 @@ impl Host {
     pub fn delete(&self, name: &str) -> Result<(), HostError> {
         let _changes = lock(&self.changes);
         let r = lock(&self.running).remove(name).ok_or_else(|| HostError::NotFound(name.to_string()))?;
-        let record = Record { key: Some(name.as_bytes().to_vec()), value: None, timestamp: now_ms(), headers: vec![] };
+        let record = Record {
+            key: Some(Bytes::copy_from_slice(name.as_bytes())),
+            value: None,
+            timestamp: now_ms(),
+            headers: vec![],
+        };
         self.topics.append(FUNCTIONS_TOPIC, 0, vec![record])?;
         stop(r);
         Ok(())
@@ -1097,7 +1108,12 @@ impl Function {
                 Some(k) => partition_for_key(k, target.0),
                 None => partition.rem_euclid(target.0),
             };
-            let record = Record { key: o.key, value: o.value, timestamp: now, headers: o.headers };
+            let record = Record {
+                key: o.key.map(Bytes::from),
+                value: o.value.map(Bytes::from),
+                timestamp: now,
+                headers: o.headers,
+            };
             target.1.entry(p).or_default().push(record);
         }
         if unrouted > 0 {
@@ -1184,8 +1200,8 @@ impl Function {
                 partition: -1,
                 offset: -1,
                 timestamp: next,
-                key: Some(self.spec.name.clone().into_bytes()),
-                value: Some(serde_json::json!({ "scheduled_time": scheduled }).to_string().into_bytes()),
+                key: Some(self.spec.name.clone().into_bytes().into()),
+                value: Some(serde_json::json!({ "scheduled_time": scheduled }).to_string().into_bytes().into()),
                 headers: vec![],
             };
             self.metrics.events_in.fetch_add(1, Relaxed);
@@ -1223,8 +1239,8 @@ impl LogWriter {
         let l = LogLine { timestamp: now_ms(), function: function.to_string(), stream: stream.to_string(), line };
         let Ok(value) = serde_json::to_vec(&l) else { return };
         let record = Record {
-            key: Some(function.as_bytes().to_vec()),
-            value: Some(value),
+            key: Some(Bytes::copy_from_slice(function.as_bytes())),
+            value: Some(value.into()),
             timestamp: l.timestamp,
             headers: vec![],
         };

@@ -142,7 +142,7 @@ impl HttpRuntime {
                         request = request.set(&format!("ce-{name}"), value);
                     }
                 }
-                let body = event.value.clone().unwrap_or_default();
+                let body = event.value.as_deref().unwrap_or_default().to_vec();
                 if let Some(content_type) = binary_content_type(event) {
                     request = request.set("content-type", &content_type);
                 }
@@ -372,7 +372,7 @@ mod tests {
             partition: 3,
             offset: 42,
             timestamp: 1_700_000_000_123,
-            key: Some(b"k".to_vec()),
+            key: Some(b"k".to_vec().into()),
             ..Event::default()
         };
         let attributes = factory.inner.attributes(&event);
@@ -405,7 +405,7 @@ mod tests {
 
     #[test]
     fn structured_data_is_json_unless_the_record_says_otherwise() {
-        let mut event = Event { value: Some(b"123".to_vec()), ..Event::default() };
+        let mut event = Event { value: Some(b"123".to_vec().into()), ..Event::default() };
         let doc = structured_event(&event, &[]);
         assert_eq!(
             (&doc["data"], &doc["datacontenttype"]),

@@ -531,8 +531,8 @@ mod tests {
     fn bytes_encode_as_text_base64_or_null() {
         let event = Event {
             topic: "t".into(),
-            key: Some(vec![0xff, 0x00]),
-            value: Some(b"v\n".to_vec()),
+            key: Some(vec![0xff, 0x00].into()),
+            value: Some(b"v\n".to_vec().into()),
             headers: vec![("h".into(), None)],
             ..Event::default()
         };

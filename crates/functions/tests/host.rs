@@ -4,6 +4,7 @@
 //! (The real runtimes and the real broker are tested in their own crates and in the binary's
 //! end-to-end tests.)
 
+use bytes::Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -72,7 +73,7 @@ fn upper() -> Body {
                 .iter()
                 .map(|e| Output {
                     topic: None,
-                    key: e.key.clone(),
+                    key: e.key.as_deref().map(<[u8]>::to_vec),
                     value: e.value.as_ref().map(|v| v.to_ascii_uppercase()),
                     headers: vec![],
                 })
@@ -88,7 +89,11 @@ fn echo() -> Body {
         Ok(Reply {
             outputs: batch
                 .iter()
-                .map(|e| Output { value: e.value.clone(), key: e.key.clone(), ..Default::default() })
+                .map(|e| Output {
+                    value: e.value.as_deref().map(<[u8]>::to_vec),
+                    key: e.key.as_deref().map(<[u8]>::to_vec),
+                    ..Default::default()
+                })
                 .collect(),
             failed: vec![],
         })
@@ -116,8 +121,8 @@ fn produce(topics: &MemTopics, topic: &str, partition: i32, values: &[String]) {
     let records = values
         .iter()
         .map(|v| Record {
-            key: Some(format!("k{partition}").into_bytes()),
-            value: Some(v.clone().into_bytes()),
+            key: Some(format!("k{partition}").into_bytes().into()),
+            value: Some(v.clone().into_bytes().into()),
             timestamp: 1,
             headers: vec![],
         })
@@ -133,7 +138,7 @@ fn all(topics: &MemTopics, topic: &str) -> Vec<Vec<String>> {
                 .read(topic, p, 0, usize::MAX)
                 .unwrap()
                 .into_iter()
-                .map(|c| String::from_utf8(c.record.value.unwrap_or_default()).unwrap())
+                .map(|c| String::from_utf8(c.record.value.unwrap_or_default().to_vec()).unwrap())
                 .collect()
         })
         .collect()
@@ -198,7 +203,8 @@ fn failures_retry_then_dead_letter_and_the_rest_flows_on() {
     // "bad" events fail on their own (partial failure), "crash" fails the whole batch.
     let body: Body = Arc::new(move |batch: &[Event]| {
         c.fetch_add(1, Ordering::SeqCst);
-        let values: Vec<String> = batch.iter().map(|e| String::from_utf8(e.value.clone().unwrap()).unwrap()).collect();
+        let values: Vec<String> =
+            batch.iter().map(|e| String::from_utf8(e.value.clone().unwrap().to_vec()).unwrap()).collect();
         if values.iter().any(|v| v.contains("crash")) {
             return Err(InvokeError::Failed("crashed".into()));
         }
@@ -231,7 +237,8 @@ fn failures_retry_then_dead_letter_and_the_rest_flows_on() {
     let expected: Vec<String> = values.iter().filter(|v| v.starts_with("ok")).cloned().collect();
     assert_eq!(out, &expected, "successful events in order, each once");
     let dlq = topics.read("g-dlq", 0, 0, 10).unwrap();
-    let dead: Vec<String> = dlq.iter().map(|c| String::from_utf8(c.record.value.clone().unwrap()).unwrap()).collect();
+    let dead: Vec<String> =
+        dlq.iter().map(|c| String::from_utf8(c.record.value.clone().unwrap().to_vec()).unwrap()).collect();
     assert_eq!(dead, vec!["bad-7", "crash-13", "bad-21"]);
     let header = |c: &freshet_common::topics::Consumed, k: &str| {
         c.record
@@ -363,8 +370,8 @@ fn unordered_runs_keys_concurrently_in_order_per_key() {
         let mut s = s2.lock().unwrap();
         for e in batch {
             s.push((
-                String::from_utf8(e.key.clone().unwrap()).unwrap(),
-                String::from_utf8(e.value.clone().unwrap()).unwrap(),
+                String::from_utf8(e.key.clone().unwrap().to_vec()).unwrap(),
+                String::from_utf8(e.value.clone().unwrap().to_vec()).unwrap(),
             ));
         }
         Ok(Reply::default())
@@ -373,8 +380,8 @@ fn unordered_runs_keys_concurrently_in_order_per_key() {
     topics.create_topic("in", 1).unwrap();
     let records: Vec<Record> = (0..400)
         .map(|i| Record {
-            key: Some(format!("key{}", i % 8).into_bytes()),
-            value: Some(format!("{i}").into_bytes()),
+            key: Some(format!("key{}", i % 8).into_bytes().into()),
+            value: Some(format!("{i}").into_bytes().into()),
             timestamp: 1,
             headers: vec![],
         })
@@ -411,7 +418,7 @@ fn cron_and_http_invocations() {
     let mut call = spec("call", "echo", "unused");
     call.trigger = Trigger::Http;
     deploy(&host, call);
-    let reply = host.invoke("call", Event { value: Some(b"hello".to_vec()), ..Default::default() }).unwrap();
+    let reply = host.invoke("call", Event { value: Some(Bytes::from_static(b"hello")), ..Default::default() }).unwrap();
     assert_eq!(reply.outputs[0].value.as_deref(), Some(&b"hello"[..]));
     assert_eq!(count(&topics, "call-out"), 1, "outputs also go to the output topic");
     assert!(matches!(host.invoke("nope", Event::default()), Err(freshet_functions::host::HostError::NotFound(_))));

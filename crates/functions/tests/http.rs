@@ -1,6 +1,7 @@
 //! The HTTP runtime against real HTTP: the example function `examples/functions/http/server.py`,
 //! and a small server in the test that records the exact requests.
 
+use bytes::Bytes;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -128,8 +129,8 @@ fn record(offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Event {
         partition: 3,
         offset,
         timestamp: 1_700_000_000_123,
-        key: key.map(<[u8]>::to_vec),
-        value: value.map(<[u8]>::to_vec),
+        key: key.map(Bytes::copy_from_slice),
+        value: value.map(Bytes::copy_from_slice),
         headers: vec![],
     }
 }

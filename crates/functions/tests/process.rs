@@ -1,6 +1,7 @@
 //! The process runtime against real processes: the Python and Node examples of
 //! `examples/functions/`, and small `sh` commands for crashes and timeouts.
 
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -45,8 +46,8 @@ fn event(offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Event {
         partition: 2,
         offset,
         timestamp: 1_700_000_000_000,
-        key: key.map(<[u8]>::to_vec),
-        value: value.map(<[u8]>::to_vec),
+        key: key.map(Bytes::copy_from_slice),
+        value: value.map(Bytes::copy_from_slice),
         headers: vec![],
     }
 }

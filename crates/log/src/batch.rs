@@ -305,8 +305,8 @@ pub fn write_varint(out: &mut Vec<u8>, value: i64) {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SimpleRecord {
     pub timestamp: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    pub key: Option<bytes::Bytes>,
+    pub value: Option<bytes::Bytes>,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
@@ -322,7 +322,7 @@ pub fn encode_batch(records: &[SimpleRecord]) -> Vec<u8> {
     let estimate: usize = records
         .iter()
         .map(|r| {
-            let fields = r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len);
+            let fields = r.key.as_ref().map_or(0, |b| b.len()) + r.value.as_ref().map_or(0, |b| b.len());
             let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 10).sum();
             fields + headers + 40
         })
@@ -416,7 +416,8 @@ pub fn encode_marker(producer_id: i64, producer_epoch: i16, commit: bool, timest
     key.extend_from_slice(&(commit as i16).to_be_bytes());
     let mut value = 0i16.to_be_bytes().to_vec();
     value.extend_from_slice(&0i32.to_be_bytes());
-    let mut b = encode_batch(&[SimpleRecord { timestamp, key: Some(key), value: Some(value), headers: vec![] }]);
+    let mut b =
+        encode_batch(&[SimpleRecord { timestamp, key: Some(key.into()), value: Some(value.into()), headers: vec![] }]);
     b[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&CONTROL.to_be_bytes());
     set_producer(&mut b, producer_id, producer_epoch, -1, true);
     b
@@ -519,8 +520,8 @@ mod tests {
         let records: Vec<SimpleRecord> = (0..n)
             .map(|i| SimpleRecord {
                 timestamp: 1_000 + i as i64,
-                key: Some(format!("k{i}").into_bytes()),
-                value: if i % 3 == 0 { None } else { Some(vec![i as u8; i]) },
+                key: Some(format!("k{i}").into_bytes().into()),
+                value: if i % 3 == 0 { None } else { Some(vec![i as u8; i].into()) },
                 headers: vec![("h".into(), Some(b"v".to_vec())), ("n".into(), None)],
             })
             .collect();

@@ -21,8 +21,8 @@ const NOW: i64 = 1_700_000_000_000;
 fn keyed(key: &str, value: &str) -> Vec<u8> {
     batch::encode_batch(&[SimpleRecord {
         timestamp: NOW,
-        key: Some(key.as_bytes().to_vec()),
-        value: Some(value.as_bytes().to_vec()),
+        key: Some(key.as_bytes().to_vec().into()),
+        value: Some(value.as_bytes().to_vec().into()),
         headers: vec![],
     }])
 }

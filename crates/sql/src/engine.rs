@@ -561,7 +561,11 @@ impl Engine {
             Some(k) if partitions > 1 => freshet_common::partitioner::partition_for_key(k, partitions),
             _ => 0,
         };
-        self.topics.append(&sink.topic, partition, vec![Record { key, value, timestamp, headers: vec![] }])?;
+        self.topics.append(
+            &sink.topic,
+            partition,
+            vec![Record { key: key.map(Into::into), value: value.map(Into::into), timestamp, headers: vec![] }],
+        )?;
         Ok(Outcome::Message(String::new()))
     }
 

@@ -161,8 +161,8 @@ impl Event {
 
     pub fn to_record(&self) -> Record {
         Record {
-            key: Some((self.key() as i64).to_be_bytes().to_vec()),
-            value: Some(self.to_json()),
+            key: Some((self.key() as i64).to_be_bytes().to_vec().into()),
+            value: Some(self.to_json().into()),
             timestamp: self.timestamp(),
             headers: vec![],
         }

@@ -314,8 +314,8 @@ impl Query {
             _ => 0,
         };
         pending.entry(partition).or_default().push(Record {
-            key: key_bytes,
-            value: value_bytes,
+            key: key_bytes.map(Into::into),
+            value: value_bytes.map(Into::into),
             timestamp,
             headers: vec![],
         });
@@ -504,7 +504,7 @@ impl Query {
     fn aggregate(&mut self, rec: &Record, row: Option<Row>, out: &mut Vec<Emitted>) -> Result<(), String> {
         let Plan::Aggregate(plan) = &self.plan else { unreachable!("called for aggregate plans") };
         let is_table = self.input.kind == SourceKind::Table;
-        let input_key = rec.key.clone().unwrap_or_default();
+        let input_key = rec.key.as_deref().unwrap_or_default().to_vec();
         // The row's group and aggregate arguments (None: a tombstone, or filtered out).
         let mut current = None;
         if let Some(row) = &row {

@@ -133,7 +133,12 @@ impl StateStore {
     pub fn changelog_records(changes: &[Change], timestamp: i64) -> Vec<Record> {
         changes
             .iter()
-            .map(|(k, v)| Record { key: Some(k.clone()), value: v.clone(), timestamp, headers: vec![] })
+            .map(|(k, v)| Record {
+                key: Some(k.clone().into()),
+                value: v.clone().map(Into::into),
+                timestamp,
+                headers: vec![],
+            })
             .collect()
     }
 
@@ -189,8 +194,10 @@ impl StateStore {
             let batch = topics.read(changelog, 0, at, SQL_POLL_BATCH)?;
             let Some(last) = batch.last() else { break };
             let next = last.offset + 1;
-            let changes: Vec<Change> =
-                batch.into_iter().filter_map(|c| c.record.key.map(|k| (k, c.record.value))).collect();
+            let changes: Vec<Change> = batch
+                .into_iter()
+                .filter_map(|c| c.record.key.map(|k| (k.to_vec(), c.record.value.map(|v| v.to_vec()))))
+                .collect();
             records += changes.len();
             self.apply(&changes, next)?;
             at = next;

@@ -343,7 +343,7 @@ pub fn encode_input(input: &Json, source: Option<&SourceDef>) -> Result<Record, 
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Record { key, value, timestamp, headers })
+    Ok(Record { key: key.map(Into::into), value: value.map(Into::into), timestamp, headers })
 }
 
 fn json_bytes(j: &Json) -> Option<Vec<u8>> {

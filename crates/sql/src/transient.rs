@@ -58,7 +58,7 @@ struct TableState {
     sql: String,
     offsets: Vec<i64>,
     /// Per partition, the latest record of each key (tombstones remove the key).
-    rows: Vec<BTreeMap<Vec<u8>, Consumed>>,
+    rows: Vec<BTreeMap<crate::topics::Bytes, Consumed>>,
 }
 
 impl Materialized {

@@ -18,8 +18,8 @@ fn put(topics: &MemTopics, topic: &str, key: Option<&str>, value: Option<&str>, 
             topic,
             0,
             vec![Record {
-                key: key.map(|k| k.as_bytes().to_vec()),
-                value: value.map(|v| v.as_bytes().to_vec()),
+                key: key.map(|k| k.as_bytes().to_vec().into()),
+                value: value.map(|v| v.as_bytes().to_vec().into()),
                 timestamp: ts,
                 headers: vec![],
             }],
@@ -34,8 +34,8 @@ fn all(topics: &MemTopics, topic: &str) -> Vec<(Option<String>, Option<String>, 
         .into_iter()
         .map(|c| {
             (
-                c.record.key.map(|k| String::from_utf8(k).unwrap()),
-                c.record.value.map(|v| String::from_utf8(v).unwrap()),
+                c.record.key.map(|k| String::from_utf8(k.to_vec()).unwrap()),
+                c.record.value.map(|v| String::from_utf8(v.to_vec()).unwrap()),
                 c.record.timestamp,
             )
         })
@@ -101,7 +101,7 @@ fn a_tumbling_window_keys_results_by_window_start() {
         .map(|c| {
             let k = c.record.key.as_ref().unwrap();
             let start = i64::from_be_bytes(k[k.len() - 8..].try_into().unwrap());
-            (start, String::from_utf8(c.record.value.clone().unwrap()).unwrap())
+            (start, String::from_utf8(c.record.value.clone().unwrap().to_vec()).unwrap())
         })
         .collect();
     assert_eq!(decoded, vec![(0, "1".into()), (0, "3".into()), (10_000, "4".into())]);
@@ -128,7 +128,12 @@ fn session_windows_merge_within_the_gap_and_drop_records_beyond_grace() {
             let n = k.len();
             let be = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap());
             let key = String::from_utf8(k[..n - 16].to_vec()).unwrap();
-            (key, be(&k[n - 8..]), be(&k[n - 16..n - 8]), c.record.value.clone().map(|v| String::from_utf8(v).unwrap()))
+            (
+                key,
+                be(&k[n - 8..]),
+                be(&k[n - 16..n - 8]),
+                c.record.value.clone().map(|v| String::from_utf8(v.to_vec()).unwrap()),
+            )
         })
         .collect();
     let row = |k: &str, s: i64, e: i64, v: Option<&str>| (k.to_string(), s, e, v.map(String::from));

@@ -66,7 +66,7 @@ fn run(run: &Run, name: &str) -> Vec<Out> {
     for p in 0..run.topics.partitions(&sink).unwrap() {
         for c in run.topics.read(&sink, p, 0, usize::MAX).unwrap() {
             let value = c.record.value.map(|v| serde_json::from_slice(&v).unwrap());
-            out.push((c.record.key, value, c.record.timestamp));
+            out.push((c.record.key.map(|k| k.to_vec()), value, c.record.timestamp));
         }
     }
     assert!(!out.is_empty(), "{name} has output");

@@ -233,8 +233,8 @@ impl OffsetStore {
             .iter()
             .map(|((t, p), c)| SimpleRecord {
                 timestamp: now,
-                key: Some(encode_key(group, t, *p)),
-                value: Some(encode_value(c)),
+                key: Some(encode_key(group, t, *p).into()),
+                value: Some(encode_value(c).into()),
                 headers: vec![],
             })
             .collect();
@@ -265,7 +265,7 @@ impl OffsetStore {
             .iter()
             .map(|(t, p)| SimpleRecord {
                 timestamp: now,
-                key: Some(encode_key(group, t, *p)),
+                key: Some(encode_key(group, t, *p).into()),
                 value: None,
                 headers: vec![],
             })

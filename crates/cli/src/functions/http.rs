@@ -115,7 +115,7 @@ async fn delete(State(host): State<Arc<Host>>, Path(name): Path<String>) -> Resp
 /// none: 204; several: 200 with a JSON array of `{"key", "value", "topic"}`. A failed
 /// invocation: 502 with the error.
 async fn invoke(State(host): State<Arc<Host>>, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let key = headers.get(KEY_HEADER).map(|v| v.as_bytes().to_vec());
+    let key = headers.get(KEY_HEADER).map(|v| Bytes::copy_from_slice(v.as_bytes()));
     let mut event_headers = vec![];
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         event_headers.push(("content-type".to_string(), Some(ct.as_bytes().to_vec())));
@@ -126,7 +126,7 @@ async fn invoke(State(host): State<Arc<Host>>, Path(name): Path<String>, headers
         offset: -1,
         timestamp: now_ms(),
         key,
-        value: Some(body.to_vec()),
+        value: Some(body.clone()),
         headers: event_headers,
     };
     let reply = match blocking(move || host.invoke(&name, event)).await {

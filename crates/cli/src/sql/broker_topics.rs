@@ -181,8 +181,8 @@ pub(super) fn decode_committed(
                 partition,
                 offset: r.offset,
                 record: Record {
-                    key: r.key.map(|k| k.to_vec()),
-                    value: r.value.map(|v| v.to_vec()),
+                    key: r.key,
+                    value: r.value,
                     timestamp,
                     headers: r.headers.into_iter().map(|(k, v)| (k.to_string(), v.map(|v| v.to_vec()))).collect(),
                 },

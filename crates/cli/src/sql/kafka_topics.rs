@@ -359,13 +359,13 @@ impl Topics for KafkaTopics {
         let mut records = records.into_iter().peekable();
         while let Some(r) = records.next() {
             let size = 32
-                + r.key.as_ref().map_or(0, Vec::len)
-                + r.value.as_ref().map_or(0, Vec::len)
+                + r.key.as_ref().map_or(0, |b| b.len())
+                + r.value.as_ref().map_or(0, |b| b.len())
                 + r.headers.iter().map(|(k, v)| 8 + k.len() + v.as_ref().map_or(0, Vec::len)).sum::<usize>();
             chunk_bytes += size;
             chunk.push(NewRecord {
-                key: r.key.map(Bytes::from),
-                value: r.value.map(Bytes::from),
+                key: r.key,
+                value: r.value,
                 headers: r.headers.into_iter().map(|(k, v)| (k, v.map(Bytes::from))).collect(),
                 timestamp: r.timestamp,
             });

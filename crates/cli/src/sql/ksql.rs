@@ -317,8 +317,8 @@ impl SqlServer {
     fn persist(&mut self, id: &str, command: &Command) -> freshet_sql::Result<i64> {
         let value = serde_json::to_vec(command).expect("serializable");
         let record = Record {
-            key: Some(id.as_bytes().to_vec()),
-            value: Some(value),
+            key: Some(id.as_bytes().to_vec().into()),
+            value: Some(value.into()),
             timestamp: freshet_broker::now_ms(),
             headers: vec![],
         };
@@ -352,8 +352,8 @@ impl SqlServer {
                     let mut writes: Vec<(String, i32, Vec<Record>)> =
                         outputs.into_iter().map(|(p, r)| (q.output.topic.clone(), p, r)).collect();
                     let progress = Record {
-                        key: Some(id.as_bytes().to_vec()),
-                        value: Some(serde_json::to_vec(&positions).expect("serializable")),
+                        key: Some(id.as_bytes().to_vec().into()),
+                        value: Some(serde_json::to_vec(&positions).expect("serializable").into()),
                         timestamp: freshet_broker::now_ms(),
                         headers: vec![],
                     };
@@ -416,8 +416,8 @@ impl SqlServer {
                     },
                 });
                 Record {
-                    key: Some(e.query.as_bytes().to_vec()),
-                    value: Some(value.to_string().into_bytes()),
+                    key: Some(e.query.as_bytes().to_vec().into()),
+                    value: Some(value.to_string().into_bytes().into()),
                     timestamp: now,
                     headers: vec![],
                 }

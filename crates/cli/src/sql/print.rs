@@ -154,7 +154,12 @@ mod tests {
     use super::*;
 
     fn record(key: &[u8], value: &str, ts: i64) -> Record {
-        Record { key: Some(key.to_vec()), value: Some(value.as_bytes().to_vec()), timestamp: ts, headers: vec![] }
+        Record {
+            key: Some(key.to_vec().into()),
+            value: Some(value.as_bytes().to_vec().into()),
+            timestamp: ts,
+            headers: vec![],
+        }
     }
 
     #[test]

@@ -12,8 +12,8 @@ pub fn make_batch(tag: u64, n: usize, value_len: usize, ts: i64) -> Vec<u8> {
             value.resize(value.len().max(value_len), b'x');
             SimpleRecord {
                 timestamp: ts + i as i64,
-                key: Some(format!("key-{}", (tag as usize + i) % 7).into_bytes()),
-                value: Some(value),
+                key: Some(format!("key-{}", (tag as usize + i) % 7).into_bytes().into()),
+                value: Some(value.into()),
                 headers: vec![("tag".into(), Some(tag.to_string().into_bytes()))],
             }
         })
