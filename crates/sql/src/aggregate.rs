@@ -25,6 +25,15 @@ pub enum AggKind {
     VarSamp,
     VarPop,
     Correlation,
+    /// SUM_LIST: the sum of the elements of an array column (nulls skipped).
+    SumList,
+    /// Conformance-test UDAFs (`functions::conformance`): a BIGINT sum of integers and string
+    /// lengths over every column argument, starting from `params[0]`.
+    ArgSum,
+    /// Conformance-test UDAF: a sum of an INT/BIGINT (as BIGINT) or DOUBLE column.
+    TestSum,
+    /// Conformance-test UDAF: the field-wise sum of `STRUCT<A INT, B INT>` values.
+    TestStructSum,
 }
 
 /// A typed aggregate call: how many expression arguments it evaluates per row, its constant
@@ -102,6 +111,10 @@ pub fn resolve(name: &str, arg_types: &[SqlType], consts: &[Value], star: bool) 
         "VAR_SAMP" => (VarSamp, SqlType::Double),
         "VAR_POP" => (VarPop, SqlType::Double),
         "CORRELATION" => (Correlation, SqlType::Double),
+        "SUM_LIST" => match one()? {
+            SqlType::Array(e) if matches!(*e, SqlType::Int | SqlType::BigInt | SqlType::Double) => (SumList, *e),
+            _ => return Err(bad()),
+        },
         _ => return Err(SqlError::statement(format!("Unknown aggregate function {name}"))),
     };
     Ok(AggSpec { kind, arg_types: arg_types.to_vec(), params: consts.to_vec(), result })
@@ -133,7 +146,11 @@ impl AggSpec {
         use AggKind::*;
         match self.kind {
             Count | CountStar => Acc::Count(0),
-            Sum => Acc::Sum(zero(&self.result)),
+            Sum | SumList | TestSum => Acc::Sum(zero(&self.result)),
+            ArgSum => Acc::Sum(self.params.first().cloned().unwrap_or(Value::BigInt(0))),
+            TestStructSum => {
+                Acc::Extreme(Value::Struct(vec![("A".to_string(), Value::Int(0)), ("B".to_string(), Value::Int(0))]))
+            }
             Avg => Acc::Avg(Value::Null, 0),
             Min | Max | EarliestByOffset | LatestByOffset => Acc::Extreme(Value::Null),
             CountDistinct | CollectList | CollectSet | TopK | TopKDistinct => Acc::List(vec![]),
@@ -164,7 +181,32 @@ impl AggSpec {
         match (self.kind, acc) {
             (CountStar, Acc::Count(n)) => *n += 1,
             (Count, Acc::Count(n)) if !v.is_null() => *n += 1,
-            (Sum, Acc::Sum(s)) if !v.is_null() => *s = add_values(s, &v, &self.result),
+            (Sum | TestSum, Acc::Sum(s)) if !v.is_null() => *s = add_values(s, &v, &self.result),
+            (SumList, Acc::Sum(s)) => {
+                if let Value::Array(items) = &v {
+                    for item in items.iter().filter(|x| !x.is_null()) {
+                        *s = add_values(s, item, &self.result);
+                    }
+                }
+            }
+            (ArgSum, Acc::Sum(s)) => {
+                let mut total = s.as_i64().unwrap_or(0);
+                for a in args {
+                    total = total.wrapping_add(match a {
+                        Value::String(text) => text.chars().count() as i64,
+                        other => other.as_i64().unwrap_or(0),
+                    });
+                }
+                *s = Value::BigInt(total);
+            }
+            (TestStructSum, Acc::Extreme(Value::Struct(fields))) => {
+                if let Value::Struct(row) = &v {
+                    for (name, total) in fields.iter_mut() {
+                        let x = row.iter().find(|(n, _)| n == name).and_then(|(_, x)| x.as_i64()).unwrap_or(0);
+                        *total = Value::Int((total.as_i64().unwrap_or(0) as i32).wrapping_add(x as i32));
+                    }
+                }
+            }
             (Avg, Acc::Avg(s, n)) if !v.is_null() => {
                 *s = if s.is_null() { v } else { add_values(s, &v, &widen_sum(&self.arg_types[0])) };
                 *n += 1;
@@ -278,6 +320,18 @@ impl AggSpec {
                     *s = add_values(s, &negate(&v), &self.result);
                 }
             }
+            (TestSum, Acc::Sum(s)) if self.result == SqlType::BigInt => {
+                if !v.is_null() {
+                    *s = add_values(s, &negate(&v), &self.result);
+                }
+            }
+            (SumList, Acc::Sum(s)) => {
+                if let Value::Array(items) = &v {
+                    for item in items.iter().filter(|x| !x.is_null()) {
+                        *s = add_values(s, &negate(item), &self.result);
+                    }
+                }
+            }
             (Avg, Acc::Avg(s, n)) => {
                 if !v.is_null() && !s.is_null() {
                     *s = add_values(s, &negate(&v), &widen_sum(&self.arg_types[0]));
@@ -316,7 +370,8 @@ impl AggSpec {
         use AggKind::*;
         match (self.kind, acc) {
             (Count | CountStar, Acc::Count(n)) => Value::BigInt(*n),
-            (Sum, Acc::Sum(s)) => s.clone(),
+            (Sum | SumList | ArgSum | TestSum, Acc::Sum(s)) => s.clone(),
+            (TestStructSum, Acc::Extreme(v)) => v.clone(),
             (Avg, Acc::Avg(s, n)) => {
                 if *n == 0 || s.is_null() {
                     return match self.result {
@@ -400,7 +455,7 @@ fn negate(v: &Value) -> Value {
     }
 }
 
-fn add_values(a: &Value, b: &Value, ty: &SqlType) -> Value {
+pub(crate) fn add_values(a: &Value, b: &Value, ty: &SqlType) -> Value {
     match ty {
         SqlType::Int => Value::Int((a.as_i64().unwrap_or(0) as i32).wrapping_add(b.as_i64().unwrap_or(0) as i32)),
         SqlType::BigInt => Value::BigInt(a.as_i64().unwrap_or(0).wrapping_add(b.as_i64().unwrap_or(0))),

@@ -46,6 +46,7 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
 }
 
 mod array;
+pub mod conformance;
 mod datetime;
 mod json;
 pub mod registry;
@@ -105,11 +106,13 @@ pub const AGGREGATES: &[&str] = &[
     "VAR_SAMP",
     "VAR_POP",
     "CORRELATION",
+    "SUM_LIST",
     "ATTR",
 ];
 
+/// Whether `name` (upper case) is an aggregate function, including the conformance-test ones.
 pub fn is_aggregate(name: &str) -> bool {
-    AGGREGATES.contains(&name)
+    AGGREGATES.contains(&name) || conformance::is_test_aggregate(name)
 }
 
 /// Names of table functions (one input row, many output rows).

@@ -710,11 +710,7 @@ impl Query {
 fn merge_acc(spec: &AggSpec, a: &Acc, b: &Acc) -> Acc {
     match (a, b) {
         (Acc::Count(x), Acc::Count(y)) => Acc::Count(x + y),
-        (Acc::Sum(x), Acc::Sum(y)) => {
-            let mut acc = Acc::Sum(x.clone());
-            spec.add(&mut acc, std::slice::from_ref(y));
-            acc
-        }
+        (Acc::Sum(x), Acc::Sum(y)) => Acc::Sum(crate::aggregate::add_values(x, y, &spec.result)),
         (Acc::Avg(s1, n1), Acc::Avg(s2, n2)) => {
             let s = match (s1, s2) {
                 (Value::Null, s) | (s, Value::Null) => s.clone(),

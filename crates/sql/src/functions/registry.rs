@@ -252,6 +252,7 @@ pub fn description(name: &str) -> Option<&'static str> {
         "VAR_SAMP" => "The sample variance.",
         "VAR_POP" => "The population variance.",
         "CORRELATION" => "The correlation coefficient of two numeric arguments.",
+        "SUM_LIST" => "Sums the elements of an array argument over the rows.",
         "TRANSFORM" => "Applies a lambda to each element of an array, or to each key and value of a map.",
         "FILTER" => "Keeps the elements of an array, or the entries of a map, for which a lambda is true.",
         "REDUCE" => "Folds an array or a map into one value with a lambda and an initial state.",
