@@ -139,6 +139,17 @@ pub enum Acc {
         sxy: f64,
     },
     Histogram(Vec<(String, i64)>),
+    /// EARLIEST/LATEST_BY_OFFSET: the kept values with the sequence number of their row, in
+    /// sequence order (so that merged sessions keep the earliest or latest by arrival).
+    Seq(Vec<(u64, Value)>),
+}
+
+/// The arrival sequence of the rows that EARLIEST/LATEST_BY_OFFSET keep: one counter for the
+/// process, as ksqlDB's UDAFs share one, so it only grows in the order rows are aggregated.
+static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn next_sequence() -> u64 {
+    SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl AggSpec {
@@ -152,7 +163,8 @@ impl AggSpec {
                 Acc::Extreme(Value::Struct(vec![("A".to_string(), Value::Int(0)), ("B".to_string(), Value::Int(0))]))
             }
             Avg => Acc::Avg(Value::Null, 0),
-            Min | Max | EarliestByOffset | LatestByOffset => Acc::Extreme(Value::Null),
+            Min | Max => Acc::Extreme(Value::Null),
+            EarliestByOffset | LatestByOffset => Acc::Seq(vec![]),
             CountDistinct | CollectList | CollectSet | TopK | TopKDistinct => Acc::List(vec![]),
             StddevSamp | StddevPop | VarSamp | VarPop => Acc::Moments(0.0, 0.0, 0),
             Correlation => Acc::Corr { n: 0, sx: 0.0, sy: 0.0, sxx: 0.0, syy: 0.0, sxy: 0.0 },
@@ -220,39 +232,21 @@ impl AggSpec {
                     *cur = v;
                 }
             }
-            (EarliestByOffset | LatestByOffset, Acc::Extreme(cur)) if !self.multi() => {
+            (EarliestByOffset | LatestByOffset, Acc::Seq(items)) => {
                 if v.is_null() && self.ignore_nulls() {
                     return;
                 }
-                if self.kind == LatestByOffset || matches!(cur, Value::Null) {
-                    // Earliest keeps the first; a leading null (not ignored) is kept as a marker.
-                    if self.kind == EarliestByOffset {
-                        *cur = Value::Array(vec![v]);
-                    } else {
-                        *cur = v;
-                    }
-                }
-            }
-            (EarliestByOffset | LatestByOffset, Acc::Extreme(cur)) => {
-                if v.is_null() && self.ignore_nulls() {
-                    return;
-                }
-                let n = self.limit();
-                let mut items = match std::mem::replace(cur, Value::Null) {
-                    Value::Array(items) => items,
-                    _ => vec![],
-                };
+                let n = if self.multi() { self.limit() } else { 1 };
                 if self.kind == EarliestByOffset {
                     if items.len() < n {
-                        items.push(v);
+                        items.push((next_sequence(), v));
                     }
                 } else {
-                    items.push(v);
+                    items.push((next_sequence(), v));
                     if items.len() > n {
                         items.remove(0);
                     }
                 }
-                *cur = Value::Array(items);
             }
             (CountDistinct, Acc::List(items)) if !v.is_null() && !items.iter().any(|x| x.same(&v)) => items.push(v),
             (CollectList, Acc::List(items)) if items.len() < crate::limits::MAX_COLLECT_ITEMS => items.push(v),
@@ -387,18 +381,12 @@ impl AggSpec {
                     _ => Value::Double(s.as_f64().unwrap_or(0.0) / *n as f64),
                 }
             }
-            (LatestByOffset, Acc::Extreme(v)) if self.multi() && v.is_null() => Value::Array(vec![]),
-            (Min | Max | LatestByOffset, Acc::Extreme(v)) => v.clone(),
-            (EarliestByOffset, Acc::Extreme(v)) => {
-                if !self.multi() {
-                    match v {
-                        Value::Array(items) => items.first().cloned().unwrap_or(Value::Null),
-                        other => other.clone(),
-                    }
-                } else if v.is_null() {
-                    Value::Array(vec![])
+            (Min | Max, Acc::Extreme(v)) => v.clone(),
+            (EarliestByOffset | LatestByOffset, Acc::Seq(items)) => {
+                if self.multi() {
+                    Value::Array(items.iter().map(|(_, v)| v.clone()).collect())
                 } else {
-                    v.clone()
+                    items.first().map(|(_, v)| v.clone()).unwrap_or(Value::Null)
                 }
             }
             (CountDistinct, Acc::List(items)) => Value::BigInt(items.len() as i64),
@@ -425,6 +413,22 @@ impl AggSpec {
             }
             _ => Value::Null,
         }
+    }
+}
+
+impl AggSpec {
+    /// Combines the kept values of two EARLIEST/LATEST_BY_OFFSET accumulators (merged
+    /// sessions): the earliest or latest of both by arrival.
+    pub fn merge_seq(&self, a: &[(u64, Value)], b: &[(u64, Value)]) -> Acc {
+        let mut items: Vec<(u64, Value)> = a.iter().chain(b).cloned().collect();
+        items.sort_by_key(|(seq, _)| *seq);
+        let n = if self.multi() { self.limit() } else { 1 };
+        if self.kind == AggKind::EarliestByOffset {
+            items.truncate(n);
+        } else if items.len() > n {
+            items.drain(..items.len() - n);
+        }
+        Acc::Seq(items)
     }
 }
 

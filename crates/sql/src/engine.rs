@@ -908,6 +908,9 @@ impl Engine {
         sink_topic: String,
         existing_sink: Option<&SourceDef>,
     ) -> Result<Planned> {
+        if select.emit == Some(Emit::Final) && select.window.is_none() && !self.transient.get() {
+            return Err(SqlError::statement("EMIT FINAL is only supported for windowed aggregations."));
+        }
         if select.group_by.is_empty() && !self.transient.get() {
             // (A push query may aggregate its whole input as one group.)
             let plain: Vec<String> =

@@ -1197,7 +1197,13 @@ impl StatementParser<'_> {
     }
 
     fn window(&self, p: &mut Parser) -> Result<WindowSpec> {
-        let kind_word = identifier(p)?;
+        let mut kind_word = identifier(p)?;
+        // ksqlDB's grammar allows a name before the window type (`WINDOW w TUMBLING (...)`).
+        if !matches!(kind_word.as_str(), "TUMBLING" | "HOPPING" | "SESSION")
+            && matches!(p.peek_token().token, Token::Word(_))
+        {
+            kind_word = identifier(p)?;
+        }
         expect(p, Token::LParen, "'(' after the window type")?;
         let mut size = None;
         let mut advance = None;
