@@ -106,7 +106,10 @@ pub fn resolve(name: &str, arg_types: &[SqlType], consts: &[Value], star: bool) 
             (if name == "TOPK" { TopK } else { TopKDistinct }, SqlType::Array(Box::new(t)))
         }
         "HISTOGRAM" => (Histogram, SqlType::Map(Box::new(SqlType::String), Box::new(SqlType::BigInt))),
-        "STDDEV_SAMPLE" | "STDDEV_SAMP" => (StddevSamp, SqlType::Double),
+        "STDDEV_SAMPLE" => (StddevSamp, SqlType::Double),
+        // ksqlDB's STDDEV_SAMP returns the sample variance, not its square root (a long-standing
+        // bug its own tests pin down); Freshet follows it for compatibility.
+        "STDDEV_SAMP" => (VarSamp, SqlType::Double),
         "STDDEV_POP" => (StddevPop, SqlType::Double),
         "VAR_SAMP" => (VarSamp, SqlType::Double),
         "VAR_POP" => (VarPop, SqlType::Double),
@@ -417,6 +420,20 @@ impl AggSpec {
 }
 
 impl AggSpec {
+    /// Whether the aggregate's intermediate state is a structured value (ksqlDB keeps it as a
+    /// STRUCT, ARRAY or MAP in the aggregation's internal topics), which the DELIMITED and KAFKA
+    /// value formats cannot hold.
+    pub fn structured_state(&self) -> bool {
+        use AggKind::*;
+        match self.kind {
+            Count | CountStar | Sum | Min | Max | SumList | ArgSum | TestSum => false,
+            Avg | CountDistinct | CollectList | CollectSet | EarliestByOffset | LatestByOffset | TopK
+            | TopKDistinct | Histogram | StddevSamp | StddevPop | VarSamp | VarPop | Correlation | TestStructSum => {
+                true
+            }
+        }
+    }
+
     /// Combines the kept values of two EARLIEST/LATEST_BY_OFFSET accumulators (merged
     /// sessions): the earliest or latest of both by arrival.
     pub fn merge_seq(&self, a: &[(u64, Value)], b: &[(u64, Value)]) -> Acc {

@@ -908,6 +908,12 @@ impl Engine {
         sink_topic: String,
         existing_sink: Option<&SourceDef>,
     ) -> Result<Planned> {
+        if !select.group_by.is_empty() && input.value_serde.format == Format::Kafka {
+            return Err(SqlError::statement(format!(
+                "Source(s) {} are using the 'KAFKA' value format. This format does not yet support GROUP BY.",
+                input.name
+            )));
+        }
         if select.emit == Some(Emit::Final) && select.window.is_none() && !self.transient.get() {
             return Err(SqlError::statement("EMIT FINAL is only supported for windowed aggregations."));
         }
@@ -979,7 +985,14 @@ impl Engine {
                 )));
             }
             let (c, t) = compiler.compile(g).map_err(window_bounds_error)?;
-            group_canon.push(format!("{c:?}"));
+            let canon = format!("{c:?}");
+            if group_canon.contains(&canon) {
+                return Err(SqlError::statement(format!(
+                    "Duplicate GROUP BY expression: {}",
+                    qualified_display(g, &input.name)
+                )));
+            }
+            group_canon.push(canon);
             group_by.push(c);
             group_types.push(t);
         }
@@ -1060,6 +1073,15 @@ impl Engine {
             args.push(exprs);
         }
 
+        // The aggregation's state goes through internal topics in the source's value format.
+        if matches!(input.value_serde.format, Format::Delimited | Format::Kafka)
+            && specs.iter().any(|s| s.structured_state())
+            && !self.transient.get()
+        {
+            return Err(SqlError::statement(
+                "One of the functions used in the statement has an intermediate type that the value format can not handle. Please remove the function or change the format.",
+            ));
+        }
         // The aggregated row: group keys, aggregate results, ROWTIME, WINDOWSTART, WINDOWEND.
         let mut agg_scope = Scope::default();
         for (i, t) in group_types.iter().enumerate() {
@@ -1097,11 +1119,15 @@ impl Engine {
         let transient = self.transient.get();
         for (e, n) in &named {
             if let Some(i) = lookup(e).filter(|i| *i < n_groups && !transient) {
-                if key_exprs[i].is_none() {
-                    key_exprs[i] = Some(CExpr::Column(i));
-                    key_fields[i] = Some(Field { name: n.clone(), ty: group_types[i].clone() });
-                    continue;
+                if let Some(first) = &key_fields[i] {
+                    return Err(SqlError::statement(format!(
+                        "The projection contains a key column more than once: `{}` and `{n}`.",
+                        first.name
+                    )));
                 }
+                key_exprs[i] = Some(CExpr::Column(i));
+                key_fields[i] = Some(Field { name: n.clone(), ty: group_types[i].clone() });
+                continue;
             }
             if !windowed {
                 if let Expr::Column { name, .. } = e {

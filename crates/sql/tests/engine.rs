@@ -254,3 +254,38 @@ fn earliest_by_offset_keeps_the_earliest_rows_when_sessions_merge() {
     // The merged session keeps the two earliest rows by arrival: null (not ignored), then 1.
     assert_eq!(values.last().unwrap().as_deref(), Some(r#"{"E":[null,1]}"#));
 }
+
+#[test]
+fn aggregation_statements_refused_as_ksqldb_refuses_them() {
+    let (_topics, mut e) = engine();
+    e.execute(
+        "CREATE STREAM d (k STRING KEY, name STRING, v INT) WITH (kafka_topic='d', value_format='DELIMITED');
+         CREATE STREAM kf (k STRING KEY, v STRING) WITH (kafka_topic='kf', value_format='KAFKA');",
+    )
+    .unwrap();
+    let cases = [
+        // AVG keeps a STRUCT of sum and count: not something a DELIMITED internal topic can hold.
+        (
+            "CREATE TABLE a AS SELECT k, AVG(v) AS x FROM d GROUP BY k;",
+            "has an intermediate type that the value format",
+        ),
+        (
+            "CREATE TABLE b AS SELECT v, COUNT(*) AS n FROM kf GROUP BY v;",
+            "Source(s) KF are using the 'KAFKA' value format",
+        ),
+        (
+            "CREATE TABLE c AS SELECT COUNT(*) AS n FROM d GROUP BY name, d.name;",
+            "Duplicate GROUP BY expression: D.NAME",
+        ),
+        (
+            "CREATE TABLE e AS SELECT name, name AS name2, COUNT(*) AS n FROM d GROUP BY name;",
+            "The projection contains a key column more than once: `NAME` and `NAME2`.",
+        ),
+    ];
+    for (sql, want) in cases {
+        let err = e.execute(sql).unwrap_err();
+        assert!(err.to_string().contains(want), "{sql}: {err}");
+    }
+    // Primitive intermediate state is fine in DELIMITED.
+    e.execute("CREATE TABLE f AS SELECT k, SUM(v) AS x, COUNT(*) AS n FROM d GROUP BY k;").unwrap();
+}
