@@ -1,7 +1,7 @@
 //! Aggregate functions: typing, accumulators, and undo for aggregations over tables.
 
 use crate::error::{Result, SqlError};
-use crate::types::SqlType;
+use crate::types::{Field, SqlType};
 use crate::value::{type_of, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,20 @@ pub fn resolve(name: &str, arg_types: &[SqlType], consts: &[Value], star: bool) 
             if consts.is_empty() {
                 return Err(bad());
             }
-            (if name == "TOPK" { TopK } else { TopKDistinct }, SqlType::Array(Box::new(t)))
+            if arg_types.len() > 1 {
+                // TOPK(sort_col, col0, col1, ..., k): the top rows by sort_col, as structs.
+                if name != "TOPK" {
+                    return Err(bad());
+                }
+                let fields = arg_types
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ty)| Field { name: topk_field_name(i), ty: ty.clone() })
+                    .collect();
+                (TopK, SqlType::Array(Box::new(SqlType::Struct(fields))))
+            } else {
+                (if name == "TOPK" { TopK } else { TopKDistinct }, SqlType::Array(Box::new(t)))
+            }
         }
         "HISTOGRAM" => (Histogram, SqlType::Map(Box::new(SqlType::String), Box::new(SqlType::BigInt))),
         "STDDEV_SAMPLE" => (StddevSamp, SqlType::Double),
@@ -265,8 +278,21 @@ impl AggSpec {
                 if self.kind == TopKDistinct && items.iter().any(|x| x.same(&v)) {
                     return;
                 }
-                items.push(v);
-                items.sort_by(|a, b| b.compare(a).unwrap_or(std::cmp::Ordering::Equal));
+                let item = if self.arg_types.len() > 1 {
+                    let values = self
+                        .arg_types
+                        .iter()
+                        .enumerate()
+                        .map(|(i, _)| (topk_field_name(i), args.get(i).cloned().unwrap_or(Value::Null)));
+                    Value::Struct(values.collect())
+                } else {
+                    v
+                };
+                items.push(item);
+                // Stable: a value equal to one already kept goes after it.
+                items.sort_by(|a, b| {
+                    topk_sort_value(b).compare(topk_sort_value(a)).unwrap_or(std::cmp::Ordering::Equal)
+                });
                 items.truncate(self.limit());
             }
             (Histogram, Acc::Histogram(h)) => {
@@ -449,6 +475,23 @@ impl AggSpec {
     }
 }
 
+/// The struct fields of TOPK with extra columns: `sort_col`, then `col0`, `col1`, ...
+fn topk_field_name(i: usize) -> String {
+    if i == 0 {
+        "sort_col".to_string()
+    } else {
+        format!("col{}", i - 1)
+    }
+}
+
+/// What TOPK orders by: the value itself, or a struct's `sort_col`.
+fn topk_sort_value(v: &Value) -> &Value {
+    match v {
+        Value::Struct(fields) => fields.first().map(|(_, x)| x).unwrap_or(v),
+        _ => v,
+    }
+}
+
 fn zero(t: &SqlType) -> Value {
     match t {
         SqlType::Int => Value::Int(0),
@@ -488,5 +531,49 @@ pub(crate) fn add_values(a: &Value, b: &Value, ty: &SqlType) -> Value {
             let _ = type_of(a);
             Value::Null
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topk_with_extra_columns_keeps_the_top_rows_as_structs() {
+        let spec = resolve("TOPK", &[SqlType::Int, SqlType::String], &[Value::Int(2)], false).unwrap();
+        let field = |n: &str, ty| Field { name: n.to_string(), ty };
+        assert_eq!(
+            spec.result,
+            SqlType::Array(Box::new(SqlType::Struct(vec![
+                field("sort_col", SqlType::Int),
+                field("col0", SqlType::String)
+            ])))
+        );
+        let mut acc = spec.init();
+        for (v, name) in
+            [(Value::Int(0), "zero"), (Value::Int(100), "one"), (Value::Null, "three"), (Value::Int(100), "x")]
+        {
+            spec.add(&mut acc, &[v, Value::String(name.into())]);
+        }
+        let row = |v: i32, n: &str| {
+            Value::Struct(vec![("sort_col".into(), Value::Int(v)), ("col0".into(), Value::String(n.into()))])
+        };
+        // A null sort value is skipped; ties keep their arrival order.
+        assert_eq!(spec.result(&acc), Value::Array(vec![row(100, "one"), row(100, "x")]));
+        assert!(resolve("TOPKDISTINCT", &[SqlType::Int, SqlType::String], &[Value::Int(2)], false).is_err());
+    }
+
+    #[test]
+    fn stddev_samp_is_the_sample_variance_as_in_ksqldb() {
+        let samp = resolve("STDDEV_SAMP", &[SqlType::Double], &[], false).unwrap();
+        let sample = resolve("STDDEV_SAMPLE", &[SqlType::Double], &[], false).unwrap();
+        let (mut a, mut b) = (samp.init(), sample.init());
+        for x in [10.0, 12.0, 13.0] {
+            samp.add(&mut a, &[Value::Double(x)]);
+            sample.add(&mut b, &[Value::Double(x)]);
+        }
+        let var = 7.0 / 3.0;
+        assert!(matches!(samp.result(&a), Value::Double(v) if (v - var).abs() < 1e-9));
+        assert!(matches!(sample.result(&b), Value::Double(v) if (v - var.sqrt()).abs() < 1e-9));
     }
 }
