@@ -687,6 +687,12 @@ impl Engine {
 
         let filter = match &select.filter {
             Some(f) => {
+                // A windowed aggregation's bounds exist only after it: its WHERE cannot see them.
+                if select.window.is_some() && input.window.is_none() {
+                    if let Some(n) = first_window_bound(f) {
+                        return Err(SqlError::statement(format!("Error in WHERE expression: Unknown column {n}.")));
+                    }
+                }
                 let (c, t) = Compiler::new(&scope).compile(f).map_err(|e| unresolved_in("WHERE", e))?;
                 if t != SqlType::Boolean {
                     return Err(SqlError::statement(format!(
@@ -1013,6 +1019,12 @@ impl Engine {
                 "GROUP BY requires aggregate functions in either the SELECT or HAVING clause.",
             ));
         }
+        // Window bounds in HAVING (even inside an aggregate) are refused first.
+        if let Some(n) = select.having.as_ref().and_then(first_window_bound) {
+            return Err(SqlError::statement(format!(
+                "Window bounds column {n} can only be used in the SELECT clause of windowed aggregations"
+            )));
+        }
         let mut specs = vec![];
         let mut args = vec![];
         let mut call_canon = vec![];
@@ -1180,19 +1192,6 @@ impl Engine {
         }
         let having = match &select.having {
             Some(h) => {
-                let mut bounds = None;
-                h.walk(&mut |x| {
-                    if let Expr::Column { name, .. } = x {
-                        if (name == WINDOWSTART || name == WINDOWEND) && bounds.is_none() {
-                            bounds = Some(name.clone());
-                        }
-                    }
-                });
-                if let Some(n) = bounds {
-                    return Err(SqlError::statement(format!(
-                        "Window bounds column {n} can only be used in the SELECT clause of windowed aggregations"
-                    )));
-                }
                 let (c, t) = post.compile(h).map_err(|err| {
                     if err.message.contains("cannot be resolved") {
                         let mut cols = vec![];
@@ -1835,6 +1834,19 @@ fn select_aliases(select: &[SelectItem], items: &[(Expr, Option<String>)]) -> Ve
         })
         .collect();
     items.iter().map(|(_, a)| a.as_ref().is_some_and(|a| explicit.contains(a))).collect()
+}
+
+/// The first window bound column (WINDOWSTART or WINDOWEND) an expression mentions.
+fn first_window_bound(e: &Expr) -> Option<&'static str> {
+    let mut found = None;
+    e.walk(&mut |x| {
+        if let Expr::Column { name, .. } = x {
+            if found.is_none() {
+                found = [WINDOWSTART, WINDOWEND].into_iter().find(|n| name == n);
+            }
+        }
+    });
+    found
 }
 
 /// Window bounds are only known after aggregation: using them before is a clear error.
