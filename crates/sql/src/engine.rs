@@ -643,11 +643,6 @@ impl Engine {
                             }
                         }
                     }
-                    if input.window.is_some() && select.group_by.is_empty() {
-                        for n in [WINDOWSTART, WINDOWEND] {
-                            items.push((Expr::Column { qualifier: None, name: n.into(), pos: Pos::default() }, None));
-                        }
-                    }
                 }
                 SelectItem::Expr { expr, alias } => {
                     if let Some(a) = alias {
