@@ -192,6 +192,13 @@ impl AggSpec {
         self.params.first().and_then(Value::as_i64).unwrap_or(1).max(0) as usize
     }
 
+    /// How many values COLLECT_LIST/COLLECT_SET keep: the configured limit (the planner puts
+    /// `ksql.functions.collect_*.limit` in `params`), never more than the engine's own limit.
+    fn collect_limit(&self) -> usize {
+        let configured = self.params.first().and_then(Value::as_i64).map(|l| l.max(0) as usize);
+        configured.unwrap_or(crate::limits::MAX_COLLECT_ITEMS).min(crate::limits::MAX_COLLECT_ITEMS)
+    }
+
     /// EARLIEST/LATEST_BY_OFFSET(col, n[, ignore_nulls]) keep n values; (col[, ignore_nulls]) one.
     fn multi(&self) -> bool {
         self.params.first().and_then(Value::as_i64).is_some()
@@ -265,9 +272,9 @@ impl AggSpec {
                 }
             }
             (CountDistinct, Acc::List(items)) if !v.is_null() && !items.iter().any(|x| x.same(&v)) => items.push(v),
-            (CollectList, Acc::List(items)) if items.len() < crate::limits::MAX_COLLECT_ITEMS => items.push(v),
+            (CollectList, Acc::List(items)) if items.len() < self.collect_limit() => items.push(v),
             (CollectSet, Acc::List(items))
-                if !items.iter().any(|x| x.same(&v)) && items.len() < crate::limits::MAX_COLLECT_ITEMS =>
+                if !items.iter().any(|x| x.same(&v)) && items.len() < self.collect_limit() =>
             {
                 items.push(v)
             }

@@ -1074,7 +1074,22 @@ impl Engine {
             // COUNT(1) counts rows.
             let star = *star
                 || (name.eq_ignore_ascii_case("COUNT") && matches!(a.as_slice(), [Expr::Literal(v)] if !v.is_null()));
-            let spec = aggregate::resolve(&name.to_ascii_uppercase(), &types, &consts, star).map_err(|e| e.at(*pos))?;
+            let mut spec =
+                aggregate::resolve(&name.to_ascii_uppercase(), &types, &consts, star).map_err(|e| e.at(*pos))?;
+            // ksql.functions.collect_list.limit / collect_set.limit: how many values are kept.
+            let limit_property = match spec.kind {
+                aggregate::AggKind::CollectList => Some("ksql.functions.collect_list.limit"),
+                aggregate::AggKind::CollectSet => Some("ksql.functions.collect_set.limit"),
+                _ => None,
+            };
+            if let Some(p) = limit_property {
+                if let Some(text) = self.properties.get(p) {
+                    let limit: i64 = text.trim().parse().map_err(|_| {
+                        SqlError::statement(format!("Invalid value {text} for configuration {p}: expected a number"))
+                    })?;
+                    spec.params = vec![Value::BigInt(limit)];
+                }
+            }
             call_canon.push(format!("{}({:?})", name.to_ascii_uppercase(), exprs));
             specs.push(spec);
             args.push(exprs);
@@ -1990,6 +2005,9 @@ fn window_from_props(props: &BTreeMap<String, Value>) -> Result<Option<WindowKin
     };
     let size = prop_string(props, "WINDOW_SIZE").map(|s| parse_duration_text(&s)).transpose()?;
     Ok(Some(match t.to_ascii_uppercase().as_str() {
+        "SESSION" if size.is_some() => {
+            return Err(SqlError::statement("'WINDOW_SIZE' should not be set for SESSION windows."));
+        }
         "SESSION" => WindowKind::Session { gap: 0 },
         "TUMBLING" => WindowKind::Tumbling {
             size: size.ok_or_else(|| SqlError::statement("Tumbling windows require 'WINDOW_SIZE' to be provided in the WITH clause. For example: 'WINDOW_SIZE'='10 SECONDS'"))?,

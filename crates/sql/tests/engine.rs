@@ -289,3 +289,24 @@ fn aggregation_statements_refused_as_ksqldb_refuses_them() {
     // Primitive intermediate state is fine in DELIMITED.
     e.execute("CREATE TABLE f AS SELECT k, SUM(v) AS x, COUNT(*) AS n FROM d GROUP BY k;").unwrap();
 }
+
+#[test]
+fn collect_list_keeps_at_most_the_configured_number_of_values() {
+    let (topics, mut e) = engine();
+    e.properties.insert("ksql.functions.collect_list.limit".into(), "2".into());
+    e.execute(
+        "CREATE STREAM t (k STRING KEY, v INT) WITH (kafka_topic='t', value_format='JSON');
+         CREATE TABLE s AS SELECT k, COLLECT_LIST(v) AS l FROM t GROUP BY k;",
+    )
+    .unwrap();
+    for v in 1..=3 {
+        put(&topics, "t", Some("x"), Some(&format!(r#"{{"v": {v}}}"#)), v);
+    }
+    e.run_until_idle().unwrap();
+    let last = all(&topics, "S").pop().unwrap();
+    assert_eq!(last.1.as_deref(), Some(r#"{"L":[1,2]}"#));
+    let err = e
+        .execute("CREATE TABLE w (k STRING PRIMARY KEY, v INT) WITH (kafka_topic='w', value_format='JSON', WINDOW_TYPE='SESSION', WINDOW_SIZE='1 SECOND');")
+        .unwrap_err();
+    assert!(err.to_string().contains("'WINDOW_SIZE' should not be set for SESSION windows."), "{err}");
+}
