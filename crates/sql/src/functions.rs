@@ -257,7 +257,7 @@ macro_rules! double_fn {
 /// Resolves a scalar function by name and argument types.
 pub fn resolve(name: &str, args: &[SqlType], null_args: &[bool]) -> Result<(ScalarFn, SqlType)> {
     let s = Sig { name, types: args, nulls: null_args };
-    for sub in [array::resolve, string::resolve, json::resolve, datetime::resolve] {
+    for sub in [array::resolve, string::resolve, json::resolve, datetime::resolve, conformance::resolve_scalar] {
         if let Some(found) = sub(&s)? {
             return Ok(found);
         }
@@ -268,7 +268,7 @@ pub fn resolve(name: &str, args: &[SqlType], null_args: &[bool]) -> Result<(Scal
 /// Whether a function of this name exists (whatever its arguments).
 pub fn exists(name: &str) -> bool {
     let no_args = Sig { name, types: &[], nulls: &[] };
-    for sub in [array::resolve, string::resolve, json::resolve, datetime::resolve] {
+    for sub in [array::resolve, string::resolve, json::resolve, datetime::resolve, conformance::resolve_scalar] {
         match sub(&no_args) {
             Ok(Some(_)) | Err(_) => return true,
             Ok(None) => {}

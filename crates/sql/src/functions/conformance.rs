@@ -19,7 +19,12 @@
 //!   its strings' lengths, a null counting as zero.
 //! - `VAR_ARG(BIGINT, STRING...)`: every argument is a column (literals included); the same sum,
 //!   starting from zero.
+//! - `BAD_UDF(INT)`: a scalar function that always fails ("boom!"); `BAD_UDF(BOOLEAN)`: fails
+//!   when its argument is true, else 0. (ksqlDB's third overload, `BAD_UDF(STRING)`, returns null
+//!   on every other call of the same function instance: per-call-site state that Freshet's
+//!   stateless scalar functions do not have, so it is not provided.)
 
+use super::{f, ScalarFn, Sig};
 use crate::aggregate::{AggKind, AggSpec};
 use crate::error::{Result, SqlError};
 use crate::types::SqlType;
@@ -101,6 +106,29 @@ pub fn resolve_aggregate(name: &str, types: &[SqlType], literals: &[Option<Value
     }
 }
 
+/// Resolves a call of a conformance-test scalar function (`None`: not one of them).
+pub(super) fn resolve_scalar(s: &Sig) -> Result<Option<(ScalarFn, SqlType)>> {
+    Ok(Some(match s.name {
+        "BAD_UDF" => {
+            s.arity(1, 1)?;
+            if s.is(0, |t| *t == SqlType::Int) {
+                (f!(|_, _| Err("boom!".to_string())), SqlType::String)
+            } else if s.is(0, |t| *t == SqlType::Boolean) {
+                (
+                    f!(|a, _| match a[0] {
+                        Value::Boolean(true) => Err("You asked me to throw...".to_string()),
+                        _ => Ok(Value::Int(0)),
+                    }),
+                    SqlType::Int,
+                )
+            } else {
+                return Err(s.reject());
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
 fn integral_type(t: &SqlType) -> bool {
     matches!(t, SqlType::Int | SqlType::BigInt)
 }
@@ -166,6 +194,17 @@ mod tests {
         let mut acc = spec.init();
         spec.add(&mut acc, &[Value::BigInt(6), Value::String("hello".into()), Value::Null]);
         assert_eq!(spec.result(&acc), Value::BigInt(11));
+    }
+
+    #[test]
+    fn bad_udf_fails_as_asked() {
+        let (int, ty) = crate::functions::resolve("BAD_UDF", &[SqlType::Int], &[false]).unwrap();
+        assert_eq!(ty, SqlType::String);
+        assert_eq!((int.0)(&[Value::Int(1)], &ty), Err("boom!".to_string()));
+        let (b, ty) = crate::functions::resolve("BAD_UDF", &[SqlType::Boolean], &[false]).unwrap();
+        assert!((b.0)(&[Value::Boolean(true)], &ty).is_err());
+        assert_eq!((b.0)(&[Value::Boolean(false)], &ty), Ok(Value::Int(0)));
+        assert!(crate::functions::resolve("BAD_UDF", &[SqlType::String], &[false]).is_err());
     }
 
     #[test]
