@@ -724,18 +724,32 @@ impl Engine {
         let sink_topic = sink_topic(existing_sink, props, sink_name);
 
         if !select.group_by.is_empty() || has_aggregates {
-            return self.plan_aggregate(
-                select,
-                &input,
-                &scope,
-                filter,
-                named,
-                key_serde,
-                value_serde,
-                sink_name,
-                sink_topic,
-                existing_sink,
-            );
+            let shown = named.clone();
+            return self
+                .plan_aggregate(
+                    select,
+                    &input,
+                    &scope,
+                    filter,
+                    named,
+                    key_serde,
+                    value_serde,
+                    sink_name,
+                    sink_topic,
+                    existing_sink,
+                )
+                .map_err(|e| {
+                    // ksqlDB names the statement, as it rewrote it, after a key format it refuses.
+                    if e.message.starts_with("Key format does not support schema.")
+                        && existing_sink.is_none()
+                        && !self.transient.get()
+                    {
+                        let text = ctas_text(sink_name, props, select, &shown);
+                        SqlError { message: format!("{}\nStatement: {text}", e.message), ..e }
+                    } else {
+                        e
+                    }
+                });
         }
         if select.window.is_some() {
             return Err(SqlError::statement("WINDOW clause requires a GROUP BY clause."));
@@ -1748,22 +1762,64 @@ fn describe_missing(noun: &str, missing: &[String]) -> (String, String) {
 }
 
 fn qualified_display(e: &Expr, source: &str) -> String {
-    fn qualify(e: &Expr, source: &str) -> Expr {
-        match e {
-            Expr::Column { qualifier: None, name, pos } => {
-                Expr::Column { qualifier: Some(source.to_string()), name: name.clone(), pos: *pos }
-            }
-            Expr::Function { name, args, star, distinct, pos } => Expr::Function {
-                name: name.clone(),
-                args: args.iter().map(|a| qualify(a, source)).collect(),
-                star: *star,
-                distinct: *distinct,
-                pos: *pos,
-            },
-            other => other.clone(),
-        }
-    }
     qualify(e, source).to_string()
+}
+
+/// An expression with its unqualified columns qualified by `source` (through function calls,
+/// operators, casts and field accesses), as ksqlDB rewrites a statement's expressions.
+fn qualify(e: &Expr, source: &str) -> Expr {
+    let q = |x: &Expr| Box::new(qualify(x, source));
+    match e {
+        Expr::Column { qualifier: None, name, pos } if !name.starts_with('$') => {
+            Expr::Column { qualifier: Some(source.to_string()), name: name.clone(), pos: *pos }
+        }
+        Expr::Function { name, args, star, distinct, pos } => Expr::Function {
+            name: name.clone(),
+            args: args.iter().map(|a| qualify(a, source)).collect(),
+            star: *star,
+            distinct: *distinct,
+            pos: *pos,
+        },
+        Expr::Binary(op, a, b) => Expr::Binary(*op, q(a), q(b)),
+        Expr::Unary(op, a) => Expr::Unary(*op, q(a)),
+        Expr::Cast(a, t) => Expr::Cast(q(a), t.clone()),
+        Expr::Field(a, f) => Expr::Field(q(a), f.clone()),
+        Expr::Subscript(a, i) => Expr::Subscript(q(a), q(i)),
+        other => other.clone(),
+    }
+}
+
+/// A CREATE TABLE AS SELECT of an aggregation as ksqlDB prints it back in errors: columns
+/// qualified by the source's alias, every projection named, one item a line.
+fn ctas_text(sink: &str, props: &BTreeMap<String, Value>, select: &Select, named: &[(Expr, String)]) -> String {
+    let alias = select.from.alias();
+    let mut out = format!("CREATE TABLE {sink}");
+    if !props.is_empty() {
+        let shown: Vec<String> = props
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}='{}'", s.replace('\'', "''")),
+                other => format!("{k}={other}"),
+            })
+            .collect();
+        out.push_str(&format!(" WITH ({})", shown.join(", ")));
+    }
+    out.push_str(" AS SELECT\n");
+    let items: Vec<String> = named.iter().map(|(e, n)| format!("  {} {n}", qualify(e, alias))).collect();
+    out.push_str(&items.join(",\n"));
+    out.push_str(&format!("\nFROM {} {alias}", select.from.name));
+    if let Some(w) = &select.filter {
+        out.push_str(&format!("\nWHERE {}", qualify(w, alias)));
+    }
+    if !select.group_by.is_empty() {
+        let groups: Vec<String> = select.group_by.iter().map(|g| qualify(g, alias).to_string()).collect();
+        out.push_str(&format!("\nGROUP BY {}", groups.join(", ")));
+    }
+    if let Some(h) = &select.having {
+        out.push_str(&format!("\nHAVING {}", qualify(h, alias)));
+    }
+    out.push_str("\nEMIT CHANGES");
+    out
 }
 
 /// Names projection items: an alias, a column's or field's name, else `KSQL_COL_n` (the first n
