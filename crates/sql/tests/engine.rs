@@ -310,3 +310,13 @@ fn collect_list_keeps_at_most_the_configured_number_of_values() {
         .unwrap_err();
     assert!(err.to_string().contains("'WINDOW_SIZE' should not be set for SESSION windows."), "{err}");
 }
+
+#[test]
+fn a_refused_key_format_names_the_rewritten_statement() {
+    let (_topics, mut e) = engine();
+    e.execute("CREATE STREAM t (a INT KEY, b INT) WITH (kafka_topic='t', value_format='JSON');").unwrap();
+    let err = e.execute("CREATE TABLE o AS SELECT b, a, b + a, COUNT(*) FROM t GROUP BY a, b;").unwrap_err();
+    let want = "\nStatement: CREATE TABLE O AS SELECT\n  T.B B,\n  T.A A,\n  (T.B + T.A) KSQL_COL_0,\n  COUNT(*) KSQL_COL_1\nFROM T T\nGROUP BY T.A, T.B\nEMIT CHANGES";
+    assert!(err.to_string().starts_with("Key format does not support schema."), "{err}");
+    assert!(err.to_string().ends_with(want), "{err}");
+}
