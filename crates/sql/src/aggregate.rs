@@ -1,7 +1,7 @@
 //! Aggregate functions: typing, accumulators, and undo for aggregations over tables.
 
 use crate::error::{Result, SqlError};
-use crate::types::SqlType;
+use crate::types::{Field, SqlType};
 use crate::value::{type_of, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +25,15 @@ pub enum AggKind {
     VarSamp,
     VarPop,
     Correlation,
+    /// SUM_LIST: the sum of the elements of an array column (nulls skipped).
+    SumList,
+    /// Conformance-test UDAFs (`functions::conformance`): a BIGINT sum of integers and string
+    /// lengths over every column argument, starting from `params[0]`.
+    ArgSum,
+    /// Conformance-test UDAF: a sum of an INT/BIGINT (as BIGINT) or DOUBLE column.
+    TestSum,
+    /// Conformance-test UDAF: the field-wise sum of `STRUCT<A INT, B INT>` values.
+    TestStructSum,
 }
 
 /// A typed aggregate call: how many expression arguments it evaluates per row, its constant
@@ -94,14 +103,34 @@ pub fn resolve(name: &str, arg_types: &[SqlType], consts: &[Value], star: bool) 
             if consts.is_empty() {
                 return Err(bad());
             }
-            (if name == "TOPK" { TopK } else { TopKDistinct }, SqlType::Array(Box::new(t)))
+            if arg_types.len() > 1 {
+                // TOPK(sort_col, col0, col1, ..., k): the top rows by sort_col, as structs.
+                if name != "TOPK" {
+                    return Err(bad());
+                }
+                let fields = arg_types
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ty)| Field { name: topk_field_name(i), ty: ty.clone() })
+                    .collect();
+                (TopK, SqlType::Array(Box::new(SqlType::Struct(fields))))
+            } else {
+                (if name == "TOPK" { TopK } else { TopKDistinct }, SqlType::Array(Box::new(t)))
+            }
         }
         "HISTOGRAM" => (Histogram, SqlType::Map(Box::new(SqlType::String), Box::new(SqlType::BigInt))),
-        "STDDEV_SAMPLE" | "STDDEV_SAMP" => (StddevSamp, SqlType::Double),
+        "STDDEV_SAMPLE" => (StddevSamp, SqlType::Double),
+        // ksqlDB's STDDEV_SAMP returns the sample variance, not its square root (a long-standing
+        // bug its own tests pin down); Freshet follows it for compatibility.
+        "STDDEV_SAMP" => (VarSamp, SqlType::Double),
         "STDDEV_POP" => (StddevPop, SqlType::Double),
         "VAR_SAMP" => (VarSamp, SqlType::Double),
         "VAR_POP" => (VarPop, SqlType::Double),
         "CORRELATION" => (Correlation, SqlType::Double),
+        "SUM_LIST" => match one()? {
+            SqlType::Array(e) if matches!(*e, SqlType::Int | SqlType::BigInt | SqlType::Double) => (SumList, *e),
+            _ => return Err(bad()),
+        },
         _ => return Err(SqlError::statement(format!("Unknown aggregate function {name}"))),
     };
     Ok(AggSpec { kind, arg_types: arg_types.to_vec(), params: consts.to_vec(), result })
@@ -126,6 +155,17 @@ pub enum Acc {
         sxy: f64,
     },
     Histogram(Vec<(String, i64)>),
+    /// EARLIEST/LATEST_BY_OFFSET: the kept values with the sequence number of their row, in
+    /// sequence order (so that merged sessions keep the earliest or latest by arrival).
+    Seq(Vec<(u64, Value)>),
+}
+
+/// The arrival sequence of the rows that EARLIEST/LATEST_BY_OFFSET keep: one counter for the
+/// process, as ksqlDB's UDAFs share one, so it only grows in the order rows are aggregated.
+static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn next_sequence() -> u64 {
+    SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl AggSpec {
@@ -133,9 +173,14 @@ impl AggSpec {
         use AggKind::*;
         match self.kind {
             Count | CountStar => Acc::Count(0),
-            Sum => Acc::Sum(zero(&self.result)),
+            Sum | SumList | TestSum => Acc::Sum(zero(&self.result)),
+            ArgSum => Acc::Sum(self.params.first().cloned().unwrap_or(Value::BigInt(0))),
+            TestStructSum => {
+                Acc::Extreme(Value::Struct(vec![("A".to_string(), Value::Int(0)), ("B".to_string(), Value::Int(0))]))
+            }
             Avg => Acc::Avg(Value::Null, 0),
-            Min | Max | EarliestByOffset | LatestByOffset => Acc::Extreme(Value::Null),
+            Min | Max => Acc::Extreme(Value::Null),
+            EarliestByOffset | LatestByOffset => Acc::Seq(vec![]),
             CountDistinct | CollectList | CollectSet | TopK | TopKDistinct => Acc::List(vec![]),
             StddevSamp | StddevPop | VarSamp | VarPop => Acc::Moments(0.0, 0.0, 0),
             Correlation => Acc::Corr { n: 0, sx: 0.0, sy: 0.0, sxx: 0.0, syy: 0.0, sxy: 0.0 },
@@ -145,6 +190,13 @@ impl AggSpec {
 
     fn limit(&self) -> usize {
         self.params.first().and_then(Value::as_i64).unwrap_or(1).max(0) as usize
+    }
+
+    /// How many values COLLECT_LIST/COLLECT_SET keep: the configured limit (the planner puts
+    /// `ksql.functions.collect_*.limit` in `params`), never more than the engine's own limit.
+    fn collect_limit(&self) -> usize {
+        let configured = self.params.first().and_then(Value::as_i64).map(|l| l.max(0) as usize);
+        configured.unwrap_or(crate::limits::MAX_COLLECT_ITEMS).min(crate::limits::MAX_COLLECT_ITEMS)
     }
 
     /// EARLIEST/LATEST_BY_OFFSET(col, n[, ignore_nulls]) keep n values; (col[, ignore_nulls]) one.
@@ -164,7 +216,32 @@ impl AggSpec {
         match (self.kind, acc) {
             (CountStar, Acc::Count(n)) => *n += 1,
             (Count, Acc::Count(n)) if !v.is_null() => *n += 1,
-            (Sum, Acc::Sum(s)) if !v.is_null() => *s = add_values(s, &v, &self.result),
+            (Sum | TestSum, Acc::Sum(s)) if !v.is_null() => *s = add_values(s, &v, &self.result),
+            (SumList, Acc::Sum(s)) => {
+                if let Value::Array(items) = &v {
+                    for item in items.iter().filter(|x| !x.is_null()) {
+                        *s = add_values(s, item, &self.result);
+                    }
+                }
+            }
+            (ArgSum, Acc::Sum(s)) => {
+                let mut total = s.as_i64().unwrap_or(0);
+                for a in args {
+                    total = total.wrapping_add(match a {
+                        Value::String(text) => text.chars().count() as i64,
+                        other => other.as_i64().unwrap_or(0),
+                    });
+                }
+                *s = Value::BigInt(total);
+            }
+            (TestStructSum, Acc::Extreme(Value::Struct(fields))) => {
+                if let Value::Struct(row) = &v {
+                    for (name, total) in fields.iter_mut() {
+                        let x = row.iter().find(|(n, _)| n == name).and_then(|(_, x)| x.as_i64()).unwrap_or(0);
+                        *total = Value::Int((total.as_i64().unwrap_or(0) as i32).wrapping_add(x as i32));
+                    }
+                }
+            }
             (Avg, Acc::Avg(s, n)) if !v.is_null() => {
                 *s = if s.is_null() { v } else { add_values(s, &v, &widen_sum(&self.arg_types[0])) };
                 *n += 1;
@@ -178,44 +255,26 @@ impl AggSpec {
                     *cur = v;
                 }
             }
-            (EarliestByOffset | LatestByOffset, Acc::Extreme(cur)) if !self.multi() => {
+            (EarliestByOffset | LatestByOffset, Acc::Seq(items)) => {
                 if v.is_null() && self.ignore_nulls() {
                     return;
                 }
-                if self.kind == LatestByOffset || matches!(cur, Value::Null) {
-                    // Earliest keeps the first; a leading null (not ignored) is kept as a marker.
-                    if self.kind == EarliestByOffset {
-                        *cur = Value::Array(vec![v]);
-                    } else {
-                        *cur = v;
-                    }
-                }
-            }
-            (EarliestByOffset | LatestByOffset, Acc::Extreme(cur)) => {
-                if v.is_null() && self.ignore_nulls() {
-                    return;
-                }
-                let n = self.limit();
-                let mut items = match std::mem::replace(cur, Value::Null) {
-                    Value::Array(items) => items,
-                    _ => vec![],
-                };
+                let n = if self.multi() { self.limit() } else { 1 };
                 if self.kind == EarliestByOffset {
                     if items.len() < n {
-                        items.push(v);
+                        items.push((next_sequence(), v));
                     }
                 } else {
-                    items.push(v);
+                    items.push((next_sequence(), v));
                     if items.len() > n {
                         items.remove(0);
                     }
                 }
-                *cur = Value::Array(items);
             }
             (CountDistinct, Acc::List(items)) if !v.is_null() && !items.iter().any(|x| x.same(&v)) => items.push(v),
-            (CollectList, Acc::List(items)) if items.len() < crate::limits::MAX_COLLECT_ITEMS => items.push(v),
+            (CollectList, Acc::List(items)) if items.len() < self.collect_limit() => items.push(v),
             (CollectSet, Acc::List(items))
-                if !items.iter().any(|x| x.same(&v)) && items.len() < crate::limits::MAX_COLLECT_ITEMS =>
+                if !items.iter().any(|x| x.same(&v)) && items.len() < self.collect_limit() =>
             {
                 items.push(v)
             }
@@ -226,8 +285,21 @@ impl AggSpec {
                 if self.kind == TopKDistinct && items.iter().any(|x| x.same(&v)) {
                     return;
                 }
-                items.push(v);
-                items.sort_by(|a, b| b.compare(a).unwrap_or(std::cmp::Ordering::Equal));
+                let item = if self.arg_types.len() > 1 {
+                    let values = self
+                        .arg_types
+                        .iter()
+                        .enumerate()
+                        .map(|(i, _)| (topk_field_name(i), args.get(i).cloned().unwrap_or(Value::Null)));
+                    Value::Struct(values.collect())
+                } else {
+                    v
+                };
+                items.push(item);
+                // Stable: a value equal to one already kept goes after it.
+                items.sort_by(|a, b| {
+                    topk_sort_value(b).compare(topk_sort_value(a)).unwrap_or(std::cmp::Ordering::Equal)
+                });
                 items.truncate(self.limit());
             }
             (Histogram, Acc::Histogram(h)) => {
@@ -278,6 +350,18 @@ impl AggSpec {
                     *s = add_values(s, &negate(&v), &self.result);
                 }
             }
+            (TestSum, Acc::Sum(s)) if self.result == SqlType::BigInt => {
+                if !v.is_null() {
+                    *s = add_values(s, &negate(&v), &self.result);
+                }
+            }
+            (SumList, Acc::Sum(s)) => {
+                if let Value::Array(items) = &v {
+                    for item in items.iter().filter(|x| !x.is_null()) {
+                        *s = add_values(s, &negate(item), &self.result);
+                    }
+                }
+            }
             (Avg, Acc::Avg(s, n)) => {
                 if !v.is_null() && !s.is_null() {
                     *s = add_values(s, &negate(&v), &widen_sum(&self.arg_types[0]));
@@ -316,7 +400,8 @@ impl AggSpec {
         use AggKind::*;
         match (self.kind, acc) {
             (Count | CountStar, Acc::Count(n)) => Value::BigInt(*n),
-            (Sum, Acc::Sum(s)) => s.clone(),
+            (Sum | SumList | ArgSum | TestSum, Acc::Sum(s)) => s.clone(),
+            (TestStructSum, Acc::Extreme(v)) => v.clone(),
             (Avg, Acc::Avg(s, n)) => {
                 if *n == 0 || s.is_null() {
                     return match self.result {
@@ -332,18 +417,12 @@ impl AggSpec {
                     _ => Value::Double(s.as_f64().unwrap_or(0.0) / *n as f64),
                 }
             }
-            (LatestByOffset, Acc::Extreme(v)) if self.multi() && v.is_null() => Value::Array(vec![]),
-            (Min | Max | LatestByOffset, Acc::Extreme(v)) => v.clone(),
-            (EarliestByOffset, Acc::Extreme(v)) => {
-                if !self.multi() {
-                    match v {
-                        Value::Array(items) => items.first().cloned().unwrap_or(Value::Null),
-                        other => other.clone(),
-                    }
-                } else if v.is_null() {
-                    Value::Array(vec![])
+            (Min | Max, Acc::Extreme(v)) => v.clone(),
+            (EarliestByOffset | LatestByOffset, Acc::Seq(items)) => {
+                if self.multi() {
+                    Value::Array(items.iter().map(|(_, v)| v.clone()).collect())
                 } else {
-                    v.clone()
+                    items.first().map(|(_, v)| v.clone()).unwrap_or(Value::Null)
                 }
             }
             (CountDistinct, Acc::List(items)) => Value::BigInt(items.len() as i64),
@@ -370,6 +449,53 @@ impl AggSpec {
             }
             _ => Value::Null,
         }
+    }
+}
+
+impl AggSpec {
+    /// Whether the aggregate's intermediate state is a structured value (ksqlDB keeps it as a
+    /// STRUCT, ARRAY or MAP in the aggregation's internal topics), which the DELIMITED and KAFKA
+    /// value formats cannot hold.
+    pub fn structured_state(&self) -> bool {
+        use AggKind::*;
+        match self.kind {
+            Count | CountStar | Sum | Min | Max | SumList | ArgSum | TestSum => false,
+            Avg | CountDistinct | CollectList | CollectSet | EarliestByOffset | LatestByOffset | TopK
+            | TopKDistinct | Histogram | StddevSamp | StddevPop | VarSamp | VarPop | Correlation | TestStructSum => {
+                true
+            }
+        }
+    }
+
+    /// Combines the kept values of two EARLIEST/LATEST_BY_OFFSET accumulators (merged
+    /// sessions): the earliest or latest of both by arrival.
+    pub fn merge_seq(&self, a: &[(u64, Value)], b: &[(u64, Value)]) -> Acc {
+        let mut items: Vec<(u64, Value)> = a.iter().chain(b).cloned().collect();
+        items.sort_by_key(|(seq, _)| *seq);
+        let n = if self.multi() { self.limit() } else { 1 };
+        if self.kind == AggKind::EarliestByOffset {
+            items.truncate(n);
+        } else if items.len() > n {
+            items.drain(..items.len() - n);
+        }
+        Acc::Seq(items)
+    }
+}
+
+/// The struct fields of TOPK with extra columns: `sort_col`, then `col0`, `col1`, ...
+fn topk_field_name(i: usize) -> String {
+    if i == 0 {
+        "sort_col".to_string()
+    } else {
+        format!("col{}", i - 1)
+    }
+}
+
+/// What TOPK orders by: the value itself, or a struct's `sort_col`.
+fn topk_sort_value(v: &Value) -> &Value {
+    match v {
+        Value::Struct(fields) => fields.first().map(|(_, x)| x).unwrap_or(v),
+        _ => v,
     }
 }
 
@@ -400,7 +526,7 @@ fn negate(v: &Value) -> Value {
     }
 }
 
-fn add_values(a: &Value, b: &Value, ty: &SqlType) -> Value {
+pub(crate) fn add_values(a: &Value, b: &Value, ty: &SqlType) -> Value {
     match ty {
         SqlType::Int => Value::Int((a.as_i64().unwrap_or(0) as i32).wrapping_add(b.as_i64().unwrap_or(0) as i32)),
         SqlType::BigInt => Value::BigInt(a.as_i64().unwrap_or(0).wrapping_add(b.as_i64().unwrap_or(0))),
@@ -412,5 +538,49 @@ fn add_values(a: &Value, b: &Value, ty: &SqlType) -> Value {
             let _ = type_of(a);
             Value::Null
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topk_with_extra_columns_keeps_the_top_rows_as_structs() {
+        let spec = resolve("TOPK", &[SqlType::Int, SqlType::String], &[Value::Int(2)], false).unwrap();
+        let field = |n: &str, ty| Field { name: n.to_string(), ty };
+        assert_eq!(
+            spec.result,
+            SqlType::Array(Box::new(SqlType::Struct(vec![
+                field("sort_col", SqlType::Int),
+                field("col0", SqlType::String)
+            ])))
+        );
+        let mut acc = spec.init();
+        for (v, name) in
+            [(Value::Int(0), "zero"), (Value::Int(100), "one"), (Value::Null, "three"), (Value::Int(100), "x")]
+        {
+            spec.add(&mut acc, &[v, Value::String(name.into())]);
+        }
+        let row = |v: i32, n: &str| {
+            Value::Struct(vec![("sort_col".into(), Value::Int(v)), ("col0".into(), Value::String(n.into()))])
+        };
+        // A null sort value is skipped; ties keep their arrival order.
+        assert_eq!(spec.result(&acc), Value::Array(vec![row(100, "one"), row(100, "x")]));
+        assert!(resolve("TOPKDISTINCT", &[SqlType::Int, SqlType::String], &[Value::Int(2)], false).is_err());
+    }
+
+    #[test]
+    fn stddev_samp_is_the_sample_variance_as_in_ksqldb() {
+        let samp = resolve("STDDEV_SAMP", &[SqlType::Double], &[], false).unwrap();
+        let sample = resolve("STDDEV_SAMPLE", &[SqlType::Double], &[], false).unwrap();
+        let (mut a, mut b) = (samp.init(), sample.init());
+        for x in [10.0, 12.0, 13.0] {
+            samp.add(&mut a, &[Value::Double(x)]);
+            sample.add(&mut b, &[Value::Double(x)]);
+        }
+        let var = 7.0 / 3.0;
+        assert!(matches!(samp.result(&a), Value::Double(v) if (v - var).abs() < 1e-9));
+        assert!(matches!(sample.result(&b), Value::Double(v) if (v - var.sqrt()).abs() < 1e-9));
     }
 }

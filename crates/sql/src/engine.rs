@@ -647,11 +647,6 @@ impl Engine {
                             }
                         }
                     }
-                    if input.window.is_some() && select.group_by.is_empty() {
-                        for n in [WINDOWSTART, WINDOWEND] {
-                            items.push((Expr::Column { qualifier: None, name: n.into(), pos: Pos::default() }, None));
-                        }
-                    }
                 }
                 SelectItem::Expr { expr, alias } => {
                     if let Some(a) = alias {
@@ -691,6 +686,12 @@ impl Engine {
 
         let filter = match &select.filter {
             Some(f) => {
+                // A windowed aggregation's bounds exist only after it: its WHERE cannot see them.
+                if select.window.is_some() && input.window.is_none() {
+                    if let Some(n) = first_window_bound(f) {
+                        return Err(SqlError::statement(format!("Error in WHERE expression: Unknown column {n}.")));
+                    }
+                }
                 let (c, t) = Compiler::new(&scope).compile(f).map_err(|e| unresolved_in("WHERE", e))?;
                 if t != SqlType::Boolean {
                     return Err(SqlError::statement(format!(
@@ -727,18 +728,32 @@ impl Engine {
         let sink_topic = sink_topic(existing_sink, props, sink_name);
 
         if !select.group_by.is_empty() || has_aggregates {
-            return self.plan_aggregate(
-                select,
-                &input,
-                &scope,
-                filter,
-                named,
-                key_serde,
-                value_serde,
-                sink_name,
-                sink_topic,
-                existing_sink,
-            );
+            let shown = named.clone();
+            return self
+                .plan_aggregate(
+                    select,
+                    &input,
+                    &scope,
+                    filter,
+                    named,
+                    key_serde,
+                    value_serde,
+                    sink_name,
+                    sink_topic,
+                    existing_sink,
+                )
+                .map_err(|e| {
+                    // ksqlDB names the statement, as it rewrote it, after a key format it refuses.
+                    if e.message.starts_with("Key format does not support schema.")
+                        && existing_sink.is_none()
+                        && !self.transient.get()
+                    {
+                        let text = ctas_text(sink_name, props, select, &shown);
+                        SqlError { message: format!("{}\nStatement: {text}", e.message), ..e }
+                    } else {
+                        e
+                    }
+                });
         }
         if select.window.is_some() {
             return Err(SqlError::statement("WINDOW clause requires a GROUP BY clause."));
@@ -912,6 +927,15 @@ impl Engine {
         sink_topic: String,
         existing_sink: Option<&SourceDef>,
     ) -> Result<Planned> {
+        if !select.group_by.is_empty() && input.value_serde.format == Format::Kafka {
+            return Err(SqlError::statement(format!(
+                "Source(s) {} are using the 'KAFKA' value format. This format does not yet support GROUP BY.",
+                input.name
+            )));
+        }
+        if select.emit == Some(Emit::Final) && select.window.is_none() && !self.transient.get() {
+            return Err(SqlError::statement("EMIT FINAL is only supported for windowed aggregations."));
+        }
         if select.group_by.is_empty() && !self.transient.get() {
             // (A push query may aggregate its whole input as one group.)
             let plain: Vec<String> =
@@ -980,7 +1004,14 @@ impl Engine {
                 )));
             }
             let (c, t) = compiler.compile(g).map_err(window_bounds_error)?;
-            group_canon.push(format!("{c:?}"));
+            let canon = format!("{c:?}");
+            if group_canon.contains(&canon) {
+                return Err(SqlError::statement(format!(
+                    "Duplicate GROUP BY expression: {}",
+                    qualified_display(g, &input.name)
+                )));
+            }
+            group_canon.push(canon);
             group_by.push(c);
             group_types.push(t);
         }
@@ -1001,6 +1032,12 @@ impl Engine {
                 "GROUP BY requires aggregate functions in either the SELECT or HAVING clause.",
             ));
         }
+        // Window bounds in HAVING (even inside an aggregate) are refused first.
+        if let Some(n) = select.having.as_ref().and_then(first_window_bound) {
+            return Err(SqlError::statement(format!(
+                "Window bounds column {n} can only be used in the SELECT clause of windowed aggregations"
+            )));
+        }
         let mut specs = vec![];
         let mut args = vec![];
         let mut call_canon = vec![];
@@ -1008,6 +1045,33 @@ impl Engine {
             let Expr::Function { name, args: a, star, pos, .. } = call else {
                 unreachable!("collect_aggregates returns calls")
             };
+            let upper = name.to_ascii_uppercase();
+            if functions::conformance::is_test_aggregate(&upper) {
+                // The function decides which leading arguments are columns and which trailing
+                // ones are literal initialisation arguments.
+                let mut compiled = vec![];
+                let mut types = vec![];
+                let mut literals = vec![];
+                for arg in a {
+                    if contains_aggregate(arg) {
+                        return Err(SqlError::statement(format!("Aggregate functions can not be nested: {call}")));
+                    }
+                    let (c, t) = compiler.compile(arg).map_err(|e| window_bounds_error(e.at(*pos)))?;
+                    compiled.push(c);
+                    types.push(t);
+                    literals.push(match arg {
+                        Expr::Literal(v) => Some(v.clone()),
+                        _ => None,
+                    });
+                }
+                let (spec, columns) =
+                    functions::conformance::resolve_aggregate(&upper, &types, &literals).map_err(|e| e.at(*pos))?;
+                compiled.truncate(columns);
+                call_canon.push(format!("{upper}({compiled:?})"));
+                specs.push(spec);
+                args.push(compiled);
+                continue;
+            }
             // Trailing literal arguments are parameters (TOPK's k); the rest are evaluated.
             let mut exprs = vec![];
             let mut types = vec![];
@@ -1028,12 +1092,36 @@ impl Engine {
             // COUNT(1) counts rows.
             let star = *star
                 || (name.eq_ignore_ascii_case("COUNT") && matches!(a.as_slice(), [Expr::Literal(v)] if !v.is_null()));
-            let spec = aggregate::resolve(&name.to_ascii_uppercase(), &types, &consts, star).map_err(|e| e.at(*pos))?;
+            let mut spec =
+                aggregate::resolve(&name.to_ascii_uppercase(), &types, &consts, star).map_err(|e| e.at(*pos))?;
+            // ksql.functions.collect_list.limit / collect_set.limit: how many values are kept.
+            let limit_property = match spec.kind {
+                aggregate::AggKind::CollectList => Some("ksql.functions.collect_list.limit"),
+                aggregate::AggKind::CollectSet => Some("ksql.functions.collect_set.limit"),
+                _ => None,
+            };
+            if let Some(p) = limit_property {
+                if let Some(text) = self.properties.get(p) {
+                    let limit: i64 = text.trim().parse().map_err(|_| {
+                        SqlError::statement(format!("Invalid value {text} for configuration {p}: expected a number"))
+                    })?;
+                    spec.params = vec![Value::BigInt(limit)];
+                }
+            }
             call_canon.push(format!("{}({:?})", name.to_ascii_uppercase(), exprs));
             specs.push(spec);
             args.push(exprs);
         }
 
+        // The aggregation's state goes through internal topics in the source's value format.
+        if matches!(input.value_serde.format, Format::Delimited | Format::Kafka)
+            && specs.iter().any(|s| s.structured_state())
+            && !self.transient.get()
+        {
+            return Err(SqlError::statement(
+                "One of the functions used in the statement has an intermediate type that the value format can not handle. Please remove the function or change the format.",
+            ));
+        }
         // The aggregated row: group keys, aggregate results, ROWTIME, WINDOWSTART, WINDOWEND.
         let mut agg_scope = Scope::default();
         for (i, t) in group_types.iter().enumerate() {
@@ -1071,11 +1159,15 @@ impl Engine {
         let transient = self.transient.get();
         for (e, n) in &named {
             if let Some(i) = lookup(e).filter(|i| *i < n_groups && !transient) {
-                if key_exprs[i].is_none() {
-                    key_exprs[i] = Some(CExpr::Column(i));
-                    key_fields[i] = Some(Field { name: n.clone(), ty: group_types[i].clone() });
-                    continue;
+                if let Some(first) = &key_fields[i] {
+                    return Err(SqlError::statement(format!(
+                        "The projection contains a key column more than once: `{}` and `{n}`.",
+                        first.name
+                    )));
                 }
+                key_exprs[i] = Some(CExpr::Column(i));
+                key_fields[i] = Some(Field { name: n.clone(), ty: group_types[i].clone() });
+                continue;
             }
             if !windowed {
                 if let Expr::Column { name, .. } = e {
@@ -1128,19 +1220,6 @@ impl Engine {
         }
         let having = match &select.having {
             Some(h) => {
-                let mut bounds = None;
-                h.walk(&mut |x| {
-                    if let Expr::Column { name, .. } = x {
-                        if (name == WINDOWSTART || name == WINDOWEND) && bounds.is_none() {
-                            bounds = Some(name.clone());
-                        }
-                    }
-                });
-                if let Some(n) = bounds {
-                    return Err(SqlError::statement(format!(
-                        "Window bounds column {n} can only be used in the SELECT clause of windowed aggregations"
-                    )));
-                }
                 let (c, t) = post.compile(h).map_err(|err| {
                     if err.message.contains("cannot be resolved") {
                         let mut cols = vec![];
@@ -1687,22 +1766,64 @@ fn describe_missing(noun: &str, missing: &[String]) -> (String, String) {
 }
 
 fn qualified_display(e: &Expr, source: &str) -> String {
-    fn qualify(e: &Expr, source: &str) -> Expr {
-        match e {
-            Expr::Column { qualifier: None, name, pos } => {
-                Expr::Column { qualifier: Some(source.to_string()), name: name.clone(), pos: *pos }
-            }
-            Expr::Function { name, args, star, distinct, pos } => Expr::Function {
-                name: name.clone(),
-                args: args.iter().map(|a| qualify(a, source)).collect(),
-                star: *star,
-                distinct: *distinct,
-                pos: *pos,
-            },
-            other => other.clone(),
-        }
-    }
     qualify(e, source).to_string()
+}
+
+/// An expression with its unqualified columns qualified by `source` (through function calls,
+/// operators, casts and field accesses), as ksqlDB rewrites a statement's expressions.
+fn qualify(e: &Expr, source: &str) -> Expr {
+    let q = |x: &Expr| Box::new(qualify(x, source));
+    match e {
+        Expr::Column { qualifier: None, name, pos } if !name.starts_with('$') => {
+            Expr::Column { qualifier: Some(source.to_string()), name: name.clone(), pos: *pos }
+        }
+        Expr::Function { name, args, star, distinct, pos } => Expr::Function {
+            name: name.clone(),
+            args: args.iter().map(|a| qualify(a, source)).collect(),
+            star: *star,
+            distinct: *distinct,
+            pos: *pos,
+        },
+        Expr::Binary(op, a, b) => Expr::Binary(*op, q(a), q(b)),
+        Expr::Unary(op, a) => Expr::Unary(*op, q(a)),
+        Expr::Cast(a, t) => Expr::Cast(q(a), t.clone()),
+        Expr::Field(a, f) => Expr::Field(q(a), f.clone()),
+        Expr::Subscript(a, i) => Expr::Subscript(q(a), q(i)),
+        other => other.clone(),
+    }
+}
+
+/// A CREATE TABLE AS SELECT of an aggregation as ksqlDB prints it back in errors: columns
+/// qualified by the source's alias, every projection named, one item a line.
+fn ctas_text(sink: &str, props: &BTreeMap<String, Value>, select: &Select, named: &[(Expr, String)]) -> String {
+    let alias = select.from.alias();
+    let mut out = format!("CREATE TABLE {sink}");
+    if !props.is_empty() {
+        let shown: Vec<String> = props
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}='{}'", s.replace('\'', "''")),
+                other => format!("{k}={other}"),
+            })
+            .collect();
+        out.push_str(&format!(" WITH ({})", shown.join(", ")));
+    }
+    out.push_str(" AS SELECT\n");
+    let items: Vec<String> = named.iter().map(|(e, n)| format!("  {} {n}", qualify(e, alias))).collect();
+    out.push_str(&items.join(",\n"));
+    out.push_str(&format!("\nFROM {} {alias}", select.from.name));
+    if let Some(w) = &select.filter {
+        out.push_str(&format!("\nWHERE {}", qualify(w, alias)));
+    }
+    if !select.group_by.is_empty() {
+        let groups: Vec<String> = select.group_by.iter().map(|g| qualify(g, alias).to_string()).collect();
+        out.push_str(&format!("\nGROUP BY {}", groups.join(", ")));
+    }
+    if let Some(h) = &select.having {
+        out.push_str(&format!("\nHAVING {}", qualify(h, alias)));
+    }
+    out.push_str("\nEMIT CHANGES");
+    out
 }
 
 /// Names projection items: an alias, a column's or field's name, else `KSQL_COL_n` (the first n
@@ -1783,6 +1904,19 @@ fn select_aliases(select: &[SelectItem], items: &[(Expr, Option<String>)]) -> Ve
         })
         .collect();
     items.iter().map(|(_, a)| a.as_ref().is_some_and(|a| explicit.contains(a))).collect()
+}
+
+/// The first window bound column (WINDOWSTART or WINDOWEND) an expression mentions.
+fn first_window_bound(e: &Expr) -> Option<&'static str> {
+    let mut found = None;
+    e.walk(&mut |x| {
+        if let Expr::Column { name, .. } = x {
+            if found.is_none() {
+                found = [WINDOWSTART, WINDOWEND].into_iter().find(|n| name == n);
+            }
+        }
+    });
+    found
 }
 
 /// Window bounds are only known after aggregation: using them before is a clear error.
@@ -1931,6 +2065,9 @@ fn window_from_props(props: &BTreeMap<String, Value>) -> Result<Option<WindowKin
     };
     let size = prop_string(props, "WINDOW_SIZE").map(|s| parse_duration_text(&s)).transpose()?;
     Ok(Some(match t.to_ascii_uppercase().as_str() {
+        "SESSION" if size.is_some() => {
+            return Err(SqlError::statement("'WINDOW_SIZE' should not be set for SESSION windows."));
+        }
         "SESSION" => WindowKind::Session { gap: 0 },
         "TUMBLING" => WindowKind::Tumbling {
             size: size.ok_or_else(|| SqlError::statement("Tumbling windows require 'WINDOW_SIZE' to be provided in the WITH clause. For example: 'WINDOW_SIZE'='10 SECONDS'"))?,

@@ -138,7 +138,7 @@ impl Serde {
                     if i > 0 {
                         out.push(self.delimiter);
                     }
-                    out.push_str(&delimited_field(v, self.delimiter));
+                    out.push_str(&delimited_field(v, self.delimiter, i == 0));
                 }
                 Ok(Some(out.into_bytes()))
             }
@@ -254,21 +254,31 @@ pub fn kafka_decode(ty: &SqlType, b: &[u8]) -> Result<Value, String> {
     })
 }
 
-fn delimited_field(v: &Value, delim: char) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => {
-            if s.contains(delim) || s.contains('"') || s.contains('\n') {
-                format!("\"{}\"", s.replace('"', "\"\""))
-            } else {
-                s.clone()
-            }
-        }
+/// One DELIMITED field, quoted as ksqlDB's CSV printer (Apache Commons CSV, minimal quoting)
+/// quotes it: a null is an empty field; a value is quoted if it contains the delimiter, a quote
+/// or a line break, starts with a character up to `#` or ends with whitespace, and the first
+/// field of a record also if it is empty or does not start with a letter or digit.
+fn delimited_field(v: &Value, delim: char, first: bool) -> String {
+    let text = match v {
+        Value::Null => return String::new(),
+        Value::String(s) => s.clone(),
         Value::Bytes(b) => base64_encode(b),
         Value::Date(d) => d.to_string(),
         Value::Time(t) => t.to_string(),
         Value::Timestamp(t) => t.to_string(),
         other => other.to_string(),
+    };
+    let quote = match (text.chars().next(), text.chars().last()) {
+        (None, _) => first,
+        (Some(c), Some(last)) => {
+            (first && !c.is_ascii_alphanumeric()) || c <= '#' || text.contains([delim, '"', '\n', '\r']) || last <= ' '
+        }
+        (Some(_), None) => false,
+    };
+    if quote {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
     }
 }
 
@@ -527,4 +537,24 @@ pub fn to_json(v: &Value) -> Json {
     let mut s = String::new();
     write_json(v, &mut s);
     serde_json::from_str(&s).unwrap_or(Json::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delimited_fields_are_quoted_as_ksqldb_quotes_them() {
+        let f = |v: Value, first| delimited_field(&v, ',', first);
+        assert_eq!(f(Value::Int(-1), true), "\"-1\"");
+        assert_eq!(f(Value::Int(-1), false), "-1");
+        assert_eq!(f(Value::String(String::new()), true), "\"\"");
+        assert_eq!(f(Value::String(String::new()), false), "");
+        assert_eq!(f(Value::Null, true), "");
+        assert_eq!(f(Value::String("a,b".into()), false), "\"a,b\"");
+        assert_eq!(f(Value::String("say \"hi\"".into()), false), "\"say \"\"hi\"\"\"");
+        assert_eq!(f(Value::String("#tag".into()), false), "\"#tag\"");
+        assert_eq!(f(Value::String("trailing ".into()), false), "\"trailing \"");
+        assert_eq!(f(Value::String("plain".into()), true), "plain");
+    }
 }

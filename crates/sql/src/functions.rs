@@ -46,6 +46,7 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
 }
 
 mod array;
+pub mod conformance;
 mod datetime;
 mod json;
 pub mod registry;
@@ -105,11 +106,13 @@ pub const AGGREGATES: &[&str] = &[
     "VAR_SAMP",
     "VAR_POP",
     "CORRELATION",
+    "SUM_LIST",
     "ATTR",
 ];
 
+/// Whether `name` (upper case) is an aggregate function, including the conformance-test ones.
 pub fn is_aggregate(name: &str) -> bool {
-    AGGREGATES.contains(&name)
+    AGGREGATES.contains(&name) || conformance::is_test_aggregate(name)
 }
 
 /// Names of table functions (one input row, many output rows).
@@ -254,7 +257,7 @@ macro_rules! double_fn {
 /// Resolves a scalar function by name and argument types.
 pub fn resolve(name: &str, args: &[SqlType], null_args: &[bool]) -> Result<(ScalarFn, SqlType)> {
     let s = Sig { name, types: args, nulls: null_args };
-    for sub in [array::resolve, string::resolve, json::resolve, datetime::resolve] {
+    for sub in [array::resolve, string::resolve, json::resolve, datetime::resolve, conformance::resolve_scalar] {
         if let Some(found) = sub(&s)? {
             return Ok(found);
         }
@@ -265,7 +268,7 @@ pub fn resolve(name: &str, args: &[SqlType], null_args: &[bool]) -> Result<(Scal
 /// Whether a function of this name exists (whatever its arguments).
 pub fn exists(name: &str) -> bool {
     let no_args = Sig { name, types: &[], nulls: &[] };
-    for sub in [array::resolve, string::resolve, json::resolve, datetime::resolve] {
+    for sub in [array::resolve, string::resolve, json::resolve, datetime::resolve, conformance::resolve_scalar] {
         match sub(&no_args) {
             Ok(Some(_)) | Err(_) => return true,
             Ok(None) => {}

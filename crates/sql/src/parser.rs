@@ -1113,7 +1113,23 @@ impl StatementParser<'_> {
         let filter = if p.parse_keyword(Keyword::WHERE) { Some(self.d.expr(p)?) } else { None };
         let mut group_by = vec![];
         if p.parse_keywords(&[Keyword::GROUP, Keyword::BY]) {
-            group_by = self.expr_list(p)?;
+            // ksqlDB groups by value expressions: a bare boolean expression (AND, OR, NOT, a
+            // comparison or predicate) is not one, unless in parentheses.
+            let elements = comma_list(p, |p| {
+                let pos = here(p);
+                let parenthesized = matches!(p.peek_token().token, Token::LParen);
+                let e = self.d.expr(p)?;
+                if !parenthesized && is_boolean_expression(&e) {
+                    return Err(SqlError::parse(Some(pos), "GROUP BY takes value expressions, not boolean ones"));
+                }
+                Ok(e)
+            })?;
+            for e in elements {
+                match e {
+                    Expr::Function { name, args, .. } if name == TUPLE => group_by.extend(args),
+                    e => group_by.push(e),
+                }
+            }
         }
         let mut partition_by = vec![];
         if p.parse_keywords(&[Keyword::PARTITION, Keyword::BY]) {
@@ -1197,7 +1213,13 @@ impl StatementParser<'_> {
     }
 
     fn window(&self, p: &mut Parser) -> Result<WindowSpec> {
-        let kind_word = identifier(p)?;
+        let mut kind_word = identifier(p)?;
+        // ksqlDB's grammar allows a name before the window type (`WINDOW w TUMBLING (...)`).
+        if !matches!(kind_word.as_str(), "TUMBLING" | "HOPPING" | "SESSION")
+            && matches!(p.peek_token().token, Token::Word(_))
+        {
+            kind_word = identifier(p)?;
+        }
         expect(p, Token::LParen, "'(' after the window type")?;
         let mut size = None;
         let mut advance = None;
@@ -1303,12 +1325,43 @@ fn is_clause_word(w: &str) -> bool {
     )
 }
 
+/// A boolean-level expression (not a value expression in ksqlDB's grammar).
+fn is_boolean_expression(e: &Expr) -> bool {
+    match e {
+        Expr::Binary(op, ..) => matches!(op, BinaryOp::And | BinaryOp::Or) || op.is_comparison(),
+        Expr::Unary(UnaryOp::Not, _) => true,
+        Expr::IsNull { .. }
+        | Expr::IsDistinct { .. }
+        | Expr::Between { .. }
+        | Expr::InList { .. }
+        | Expr::Like { .. } => true,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(s: &str) -> Statement {
         parse_statement(s, &TypeRegistry::new()).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn group_by_takes_value_expressions_and_names_windows() {
+        let reg = TypeRegistry::new();
+        let err = parse_statement("SELECT COUNT(*) FROM t GROUP BY a AND b EMIT CHANGES;", &reg).unwrap_err();
+        assert!(err.to_string().contains("Syntax Error"), "{err}");
+        assert!(parse_statement("SELECT COUNT(*) FROM t GROUP BY x, a = b EMIT CHANGES;", &reg).is_err());
+        // In parentheses a comparison is a value; a single parenthesized list is a grouping set.
+        parse("SELECT COUNT(*) FROM t GROUP BY (a = b) EMIT CHANGES;");
+        let Statement::Select(q) =
+            parse("SELECT COUNT(*) FROM t WINDOW w TUMBLING (SIZE 1 SECOND) GROUP BY (a, b, c);")
+        else {
+            panic!()
+        };
+        assert_eq!(q.group_by.len(), 3);
+        assert!(q.window.is_some());
     }
 
     #[test]

@@ -113,6 +113,12 @@ pub struct Query {
     /// For aggregations over a table: each input key's last contribution (group and arguments).
     table_rows: HashMap<Vec<u8>, Contribution>,
     stream_time: i64,
+    /// EMIT FINAL over TUMBLING/HOPPING windows: the latest window start stored. A closed window
+    /// whose start is more than the store's retention behind it has expired unseen and is not
+    /// emitted (Kafka Streams' time-ordered window store hides it from the final-result fetch).
+    final_store_time: i64,
+    /// EMIT FINAL over SESSION windows: the close time up to which sessions were emitted.
+    final_close: i64,
     env: Env,
     /// A transient query's output: kept here for its client instead of written to a topic.
     pub collected: Option<Vec<Emitted>>,
@@ -140,6 +146,8 @@ impl Query {
             session_ends: BTreeSet::new(),
             table_rows: HashMap::new(),
             stream_time: i64::MIN,
+            final_store_time: i64::MIN,
+            final_close: i64::MIN,
             env: Env::default(),
             collected: None,
             replay_until: None,
@@ -579,6 +587,9 @@ impl Query {
             if let Some((s, _)) = w {
                 gk.extend_from_slice(&s.to_be_bytes());
             }
+            if let Some((s, _)) = w {
+                self.final_store_time = self.final_store_time.max(s);
+            }
             let g = self.groups.entry(gk.clone()).or_insert_with(|| {
                 if let Some((s, e)) = w {
                     self.window_ends.insert((e, s, gk.clone()));
@@ -607,13 +618,21 @@ impl Query {
         // window is kept, so taking back a key's contribution to it still updates it.
         if plan.emit_final || !is_table {
             let now = self.stream_time;
+            // The window store keeps a window for its size plus grace (or the RETENTION, if
+            // longer) behind the latest window start it stored.
+            let size = match plan.window.map(|w| w.kind) {
+                Some(WindowKind::Tumbling { size } | WindowKind::Hopping { size, .. }) => size,
+                _ => 0,
+            };
+            let retention = plan.window.and_then(|w| w.retention).unwrap_or(0).max(size.saturating_add(grace));
+            let oldest_visible = self.final_store_time.saturating_sub(retention);
             while let Some((end, _, _)) = self.window_ends.first() {
                 if now < end + grace {
                     break;
                 }
-                let (_, _, k) = self.window_ends.pop_first().expect("a first window");
+                let (_, start, k) = self.window_ends.pop_first().expect("a first window");
                 if let Some(mut g) = self.groups.remove(&k) {
-                    if plan.emit_final {
+                    if plan.emit_final && start >= oldest_visible {
                         emit_group(plan, &mut g, out, &mut self.env)?;
                     }
                 }
@@ -640,6 +659,21 @@ impl Query {
         let grace = plan.window.and_then(|w| w.grace).unwrap_or(default_grace);
         let retention = plan.window.and_then(|w| w.retention).unwrap_or(0).max(gap.saturating_add(grace));
         let horizon = self.stream_time.saturating_sub(retention);
+        let close = self.stream_time.saturating_sub(grace).saturating_sub(gap);
+        if plan.emit_final && close > self.final_close {
+            // EMIT FINAL: the sessions that closed since the last emission (ended before the close
+            // time), in order of their end. The record that moved the close time cannot merge
+            // with them, so emitting them before it is processed is the same as after.
+            let from = (self.final_close, Vec::new(), i64::MIN);
+            let closed: Vec<(i64, Vec<u8>, i64)> =
+                self.session_ends.range(from..).take_while(|(end, _, _)| *end < close).cloned().collect();
+            for (_, k, start) in closed {
+                if let Some(g) = self.sessions.get_mut(&k).and_then(|s| s.get_mut(&start)) {
+                    emit_group(plan, g, out, &mut self.env)?;
+                }
+            }
+            self.final_close = close;
+        }
         while let Some((end, _, _)) = self.session_ends.first() {
             if *end >= horizon {
                 break;
@@ -652,7 +686,6 @@ impl Query {
                 }
             }
         }
-        let close = self.stream_time.saturating_sub(grace).saturating_sub(gap);
         let key_bytes = group_bytes(&keys);
         // Sessions of this key that the record falls into (within the gap) merge into one: those
         // starting at most gap after it and ending at most gap before it, oldest first.
@@ -685,8 +718,10 @@ impl Query {
         let mut timestamp = ts;
         for g in &merged {
             timestamp = timestamp.max(g.timestamp);
-            // Retract the old session.
-            out.push((g.keys.clone(), None, g.timestamp, g.window));
+            // Retract the old session (EMIT FINAL shows only closed sessions: nothing to retract).
+            if !plan.emit_final {
+                out.push((g.keys.clone(), None, g.timestamp, g.window));
+            }
         }
         // Merge: re-add the merged sessions' accumulators by replaying their results is not
         // possible in general; merge accumulators pairwise where the aggregate allows it.
@@ -699,7 +734,9 @@ impl Query {
             spec.add(&mut accs[i], &args[i]);
         }
         let mut g = Group { keys, accs, timestamp, window: Some((start, end)), emitted: false };
-        emit_group(plan, &mut g, out, &mut self.env)?;
+        if !plan.emit_final {
+            emit_group(plan, &mut g, out, &mut self.env)?;
+        }
         self.session_ends.insert((end, key_bytes.clone(), start));
         self.sessions.entry(key_bytes).or_default().insert(start, g);
         Ok(())
@@ -710,11 +747,7 @@ impl Query {
 fn merge_acc(spec: &AggSpec, a: &Acc, b: &Acc) -> Acc {
     match (a, b) {
         (Acc::Count(x), Acc::Count(y)) => Acc::Count(x + y),
-        (Acc::Sum(x), Acc::Sum(y)) => {
-            let mut acc = Acc::Sum(x.clone());
-            spec.add(&mut acc, std::slice::from_ref(y));
-            acc
-        }
+        (Acc::Sum(x), Acc::Sum(y)) => Acc::Sum(crate::aggregate::add_values(x, y, &spec.result)),
         (Acc::Avg(s1, n1), Acc::Avg(s2, n2)) => {
             let s = match (s1, s2) {
                 (Value::Null, s) | (s, Value::Null) => s.clone(),
@@ -742,6 +775,7 @@ fn merge_acc(spec: &AggSpec, a: &Acc, b: &Acc) -> Acc {
             }
             acc
         }
+        (Acc::Seq(x), Acc::Seq(y)) => spec.merge_seq(x, y),
         (Acc::Moments(s1, q1, n1), Acc::Moments(s2, q2, n2)) => Acc::Moments(s1 + s2, q1 + q2, n1 + n2),
         (Acc::Histogram(x), Acc::Histogram(y)) => {
             let mut h = x.clone();

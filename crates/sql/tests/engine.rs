@@ -170,3 +170,158 @@ fn statement_errors_name_the_problem_and_the_position() {
         e.execute("CREATE TABLE bad (k STRING KEY, v INT) WITH (kafka_topic='b', value_format='JSON');").unwrap_err();
     assert!(err.to_string().contains("PRIMARY KEY"), "{err}");
 }
+
+/// Decodes a time-windowed output: (key, window start, value).
+fn windowed(topics: &MemTopics, topic: &str) -> Vec<(String, i64, Option<String>)> {
+    topics
+        .read(topic, 0, 0, 100)
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let k = c.record.key.as_ref().unwrap();
+            let n = k.len();
+            let start = i64::from_be_bytes(k[n - 8..].try_into().unwrap());
+            let key = String::from_utf8(k[..n - 8].to_vec()).unwrap();
+            (key, start, c.record.value.clone().map(|v| String::from_utf8(v).unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn emit_final_emits_a_window_once_it_closes_unless_it_expired_unseen() {
+    let (topics, mut e) = engine();
+    e.execute(
+        "CREATE STREAM t (k STRING KEY, v BIGINT) WITH (kafka_topic='t', value_format='DELIMITED');
+         CREATE TABLE s AS SELECT k, COUNT(*) AS n FROM t
+           WINDOW TUMBLING (SIZE 2 MILLISECONDS, GRACE PERIOD 1 MILLISECONDS) GROUP BY k EMIT FINAL;",
+    )
+    .unwrap();
+    // [0, 2) gets four records (two late, within grace); [2, 4) one. The record at 5 closes
+    // both, but the window store (retention: size + grace = 3 ms behind the latest window start,
+    // 4) no longer holds [0, 2): only [2, 4) is emitted.
+    for ts in [0, 1, 2, 1, 0, 5] {
+        put(&topics, "t", Some("x"), Some("1"), ts);
+    }
+    e.run_until_idle().unwrap();
+    assert_eq!(windowed(&topics, "S"), vec![("x".to_string(), 2, Some("1".to_string()))]);
+
+    let err = e.execute("CREATE TABLE nw AS SELECT k, COUNT(*) AS n FROM t GROUP BY k EMIT FINAL;").unwrap_err();
+    assert!(err.to_string().contains("EMIT FINAL is only supported for windowed aggregations."), "{err}");
+}
+
+#[test]
+fn emit_final_session_windows_emit_closed_sessions_only() {
+    let (topics, mut e) = engine();
+    e.execute(
+        "CREATE STREAM t (k STRING KEY, v BIGINT) WITH (kafka_topic='t', value_format='DELIMITED');
+         CREATE TABLE s AS SELECT k, COUNT(*) AS n FROM t
+           WINDOW SESSION (5 MILLISECONDS, GRACE PERIOD 6 MILLISECONDS) GROUP BY k EMIT FINAL;",
+    )
+    .unwrap();
+    for ts in [0, 4, 8, 12, 14, 30, 29, 17, 42] {
+        put(&topics, "t", Some("x"), Some("1"), ts);
+    }
+    e.run_until_idle().unwrap();
+    let out: Vec<(i64, i64, Option<String>)> = topics
+        .read("S", 0, 0, 100)
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let k = c.record.key.as_ref().unwrap();
+            let n = k.len();
+            let be = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap());
+            (be(&k[n - 8..]), be(&k[n - 16..n - 8]), c.record.value.clone().map(|v| String::from_utf8(v).unwrap()))
+        })
+        .collect();
+    // No updates nor retractions: each session once, when stream time passes its end + gap + grace.
+    assert_eq!(out, vec![(0, 14, Some("5".to_string())), (29, 30, Some("2".to_string()))]);
+}
+
+#[test]
+fn earliest_by_offset_keeps_the_earliest_rows_when_sessions_merge() {
+    let (topics, mut e) = engine();
+    e.execute(
+        "CREATE STREAM t (k STRING KEY, v INT) WITH (kafka_topic='t', value_format='JSON');
+         CREATE TABLE s AS SELECT k, EARLIEST_BY_OFFSET(v, 2, false) AS e FROM t
+           WINDOW w SESSION (1 SECONDS) GROUP BY k;",
+    )
+    .unwrap();
+    put(&topics, "t", Some("x"), Some(r#"{"v": null}"#), 0);
+    put(&topics, "t", Some("x"), Some(r#"{"v": 1}"#), 1500);
+    put(&topics, "t", Some("x"), Some(r#"{"v": 7}"#), 700);
+    e.run_until_idle().unwrap();
+    let values: Vec<Option<String>> = topics
+        .read("S", 0, 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.record.value.map(|v| String::from_utf8(v).unwrap()))
+        .collect();
+    // The merged session keeps the two earliest rows by arrival: null (not ignored), then 1.
+    assert_eq!(values.last().unwrap().as_deref(), Some(r#"{"E":[null,1]}"#));
+}
+
+#[test]
+fn aggregation_statements_refused_as_ksqldb_refuses_them() {
+    let (_topics, mut e) = engine();
+    e.execute(
+        "CREATE STREAM d (k STRING KEY, name STRING, v INT) WITH (kafka_topic='d', value_format='DELIMITED');
+         CREATE STREAM kf (k STRING KEY, v STRING) WITH (kafka_topic='kf', value_format='KAFKA');",
+    )
+    .unwrap();
+    let cases = [
+        // AVG keeps a STRUCT of sum and count: not something a DELIMITED internal topic can hold.
+        (
+            "CREATE TABLE a AS SELECT k, AVG(v) AS x FROM d GROUP BY k;",
+            "has an intermediate type that the value format",
+        ),
+        (
+            "CREATE TABLE b AS SELECT v, COUNT(*) AS n FROM kf GROUP BY v;",
+            "Source(s) KF are using the 'KAFKA' value format",
+        ),
+        (
+            "CREATE TABLE c AS SELECT COUNT(*) AS n FROM d GROUP BY name, d.name;",
+            "Duplicate GROUP BY expression: D.NAME",
+        ),
+        (
+            "CREATE TABLE e AS SELECT name, name AS name2, COUNT(*) AS n FROM d GROUP BY name;",
+            "The projection contains a key column more than once: `NAME` and `NAME2`.",
+        ),
+    ];
+    for (sql, want) in cases {
+        let err = e.execute(sql).unwrap_err();
+        assert!(err.to_string().contains(want), "{sql}: {err}");
+    }
+    // Primitive intermediate state is fine in DELIMITED.
+    e.execute("CREATE TABLE f AS SELECT k, SUM(v) AS x, COUNT(*) AS n FROM d GROUP BY k;").unwrap();
+}
+
+#[test]
+fn collect_list_keeps_at_most_the_configured_number_of_values() {
+    let (topics, mut e) = engine();
+    e.properties.insert("ksql.functions.collect_list.limit".into(), "2".into());
+    e.execute(
+        "CREATE STREAM t (k STRING KEY, v INT) WITH (kafka_topic='t', value_format='JSON');
+         CREATE TABLE s AS SELECT k, COLLECT_LIST(v) AS l FROM t GROUP BY k;",
+    )
+    .unwrap();
+    for v in 1..=3 {
+        put(&topics, "t", Some("x"), Some(&format!(r#"{{"v": {v}}}"#)), v);
+    }
+    e.run_until_idle().unwrap();
+    let last = all(&topics, "S").pop().unwrap();
+    assert_eq!(last.1.as_deref(), Some(r#"{"L":[1,2]}"#));
+    let err = e
+        .execute("CREATE TABLE w (k STRING PRIMARY KEY, v INT) WITH (kafka_topic='w', value_format='JSON', WINDOW_TYPE='SESSION', WINDOW_SIZE='1 SECOND');")
+        .unwrap_err();
+    assert!(err.to_string().contains("'WINDOW_SIZE' should not be set for SESSION windows."), "{err}");
+}
+
+#[test]
+fn a_refused_key_format_names_the_rewritten_statement() {
+    let (_topics, mut e) = engine();
+    e.execute("CREATE STREAM t (a INT KEY, b INT) WITH (kafka_topic='t', value_format='JSON');").unwrap();
+    let err = e.execute("CREATE TABLE o AS SELECT b, a, b + a, COUNT(*) FROM t GROUP BY a, b;").unwrap_err();
+    let want = "\nStatement: CREATE TABLE O AS SELECT\n  T.B B,\n  T.A A,\n  (T.B + T.A) KSQL_COL_0,\n  COUNT(*) KSQL_COL_1\nFROM T T\nGROUP BY T.A, T.B\nEMIT CHANGES";
+    assert!(err.to_string().starts_with("Key format does not support schema."), "{err}");
+    assert!(err.to_string().ends_with(want), "{err}");
+}
