@@ -182,7 +182,7 @@ fn windowed(topics: &MemTopics, topic: &str) -> Vec<(String, i64, Option<String>
             let n = k.len();
             let start = i64::from_be_bytes(k[n - 8..].try_into().unwrap());
             let key = String::from_utf8(k[..n - 8].to_vec()).unwrap();
-            (key, start, c.record.value.clone().map(|v| String::from_utf8(v).unwrap()))
+            (key, start, c.record.value.clone().map(|v| String::from_utf8(v.to_vec()).unwrap()))
         })
         .collect()
 }
@@ -230,7 +230,7 @@ fn emit_final_session_windows_emit_closed_sessions_only() {
             let k = c.record.key.as_ref().unwrap();
             let n = k.len();
             let be = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap());
-            (be(&k[n - 8..]), be(&k[n - 16..n - 8]), c.record.value.clone().map(|v| String::from_utf8(v).unwrap()))
+            (be(&k[n - 8..]), be(&k[n - 16..n - 8]), c.record.value.clone().map(|v| String::from_utf8(v.to_vec()).unwrap()))
         })
         .collect();
     // No updates nor retractions: each session once, when stream time passes its end + gap + grace.
@@ -254,7 +254,7 @@ fn earliest_by_offset_keeps_the_earliest_rows_when_sessions_merge() {
         .read("S", 0, 0, 100)
         .unwrap()
         .into_iter()
-        .map(|c| c.record.value.map(|v| String::from_utf8(v).unwrap()))
+        .map(|c| c.record.value.map(|v| String::from_utf8(v.to_vec()).unwrap()))
         .collect();
     // The merged session keeps the two earliest rows by arrival: null (not ignored), then 1.
     assert_eq!(values.last().unwrap().as_deref(), Some(r#"{"E":[null,1]}"#));
