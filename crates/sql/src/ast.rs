@@ -41,6 +41,8 @@ pub enum Statement {
         target: String,
         query: Box<Select>,
         properties: BTreeMap<String, Value>,
+        /// Where the target's name is.
+        target_pos: Pos,
     },
     InsertValues {
         target: String,

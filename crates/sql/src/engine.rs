@@ -109,7 +109,12 @@ impl Engine {
         match stmt {
             Statement::CreateSource(c) => self.create_source(c, text),
             Statement::CreateAs(c) => self.create_as(c, text),
-            Statement::InsertInto { target, query, properties: _ } => self.insert_into(&target, *query, text),
+            Statement::InsertInto { target, query, target_pos, .. } => {
+                if self.catalog.get(&target).is_none() {
+                    return Err(SqlError::statement(format!("Source `{target}` does not exist.")).at(target_pos));
+                }
+                self.insert_into(&target, *query, text)
+            }
             Statement::InsertValues { target, columns, values, pos } => {
                 self.insert_values(&target, columns, values).map_err(|e| e.at(pos))
             }
@@ -199,6 +204,7 @@ impl Engine {
 
     fn create_source(&mut self, c: CreateSource, text: &str) -> Result<Outcome> {
         let what = c.kind.name().to_ascii_lowercase();
+        check_format_props(&c.properties)?;
         if let Some(done) = self.existing_source(c.kind, &c.name, c.if_not_exists, c.or_replace)? {
             return Ok(done);
         }
@@ -1262,11 +1268,33 @@ impl Engine {
                     match found.as_slice() {
                         [one] => Ok(*one),
                         [] => Err(SqlError::statement(format!("JOIN ON column '{name}' cannot be resolved."))),
-                        _ => Err(SqlError::statement(format!("Column '{name}' is ambiguous."))),
+                        many => {
+                            let names: Vec<String> = many.iter().map(|&i| format!("{}.{name}", sources[i].1)).collect();
+                            Err(SqlError::statement(format!(
+                                "Column '{name}' is ambiguous. Could be {}.",
+                                names.join(" or ")
+                            ))
+                            .in_phase(crate::error::PREPARING))
+                        }
                     }
                 }
             }
         };
+        // Every qualifier must name a source of the FROM clause (checked before any column resolves).
+        let mut unknown_qualifier = None;
+        for e in select.joins.iter().map(|j| &j.on).chain(select.filter.iter()) {
+            e.walk(&mut |x| {
+                if let Expr::Column { qualifier: Some(q), .. } = x {
+                    if unknown_qualifier.is_none() && !sources.iter().any(|(s, a)| a == q || s.name == *q) {
+                        unknown_qualifier = Some(q.clone());
+                    }
+                }
+            });
+        }
+        if let Some(q) = unknown_qualifier {
+            return Err(SqlError::statement(format!("'{q}' is not a valid stream/table name or alias."))
+                .in_phase(crate::error::BUILDING));
+        }
         let in_many = |n: &str| scopes.iter().filter(|s| s.resolve(None, n).ok().flatten().is_some()).count() > 1;
 
         // The accumulated row layout: source 0, then per stage the right source and a ROWKEY.
@@ -1956,6 +1984,50 @@ fn parse_duration_text(s: &str) -> Result<i64> {
 
 /// Key and value serdes from WITH properties, defaulting to the input source's (for derived
 /// sources) or KAFKA keys (for declared ones).
+/// A `KEY_DELIMITER` / `VALUE_DELIMITER` value: one character, or `TAB` / `SPACE` by name.
+fn delimiter(name: &str, d: &str) -> Result<char> {
+    let invalid = |why: String| {
+        SqlError::statement(format!("Configuration {name} is invalid: {why}\nExample valid value: ';'"))
+            .in_phase(crate::error::BUILDING)
+    };
+    match d.to_ascii_uppercase().as_str() {
+        "TAB" => Ok('\t'),
+        "SPACE" => Ok(' '),
+        _ if d.trim().is_empty() => Err(invalid(
+            "Delimiter cannot be empty, if you meant to have a tab or space for delimiter, please use the special values 'TAB' or 'SPACE'".into(),
+        )),
+        _ if d.chars().count() == 1 => Ok(d.chars().next().unwrap_or(',')),
+        _ => Err(invalid(format!(
+            "Invalid delimiter value: '{d}'. Delimiter must be a single character or TAB,SPACE"
+        ))),
+    }
+}
+
+/// Checks the format properties of a WITH clause before anything else of the statement: delimiters
+/// are well formed and only given to formats that take them.
+fn check_format_props(props: &BTreeMap<String, Value>) -> Result<()> {
+    let format = prop_string(props, "FORMAT");
+    for (side, delim, full_name) in [
+        ("KEY", "KEY_DELIMITER", "KEY_AVRO_SCHEMA_FULL_NAME"),
+        ("VALUE", "VALUE_DELIMITER", "VALUE_AVRO_SCHEMA_FULL_NAME"),
+    ] {
+        let fmt = prop_string(props, &format!("{side}_FORMAT")).or_else(|| format.clone());
+        let fmt = fmt.map(|f| f.to_ascii_uppercase());
+        if let Some(d) = prop_string(props, delim) {
+            delimiter(delim, &d)?;
+            if let Some(f) = fmt.as_deref().filter(|f| *f != "DELIMITED") {
+                crate::bail!("{f} does not support the following configs: [delimiter]");
+            }
+        }
+        if prop_string(props, full_name).is_some() {
+            if let Some(f) = fmt.as_deref().filter(|f| !matches!(*f, "AVRO" | "PROTOBUF" | "PROTOBUF_NOSR")) {
+                crate::bail!("{f} does not support the following configs: [fullSchemaName]");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn serdes_from_props(
     props: &BTreeMap<String, Value>,
     input: Option<&SourceDef>,
@@ -2002,21 +2074,7 @@ fn serdes_from_props(
     }
     for (name, serde) in [("VALUE_DELIMITER", &mut value), ("KEY_DELIMITER", &mut key)] {
         if let Some(d) = prop_string(props, name) {
-            serde.delimiter = match d.to_ascii_uppercase().as_str() {
-                "TAB" => '\t',
-                "SPACE" => ' ',
-                _ if d.chars().count() == 1 => d.chars().next().unwrap_or(','),
-                "" => {
-                    return Err(SqlError::statement(format!(
-                        "Configuration {name} is invalid: Delimiter cannot be empty, if you meant to have a tab or space for delimiter, please use the special values 'TAB' or 'SPACE'\nExample valid value: ';'"
-                    )))
-                }
-                _ => {
-                    return Err(SqlError::statement(format!(
-                        "Configuration {name} is invalid: Invalid delimiter value: '{d}'. Delimiter must be a single character or TAB or SPACE\nExample valid value: ';'"
-                    )))
-                }
-            };
+            serde.delimiter = delimiter(name, &d)?;
         }
     }
     if value.format == Format::Kafka {

@@ -1032,6 +1032,7 @@ impl StatementParser<'_> {
 
     fn insert(&self, p: &mut Parser, pos: Pos) -> Result<Statement> {
         expect_kw(p, Keyword::INTO, "INTO")?;
+        let target_pos = here(p);
         let target = identifier(p)?;
         let mut columns = None;
         if p.consume_token(&Token::LParen) {
@@ -1054,7 +1055,7 @@ impl StatementParser<'_> {
         }
         let properties = self.with_properties(p)?;
         let query = self.select(p)?;
-        Ok(Statement::InsertInto { target, query: Box::new(query), properties })
+        Ok(Statement::InsertInto { target, query: Box::new(query), properties, target_pos })
     }
 
     fn select(&self, p: &mut Parser) -> Result<Select> {

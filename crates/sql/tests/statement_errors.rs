@@ -1,0 +1,53 @@
+//! Statements that cannot run say why in ksqlDB's words, with the phase and position.
+
+use std::sync::Arc;
+
+use freshet_sql::engine::Engine;
+use freshet_sql::topics::MemTopics;
+
+fn engine() -> Engine {
+    let mut e = Engine::new(Arc::new(MemTopics::new()));
+    e.auto_create_topics = true;
+    e
+}
+
+fn error_of(e: &mut Engine, sql: &str) -> String {
+    e.execute(sql).expect_err("the statement should fail").to_string()
+}
+
+#[test]
+fn delimiters_are_checked_before_the_columns() {
+    let mut e = engine();
+    let err =
+        error_of(&mut e, "CREATE STREAM T WITH (kafka_topic='t', value_format='DELIMITED', value_delimiter=' ');");
+    assert!(err.starts_with(
+        "Failed to prepare statement: Configuration VALUE_DELIMITER is invalid: Delimiter cannot be empty"
+    ));
+    let err =
+        error_of(&mut e, "CREATE STREAM T WITH (kafka_topic='t', value_format='DELIMITED', value_delimiter='ab');");
+    assert!(err.contains("Invalid delimiter value: 'ab'. Delimiter must be a single character or TAB,SPACE"));
+    let err = error_of(&mut e, "CREATE STREAM T WITH (kafka_topic='t', value_format='JSON', value_delimiter='|');");
+    assert_eq!(err, "JSON does not support the following configs: [delimiter]");
+    e.execute("CREATE STREAM T (A INT) WITH (kafka_topic='t', value_format='DELIMITED', value_delimiter='TAB');")
+        .unwrap();
+}
+
+#[test]
+fn join_columns_name_their_candidates_and_position() {
+    let mut e = engine();
+    e.execute(
+        "CREATE TABLE L (ID BIGINT PRIMARY KEY, F1 BIGINT) WITH (kafka_topic='l', format='JSON');
+         CREATE TABLE R (ID BIGINT PRIMARY KEY, F2 BIGINT) WITH (kafka_topic='r', format='JSON');",
+    )
+    .unwrap();
+    let err = error_of(&mut e, "CREATE TABLE O AS SELECT * FROM L JOIN R ON ID = ID;");
+    assert_eq!(
+        err,
+        "Exception while preparing statement: Line: 1, Col: 45: Column 'ID' is ambiguous. Could be L.ID or R.ID."
+    );
+    // An unknown qualifier is reported first, wherever it is.
+    let err = error_of(&mut e, "CREATE TABLE O AS SELECT * FROM L JOIN R ON ID = X.ID;");
+    assert_eq!(err, "Failed to prepare statement: 'X' is not a valid stream/table name or alias.");
+    let err = error_of(&mut e, "INSERT INTO NOPE SELECT * FROM L;");
+    assert_eq!(err, "Line: 1, Col: 13: Source `NOPE` does not exist.");
+}
