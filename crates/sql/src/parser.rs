@@ -13,7 +13,7 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Token, Tokenizer};
 
 use crate::ast::*;
-use crate::error::{Result, SqlError};
+use crate::error::{ErrorKind, Result, SqlError};
 use crate::types::{base_type, Field, SqlType, MAX_DECIMAL_PRECISION};
 use crate::value::{parse_decimal, Value};
 
@@ -557,6 +557,23 @@ fn type_inner(p: &mut Parser, types: &TypeRegistry, pending: &mut u32) -> Result
     };
     let name = ident_name(w);
     if let Some(t) = base_type(&name) {
+        // The grammar lets any base type take parameters, `VARCHAR(STRING)`; only DECIMAL's mean anything.
+        if p.consume_token(&Token::LParen) {
+            loop {
+                let param = p.next_token();
+                let ok = matches!(&param.token, Token::Number(..))
+                    || matches!(&param.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("STRING"));
+                if !ok {
+                    return Err(SqlError::parse(Some(pos_of(param.span.start)), "Expecting {'STRING', INTEGER_VALUE}"));
+                }
+                let sep = p.next_token();
+                match sep.token {
+                    Token::Comma => continue,
+                    Token::RParen => break,
+                    _ => return Err(SqlError::parse(Some(pos_of(sep.span.start)), "Expecting {',', ')'}")),
+                }
+            }
+        }
         return Ok(t);
     }
     match name.as_str() {
@@ -676,6 +693,15 @@ fn strip_comments(s: &str) -> String {
 
 /// Parses one statement (an optional trailing `;` is allowed).
 pub fn parse_statement(text: &str, types: &TypeRegistry) -> Result<Statement> {
+    parse_statement_inner(text, types).map_err(|mut e| {
+        if e.kind == ErrorKind::Parse {
+            e.message = format!("{}\nStatement: {text}", e.message);
+        }
+        e
+    })
+}
+
+fn parse_statement_inner(text: &str, types: &TypeRegistry) -> Result<Statement> {
     let dialect = KsqlDialect { parsed: RefCell::new(vec![]), types: types.clone() };
     let tokens = Tokenizer::new(&dialect, text)
         .tokenize_with_location()
@@ -942,7 +968,10 @@ impl StatementParser<'_> {
         let mut columns = vec![];
         if p.consume_token(&Token::LParen) {
             columns = comma_list(p, |p| self.column(p))?;
-            expect(p, Token::RParen, "')' or ',' in the column list")?;
+            let next = p.next_token();
+            if next.token != Token::RParen {
+                return Err(SqlError::parse(Some(pos_of(next.span.start)), "Expecting {',', ')'}"));
+            }
         }
         let properties = self.with_properties(p)?;
         if p.parse_keyword(Keyword::AS) {
@@ -1310,6 +1339,23 @@ mod tests {
 
     fn parse(s: &str) -> Statement {
         parse_statement(s, &TypeRegistry::new()).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn base_types_take_ignored_parameters() {
+        let Statement::CreateSource(c) =
+            parse("CREATE STREAM S (K VARCHAR(STRING) KEY, V INT(10)) WITH (kafka_topic='s');")
+        else {
+            panic!("not a CREATE STREAM")
+        };
+        assert_eq!(c.columns[0].ty, SqlType::String);
+        assert_eq!(c.columns[1].ty, SqlType::Int);
+        let text = "CREATE STREAM S (K STRING (KEY)) WITH (kafka_topic='s');";
+        let e = parse_statement(text, &TypeRegistry::new()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("line 1:28: Syntax Error\nExpecting {{'STRING', INTEGER_VALUE}}\nStatement: {text}")
+        );
     }
 
     #[test]
