@@ -160,6 +160,8 @@ pub enum SelectItem {
         expr: Expr,
         alias: Option<String>,
     },
+    /// `struct_expr->*`: every field of a struct, each as a column named after the field.
+    StructAll(Expr),
 }
 
 #[derive(Debug, Clone)]

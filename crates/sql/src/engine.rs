@@ -591,6 +591,40 @@ impl Engine {
     }
 
     /// Plans a SELECT into a persistent query writing `sink_name`.
+    /// Expands `s->*` items into one item per field of the struct, named after the field.
+    pub(crate) fn expand_struct_all(&self, select: &Select) -> Result<Option<Select>> {
+        if !select.items.iter().any(|i| matches!(i, SelectItem::StructAll(_))) {
+            return Ok(None);
+        }
+        let mut scope = Scope::default();
+        for r in std::iter::once(&select.from).chain(select.joins.iter().map(|j| &j.source)) {
+            let s = self
+                .catalog
+                .get(&r.name)
+                .ok_or_else(|| SqlError::statement(format!("{} does not exist.", r.name)).at(r.pos))?;
+            scope.columns.extend(s.scope(r.alias()).columns);
+        }
+        let mut out = select.clone();
+        out.items.clear();
+        for item in &select.items {
+            let SelectItem::StructAll(e) = item else {
+                out.items.push(item.clone());
+                continue;
+            };
+            let (_, ty) = Compiler::new(&scope).compile(e)?;
+            let SqlType::Struct(fields) = ty else {
+                crate::bail!("Expected STRUCT type for {e}->*, got {ty}");
+            };
+            for f in fields {
+                out.items.push(SelectItem::Expr {
+                    expr: Expr::Field(Box::new(e.clone()), f.name.clone()),
+                    alias: Some(f.name.clone()),
+                });
+            }
+        }
+        Ok(Some(out))
+    }
+
     pub(crate) fn plan(
         &self,
         select: &Select,
@@ -598,6 +632,9 @@ impl Engine {
         props: &BTreeMap<String, Value>,
         existing_sink: Option<&SourceDef>,
     ) -> Result<Planned> {
+        if let Some(expanded) = self.expand_struct_all(select)? {
+            return self.plan(&expanded, sink_name, props, existing_sink);
+        }
         if !select.joins.is_empty() {
             return self.plan_join(select, sink_name, props, existing_sink);
         }
@@ -655,6 +692,7 @@ impl Engine {
                         }
                     }
                 }
+                SelectItem::StructAll(e) => bail_unexpanded(e)?,
                 SelectItem::Expr { expr, alias } => {
                     if let Some(a) = alias {
                         if is_reserved_column(a) {
@@ -1535,6 +1573,7 @@ impl Engine {
                         source_columns(s, a, &mut items);
                     }
                 }
+                SelectItem::StructAll(e) => bail_unexpanded(e)?,
                 SelectItem::Wildcard(Some(q)) => match sources.iter().find(|(s, a)| a == q || s.name == *q) {
                     Some((s, a)) => source_columns(s, a, &mut items),
                     None => {
@@ -1795,6 +1834,11 @@ pub(crate) fn unresolved_in(clause: &str, e: SqlError) -> SqlError {
         }
         _ => e,
     }
+}
+
+/// `s->*` is expanded before planning ([`Engine::expand_struct_all`]); meeting one later is a bug.
+pub(crate) fn bail_unexpanded(e: &Expr) -> Result<()> {
+    Err(SqlError::statement(format!("{e}->* was not expanded into the fields of the struct")))
 }
 
 /// For each expanded projection item, whether the user gave it an alias (`AS name`).

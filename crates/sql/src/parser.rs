@@ -49,6 +49,18 @@ impl Dialect for KsqlDialect {
         false
     }
 
+    fn get_next_precedence(&self, parser: &Parser) -> Option<Result<u8, ParserError>> {
+        if parser.peek_token().token != Token::Arrow {
+            return None;
+        }
+        // `s->*` ends the expression (a select item); otherwise `->` binds as tightly as `[ ]`:
+        // `s->a * 10` is `(s->a) * 10`, `s->a[1]` is `(s->a)[1]`.
+        if parser.peek_nth_token(1).token == Token::Mul {
+            return Some(Ok(0));
+        }
+        Some(Ok(self.prec_value(sqlparser::dialect::Precedence::DoubleColon)))
+    }
+
     fn parse_prefix(&self, parser: &mut Parser) -> Option<Result<sq::Expr, ParserError>> {
         let parsed = match self.ksql_prefix(parser) {
             Ok(None) => return None,
@@ -229,6 +241,13 @@ impl KsqlDialect {
             },
             E::BinaryOp { left, op, right } => {
                 if matches!(op, sq::BinaryOperator::Arrow) {
+                    // `s->f[1]`: the subscripts apply to the field.
+                    if let E::CompoundFieldAccess { root, access_chain } = right.as_ref() {
+                        let arrow = E::BinaryOp { left: left.clone(), op: op.clone(), right: root.clone() };
+                        let whole =
+                            E::CompoundFieldAccess { root: Box::new(arrow), access_chain: access_chain.clone() };
+                        return self.convert(&whole);
+                    }
                     let field = match right.as_ref() {
                         E::Identifier(id) => ident_value(id),
                         E::Value(v) => match &v.value {
@@ -1195,6 +1214,11 @@ impl StatementParser<'_> {
             return Ok(SelectItem::Wildcard(Some(ident_name(&w))));
         }
         let expr = self.d.expr(p)?;
+        if p.peek_token().token == Token::Arrow && p.peek_nth_token(1).token == Token::Mul {
+            p.next_token();
+            p.next_token();
+            return Ok(SelectItem::StructAll(expr));
+        }
         let alias = if p.parse_keyword(Keyword::AS) {
             Some(identifier(p)?)
         } else {

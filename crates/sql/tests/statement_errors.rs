@@ -51,3 +51,27 @@ fn join_columns_name_their_candidates_and_position() {
     let err = error_of(&mut e, "INSERT INTO NOPE SELECT * FROM L;");
     assert_eq!(err, "Line: 1, Col: 13: Source `NOPE` does not exist.");
 }
+
+#[test]
+fn struct_all_expands_into_the_fields_and_arrow_binds_tightly() {
+    use freshet_sql::topics::{Record, Topics};
+    let topics = Arc::new(MemTopics::new());
+    let mut e = Engine::new(topics.clone());
+    e.auto_create_topics = true;
+    e.execute(
+        "CREATE STREAM I (K INT KEY, V STRUCT<A INT, B ARRAY<INT>>) WITH (kafka_topic='i', format='JSON');
+         CREATE STREAM O AS SELECT K, V->*, V->A * 10 AS TEN, V->B[1] AS FIRST FROM I;",
+    )
+    .unwrap();
+    let value = br#"{"V": {"A": 2, "B": [7, 8]}}"#.to_vec();
+    topics
+        .append("i", 0, vec![Record { key: Some(b"1".to_vec()), value: Some(value), timestamp: 0, headers: vec![] }])
+        .unwrap();
+    e.run_until_idle().unwrap();
+    let out = topics.read("O", 0, 0, 10).unwrap();
+    assert_eq!(out.len(), 1);
+    let v = String::from_utf8(out[0].record.value.clone().unwrap()).unwrap();
+    assert_eq!(v, r#"{"A":2,"B":[7,8],"TEN":20,"FIRST":7}"#);
+    let err = e.execute("CREATE STREAM P AS SELECT K->* FROM I;").unwrap_err().to_string();
+    assert!(err.contains("Expected STRUCT type"), "{err}");
+}
