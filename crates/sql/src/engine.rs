@@ -743,7 +743,7 @@ impl Engine {
         };
 
         // Generated names for unnamed expressions: KSQL_COL_n, skipping names in use.
-        let named = name_items(items);
+        let named = name_items(items, &scope);
         for (e, n) in &named {
             let pseudo_ok = self.transient.get() && (n == ROWPARTITION || n == ROWOFFSET);
             if matches!(e, Expr::Column { .. }) && is_reserved_column(n) && n != ROWTIME && !pseudo_ok {
@@ -1591,7 +1591,7 @@ impl Engine {
             }
         }
         let explicit_alias: Vec<bool> = select_aliases(&select.items, &items);
-        let mut named = name_items(items);
+        let mut named = name_items(items, &scope);
 
         let mut compiler = Compiler::new(&scope);
         let filter = match &select.filter {
@@ -1768,21 +1768,44 @@ fn qualified_display(e: &Expr, source: &str) -> String {
     qualify(e, source).to_string()
 }
 
-/// Names projection items: an alias, a column's or field's name, else `KSQL_COL_n` (the first n
-/// not already taken).
-pub(crate) fn name_items(items: Vec<(Expr, Option<String>)>) -> Vec<(Expr, String)> {
-    let mut used: HashSet<String> = items.iter().filter_map(|(e, a)| a.clone().or_else(|| natural_name(e))).collect();
+/// Names projection items: an alias, a column's name, a field's name (with a `_n` suffix when a
+/// source column or an earlier item has that name, as ksqlDB does), else `KSQL_COL_n` (the first
+/// n not already taken).
+pub(crate) fn name_items(items: Vec<(Expr, Option<String>)>, scope: &Scope) -> Vec<(Expr, String)> {
+    let mut used: HashSet<String> = items
+        .iter()
+        .filter_map(|(e, a)| a.clone().or_else(|| matches!(e, Expr::Column { .. }).then(|| natural_name(e)).flatten()))
+        .collect();
+    let mut taken: HashSet<String> = used.clone();
+    taken.extend(scope.columns.iter().map(|c| c.name.clone()));
     let mut next_gen = 0;
     items
         .into_iter()
         .map(|(e, a)| {
-            let n = a.or_else(|| natural_name(&e)).unwrap_or_else(|| loop {
-                let n = format!("KSQL_COL_{next_gen}");
-                next_gen += 1;
-                if used.insert(n.clone()) {
-                    break n;
+            let field = match (&a, &e) {
+                (None, Expr::Field(_, f)) => Some(f.clone()),
+                _ => None,
+            };
+            let n = match field {
+                Some(f) => {
+                    let mut n = f.clone();
+                    let mut i = 0;
+                    while taken.contains(&n) {
+                        i += 1;
+                        n = format!("{f}_{i}");
+                    }
+                    n
                 }
-            });
+                None => a.or_else(|| natural_name(&e)).unwrap_or_else(|| loop {
+                    let n = format!("KSQL_COL_{next_gen}");
+                    next_gen += 1;
+                    if !used.contains(&n) && taken.insert(n.clone()) {
+                        break n;
+                    }
+                }),
+            };
+            taken.insert(n.clone());
+            used.insert(n.clone());
             (e, n)
         })
         .collect()

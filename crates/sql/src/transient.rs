@@ -471,7 +471,7 @@ impl Engine {
         if is_table && !flag("ksql.query.pull.table.scan.enabled", true) {
             check_key_lookup(&src, filter_expr.as_ref(), flag("ksql.query.pull.range.scan.enabled", true))?;
         }
-        let named = crate::engine::name_items(items);
+        let named = crate::engine::name_items(items, &scope);
         let mut compiler = Compiler::new(&scope);
         let filter = match &filter_expr {
             Some(f) => {

@@ -1,4 +1,4 @@
-//! Statements that cannot run say why in ksqlDB's words, with the phase and position.
+//! ksqlDB dialect details: errors in its words with phase and position, struct projections, names.
 
 use std::sync::Arc;
 
@@ -74,4 +74,16 @@ fn struct_all_expands_into_the_fields_and_arrow_binds_tightly() {
     assert_eq!(v, r#"{"A":2,"B":[7,8],"TEN":20,"FIRST":7}"#);
     let err = e.execute("CREATE STREAM P AS SELECT K->* FROM I;").unwrap_err().to_string();
     assert!(err.contains("Expected STRUCT type"), "{err}");
+}
+
+#[test]
+fn field_names_that_clash_get_a_suffix() {
+    let mut e = engine();
+    e.execute(
+        "CREATE STREAM I (B INT, A STRUCT<B INT>, C STRUCT<B INT, X INT>) WITH (kafka_topic='i', value_format='JSON');
+         CREATE STREAM O AS SELECT B, A->B, C->B, C->X FROM I;",
+    )
+    .unwrap();
+    let names: Vec<String> = e.catalog.get("O").unwrap().values.iter().map(|f| f.name.clone()).collect();
+    assert_eq!(names, ["B", "B_1", "B_2", "X"]);
 }
