@@ -418,6 +418,20 @@ impl Engine {
         }
         let mut output = planned.output;
         output.sql = text.to_string();
+        if let Some(ts) = prop_string(&c.properties, "TIMESTAMP").map(|t| t.to_ascii_uppercase()) {
+            let col = output.keys.iter().chain(&output.values).find(|f| f.name == ts).ok_or_else(|| {
+                SqlError::statement(format!(
+                    "The TIMESTAMP column set in the WITH clause does not exist in the schema: '{ts}'"
+                ))
+            })?;
+            if !matches!(col.ty, SqlType::BigInt | SqlType::Timestamp | SqlType::String) {
+                return Err(SqlError::statement(format!(
+                    "Timestamp column, `{ts}`, should be LONG(INT64), TIMESTAMP, or a String with a timestamp_format specified."
+                )));
+            }
+            output.timestamp = Some(ts);
+            output.timestamp_format = prop_string(&c.properties, "TIMESTAMP_FORMAT");
+        }
         let partitions = self.topics.partitions(&planned.input.topic).unwrap_or(1);
         let out_partitions =
             c.properties.get("PARTITIONS").and_then(Value::as_i64).map(|p| p as i32).unwrap_or(partitions);
@@ -684,11 +698,6 @@ impl Engine {
                             if !is_new_key(&f.name) {
                                 items.push((col(&f.name), None));
                             }
-                        }
-                    }
-                    if input.window.is_some() && select.group_by.is_empty() {
-                        for n in [WINDOWSTART, WINDOWEND] {
-                            items.push((Expr::Column { qualifier: None, name: n.into(), pos: Pos::default() }, None));
                         }
                     }
                 }

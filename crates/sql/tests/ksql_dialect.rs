@@ -87,3 +87,27 @@ fn field_names_that_clash_get_a_suffix() {
     let names: Vec<String> = e.catalog.get("O").unwrap().values.iter().map(|f| f.name.clone()).collect();
     assert_eq!(names, ["B", "B_1", "B_2", "X"]);
 }
+
+#[test]
+fn a_sink_timestamp_column_stamps_records_and_negative_ones_are_skipped() {
+    use freshet_sql::topics::{Record, Topics};
+    let topics = Arc::new(MemTopics::new());
+    let mut e = Engine::new(topics.clone());
+    e.auto_create_topics = true;
+    e.execute(
+        "CREATE STREAM I (K STRING KEY, ID BIGINT) WITH (kafka_topic='i', value_format='JSON');
+         CREATE STREAM O WITH (timestamp='T') AS SELECT K, ID AS T FROM I;",
+    )
+    .unwrap();
+    for id in [5, -2, 7] {
+        let value = format!("{{\"ID\": {id}}}").into_bytes();
+        topics
+            .append("i", 0, vec![Record { key: None, value: Some(value), timestamp: 1000, headers: vec![] }])
+            .unwrap();
+    }
+    e.run_until_idle().unwrap();
+    let stamps: Vec<i64> = topics.read("O", 0, 0, 10).unwrap().iter().map(|c| c.record.timestamp).collect();
+    assert_eq!(stamps, [5, 7]);
+    let err = e.execute("CREATE STREAM P WITH (timestamp='NOPE') AS SELECT * FROM I;").unwrap_err().to_string();
+    assert!(err.contains("does not exist in the schema: 'NOPE'"), "{err}");
+}
