@@ -65,6 +65,12 @@ pub enum Statement {
         if_exists: bool,
         delete_topic: bool,
     },
+    /// `ALTER STREAM|TABLE name ADD [COLUMN] name type, ...`: new value columns.
+    Alter {
+        kind: SourceKind,
+        name: String,
+        columns: Vec<crate::types::Field>,
+    },
     /// `TERMINATE id` or `TERMINATE ALL` (None).
     Terminate(Option<String>),
     Show(Show),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::aggregate;
 use crate::ast::*;
+use crate::bail;
 use crate::catalog::*;
 use crate::error::{Result, SqlError};
 use crate::expr::{CExpr, Compiler, Env, Scope};
@@ -138,6 +139,7 @@ impl Engine {
                 Ok(Outcome::Message(format!("Dropped type '{name}'")))
             }
             Statement::Drop { kind, name, if_exists, delete_topic } => self.drop(kind, &name, if_exists, delete_topic),
+            Statement::Alter { kind, name, columns } => self.alter(kind, &name, columns),
             Statement::Terminate(id) => {
                 match id {
                     None => self.queries.clear(),
@@ -205,6 +207,9 @@ impl Engine {
     fn create_source(&mut self, c: CreateSource, text: &str) -> Result<Outcome> {
         let what = c.kind.name().to_ascii_lowercase();
         check_format_props(&c.properties)?;
+        if c.or_replace && c.source {
+            bail!("Cannot add {what} '{}': CREATE OR REPLACE is not supported on source {what}s.", c.name);
+        }
         if let Some(done) = self.existing_source(c.kind, &c.name, c.if_not_exists, c.or_replace)? {
             return Ok(done);
         }
@@ -358,6 +363,37 @@ impl Engine {
         }
     }
 
+    /// Adds value columns to a stream or table declared with CREATE (not a query's sink, not a
+    /// read-only source).
+    fn alter(&mut self, kind: SourceKind, name: &str, columns: Vec<Field>) -> Result<Outcome> {
+        let what = kind.name().to_ascii_lowercase();
+        let Some(src) = self.catalog.get(name) else {
+            bail!("Source {name} does not exist.");
+        };
+        if src.kind != kind {
+            bail!("Incompatible data source type is {}, but statement was ALTER {}", src.kind.name(), kind.name());
+        }
+        if src.read_only {
+            bail!("Cannot alter {what} '{name}': ALTER operations are not supported on source {what}s.");
+        }
+        if src.writer.is_some() {
+            bail!("ALTER command is not supported for CREATE ... AS statements.");
+        }
+        if matches!(src.value_serde.format, Format::Kafka) {
+            bail!("Schema cannot be altered for the KAFKA value format.");
+        }
+        let mut def = src.clone();
+        for c in columns {
+            if def.keys.iter().chain(&def.values).any(|f| f.name == c.name) {
+                bail!("Cannot add column `{}` to schema. A column with the same name already exists.", c.name);
+            }
+            def.values.push(c);
+        }
+        def.value_serde.check(&def.values, "value")?;
+        self.catalog.sources.insert(name.to_string(), def);
+        Ok(Outcome::Message(format!("{} {name} altered.", kind.name())))
+    }
+
     fn drop(&mut self, kind: SourceKind, name: &str, if_exists: bool, delete_topic: bool) -> Result<Outcome> {
         let Some(src) = self.catalog.get(name) else {
             if if_exists {
@@ -371,6 +407,9 @@ impl Engine {
                 src.kind.name(),
                 kind.name()
             )));
+        }
+        if delete_topic && src.read_only {
+            bail!("Cannot delete topic for read-only source: {name}");
         }
         let readers: Vec<String> =
             self.queries.values().filter(|q| q.input.name == name).map(|q| q.id.clone()).collect();
@@ -627,7 +666,7 @@ impl Engine {
             };
             let (_, ty) = Compiler::new(&scope).compile(e)?;
             let SqlType::Struct(fields) = ty else {
-                crate::bail!("Expected STRUCT type for {e}->*, got {ty}");
+                bail!("Expected STRUCT type for {e}->*, got {ty}");
             };
             for f in fields {
                 out.items.push(SelectItem::Expr {
@@ -2092,12 +2131,12 @@ fn check_format_props(props: &BTreeMap<String, Value>) -> Result<()> {
         if let Some(d) = prop_string(props, delim) {
             delimiter(delim, &d)?;
             if let Some(f) = fmt.as_deref().filter(|f| *f != "DELIMITED") {
-                crate::bail!("{f} does not support the following configs: [delimiter]");
+                bail!("{f} does not support the following configs: [delimiter]");
             }
         }
         if prop_string(props, full_name).is_some() {
             if let Some(f) = fmt.as_deref().filter(|f| !matches!(*f, "AVRO" | "PROTOBUF" | "PROTOBUF_NOSR")) {
-                crate::bail!("{f} does not support the following configs: [fullSchemaName]");
+                bail!("{f} does not support the following configs: [fullSchemaName]");
             }
         }
     }

@@ -773,6 +773,10 @@ impl StatementParser<'_> {
                 p.next_token();
                 self.drop(p)
             }
+            "ALTER" => {
+                p.next_token();
+                self.alter(p)
+            }
             "SELECT" => Ok(Statement::Select(Box::new(self.select(p)?))),
             "TERMINATE" => {
                 p.next_token();
@@ -882,7 +886,7 @@ impl StatementParser<'_> {
             }
             other => Err(SqlError::parse(
                 Some(start),
-                format!("unknown statement {other}: expected CREATE, INSERT, DROP, SELECT, TERMINATE, SHOW, LIST, DESCRIBE, EXPLAIN, PRINT, SET, UNSET, DEFINE"),
+                format!("unknown statement {other}: expected CREATE, INSERT, DROP, ALTER, SELECT, TERMINATE, SHOW, LIST, DESCRIBE, EXPLAIN, PRINT, SET, UNSET, DEFINE"),
             )),
         }
     }
@@ -931,6 +935,25 @@ impl StatementParser<'_> {
                 ))
             }
         }))
+    }
+
+    fn alter(&self, p: &mut Parser) -> Result<Statement> {
+        let kind = if word(p, "STREAM") {
+            SourceKind::Stream
+        } else if word(p, "TABLE") {
+            SourceKind::Table
+        } else {
+            return Err(SqlError::parse(Some(here(p)), "expected STREAM or TABLE after ALTER"));
+        };
+        let name = identifier(p)?;
+        let columns = comma_list(p, |p| {
+            expect_kw(p, Keyword::ADD, "ADD")?;
+            word(p, "COLUMN");
+            let name = identifier(p)?;
+            let ty = parse_type(p, &self.d.types)?;
+            Ok(Field { name, ty })
+        })?;
+        Ok(Statement::Alter { kind, name, columns })
     }
 
     fn drop(&self, p: &mut Parser) -> Result<Statement> {

@@ -111,3 +111,22 @@ fn a_sink_timestamp_column_stamps_records_and_negative_ones_are_skipped() {
     let err = e.execute("CREATE STREAM P WITH (timestamp='NOPE') AS SELECT * FROM I;").unwrap_err().to_string();
     assert!(err.contains("does not exist in the schema: 'NOPE'"), "{err}");
 }
+
+#[test]
+fn alter_adds_columns_except_to_read_only_sources() {
+    let mut e = engine();
+    e.execute(
+        "CREATE STREAM S (K STRING KEY, A INT) WITH (kafka_topic='s', value_format='JSON');
+         CREATE SOURCE STREAM R (K STRING KEY, A INT) WITH (kafka_topic='r', value_format='JSON');
+         ALTER STREAM S ADD COLUMN B STRING, ADD C INT;",
+    )
+    .unwrap();
+    let names: Vec<String> = e.catalog.get("S").unwrap().values.iter().map(|f| f.name.clone()).collect();
+    assert_eq!(names, ["A", "B", "C"]);
+    let err = error_of(&mut e, "ALTER STREAM S ADD COLUMN A INT;");
+    assert!(err.contains("A column with the same name already exists"), "{err}");
+    let err = error_of(&mut e, "ALTER STREAM R ADD COLUMN B INT;");
+    assert_eq!(err, "Cannot alter stream 'R': ALTER operations are not supported on source streams.");
+    let err = error_of(&mut e, "DROP STREAM R DELETE TOPIC;");
+    assert_eq!(err, "Cannot delete topic for read-only source: R");
+}
