@@ -1724,7 +1724,9 @@ impl Engine {
                             "The projection contains a key column (`{x}`) more than once, aliased as: {lo} and {hi}."
                         )));
                     }
-                    key_items.push(*first);
+                    // Several join columns are projected: the key is the earliest source's.
+                    let rank = |i: &usize| keys.iter().position(|k| canon[*i].as_deref() == Some(k.as_str()));
+                    key_items.push(found.iter().copied().min_by_key(rank).unwrap_or(*first));
                 }
             }
         }

@@ -130,3 +130,18 @@ fn alter_adds_columns_except_to_read_only_sources() {
     let err = error_of(&mut e, "DROP STREAM R DELETE TOPIC;");
     assert_eq!(err, "Cannot delete topic for read-only source: R");
 }
+
+#[test]
+fn with_both_join_columns_projected_the_left_one_is_the_key() {
+    let mut e = engine();
+    e.execute(
+        "CREATE STREAM L (ID BIGINT KEY, NAME STRING) WITH (kafka_topic='l', value_format='JSON');
+         CREATE STREAM R (ID BIGINT KEY, F1 STRING) WITH (kafka_topic='r', value_format='JSON');
+         CREATE STREAM J AS SELECT R.*, L.ID FROM L JOIN R WITHIN 10 SECONDS ON R.ID = L.ID;",
+    )
+    .unwrap();
+    let j = e.catalog.get("J").unwrap();
+    assert_eq!(j.keys[0].name, "L_ID");
+    let values: Vec<&str> = j.values.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(values, ["R_ID", "R_F1"]);
+}
