@@ -756,7 +756,21 @@ impl Engine {
 
         // Table functions become extra columns of the row.
         let mut table_functions = vec![];
-        for (e, _) in items.iter_mut() {
+        let is_tf = |x: &Expr| matches!(x, Expr::Function { name, .. } if functions::is_table_function(name));
+        let any_tf = items.iter().any(|(e, _)| {
+            let mut found = false;
+            e.walk(&mut |x| found |= is_tf(x));
+            found
+        });
+        if any_tf && (!select.group_by.is_empty() || items.iter().any(|(e, _)| contains_aggregate(e))) {
+            bail!("Table functions cannot be used with aggregations.");
+        }
+        for (item, _) in items.iter_mut() {
+            // The table function itself, or one under field accesses and subscripts (`EXPLODE(a)->F`).
+            let mut e = &mut *item;
+            while let Expr::Field(inner, _) | Expr::Subscript(inner, _) | Expr::Cast(inner, _) = e {
+                e = &mut **inner;
+            }
             if let Expr::Function { name, args, pos, .. } = e {
                 if functions::is_table_function(name) {
                     if input.kind == SourceKind::Table {
@@ -767,7 +781,11 @@ impl Engine {
                     }
                     let (c, ty) = Compiler::new(&scope).compile(&args[0])?;
                     let SqlType::Array(elem) = ty else {
-                        return Err(SqlError::statement(format!("{name} takes an ARRAY")).at(*pos));
+                        let lower = name.to_ascii_lowercase();
+                        return Err(SqlError::statement(format!(
+                            "Function '{lower}' does not accept parameters ({ty}).\nValid alternatives are:\n{lower}(ARRAY<DECIMAL> input)\n{lower}(ARRAY<T> list)"
+                        ))
+                        .at(*pos));
                     };
                     let col = format!("$tf{}", table_functions.len());
                     scope.push(None, &col, *elem);

@@ -145,3 +145,18 @@ fn with_both_join_columns_projected_the_left_one_is_the_key() {
     let values: Vec<&str> = j.values.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(values, ["R_ID", "R_F1"]);
 }
+
+#[test]
+fn table_functions_under_a_field_access_and_not_with_aggregations() {
+    let mut e = engine();
+    e.execute(
+        "CREATE STREAM S (ID STRING KEY, A ARRAY<STRUCT<F1 BIGINT>>, M MAP<STRING, INT>) WITH (kafka_topic='s', value_format='JSON');
+         CREATE STREAM O AS SELECT ID, EXPLODE(A)->F1 AS VAL FROM S;",
+    )
+    .unwrap();
+    assert_eq!(e.catalog.get("O").unwrap().values[0].name, "VAL");
+    let err = error_of(&mut e, "CREATE STREAM P AS SELECT EXPLODE(M) FROM S;");
+    assert!(err.contains("Function 'explode' does not accept parameters (MAP<STRING, INTEGER>)."), "{err}");
+    let err = error_of(&mut e, "CREATE TABLE T AS SELECT ID, EXPLODE(A), COUNT(*) FROM S GROUP BY ID;");
+    assert_eq!(err, "Table functions cannot be used with aggregations.");
+}
