@@ -700,6 +700,8 @@ impl Engine {
 
         // Expand wildcards into column references.
         let mut items: Vec<(Expr, Option<String>)> = vec![];
+        // Items a wildcard added for the PARTITION BY key (may be a pseudo-column: ROWOFFSET).
+        let mut wildcard_keys: Vec<usize> = vec![];
         for item in &select.items {
             match item {
                 SelectItem::Wildcard(q) => {
@@ -727,6 +729,7 @@ impl Engine {
                         // old key columns (now values), as ksqlDB lays out a PARTITION BY.
                         if !by_null {
                             for pe in &select.partition_by {
+                                wildcard_keys.push(items.len());
                                 items.push((pe.clone(), None));
                             }
                         }
@@ -810,8 +813,9 @@ impl Engine {
 
         // Generated names for unnamed expressions: KSQL_COL_n, skipping names in use.
         let named = name_items(items, &scope);
-        for (e, n) in &named {
-            let pseudo_ok = self.transient.get() && (n == ROWPARTITION || n == ROWOFFSET);
+        for (i, (e, n)) in named.iter().enumerate() {
+            let pseudo_ok =
+                (self.transient.get() || wildcard_keys.contains(&i)) && (n == ROWPARTITION || n == ROWOFFSET);
             if matches!(e, Expr::Column { .. }) && is_reserved_column(n) && n != ROWTIME && !pseudo_ok {
                 if n == WINDOWSTART || n == WINDOWEND {
                     if input.window.is_none() && select.window.is_none() {
