@@ -867,6 +867,9 @@ impl Engine {
         {
             return Err(SqlError::statement("Cannot PARTITION BY multiple columns including NULL"));
         }
+        if partition_by_null && prop_string(props, "KEY_FORMAT").is_some_and(|f| !f.eq_ignore_ascii_case("NONE")) {
+            bail!("Key format specified for stream without key columns.");
+        }
         if partitioned && !partition_by_null {
             let mut missing = vec![];
             for pe in &select.partition_by {
@@ -882,6 +885,7 @@ impl Engine {
                 let canon = format!("{c:?}");
                 match item_canon.iter().position(|ic| ic.as_deref() == Some(&canon)) {
                     Some(i) => {
+                        duplicate_key_check(&named, &item_canon, i)?;
                         used_items.insert(i);
                         key_fields.push(Field { name: named[i].1.clone(), ty: t.clone() });
                         check_key_type(&named[i].1, &t)?;
@@ -909,6 +913,7 @@ impl Engine {
                 let canon = format!("{:?}", CExpr::Column(idx));
                 match item_canon.iter().position(|ic| ic.as_deref() == Some(&canon)) {
                     Some(i) => {
+                        duplicate_key_check(&named, &item_canon, i)?;
                         used_items.insert(i);
                         key_fields.push(Field { name: named[i].1.clone(), ty: k.ty.clone() });
                         key_exprs.push(CExpr::Column(idx));
@@ -1929,6 +1934,17 @@ pub(crate) fn unresolved_in(clause: &str, e: SqlError) -> SqlError {
         }
         _ => e,
     }
+}
+
+/// A key column may appear in the projection only once: `SELECT K, K AS K2` is refused.
+fn duplicate_key_check(named: &[(Expr, String)], canon: &[Option<String>], first: usize) -> Result<()> {
+    let again = (first + 1..named.len()).find(|&j| canon[j].is_some() && canon[j] == canon[first]);
+    if let Some(j) = again {
+        let (x, y) = (&named[first].1, &named[j].1);
+        let (lo, hi) = if x <= y { (x, y) } else { (y, x) };
+        bail!("The projection contains a key column (`{x}`) more than once, aliased as: {lo} and {hi}.");
+    }
+    Ok(())
 }
 
 /// `s->*` is expanded before planning ([`Engine::expand_struct_all`]); meeting one later is a bug.

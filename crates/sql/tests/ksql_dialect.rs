@@ -160,3 +160,15 @@ fn table_functions_under_a_field_access_and_not_with_aggregations() {
     let err = error_of(&mut e, "CREATE TABLE T AS SELECT ID, EXPLODE(A), COUNT(*) FROM S GROUP BY ID;");
     assert_eq!(err, "Table functions cannot be used with aggregations.");
 }
+
+#[test]
+fn a_key_column_appears_in_the_projection_once() {
+    let mut e = engine();
+    e.execute("CREATE STREAM I (ID INT KEY, NAME STRING) WITH (kafka_topic='i', value_format='JSON');").unwrap();
+    let err = error_of(&mut e, "CREATE STREAM O AS SELECT NAME, NAME AS NAME2, ID FROM I PARTITION BY NAME;");
+    assert_eq!(err, "The projection contains a key column (`NAME`) more than once, aliased as: NAME and NAME2.");
+    let err = error_of(&mut e, "CREATE STREAM O WITH (key_format='KAFKA') AS SELECT * FROM I PARTITION BY NULL;");
+    assert_eq!(err, "Key format specified for stream without key columns.");
+    e.execute("CREATE STREAM P AS SELECT * FROM I PARTITION BY ROWOFFSET;").unwrap();
+    assert_eq!(e.catalog.get("P").unwrap().keys[0].name, "ROWOFFSET");
+}
