@@ -1684,7 +1684,18 @@ impl Engine {
             for (i, k) in left.keys.iter().enumerate() {
                 let c = format!("{:?}", CExpr::Column(i));
                 match canon.iter().position(|x| x.as_deref() == Some(&c)) {
-                    Some(p) => key_items.push(p),
+                    Some(p) => {
+                        if let Some(j) = (p + 1..named.len()).find(|&j| canon[j] == canon[p]) {
+                            let (x, y) = (&named[p].1, &named[j].1);
+                            let (lo, hi) = if x <= y { (x, y) } else { (y, x) };
+                            bail!(
+                                "The projection contains a key column (`{}_{}`) more than once, aliased as: {lo} and {hi}.",
+                                sources[0].1,
+                                k.name
+                            );
+                        }
+                        key_items.push(p)
+                    }
                     None => missing.push(format!("`{}`", k.name)),
                 }
             }
@@ -1839,6 +1850,11 @@ fn qualified_display(e: &Expr, source: &str) -> String {
                 distinct: *distinct,
                 pos: *pos,
             },
+            Expr::Cast(inner, ty) => Expr::Cast(Box::new(qualify(inner, source)), ty.clone()),
+            Expr::Unary(op, inner) => Expr::Unary(*op, Box::new(qualify(inner, source))),
+            Expr::Binary(op, a, b) => Expr::Binary(*op, Box::new(qualify(a, source)), Box::new(qualify(b, source))),
+            Expr::Field(inner, f) => Expr::Field(Box::new(qualify(inner, source)), f.clone()),
+            Expr::Subscript(a, b) => Expr::Subscript(Box::new(qualify(a, source)), Box::new(qualify(b, source))),
             other => other.clone(),
         }
     }

@@ -172,3 +172,17 @@ fn a_key_column_appears_in_the_projection_once() {
     e.execute("CREATE STREAM P AS SELECT * FROM I PARTITION BY ROWOFFSET;").unwrap();
     assert_eq!(e.catalog.get("P").unwrap().keys[0].name, "ROWOFFSET");
 }
+
+#[test]
+fn foreign_key_joins_name_qualified_expressions_and_duplicate_keys() {
+    let mut e = engine();
+    e.execute(
+        "CREATE TABLE L (L_ID BIGINT PRIMARY KEY, F1 STRING, FK BIGINT) WITH (kafka_topic='l', value_format='JSON');
+         CREATE TABLE R (R_ID BIGINT PRIMARY KEY, F2 BIGINT) WITH (kafka_topic='r', value_format='JSON');",
+    )
+    .unwrap();
+    let err = error_of(&mut e, "CREATE TABLE O AS SELECT L_ID, F1 FROM L JOIN R ON CAST(FK AS STRING) = R_ID;");
+    assert!(err.contains("Got CAST(L.FK AS STRING){STRING} = R.R_ID{BIGINT}."), "{err}");
+    let err = error_of(&mut e, "CREATE TABLE O AS SELECT L_ID, L_ID AS L2, F2 FROM L JOIN R ON FK = R_ID;");
+    assert_eq!(err, "The projection contains a key column (`L_L_ID`) more than once, aliased as: L2 and L_ID.");
+}
