@@ -1408,6 +1408,50 @@ impl Engine {
             return Err(SqlError::statement(format!("'{q}' is not a valid stream/table name or alias."))
                 .in_phase(crate::error::BUILDING));
         }
+        // The sources each side of each join criterion references (names that do not resolve are
+        // reported later, with their position).
+        let sides_of = |k: usize, e: &Expr| -> Vec<usize> {
+            let mut found = vec![];
+            e.walk(&mut |x| {
+                if let Expr::Column { qualifier, name, .. } = x {
+                    if let Ok(i) = source_of(qualifier, name, k + 1) {
+                        if !found.contains(&i) {
+                            found.push(i);
+                        }
+                    }
+                }
+            });
+            found
+        };
+        let mut criteria_sources: Vec<Option<usize>> = vec![]; // per join: the source its left side references
+        for (k, join) in select.joins.iter().enumerate() {
+            let Expr::Binary(BinaryOp::Eq, a, b) = &join.on else {
+                criteria_sources.push(None);
+                continue;
+            };
+            let (sa, sb) = (sides_of(k, a), sides_of(k, b));
+            if let ([x], [y]) = (sa.as_slice(), sb.as_slice()) {
+                let name = |i: usize| &sources[i].0.name;
+                if x == y {
+                    bail!(
+                        "Each side of the join must reference exactly one source and not the same source. Left side references `{}` and right references `{}`",
+                        name(*x),
+                        name(*y)
+                    );
+                }
+                if *x != k + 1 && *y != k + 1 {
+                    bail!(
+                        "A join criteria is expected to reference the source (`{}`) in the FROM clause, instead the right source references `{}` and the left source references `{}`",
+                        name(k + 1),
+                        name(*y),
+                        name(*x)
+                    );
+                }
+                criteria_sources.push(Some(if *x == k + 1 { *y } else { *x }));
+            } else {
+                criteria_sources.push(None);
+            }
+        }
         let in_many = |n: &str| scopes.iter().filter(|s| s.resolve(None, n).ok().flatten().is_some()).count() > 1;
 
         // The accumulated row layout: source 0, then per stage the right source and a ROWKEY.
@@ -1432,7 +1476,11 @@ impl Engine {
             if left_kind == Table && right.kind == Stream {
                 return Err(SqlError::statement(format!(
                     "Invalid join order: table-stream joins are not supported; only stream-table joins. Got {} {kind_text} {}.",
-                    if k == 0 { left_name.clone() } else { sources[k].0.name.clone() },
+                    match criteria_sources[k] {
+                        Some(i) => sources[i].0.name.clone(),
+                        None if k == 0 => left_name.clone(),
+                        None => sources[k].0.name.clone(),
+                    },
                     right.name
                 )));
             }
@@ -1520,6 +1568,18 @@ impl Engine {
                 _ => false,
             };
             let right_is_pk = matches!(rkey, CExpr::Column(0)) && right.keys.len() == 1;
+            // Joined on both keys, nothing is repartitioned: the partitions must line up.
+            if let (true, true, Some(l)) = (left_is_pk, right_is_pk, lsrc) {
+                let count = |s: &SourceDef| self.topics.partitions(&s.topic).unwrap_or(1);
+                let (lp, rp) = (count(&sources[l].0), count(right));
+                if lp != rp {
+                    bail!(
+                        "Can't join `{0}` with `{1}` since the number of partitions don't match. `{0}` partitions = {lp}; `{1}` partitions = {rp}. Please repartition either one so that the number of partitions match.",
+                        sources[l].0.name,
+                        right.name
+                    );
+                }
+            }
             let shape = match (left_kind, right.kind) {
                 (Stream, Stream) => {
                     let Some((before, after)) = join.within else {

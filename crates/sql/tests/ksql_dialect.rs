@@ -186,3 +186,23 @@ fn foreign_key_joins_name_qualified_expressions_and_duplicate_keys() {
     let err = error_of(&mut e, "CREATE TABLE O AS SELECT L_ID, L_ID AS L2, F2 FROM L JOIN R ON FK = R_ID;");
     assert_eq!(err, "The projection contains a key column (`L_L_ID`) more than once, aliased as: L2 and L_ID.");
 }
+
+#[test]
+fn join_criteria_reference_the_joined_source_on_one_side() {
+    let mut e = engine();
+    e.execute(
+        "CREATE STREAM S1 (ID INT KEY, V0 BIGINT) WITH (kafka_topic='s1', value_format='JSON');
+         CREATE TABLE T2 (ID INT PRIMARY KEY, V0 BIGINT) WITH (kafka_topic='t2', value_format='JSON');
+         CREATE TABLE T3 (ID INT PRIMARY KEY, V0 BIGINT) WITH (kafka_topic='t3', value_format='JSON');",
+    )
+    .unwrap();
+    let err =
+        error_of(&mut e, "CREATE STREAM O AS SELECT * FROM S1 JOIN T2 ON S1.ID = T2.ID JOIN T3 ON S1.ID = T2.ID;");
+    assert!(err.starts_with("A join criteria is expected to reference the source (`T3`)"), "{err}");
+    let err =
+        error_of(&mut e, "CREATE STREAM O AS SELECT * FROM S1 JOIN T2 ON S1.ID = T2.ID JOIN T3 ON S1.V0 = S1.V0;");
+    assert!(err.ends_with("Left side references `S1` and right references `S1`"), "{err}");
+    let err =
+        error_of(&mut e, "CREATE STREAM O AS SELECT * FROM T2 JOIN T3 ON T2.ID = T3.ID JOIN S1 ON T2.ID = S1.ID;");
+    assert!(err.ends_with("Got T2 [INNER] JOIN S1."), "{err}");
+}
