@@ -544,7 +544,20 @@ impl Engine {
 
     fn insert_values(&mut self, target: &str, columns: Option<Vec<String>>, values: Vec<Expr>) -> Result<Outcome> {
         let Some(sink) = self.catalog.get(target).cloned() else {
-            return Err(SqlError::statement(format!("Cannot insert values into an unknown stream/table: {target}")));
+            let mut msg = format!("Cannot insert values into an unknown stream/table: `{target}`");
+            // A name that differs only in case: the quoting was probably wrong.
+            if let Some(other) = self.catalog.sources.keys().find(|n| n.eq_ignore_ascii_case(target)) {
+                if other.chars().any(|c| c.is_ascii_lowercase()) {
+                    msg.push_str(&format!(
+                        "\nDid you mean \"{other}\"? Hint: wrap the source name in double quotes to make it case-sensitive."
+                    ));
+                } else {
+                    msg.push_str(&format!(
+                        "\nDid you mean {other}? Hint: try removing double quotes from the source name."
+                    ));
+                }
+            }
+            return Err(SqlError::statement(msg));
         };
         if sink.read_only {
             return Err(SqlError::statement(format!(

@@ -42,7 +42,8 @@ impl Dialect for KsqlDialect {
     }
 
     fn is_delimited_identifier_start(&self, ch: char) -> bool {
-        ch == '`'
+        // ksqlDB quotes identifiers with backquotes or double quotes (both case-sensitive).
+        ch == '`' || ch == '"'
     }
 
     fn supports_named_fn_args_with_rarrow_operator(&self) -> bool {

@@ -206,3 +206,15 @@ fn join_criteria_reference_the_joined_source_on_one_side() {
         error_of(&mut e, "CREATE STREAM O AS SELECT * FROM T2 JOIN T3 ON T2.ID = T3.ID JOIN S1 ON T2.ID = S1.ID;");
     assert!(err.ends_with("Got T2 [INNER] JOIN S1."), "{err}");
 }
+
+#[test]
+fn double_quoted_names_are_case_sensitive() {
+    let mut e = engine();
+    e.execute("CREATE STREAM \"input\" (ID INT KEY, VAL STRING) WITH (kafka_topic='t', value_format='JSON');").unwrap();
+    assert!(e.catalog.get("input").is_some());
+    let err = error_of(&mut e, "INSERT INTO input (ID, VAL) VALUES (1, 'a');");
+    assert!(err.ends_with(
+        "Cannot insert values into an unknown stream/table: `INPUT`\nDid you mean \"input\"? Hint: wrap the source name in double quotes to make it case-sensitive."
+    ));
+    e.execute("INSERT INTO \"input\" (ID, VAL) VALUES (1, 'a');").unwrap();
+}
