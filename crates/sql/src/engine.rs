@@ -991,6 +991,19 @@ impl Engine {
         existing: Option<&SourceDef>,
     ) -> Result<SourceDef> {
         if let Some(e) = existing {
+            // INSERT INTO: the result must have the sink's columns (key names aside).
+            let same = keys.len() == e.keys.len()
+                && values.len() == e.values.len()
+                && keys.iter().zip(&e.keys).all(|(a, b)| a.ty == b.ty)
+                && values.iter().zip(&e.values).all(|(a, b)| a.ty == b.ty && a.name == b.name);
+            if !same {
+                let result = SourceDef { kind, keys, values, headers: vec![], ..e.clone() };
+                bail!(
+                    "Incompatible schema between results and sink.\nResult schema is {}\nSink schema is {}",
+                    result.schema_string(),
+                    e.schema_string()
+                );
+            }
             return Ok(e.clone());
         }
         let (key_serde, mut value_serde) = if self.transient.get() {
