@@ -41,6 +41,8 @@ pub enum Statement {
         target: String,
         query: Box<Select>,
         properties: BTreeMap<String, Value>,
+        /// Where the target's name is.
+        target_pos: Pos,
     },
     InsertValues {
         target: String,
@@ -62,6 +64,12 @@ pub enum Statement {
         name: String,
         if_exists: bool,
         delete_topic: bool,
+    },
+    /// `ALTER STREAM|TABLE name ADD [COLUMN] name type, ...`: new value columns.
+    Alter {
+        kind: SourceKind,
+        name: String,
+        columns: Vec<crate::types::Field>,
     },
     /// `TERMINATE id` or `TERMINATE ALL` (None).
     Terminate(Option<String>),
@@ -158,6 +166,8 @@ pub enum SelectItem {
         expr: Expr,
         alias: Option<String>,
     },
+    /// `struct_expr->*`: every field of a struct, each as a column named after the field.
+    StructAll(Expr),
 }
 
 #[derive(Debug, Clone)]

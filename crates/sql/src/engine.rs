@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::aggregate;
 use crate::ast::*;
+use crate::bail;
 use crate::catalog::*;
 use crate::error::{Result, SqlError};
 use crate::expr::{CExpr, Compiler, Env, Scope};
@@ -109,7 +110,12 @@ impl Engine {
         match stmt {
             Statement::CreateSource(c) => self.create_source(c, text),
             Statement::CreateAs(c) => self.create_as(c, text),
-            Statement::InsertInto { target, query, properties: _ } => self.insert_into(&target, *query, text),
+            Statement::InsertInto { target, query, target_pos, .. } => {
+                if self.catalog.get(&target).is_none() {
+                    return Err(SqlError::statement(format!("Source `{target}` does not exist.")).at(target_pos));
+                }
+                self.insert_into(&target, *query, text)
+            }
             Statement::InsertValues { target, columns, values, pos } => {
                 self.insert_values(&target, columns, values).map_err(|e| e.at(pos))
             }
@@ -133,6 +139,7 @@ impl Engine {
                 Ok(Outcome::Message(format!("Dropped type '{name}'")))
             }
             Statement::Drop { kind, name, if_exists, delete_topic } => self.drop(kind, &name, if_exists, delete_topic),
+            Statement::Alter { kind, name, columns } => self.alter(kind, &name, columns),
             Statement::Terminate(id) => {
                 match id {
                     None => self.queries.clear(),
@@ -199,6 +206,10 @@ impl Engine {
 
     fn create_source(&mut self, c: CreateSource, text: &str) -> Result<Outcome> {
         let what = c.kind.name().to_ascii_lowercase();
+        check_format_props(&c.properties)?;
+        if c.or_replace && c.source {
+            bail!("Cannot add {what} '{}': CREATE OR REPLACE is not supported on source {what}s.", c.name);
+        }
         if let Some(done) = self.existing_source(c.kind, &c.name, c.if_not_exists, c.or_replace)? {
             return Ok(done);
         }
@@ -352,6 +363,37 @@ impl Engine {
         }
     }
 
+    /// Adds value columns to a stream or table declared with CREATE (not a query's sink, not a
+    /// read-only source).
+    fn alter(&mut self, kind: SourceKind, name: &str, columns: Vec<Field>) -> Result<Outcome> {
+        let what = kind.name().to_ascii_lowercase();
+        let Some(src) = self.catalog.get(name) else {
+            bail!("Source {name} does not exist.");
+        };
+        if src.kind != kind {
+            bail!("Incompatible data source type is {}, but statement was ALTER {}", src.kind.name(), kind.name());
+        }
+        if src.read_only {
+            bail!("Cannot alter {what} '{name}': ALTER operations are not supported on source {what}s.");
+        }
+        if src.writer.is_some() {
+            bail!("ALTER command is not supported for CREATE ... AS statements.");
+        }
+        if matches!(src.value_serde.format, Format::Kafka) {
+            bail!("Schema cannot be altered for the KAFKA value format.");
+        }
+        let mut def = src.clone();
+        for c in columns {
+            if def.keys.iter().chain(&def.values).any(|f| f.name == c.name) {
+                bail!("Cannot add column `{}` to schema. A column with the same name already exists.", c.name);
+            }
+            def.values.push(c);
+        }
+        def.value_serde.check(&def.values, "value")?;
+        self.catalog.sources.insert(name.to_string(), def);
+        Ok(Outcome::Message(format!("{} {name} altered.", kind.name())))
+    }
+
     fn drop(&mut self, kind: SourceKind, name: &str, if_exists: bool, delete_topic: bool) -> Result<Outcome> {
         let Some(src) = self.catalog.get(name) else {
             if if_exists {
@@ -365,6 +407,9 @@ impl Engine {
                 src.kind.name(),
                 kind.name()
             )));
+        }
+        if delete_topic && src.read_only {
+            bail!("Cannot delete topic for read-only source: {name}");
         }
         let readers: Vec<String> =
             self.queries.values().filter(|q| q.input.name == name).map(|q| q.id.clone()).collect();
@@ -412,6 +457,20 @@ impl Engine {
         }
         let mut output = planned.output;
         output.sql = text.to_string();
+        if let Some(ts) = prop_string(&c.properties, "TIMESTAMP").map(|t| t.to_ascii_uppercase()) {
+            let col = output.keys.iter().chain(&output.values).find(|f| f.name == ts).ok_or_else(|| {
+                SqlError::statement(format!(
+                    "The TIMESTAMP column set in the WITH clause does not exist in the schema: '{ts}'"
+                ))
+            })?;
+            if !matches!(col.ty, SqlType::BigInt | SqlType::Timestamp | SqlType::String) {
+                return Err(SqlError::statement(format!(
+                    "Timestamp column, `{ts}`, should be LONG(INT64), TIMESTAMP, or a String with a timestamp_format specified."
+                )));
+            }
+            output.timestamp = Some(ts);
+            output.timestamp_format = prop_string(&c.properties, "TIMESTAMP_FORMAT");
+        }
         let partitions = self.topics.partitions(&planned.input.topic).unwrap_or(1);
         let out_partitions =
             c.properties.get("PARTITIONS").and_then(Value::as_i64).map(|p| p as i32).unwrap_or(partitions);
@@ -485,7 +544,20 @@ impl Engine {
 
     fn insert_values(&mut self, target: &str, columns: Option<Vec<String>>, values: Vec<Expr>) -> Result<Outcome> {
         let Some(sink) = self.catalog.get(target).cloned() else {
-            return Err(SqlError::statement(format!("Cannot insert values into an unknown stream/table: {target}")));
+            let mut msg = format!("Cannot insert values into an unknown stream/table: `{target}`");
+            // A name that differs only in case: the quoting was probably wrong.
+            if let Some(other) = self.catalog.sources.keys().find(|n| n.eq_ignore_ascii_case(target)) {
+                if other.chars().any(|c| c.is_ascii_lowercase()) {
+                    msg.push_str(&format!(
+                        "\nDid you mean \"{other}\"? Hint: wrap the source name in double quotes to make it case-sensitive."
+                    ));
+                } else {
+                    msg.push_str(&format!(
+                        "\nDid you mean {other}? Hint: try removing double quotes from the source name."
+                    ));
+                }
+            }
+            return Err(SqlError::statement(msg));
         };
         if sink.read_only {
             return Err(SqlError::statement(format!(
@@ -589,6 +661,40 @@ impl Engine {
     }
 
     /// Plans a SELECT into a persistent query writing `sink_name`.
+    /// Expands `s->*` items into one item per field of the struct, named after the field.
+    pub(crate) fn expand_struct_all(&self, select: &Select) -> Result<Option<Select>> {
+        if !select.items.iter().any(|i| matches!(i, SelectItem::StructAll(_))) {
+            return Ok(None);
+        }
+        let mut scope = Scope::default();
+        for r in std::iter::once(&select.from).chain(select.joins.iter().map(|j| &j.source)) {
+            let s = self
+                .catalog
+                .get(&r.name)
+                .ok_or_else(|| SqlError::statement(format!("{} does not exist.", r.name)).at(r.pos))?;
+            scope.columns.extend(s.scope(r.alias()).columns);
+        }
+        let mut out = select.clone();
+        out.items.clear();
+        for item in &select.items {
+            let SelectItem::StructAll(e) = item else {
+                out.items.push(item.clone());
+                continue;
+            };
+            let (_, ty) = Compiler::new(&scope).compile(e)?;
+            let SqlType::Struct(fields) = ty else {
+                bail!("Expected STRUCT type for {e}->*, got {ty}");
+            };
+            for f in fields {
+                out.items.push(SelectItem::Expr {
+                    expr: Expr::Field(Box::new(e.clone()), f.name.clone()),
+                    alias: Some(f.name.clone()),
+                });
+            }
+        }
+        Ok(Some(out))
+    }
+
     pub(crate) fn plan(
         &self,
         select: &Select,
@@ -596,6 +702,9 @@ impl Engine {
         props: &BTreeMap<String, Value>,
         existing_sink: Option<&SourceDef>,
     ) -> Result<Planned> {
+        if let Some(expanded) = self.expand_struct_all(select)? {
+            return self.plan(&expanded, sink_name, props, existing_sink);
+        }
         if !select.joins.is_empty() {
             return self.plan_join(select, sink_name, props, existing_sink);
         }
@@ -608,6 +717,8 @@ impl Engine {
 
         // Expand wildcards into column references.
         let mut items: Vec<(Expr, Option<String>)> = vec![];
+        // Items a wildcard added for the PARTITION BY key (may be a pseudo-column: ROWOFFSET).
+        let mut wildcard_keys: Vec<usize> = vec![];
         for item in &select.items {
             match item {
                 SelectItem::Wildcard(q) => {
@@ -635,6 +746,7 @@ impl Engine {
                         // old key columns (now values), as ksqlDB lays out a PARTITION BY.
                         if !by_null {
                             for pe in &select.partition_by {
+                                wildcard_keys.push(items.len());
                                 items.push((pe.clone(), None));
                             }
                         }
@@ -648,6 +760,7 @@ impl Engine {
                         }
                     }
                 }
+                SelectItem::StructAll(e) => bail_unexpanded(e)?,
                 SelectItem::Expr { expr, alias } => {
                     if let Some(a) = alias {
                         if is_reserved_column(a) {
@@ -663,7 +776,21 @@ impl Engine {
 
         // Table functions become extra columns of the row.
         let mut table_functions = vec![];
-        for (e, _) in items.iter_mut() {
+        let is_tf = |x: &Expr| matches!(x, Expr::Function { name, .. } if functions::is_table_function(name));
+        let any_tf = items.iter().any(|(e, _)| {
+            let mut found = false;
+            e.walk(&mut |x| found |= is_tf(x));
+            found
+        });
+        if any_tf && (!select.group_by.is_empty() || items.iter().any(|(e, _)| contains_aggregate(e))) {
+            bail!("Table functions cannot be used with aggregations.");
+        }
+        for (item, _) in items.iter_mut() {
+            // The table function itself, or one under field accesses and subscripts (`EXPLODE(a)->F`).
+            let mut e = &mut *item;
+            while let Expr::Field(inner, _) | Expr::Subscript(inner, _) | Expr::Cast(inner, _) = e {
+                e = &mut **inner;
+            }
             if let Expr::Function { name, args, pos, .. } = e {
                 if functions::is_table_function(name) {
                     if input.kind == SourceKind::Table {
@@ -674,7 +801,11 @@ impl Engine {
                     }
                     let (c, ty) = Compiler::new(&scope).compile(&args[0])?;
                     let SqlType::Array(elem) = ty else {
-                        return Err(SqlError::statement(format!("{name} takes an ARRAY")).at(*pos));
+                        let lower = name.to_ascii_lowercase();
+                        return Err(SqlError::statement(format!(
+                            "Function '{lower}' does not accept parameters ({ty}).\nValid alternatives are:\n{lower}(ARRAY<DECIMAL> input)\n{lower}(ARRAY<T> list)"
+                        ))
+                        .at(*pos));
                     };
                     let col = format!("$tf{}", table_functions.len());
                     scope.push(None, &col, *elem);
@@ -704,9 +835,10 @@ impl Engine {
         };
 
         // Generated names for unnamed expressions: KSQL_COL_n, skipping names in use.
-        let named = name_items(items);
-        for (e, n) in &named {
-            let pseudo_ok = self.transient.get() && (n == ROWPARTITION || n == ROWOFFSET);
+        let named = name_items(items, &scope);
+        for (i, (e, n)) in named.iter().enumerate() {
+            let pseudo_ok =
+                (self.transient.get() || wildcard_keys.contains(&i)) && (n == ROWPARTITION || n == ROWOFFSET);
             if matches!(e, Expr::Column { .. }) && is_reserved_column(n) && n != ROWTIME && !pseudo_ok {
                 if n == WINDOWSTART || n == WINDOWEND {
                     if input.window.is_none() && select.window.is_none() {
@@ -772,6 +904,9 @@ impl Engine {
         {
             return Err(SqlError::statement("Cannot PARTITION BY multiple columns including NULL"));
         }
+        if partition_by_null && prop_string(props, "KEY_FORMAT").is_some_and(|f| !f.eq_ignore_ascii_case("NONE")) {
+            bail!("Key format specified for stream without key columns.");
+        }
         if partitioned && !partition_by_null {
             let mut missing = vec![];
             for pe in &select.partition_by {
@@ -787,6 +922,7 @@ impl Engine {
                 let canon = format!("{c:?}");
                 match item_canon.iter().position(|ic| ic.as_deref() == Some(&canon)) {
                     Some(i) => {
+                        duplicate_key_check(&named, &item_canon, i)?;
                         used_items.insert(i);
                         key_fields.push(Field { name: named[i].1.clone(), ty: t.clone() });
                         check_key_type(&named[i].1, &t)?;
@@ -814,6 +950,7 @@ impl Engine {
                 let canon = format!("{:?}", CExpr::Column(idx));
                 match item_canon.iter().position(|ic| ic.as_deref() == Some(&canon)) {
                     Some(i) => {
+                        duplicate_key_check(&named, &item_canon, i)?;
                         used_items.insert(i);
                         key_fields.push(Field { name: named[i].1.clone(), ty: k.ty.clone() });
                         key_exprs.push(CExpr::Column(idx));
@@ -878,6 +1015,19 @@ impl Engine {
         existing: Option<&SourceDef>,
     ) -> Result<SourceDef> {
         if let Some(e) = existing {
+            // INSERT INTO: the result must have the sink's columns (key names aside).
+            let same = keys.len() == e.keys.len()
+                && values.len() == e.values.len()
+                && keys.iter().zip(&e.keys).all(|(a, b)| a.ty == b.ty)
+                && values.iter().zip(&e.values).all(|(a, b)| a.ty == b.ty && a.name == b.name);
+            if !same {
+                let result = SourceDef { kind, keys, values, headers: vec![], ..e.clone() };
+                bail!(
+                    "Incompatible schema between results and sink.\nResult schema is {}\nSink schema is {}",
+                    result.schema_string(),
+                    e.schema_string()
+                );
+            }
             return Ok(e.clone());
         }
         let (key_serde, mut value_serde) = if self.transient.get() {
@@ -1345,11 +1495,77 @@ impl Engine {
                     match found.as_slice() {
                         [one] => Ok(*one),
                         [] => Err(SqlError::statement(format!("JOIN ON column '{name}' cannot be resolved."))),
-                        _ => Err(SqlError::statement(format!("Column '{name}' is ambiguous."))),
+                        many => {
+                            let names: Vec<String> = many.iter().map(|&i| format!("{}.{name}", sources[i].1)).collect();
+                            Err(SqlError::statement(format!(
+                                "Column '{name}' is ambiguous. Could be {}.",
+                                names.join(" or ")
+                            ))
+                            .in_phase(crate::error::PREPARING))
+                        }
                     }
                 }
             }
         };
+        // Every qualifier must name a source of the FROM clause (checked before any column resolves).
+        let mut unknown_qualifier = None;
+        for e in select.joins.iter().map(|j| &j.on).chain(select.filter.iter()) {
+            e.walk(&mut |x| {
+                if let Expr::Column { qualifier: Some(q), .. } = x {
+                    if unknown_qualifier.is_none() && !sources.iter().any(|(s, a)| a == q || s.name == *q) {
+                        unknown_qualifier = Some(q.clone());
+                    }
+                }
+            });
+        }
+        if let Some(q) = unknown_qualifier {
+            return Err(SqlError::statement(format!("'{q}' is not a valid stream/table name or alias."))
+                .in_phase(crate::error::BUILDING));
+        }
+        // The sources each side of each join criterion references (names that do not resolve are
+        // reported later, with their position).
+        let sides_of = |k: usize, e: &Expr| -> Vec<usize> {
+            let mut found = vec![];
+            e.walk(&mut |x| {
+                if let Expr::Column { qualifier, name, .. } = x {
+                    if let Ok(i) = source_of(qualifier, name, k + 1) {
+                        if !found.contains(&i) {
+                            found.push(i);
+                        }
+                    }
+                }
+            });
+            found
+        };
+        let mut criteria_sources: Vec<Option<usize>> = vec![]; // per join: the source its left side references
+        for (k, join) in select.joins.iter().enumerate() {
+            let Expr::Binary(BinaryOp::Eq, a, b) = &join.on else {
+                criteria_sources.push(None);
+                continue;
+            };
+            let (sa, sb) = (sides_of(k, a), sides_of(k, b));
+            if let ([x], [y]) = (sa.as_slice(), sb.as_slice()) {
+                let name = |i: usize| &sources[i].0.name;
+                if x == y {
+                    bail!(
+                        "Each side of the join must reference exactly one source and not the same source. Left side references `{}` and right references `{}`",
+                        name(*x),
+                        name(*y)
+                    );
+                }
+                if *x != k + 1 && *y != k + 1 {
+                    bail!(
+                        "A join criteria is expected to reference the source (`{}`) in the FROM clause, instead the right source references `{}` and the left source references `{}`",
+                        name(k + 1),
+                        name(*y),
+                        name(*x)
+                    );
+                }
+                criteria_sources.push(Some(if *x == k + 1 { *y } else { *x }));
+            } else {
+                criteria_sources.push(None);
+            }
+        }
         let in_many = |n: &str| scopes.iter().filter(|s| s.resolve(None, n).ok().flatten().is_some()).count() > 1;
 
         // The accumulated row layout: source 0, then per stage the right source and a ROWKEY.
@@ -1374,7 +1590,11 @@ impl Engine {
             if left_kind == Table && right.kind == Stream {
                 return Err(SqlError::statement(format!(
                     "Invalid join order: table-stream joins are not supported; only stream-table joins. Got {} {kind_text} {}.",
-                    if k == 0 { left_name.clone() } else { sources[k].0.name.clone() },
+                    match criteria_sources[k] {
+                        Some(i) => sources[i].0.name.clone(),
+                        None if k == 0 => left_name.clone(),
+                        None => sources[k].0.name.clone(),
+                    },
                     right.name
                 )));
             }
@@ -1462,6 +1682,18 @@ impl Engine {
                 _ => false,
             };
             let right_is_pk = matches!(rkey, CExpr::Column(0)) && right.keys.len() == 1;
+            // Joined on both keys, nothing is repartitioned: the partitions must line up.
+            if let (true, true, Some(l)) = (left_is_pk, right_is_pk, lsrc) {
+                let count = |s: &SourceDef| self.topics.partitions(&s.topic).unwrap_or(1);
+                let (lp, rp) = (count(&sources[l].0), count(right));
+                if lp != rp {
+                    bail!(
+                        "Can't join `{0}` with `{1}` since the number of partitions don't match. `{0}` partitions = {lp}; `{1}` partitions = {rp}. Please repartition either one so that the number of partitions match.",
+                        sources[l].0.name,
+                        right.name
+                    );
+                }
+            }
             let shape = match (left_kind, right.kind) {
                 (Stream, Stream) => {
                     let Some((before, after)) = join.within else {
@@ -1590,6 +1822,7 @@ impl Engine {
                         source_columns(s, a, &mut items);
                     }
                 }
+                SelectItem::StructAll(e) => bail_unexpanded(e)?,
                 SelectItem::Wildcard(Some(q)) => match sources.iter().find(|(s, a)| a == q || s.name == *q) {
                     Some((s, a)) => source_columns(s, a, &mut items),
                     None => {
@@ -1607,7 +1840,7 @@ impl Engine {
             }
         }
         let explicit_alias: Vec<bool> = select_aliases(&select.items, &items);
-        let mut named = name_items(items);
+        let mut named = name_items(items, &scope);
 
         let mut compiler = Compiler::new(&scope);
         let filter = match &select.filter {
@@ -1625,7 +1858,18 @@ impl Engine {
             for (i, k) in left.keys.iter().enumerate() {
                 let c = format!("{:?}", CExpr::Column(i));
                 match canon.iter().position(|x| x.as_deref() == Some(&c)) {
-                    Some(p) => key_items.push(p),
+                    Some(p) => {
+                        if let Some(j) = (p + 1..named.len()).find(|&j| canon[j] == canon[p]) {
+                            let (x, y) = (&named[p].1, &named[j].1);
+                            let (lo, hi) = if x <= y { (x, y) } else { (y, x) };
+                            bail!(
+                                "The projection contains a key column (`{}_{}`) more than once, aliased as: {lo} and {hi}.",
+                                sources[0].1,
+                                k.name
+                            );
+                        }
+                        key_items.push(p)
+                    }
                     None => missing.push(format!("`{}`", k.name)),
                 }
             }
@@ -1692,7 +1936,9 @@ impl Engine {
                             "The projection contains a key column (`{x}`) more than once, aliased as: {lo} and {hi}."
                         )));
                     }
-                    key_items.push(*first);
+                    // Several join columns are projected: the key is the earliest source's.
+                    let rank = |i: &usize| keys.iter().position(|k| canon[*i].as_deref() == Some(k.as_str()));
+                    key_items.push(found.iter().copied().min_by_key(rank).unwrap_or(*first));
                 }
             }
         }
@@ -1826,21 +2072,44 @@ fn ctas_text(sink: &str, props: &BTreeMap<String, Value>, select: &Select, named
     out
 }
 
-/// Names projection items: an alias, a column's or field's name, else `KSQL_COL_n` (the first n
-/// not already taken).
-pub(crate) fn name_items(items: Vec<(Expr, Option<String>)>) -> Vec<(Expr, String)> {
-    let mut used: HashSet<String> = items.iter().filter_map(|(e, a)| a.clone().or_else(|| natural_name(e))).collect();
+/// Names projection items: an alias, a column's name, a field's name (with a `_n` suffix when a
+/// source column or an earlier item has that name, as ksqlDB does), else `KSQL_COL_n` (the first
+/// n not already taken).
+pub(crate) fn name_items(items: Vec<(Expr, Option<String>)>, scope: &Scope) -> Vec<(Expr, String)> {
+    let mut used: HashSet<String> = items
+        .iter()
+        .filter_map(|(e, a)| a.clone().or_else(|| matches!(e, Expr::Column { .. }).then(|| natural_name(e)).flatten()))
+        .collect();
+    let mut taken: HashSet<String> = used.clone();
+    taken.extend(scope.columns.iter().map(|c| c.name.clone()));
     let mut next_gen = 0;
     items
         .into_iter()
         .map(|(e, a)| {
-            let n = a.or_else(|| natural_name(&e)).unwrap_or_else(|| loop {
-                let n = format!("KSQL_COL_{next_gen}");
-                next_gen += 1;
-                if used.insert(n.clone()) {
-                    break n;
+            let field = match (&a, &e) {
+                (None, Expr::Field(_, f)) => Some(f.clone()),
+                _ => None,
+            };
+            let n = match field {
+                Some(f) => {
+                    let mut n = f.clone();
+                    let mut i = 0;
+                    while taken.contains(&n) {
+                        i += 1;
+                        n = format!("{f}_{i}");
+                    }
+                    n
                 }
-            });
+                None => a.or_else(|| natural_name(&e)).unwrap_or_else(|| loop {
+                    let n = format!("KSQL_COL_{next_gen}");
+                    next_gen += 1;
+                    if !used.contains(&n) && taken.insert(n.clone()) {
+                        break n;
+                    }
+                }),
+            };
+            taken.insert(n.clone());
+            used.insert(n.clone());
             (e, n)
         })
         .collect()
@@ -1892,6 +2161,22 @@ pub(crate) fn unresolved_in(clause: &str, e: SqlError) -> SqlError {
         }
         _ => e,
     }
+}
+
+/// A key column may appear in the projection only once: `SELECT K, K AS K2` is refused.
+fn duplicate_key_check(named: &[(Expr, String)], canon: &[Option<String>], first: usize) -> Result<()> {
+    let again = (first + 1..named.len()).find(|&j| canon[j].is_some() && canon[j] == canon[first]);
+    if let Some(j) = again {
+        let (x, y) = (&named[first].1, &named[j].1);
+        let (lo, hi) = if x <= y { (x, y) } else { (y, x) };
+        bail!("The projection contains a key column (`{x}`) more than once, aliased as: {lo} and {hi}.");
+    }
+    Ok(())
+}
+
+/// `s->*` is expanded before planning ([`Engine::expand_struct_all`]); meeting one later is a bug.
+pub(crate) fn bail_unexpanded(e: &Expr) -> Result<()> {
+    Err(SqlError::statement(format!("{e}->* was not expanded into the fields of the struct")))
 }
 
 /// For each expanded projection item, whether the user gave it an alias (`AS name`).
@@ -2097,6 +2382,50 @@ fn parse_duration_text(s: &str) -> Result<i64> {
 
 /// Key and value serdes from WITH properties, defaulting to the input source's (for derived
 /// sources) or KAFKA keys (for declared ones).
+/// A `KEY_DELIMITER` / `VALUE_DELIMITER` value: one character, or `TAB` / `SPACE` by name.
+fn delimiter(name: &str, d: &str) -> Result<char> {
+    let invalid = |why: String| {
+        SqlError::statement(format!("Configuration {name} is invalid: {why}\nExample valid value: ';'"))
+            .in_phase(crate::error::BUILDING)
+    };
+    match d.to_ascii_uppercase().as_str() {
+        "TAB" => Ok('\t'),
+        "SPACE" => Ok(' '),
+        _ if d.trim().is_empty() => Err(invalid(
+            "Delimiter cannot be empty, if you meant to have a tab or space for delimiter, please use the special values 'TAB' or 'SPACE'".into(),
+        )),
+        _ if d.chars().count() == 1 => Ok(d.chars().next().unwrap_or(',')),
+        _ => Err(invalid(format!(
+            "Invalid delimiter value: '{d}'. Delimiter must be a single character or TAB,SPACE"
+        ))),
+    }
+}
+
+/// Checks the format properties of a WITH clause before anything else of the statement: delimiters
+/// are well formed and only given to formats that take them.
+fn check_format_props(props: &BTreeMap<String, Value>) -> Result<()> {
+    let format = prop_string(props, "FORMAT");
+    for (side, delim, full_name) in [
+        ("KEY", "KEY_DELIMITER", "KEY_AVRO_SCHEMA_FULL_NAME"),
+        ("VALUE", "VALUE_DELIMITER", "VALUE_AVRO_SCHEMA_FULL_NAME"),
+    ] {
+        let fmt = prop_string(props, &format!("{side}_FORMAT")).or_else(|| format.clone());
+        let fmt = fmt.map(|f| f.to_ascii_uppercase());
+        if let Some(d) = prop_string(props, delim) {
+            delimiter(delim, &d)?;
+            if let Some(f) = fmt.as_deref().filter(|f| *f != "DELIMITED") {
+                bail!("{f} does not support the following configs: [delimiter]");
+            }
+        }
+        if prop_string(props, full_name).is_some() {
+            if let Some(f) = fmt.as_deref().filter(|f| !matches!(*f, "AVRO" | "PROTOBUF" | "PROTOBUF_NOSR")) {
+                bail!("{f} does not support the following configs: [fullSchemaName]");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn serdes_from_props(
     props: &BTreeMap<String, Value>,
     input: Option<&SourceDef>,
@@ -2143,21 +2472,7 @@ fn serdes_from_props(
     }
     for (name, serde) in [("VALUE_DELIMITER", &mut value), ("KEY_DELIMITER", &mut key)] {
         if let Some(d) = prop_string(props, name) {
-            serde.delimiter = match d.to_ascii_uppercase().as_str() {
-                "TAB" => '\t',
-                "SPACE" => ' ',
-                _ if d.chars().count() == 1 => d.chars().next().unwrap_or(','),
-                "" => {
-                    return Err(SqlError::statement(format!(
-                        "Configuration {name} is invalid: Delimiter cannot be empty, if you meant to have a tab or space for delimiter, please use the special values 'TAB' or 'SPACE'\nExample valid value: ';'"
-                    )))
-                }
-                _ => {
-                    return Err(SqlError::statement(format!(
-                        "Configuration {name} is invalid: Invalid delimiter value: '{d}'. Delimiter must be a single character or TAB or SPACE\nExample valid value: ';'"
-                    )))
-                }
-            };
+            serde.delimiter = delimiter(name, &d)?;
         }
     }
     if value.format == Format::Kafka {

@@ -15,24 +15,28 @@ pub enum ErrorKind {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "{}{}{message}",
-    pos.map(|p| format!("{p}: ")).unwrap_or_default(),
-    if *kind == ErrorKind::Parse { "Syntax Error\n" } else { "" }
-)]
+#[error("{context}{}{message}", prefix(*kind, *pos))]
 pub struct SqlError {
     pub kind: ErrorKind,
     pub message: String,
     pub pos: Option<Pos>,
+    /// The phase that failed, as ksqlDB words it before the position: empty, [`BUILDING`] or
+    /// [`PREPARING`].
+    pub context: &'static str,
 }
+
+/// Building the statement from the text failed (names of sources, WITH properties).
+pub const BUILDING: &str = "Failed to prepare statement: ";
+/// Resolving the statement's names failed (ambiguous columns).
+pub const PREPARING: &str = "Exception while preparing statement: ";
 
 impl SqlError {
     pub fn parse(pos: Option<Pos>, message: impl Into<String>) -> SqlError {
-        SqlError { kind: ErrorKind::Parse, message: message.into(), pos }
+        SqlError { kind: ErrorKind::Parse, message: message.into(), pos, context: "" }
     }
 
     pub fn statement(message: impl Into<String>) -> SqlError {
-        SqlError { kind: ErrorKind::Statement, message: message.into(), pos: None }
+        SqlError { kind: ErrorKind::Statement, message: message.into(), pos: None, context: "" }
     }
 
     pub fn at(mut self, pos: Pos) -> SqlError {
@@ -42,12 +46,29 @@ impl SqlError {
         self
     }
 
+    /// Marks the phase that failed (see [`BUILDING`], [`PREPARING`]).
+    pub fn in_phase(mut self, context: &'static str) -> SqlError {
+        self.context = context;
+        self
+    }
+
     pub fn processing(message: impl Into<String>) -> SqlError {
-        SqlError { kind: ErrorKind::Processing, message: message.into(), pos: None }
+        SqlError { kind: ErrorKind::Processing, message: message.into(), pos: None, context: "" }
     }
 
     pub fn server(message: impl Into<String>) -> SqlError {
-        SqlError { kind: ErrorKind::Server, message: message.into(), pos: None }
+        SqlError { kind: ErrorKind::Server, message: message.into(), pos: None, context: "" }
+    }
+}
+
+/// ksqlDB's wording of a position: `line 2:13: Syntax Error` for a text that does not parse,
+/// `Line: 2, Col: 13: ` for a statement that parses but cannot run.
+fn prefix(kind: ErrorKind, pos: Option<Pos>) -> String {
+    match (kind, pos) {
+        (ErrorKind::Parse, Some(p)) => format!("{p}: Syntax Error\n"),
+        (ErrorKind::Parse, None) => "Syntax Error\n".to_string(),
+        (_, Some(p)) => format!("Line: {}, Col: {}: ", p.line, p.column),
+        (_, None) => String::new(),
     }
 }
 

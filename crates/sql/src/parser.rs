@@ -13,7 +13,7 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Token, Tokenizer};
 
 use crate::ast::*;
-use crate::error::{Result, SqlError};
+use crate::error::{ErrorKind, Result, SqlError};
 use crate::types::{base_type, Field, SqlType, MAX_DECIMAL_PRECISION};
 use crate::value::{parse_decimal, Value};
 
@@ -42,11 +42,24 @@ impl Dialect for KsqlDialect {
     }
 
     fn is_delimited_identifier_start(&self, ch: char) -> bool {
-        ch == '`'
+        // ksqlDB quotes identifiers with backquotes or double quotes (both case-sensitive).
+        ch == '`' || ch == '"'
     }
 
     fn supports_named_fn_args_with_rarrow_operator(&self) -> bool {
         false
+    }
+
+    fn get_next_precedence(&self, parser: &Parser) -> Option<Result<u8, ParserError>> {
+        if parser.peek_token().token != Token::Arrow {
+            return None;
+        }
+        // `s->*` ends the expression (a select item); otherwise `->` binds as tightly as `[ ]`:
+        // `s->a * 10` is `(s->a) * 10`, `s->a[1]` is `(s->a)[1]`.
+        if parser.peek_nth_token(1).token == Token::Mul {
+            return Some(Ok(0));
+        }
+        Some(Ok(self.prec_value(sqlparser::dialect::Precedence::DoubleColon)))
     }
 
     fn parse_prefix(&self, parser: &mut Parser) -> Option<Result<sq::Expr, ParserError>> {
@@ -229,6 +242,13 @@ impl KsqlDialect {
             },
             E::BinaryOp { left, op, right } => {
                 if matches!(op, sq::BinaryOperator::Arrow) {
+                    // `s->f[1]`: the subscripts apply to the field.
+                    if let E::CompoundFieldAccess { root, access_chain } = right.as_ref() {
+                        let arrow = E::BinaryOp { left: left.clone(), op: op.clone(), right: root.clone() };
+                        let whole =
+                            E::CompoundFieldAccess { root: Box::new(arrow), access_chain: access_chain.clone() };
+                        return self.convert(&whole);
+                    }
                     let field = match right.as_ref() {
                         E::Identifier(id) => ident_value(id),
                         E::Value(v) => match &v.value {
@@ -557,6 +577,23 @@ fn type_inner(p: &mut Parser, types: &TypeRegistry, pending: &mut u32) -> Result
     };
     let name = ident_name(w);
     if let Some(t) = base_type(&name) {
+        // The grammar lets any base type take parameters, `VARCHAR(STRING)`; only DECIMAL's mean anything.
+        if p.consume_token(&Token::LParen) {
+            loop {
+                let param = p.next_token();
+                let ok = matches!(&param.token, Token::Number(..))
+                    || matches!(&param.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("STRING"));
+                if !ok {
+                    return Err(SqlError::parse(Some(pos_of(param.span.start)), "Expecting {'STRING', INTEGER_VALUE}"));
+                }
+                let sep = p.next_token();
+                match sep.token {
+                    Token::Comma => continue,
+                    Token::RParen => break,
+                    _ => return Err(SqlError::parse(Some(pos_of(sep.span.start)), "Expecting {',', ')'}")),
+                }
+            }
+        }
         return Ok(t);
     }
     match name.as_str() {
@@ -676,6 +713,15 @@ fn strip_comments(s: &str) -> String {
 
 /// Parses one statement (an optional trailing `;` is allowed).
 pub fn parse_statement(text: &str, types: &TypeRegistry) -> Result<Statement> {
+    parse_statement_inner(text, types).map_err(|mut e| {
+        if e.kind == ErrorKind::Parse {
+            e.message = format!("{}\nStatement: {text}", e.message);
+        }
+        e
+    })
+}
+
+fn parse_statement_inner(text: &str, types: &TypeRegistry) -> Result<Statement> {
     let dialect = KsqlDialect { parsed: RefCell::new(vec![]), types: types.clone() };
     let tokens = Tokenizer::new(&dialect, text)
         .tokenize_with_location()
@@ -727,6 +773,10 @@ impl StatementParser<'_> {
             "DROP" => {
                 p.next_token();
                 self.drop(p)
+            }
+            "ALTER" => {
+                p.next_token();
+                self.alter(p)
             }
             "SELECT" => Ok(Statement::Select(Box::new(self.select(p)?))),
             "TERMINATE" => {
@@ -837,7 +887,7 @@ impl StatementParser<'_> {
             }
             other => Err(SqlError::parse(
                 Some(start),
-                format!("unknown statement {other}: expected CREATE, INSERT, DROP, SELECT, TERMINATE, SHOW, LIST, DESCRIBE, EXPLAIN, PRINT, SET, UNSET, DEFINE"),
+                format!("unknown statement {other}: expected CREATE, INSERT, DROP, ALTER, SELECT, TERMINATE, SHOW, LIST, DESCRIBE, EXPLAIN, PRINT, SET, UNSET, DEFINE"),
             )),
         }
     }
@@ -886,6 +936,25 @@ impl StatementParser<'_> {
                 ))
             }
         }))
+    }
+
+    fn alter(&self, p: &mut Parser) -> Result<Statement> {
+        let kind = if word(p, "STREAM") {
+            SourceKind::Stream
+        } else if word(p, "TABLE") {
+            SourceKind::Table
+        } else {
+            return Err(SqlError::parse(Some(here(p)), "expected STREAM or TABLE after ALTER"));
+        };
+        let name = identifier(p)?;
+        let columns = comma_list(p, |p| {
+            expect_kw(p, Keyword::ADD, "ADD")?;
+            word(p, "COLUMN");
+            let name = identifier(p)?;
+            let ty = parse_type(p, &self.d.types)?;
+            Ok(Field { name, ty })
+        })?;
+        Ok(Statement::Alter { kind, name, columns })
     }
 
     fn drop(&self, p: &mut Parser) -> Result<Statement> {
@@ -942,7 +1011,10 @@ impl StatementParser<'_> {
         let mut columns = vec![];
         if p.consume_token(&Token::LParen) {
             columns = comma_list(p, |p| self.column(p))?;
-            expect(p, Token::RParen, "')' or ',' in the column list")?;
+            let next = p.next_token();
+            if next.token != Token::RParen {
+                return Err(SqlError::parse(Some(pos_of(next.span.start)), "Expecting {',', ')'}"));
+            }
         }
         let properties = self.with_properties(p)?;
         if p.parse_keyword(Keyword::AS) {
@@ -1032,6 +1104,7 @@ impl StatementParser<'_> {
 
     fn insert(&self, p: &mut Parser, pos: Pos) -> Result<Statement> {
         expect_kw(p, Keyword::INTO, "INTO")?;
+        let target_pos = here(p);
         let target = identifier(p)?;
         let mut columns = None;
         if p.consume_token(&Token::LParen) {
@@ -1054,7 +1127,7 @@ impl StatementParser<'_> {
         }
         let properties = self.with_properties(p)?;
         let query = self.select(p)?;
-        Ok(Statement::InsertInto { target, query: Box::new(query), properties })
+        Ok(Statement::InsertInto { target, query: Box::new(query), properties, target_pos })
     }
 
     fn select(&self, p: &mut Parser) -> Result<Select> {
@@ -1181,6 +1254,11 @@ impl StatementParser<'_> {
             return Ok(SelectItem::Wildcard(Some(ident_name(&w))));
         }
         let expr = self.d.expr(p)?;
+        if p.peek_token().token == Token::Arrow && p.peek_nth_token(1).token == Token::Mul {
+            p.next_token();
+            p.next_token();
+            return Ok(SelectItem::StructAll(expr));
+        }
         let alias = if p.parse_keyword(Keyword::AS) {
             Some(identifier(p)?)
         } else {
@@ -1362,6 +1440,23 @@ mod tests {
         };
         assert_eq!(q.group_by.len(), 3);
         assert!(q.window.is_some());
+    }
+
+    #[test]
+    fn base_types_take_ignored_parameters() {
+        let Statement::CreateSource(c) =
+            parse("CREATE STREAM S (K VARCHAR(STRING) KEY, V INT(10)) WITH (kafka_topic='s');")
+        else {
+            panic!("not a CREATE STREAM")
+        };
+        assert_eq!(c.columns[0].ty, SqlType::String);
+        assert_eq!(c.columns[1].ty, SqlType::Int);
+        let text = "CREATE STREAM S (K STRING (KEY)) WITH (kafka_topic='s');";
+        let e = parse_statement(text, &TypeRegistry::new()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("line 1:28: Syntax Error\nExpecting {{'STRING', INTEGER_VALUE}}\nStatement: {text}")
+        );
     }
 
     #[test]

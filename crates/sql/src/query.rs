@@ -307,9 +307,9 @@ impl Query {
             }
             key_bytes = Some(k);
         }
-        let value_bytes = match value {
+        let value_bytes = match &value {
             None => None,
-            Some(v) => match self.output.value_serde.serialize(&self.output.values, &v) {
+            Some(v) => match self.output.value_serde.serialize(&self.output.values, v) {
                 Ok(b) => b,
                 Err(e) => {
                     fail(format!("Error serializing value: {e}"), errors);
@@ -317,6 +317,31 @@ impl Query {
                 }
             },
         };
+        // A sink with a TIMESTAMP column stamps its records with that column's value.
+        let mut timestamp = timestamp;
+        if let (Some(col), Some(v)) = (&self.output.timestamp, &value) {
+            let found = match self.output.keys.iter().position(|f| &f.name == col) {
+                Some(i) => key.get(i),
+                None => self.output.values.iter().position(|f| &f.name == col).and_then(|i| v.get(i)),
+            };
+            let ts = match found {
+                Some(Value::BigInt(t)) | Some(Value::Timestamp(t)) => Some(*t),
+                Some(Value::Int(t)) => Some(*t as i64),
+                Some(Value::String(s)) => crate::time::parse_with_format(s, self.output.timestamp_format.as_deref()),
+                _ => None,
+            };
+            match ts {
+                Some(t) if t >= 0 => timestamp = t,
+                Some(t) => {
+                    fail(format!("Skipping record with negative timestamp {t} from column {col}"), errors);
+                    return;
+                }
+                None => {
+                    fail(format!("Skipping record: no usable timestamp in column {col}"), errors);
+                    return;
+                }
+            }
+        }
         let partition = match &key_bytes {
             Some(k) if partitions > 1 => freshet_common::partitioner::partition_for_key(k, partitions),
             _ => 0,
@@ -392,6 +417,10 @@ impl Query {
                 Value::Null => return Err(format!("timestamp column {col} is null")),
                 other => return Err(format!("timestamp column {col} has unusable value {other}")),
             };
+            // Kafka Streams skips records whose extracted timestamp is negative.
+            if timestamp < 0 {
+                return Err(format!("Skipping record with negative timestamp {timestamp} from column {col}"));
+            }
         }
         row.push(Value::BigInt(timestamp));
         row.push(Value::Int(partition));

@@ -265,8 +265,13 @@ pub fn run_case(case: &Json, format: Option<&str>, config: Option<&Json>) -> Ver
         }
     }
     let expected_error = case.get("expectedException");
+    // Positions in errors count lines over the whole script, the statements joined by newlines.
+    let mut line_offset = 0;
     for stmt in &statements {
-        if let Err(e) = engine.execute(stmt) {
+        if let Err(mut e) = engine.execute(stmt) {
+            if let Some(p) = e.pos.as_mut() {
+                p.line += line_offset;
+            }
             return match expected_error {
                 Some(exp) => {
                     let want = exp["message"].as_str().unwrap_or("");
@@ -280,6 +285,7 @@ pub fn run_case(case: &Json, format: Option<&str>, config: Option<&Json>) -> Ver
                 None => Verdict::Fail(format!("statement failed: {stmt}\n  error: {e}")),
             };
         }
+        line_offset += stmt.lines().count().max(1) as u64;
     }
     // Inputs, one at a time, each processed to completion.
     for input in case["inputs"].as_array().cloned().unwrap_or_default() {

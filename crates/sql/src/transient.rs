@@ -371,6 +371,8 @@ impl Engine {
     /// Answers a pull query: the matching rows of a table's current contents, or of a stream's
     /// records up to now.
     pub fn pull_query(&mut self, select: &Select, props: &BTreeMap<String, String>) -> Result<PullResult> {
+        let expanded = self.expand_struct_all(select)?;
+        let select = expanded.as_ref().unwrap_or(select);
         let flag = |name: &str, default: bool| {
             props
                 .get(name)
@@ -432,6 +434,7 @@ impl Engine {
                     items.extend(src.transient_columns().into_iter().map(|n| (col(n), None)));
                 }
                 SelectItem::Expr { expr, alias } => items.push((expr.clone(), alias.clone())),
+                SelectItem::StructAll(e) => crate::engine::bail_unexpanded(e)?,
             }
         }
         {
@@ -468,7 +471,7 @@ impl Engine {
         if is_table && !flag("ksql.query.pull.table.scan.enabled", true) {
             check_key_lookup(&src, filter_expr.as_ref(), flag("ksql.query.pull.range.scan.enabled", true))?;
         }
-        let named = crate::engine::name_items(items);
+        let named = crate::engine::name_items(items, &scope);
         let mut compiler = Compiler::new(&scope);
         let filter = match &filter_expr {
             Some(f) => {

@@ -230,7 +230,11 @@ fn emit_final_session_windows_emit_closed_sessions_only() {
             let k = c.record.key.as_ref().unwrap();
             let n = k.len();
             let be = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap());
-            (be(&k[n - 8..]), be(&k[n - 16..n - 8]), c.record.value.clone().map(|v| String::from_utf8(v.to_vec()).unwrap()))
+            (
+                be(&k[n - 8..]),
+                be(&k[n - 16..n - 8]),
+                c.record.value.clone().map(|v| String::from_utf8(v.to_vec()).unwrap()),
+            )
         })
         .collect();
     // No updates nor retractions: each session once, when stream time passes its end + gap + grace.

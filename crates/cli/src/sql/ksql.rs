@@ -124,6 +124,7 @@ fn is_persistent(stmt: &Statement) -> bool {
             | Statement::CreateAs(_)
             | Statement::InsertInto { .. }
             | Statement::Drop { .. }
+            | Statement::Alter { .. }
             | Statement::Terminate(_)
             | Statement::CreateType { .. }
             | Statement::DropType { .. }
@@ -144,6 +145,7 @@ fn command_id(stmt: &Statement) -> String {
         Statement::CreateAs(c) => format!("{}/`{}`/create", kind_noun(c.kind), c.name),
         Statement::InsertInto { target, .. } => format!("stream/`{target}`/create"),
         Statement::Drop { kind, name, .. } => format!("{}/`{name}`/drop", kind_noun(*kind)),
+        Statement::Alter { kind, name, .. } => format!("{}/`{name}`/alter", kind_noun(*kind)),
         Statement::Terminate(Some(id)) => format!("terminate/{}/execute", id.to_ascii_uppercase()),
         Statement::Terminate(None) => "terminate/ALL/execute".into(),
         Statement::CreateType { name, .. } => format!("type/`{name}`/create"),
