@@ -311,16 +311,7 @@ impl Engine {
         let window = window_from_props(props)?;
         let timestamp = prop_string(props, "TIMESTAMP").map(|t| t.to_ascii_uppercase());
         if let Some(ts) = &timestamp {
-            let col = keys.iter().chain(&values).find(|f| &f.name == ts).ok_or_else(|| {
-                SqlError::statement(format!(
-                    "The TIMESTAMP column set in the WITH clause does not exist in the schema: '{ts}'"
-                ))
-            })?;
-            if !matches!(col.ty, SqlType::BigInt | SqlType::Timestamp | SqlType::String) {
-                return Err(SqlError::statement(format!(
-                    "Timestamp column, `{ts}`, should be LONG(INT64), TIMESTAMP, or a String with a timestamp_format specified."
-                )));
-            }
+            check_timestamp_column(keys.iter().chain(&values), ts)?;
         }
         self.ensure_topic(&topic, props)?;
         let def = SourceDef {
@@ -458,16 +449,7 @@ impl Engine {
         let mut output = planned.output;
         output.sql = text.to_string();
         if let Some(ts) = prop_string(&c.properties, "TIMESTAMP").map(|t| t.to_ascii_uppercase()) {
-            let col = output.keys.iter().chain(&output.values).find(|f| f.name == ts).ok_or_else(|| {
-                SqlError::statement(format!(
-                    "The TIMESTAMP column set in the WITH clause does not exist in the schema: '{ts}'"
-                ))
-            })?;
-            if !matches!(col.ty, SqlType::BigInt | SqlType::Timestamp | SqlType::String) {
-                return Err(SqlError::statement(format!(
-                    "Timestamp column, `{ts}`, should be LONG(INT64), TIMESTAMP, or a String with a timestamp_format specified."
-                )));
-            }
+            check_timestamp_column(output.keys.iter().chain(&output.values), &ts)?;
             output.timestamp = Some(ts);
             output.timestamp_format = prop_string(&c.properties, "TIMESTAMP_FORMAT");
         }
@@ -2009,6 +1991,19 @@ fn describe_missing(noun: &str, missing: &[String]) -> (String, String) {
         let (last, rest) = missing.split_last().expect("non-empty");
         (format!("{noun}s"), format!("{} and {last}", rest.join(", ")))
     }
+}
+
+/// The WITH clause's TIMESTAMP column must exist among `columns` and hold a time.
+fn check_timestamp_column<'a>(mut columns: impl Iterator<Item = &'a Field>, ts: &str) -> Result<()> {
+    let col = columns.find(|f| f.name == ts).ok_or_else(|| {
+        SqlError::statement(format!("The TIMESTAMP column set in the WITH clause does not exist in the schema: '{ts}'"))
+    })?;
+    if !matches!(col.ty, SqlType::BigInt | SqlType::Timestamp | SqlType::String) {
+        return Err(SqlError::statement(format!(
+            "Timestamp column, `{ts}`, should be LONG(INT64), TIMESTAMP, or a String with a timestamp_format specified."
+        )));
+    }
+    Ok(())
 }
 
 fn qualified_display(e: &Expr, source: &str) -> String {
