@@ -364,7 +364,7 @@ impl Serialize for WireEvent<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let e = self.0;
         let mut map = s.serialize_map(Some(7))?;
-        map.serialize_entry("topic", &e.topic)?;
+        map.serialize_entry("topic", &*e.topic)?;
         map.serialize_entry("partition", &e.partition)?;
         map.serialize_entry("offset", &e.offset)?;
         map.serialize_entry("timestamp", &e.timestamp)?;
