@@ -44,8 +44,12 @@ impl Indexes {
 
     /// Records a batch of `size` bytes at `pos` with relative offset `rel`; `max_ts_so_far` is
     /// the segment's largest timestamp including this batch.
+    ///
+    /// A batch that already has its entry (recovery rescans from the last indexed batch) adds
+    /// none: with `index.interval.bytes` 0 it would otherwise be indexed twice.
     pub fn on_append(&mut self, rel: u32, pos: u32, size: u64, interval: u64, max_ts_so_far: i64) {
-        if pos > 0 && self.bytes_since_entry >= interval {
+        let indexed = self.offsets.last().is_some_and(|&(o, _)| o >= rel);
+        if pos > 0 && self.bytes_since_entry >= interval && !indexed {
             debug_assert!(self.offsets.last().is_none_or(|&(o, p)| o < rel && p < pos));
             self.offsets.push((rel, pos));
             self.bytes_since_entry = 0;
@@ -122,6 +126,18 @@ impl Indexes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_seen_again_by_recovery_is_not_indexed_twice() {
+        let mut ix = Indexes::default();
+        // index.interval.bytes 0: every batch past the first gets an entry.
+        ix.on_append(0, 0, 100, 0, 10);
+        ix.on_append(2, 100, 100, 0, 20);
+        // Recovery rescans from the last indexed batch.
+        ix.on_append(2, 100, 100, 0, 20);
+        ix.on_append(4, 200, 100, 0, 30);
+        assert_eq!(ix.offsets, vec![(2, 100), (4, 200)]);
+    }
 
     #[test]
     fn floor_and_time_lookup() {
