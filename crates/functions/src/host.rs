@@ -15,14 +15,13 @@
 //! - Function output (stderr, guest prints) and invocation errors go to [`LOGS_TOPIC`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-
-use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use bytes::Bytes;
 use freshet_common::limits::{
     FN_FLUSH_INTERVAL_MS, FN_GROUP_HEARTBEAT_MS, FN_LOG_LINE_MAX_BYTES, FN_MAX_CODE_BYTES,
     FN_PARTITION_QUANTUM_BATCHES, FN_READ_CHUNK_EVENTS, FN_SCALE_TICK_MS,
@@ -825,9 +824,11 @@ impl Function {
     /// run within [`FN_FLUSH_INTERVAL_MS`] are written together, then their offsets committed
     /// once (fewer fsyncs for fast functions, at most that much added output latency).
     fn drain(&self, p: i32, inst: &mut Option<Box<dyn Runtime>>) -> Result<(), HostError> {
-        let topic = self.trigger_topic().0.to_string();
+        // One allocation of the topic name, shared by every event read.
+        let topic: Arc<str> = Arc::from(self.trigger_topic().0);
         let group = self.spec.group();
         let batch_size = self.spec.batch_size;
+        let interval = Duration::from_millis(FN_FLUSH_INTERVAL_MS);
         let mut batches = 0;
         while batches < FN_PARTITION_QUANTUM_BATCHES {
             if self.stopping() {
@@ -853,9 +854,8 @@ impl Function {
                 }
                 read = self.topics.read(&topic, p, pos, chunk)?;
             }
-            let shared: Arc<str> = Arc::from(topic.as_str());
             let mut events = read.into_iter().map(|c| Event {
-                topic: shared.clone(),
+                topic: topic.clone(),
                 partition: c.partition,
                 offset: c.offset,
                 timestamp: c.record.timestamp,
@@ -899,7 +899,6 @@ impl Function {
                             }
                         }
                     }
-                    let interval = Duration::from_millis(FN_FLUSH_INTERVAL_MS);
                     if started.elapsed() >= interval || self.stopping() || batches >= FN_PARTITION_QUANTUM_BATCHES {
                         done = batches >= FN_PARTITION_QUANTUM_BATCHES;
                         break;

@@ -65,17 +65,16 @@ fn loader(bodies: Vec<(&str, Body)>) -> Arc<TestLoader> {
     })
 }
 
-/// Maps each value to upper case, keeping the key.
-fn upper() -> Body {
-    Arc::new(|batch: &[Event]| {
+/// Each event back with its value mapped by `f`, keeping the key (to the default output topic).
+fn map_values(f: fn(&[u8]) -> Vec<u8>) -> Body {
+    Arc::new(move |batch: &[Event]| {
         Ok(Reply {
             outputs: batch
                 .iter()
                 .map(|e| Output {
-                    topic: None,
                     key: e.key.as_deref().map(<[u8]>::to_vec),
-                    value: e.value.as_ref().map(|v| v.to_ascii_uppercase()),
-                    headers: vec![],
+                    value: e.value.as_deref().map(f),
+                    ..Default::default()
                 })
                 .collect(),
             failed: vec![],
@@ -83,21 +82,14 @@ fn upper() -> Body {
     })
 }
 
+/// Maps each value to upper case, keeping the key.
+fn upper() -> Body {
+    map_values(<[u8]>::to_ascii_uppercase)
+}
+
 /// Every event back unchanged (to the default output topic).
 fn echo() -> Body {
-    Arc::new(|batch: &[Event]| {
-        Ok(Reply {
-            outputs: batch
-                .iter()
-                .map(|e| Output {
-                    value: e.value.as_deref().map(<[u8]>::to_vec),
-                    key: e.key.as_deref().map(<[u8]>::to_vec),
-                    ..Default::default()
-                })
-                .collect(),
-            failed: vec![],
-        })
-    })
+    map_values(<[u8]>::to_vec)
 }
 
 fn spec(name: &str, body: &str, topic: &str) -> FunctionSpec {

@@ -254,21 +254,22 @@ pub struct StateMap<V> {
     capacity: usize,
 }
 
-impl<V: Serialize + DeserializeOwned> StateMap<V> {
-    fn full_key(&self, key: &[u8]) -> Vec<u8> {
-        let mut k = Vec::with_capacity(key.len() + 1);
-        k.push(self.ns);
-        k.extend_from_slice(key);
-        k
-    }
+/// The key of an entry in the store and the changelog: the map's namespace byte, then its key.
+fn full_key(ns: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(ns);
+    k.extend_from_slice(key);
+    k
+}
 
+impl<V: Serialize + DeserializeOwned> StateMap<V> {
     /// Loads `key` into the cache (from the store on a miss) and returns its slot.
     fn slot(&mut self, key: &[u8]) -> Result<&mut Slot<V>> {
         if !self.cache.contains_key(key) {
             let value = match &self.db {
                 None => None,
                 Some(db) => {
-                    let full = self.full_key(key);
+                    let full = full_key(self.ns, key);
                     let txn = db.begin_read().map_err(storage("begin read"))?;
                     let entries = txn.open_table(ENTRIES).map_err(storage("entries table"))?;
                     match entries.get(full.as_slice()).map_err(storage("reading"))? {
@@ -348,9 +349,7 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> {
             return Ok(());
         }
         for (key, slot) in self.cache.iter_mut().filter(|(_, s)| s.dirty) {
-            let mut full = Vec::with_capacity(key.len() + 1);
-            full.push(self.ns);
-            full.extend_from_slice(key);
+            let full = full_key(self.ns, key);
             let value = match &slot.value {
                 Some(v) => Some(
                     postcard::to_allocvec(v)
