@@ -13,6 +13,10 @@ use tokio::sync::watch;
 
 use crate::config::ServeConfig;
 
+/// Where, under the data directory, persistent queries keep their state store files (with
+/// `--external-kafka` too: the data directory then holds only these).
+pub const SQL_STATE_DIR: &str = "sql-state";
+
 pub async fn run(config: ServeConfig) -> Result<()> {
     if let Some(bootstrap) = config.external_kafka.clone() {
         return run_external(config, bootstrap).await;
@@ -46,7 +50,9 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     // The SQL engine replays its persisted statements before either listener serves.
     let topics =
         Arc::new(crate::sql::broker_topics::BrokerTopics::new(broker.clone(), tokio::runtime::Handle::current()));
-    let engine = tokio::task::spawn_blocking(move || crate::sql::runner::EngineThread::start(topics)).await??;
+    let state_dir = config.data_dir.join(SQL_STATE_DIR);
+    let engine =
+        tokio::task::spawn_blocking(move || crate::sql::runner::EngineThread::start(topics, Some(state_dir))).await??;
     // Functions resume where their consumer groups stopped.
     let fn_topics =
         Arc::new(crate::sql::broker_topics::BrokerTopics::new(broker.clone(), tokio::runtime::Handle::current()));
@@ -100,11 +106,12 @@ pub async fn run(config: ServeConfig) -> Result<()> {
 async fn run_external(config: ServeConfig, bootstrap: String) -> Result<()> {
     let runtime = tokio::runtime::Handle::current();
     let b = bootstrap.clone();
+    let state_dir = config.data_dir.join(SQL_STATE_DIR);
     // The engine replays its persisted statements (from the cluster) before the listener serves.
     let (engine, functions, cluster_id) = tokio::task::spawn_blocking(move || -> Result<_> {
         let topics = Arc::new(crate::sql::kafka_topics::KafkaTopics::new(&b, runtime.clone()));
         let cluster_id = topics.cluster_id()?;
-        let engine = crate::sql::runner::EngineThread::start(topics)?;
+        let engine = crate::sql::runner::EngineThread::start(topics, Some(state_dir))?;
         let fn_topics = Arc::new(crate::sql::kafka_topics::KafkaTopics::new(&b, runtime));
         let functions = crate::functions::open_host(fn_topics)?;
         Ok((engine, functions, cluster_id))

@@ -25,6 +25,11 @@ pub struct SqlTestArgs {
     /// Exit with an error when fewer cases than this pass (a ratchet for CI).
     #[arg(long)]
     min_passed: Option<usize>,
+    /// Keep each persistent query's state in a store file with a changelog, and restore it
+    /// after every input record as if the server restarted there (checks that state survives
+    /// restarts; slower).
+    #[arg(long)]
+    restore_every_step: bool,
 }
 
 pub fn run(args: SqlTestArgs) -> Result<()> {
@@ -32,6 +37,7 @@ pub fn run(args: SqlTestArgs) -> Result<()> {
     if files.is_empty() {
         bail!("no test case files under {:?}", args.paths);
     }
+    freshet_sql::testcase::set_restore_every_step(args.restore_every_step);
     let mut total = Summary::default();
     let mut rest = crate::sqltest_rest::RestRunner::new()?;
     let mut run_rest = |case: &serde_json::Value, format: Option<&str>, config: Option<&serde_json::Value>| {

@@ -62,7 +62,7 @@ impl TestServer {
         let background = broker.spawn_background();
         let topics = Arc::new(BrokerTopics::new(broker.clone(), tokio::runtime::Handle::current()));
         let t = topics.clone();
-        let engine = tokio::task::spawn_blocking(move || EngineThread::start(t)).await??;
+        let engine = tokio::task::spawn_blocking(move || EngineThread::start(t, None)).await??;
         let listener = crate::sql::http::bind("127.0.0.1:0".parse()?).await?;
         let addr = listener.local_addr()?;
         let (stop, stop_rx) = watch::channel(false);

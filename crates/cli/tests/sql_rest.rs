@@ -446,3 +446,81 @@ fn processing_guarantee_is_exactly_once_by_default_and_at_least_once_on_request(
     assert_eq!(high_watermark(&server.addr, "ALO"), 2);
     assert_eq!(high_watermark(&server.addr, "EO"), 4);
 }
+
+/// Deletes every record of partition 0 of `topic` (DeleteRecords up to the high watermark).
+fn delete_all_records(addr: &str, topic: &str) {
+    let end = high_watermark(addr, topic);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let admin: AdminClient<DefaultClientContext> = base(addr).create().expect("admin client");
+    let opts = AdminOptions::new().operation_timeout(Some(WAIT)).request_timeout(Some(WAIT));
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(end)).unwrap();
+    rt.block_on(admin.delete_records(&tpl, &opts)).expect("records deleted");
+}
+
+/// State comes back from the state store and its changelog, not by reading the input again:
+/// the inputs are emptied (DeleteRecords) before the SIGKILL, yet after the restart an
+/// aggregate, a session window and a stream-stream join's buffers go on from where they were,
+/// and the outputs written before the kill are not written again.
+#[test]
+fn query_state_is_restored_after_sigkill_without_reading_the_input_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    create_topic(&server.addr, "clicks", 1);
+    create_topic(&server.addr, "views", 1);
+    let t0 = base_hour();
+    let click = |user: &str, page: &str, minute: i64| {
+        (user.to_string(), json!({ "USER": user, "PAGE": page }).to_string(), t0 + minute * 60_000)
+    };
+    produce(&server.addr, "clicks", &[click("u1", "a", 0), click("u1", "b", 1), click("u2", "c", 0)]);
+    let (status, body) = ksql(
+        &server.http,
+        "CREATE STREAM clicks (user STRING KEY, page STRING) WITH (KAFKA_TOPIC='clicks', VALUE_FORMAT='JSON');
+         CREATE STREAM views (user STRING KEY, page STRING) WITH (KAFKA_TOPIC='views', VALUE_FORMAT='JSON');
+         CREATE TABLE per_user AS SELECT user, COUNT(*) AS n FROM clicks GROUP BY user;
+         CREATE TABLE user_sessions AS SELECT user, COUNT(*) AS n FROM clicks
+             WINDOW SESSION (10 MINUTES) GROUP BY user;
+         CREATE STREAM click_views AS SELECT c.user AS user, c.page AS clicked, v.page AS viewed
+             FROM clicks c JOIN views v WITHIN 1 HOUR ON c.user = v.user;",
+        json!({ "ksql.streams.auto.offset.reset": "earliest" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_until(WAIT, "the counts before the kill", || {
+        let (_, answer) = query(&server.http, "SELECT user, n FROM per_user;", json!({}));
+        (rows(&answer) == [json!(["u1", 2]), json!(["u2", 1])]).then_some(())
+    });
+    let outputs_before = consume_until(&server.addr, "PER_USER", "the table's changes", |o| o.len() == 3).len();
+    // The state files and changelog topics exist.
+    let state_files = std::fs::read_dir(dir.path().join("sql-state")).unwrap().count();
+    assert_eq!(state_files, 3, "one store file per query");
+
+    // Without its input, a query restarted from scratch would count from zero.
+    delete_all_records(&server.addr, "clicks");
+    server.kill();
+    server.restart();
+    produce(&server.addr, "clicks", &[click("u1", "d", 2)]);
+    produce(&server.addr, "views", &[click("u1", "home", 3)]);
+    wait_until(WAIT, "u1's count going on from 2", || {
+        let (_, answer) = query(&server.http, "SELECT user, n FROM per_user WHERE user = 'u1';", json!({}));
+        (rows(&answer) == [json!(["u1", 3])]).then_some(())
+    });
+    let (_, answer) = query(&server.http, "SELECT user, n FROM per_user WHERE user = 'u2';", json!({}));
+    assert_eq!(rows(&answer), [json!(["u2", 1])]);
+    // The new click merged into u1's restored session, which starts at the first click.
+    let session = wait_until(WAIT, "u1's session", || {
+        let (_, answer) =
+            query(&server.http, "SELECT user, WINDOWSTART, n FROM user_sessions WHERE user = 'u1';", json!({}));
+        let r = rows(&answer);
+        (r.len() == 1 && r[0][2] == json!(3)).then_some(r)
+    });
+    assert_eq!(session, [json!(["u1", t0, 3])]);
+    // The view joins the three clicks of the last hour, two of them restored from the buffer.
+    let joined = consume_until(&server.addr, "CLICK_VIEWS", "the joined clicks", |o| o.len() >= 3);
+    let mut clicked: Vec<&str> = joined.iter().map(|(_, v, _, _)| v["CLICKED"].as_str().unwrap()).collect();
+    clicked.sort();
+    assert_eq!(clicked, ["a", "b", "d"]);
+    // One more change of PER_USER, none written again.
+    std::thread::sleep(Duration::from_millis(300));
+    let outputs_after = consume_until(&server.addr, "PER_USER", "the table's changes", |o| o.len() > outputs_before);
+    assert_eq!(outputs_after.len(), outputs_before + 1, "{outputs_after:?}");
+}

@@ -137,7 +137,7 @@ pub fn resolve(name: &str, arg_types: &[SqlType], consts: &[Value], star: bool) 
 }
 
 /// The running state of one aggregate for one group.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Acc {
     Count(i64),
     Sum(Value),
@@ -166,6 +166,16 @@ static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 
 fn next_sequence() -> u64 {
     SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The next arrival sequence number (persisted with a query's state).
+pub fn current_sequence() -> u64 {
+    SEQUENCE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// After a restore: sequence numbers continue above those of the restored state.
+pub fn sequence_at_least(n: u64) {
+    SEQUENCE.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl AggSpec {

@@ -40,6 +40,10 @@ pub struct Engine {
     pub processing_log: Vec<ProcessingError>,
     /// Create a source's topic when it does not exist (test harness), instead of refusing.
     pub auto_create_topics: bool,
+    /// Test harness: persistent queries keep their state in store files in this directory,
+    /// read one record per step, and after each step commit their state changes to their
+    /// changelog and restore the state from file and changelog, as after a restart.
+    pub restore_every_step: Option<std::path::PathBuf>,
     /// Partitions of a topic created because of `auto_create_topics`.
     pub default_partitions: i32,
     /// Planning a transient (push) query: every projection item becomes an output column in
@@ -67,6 +71,7 @@ impl Engine {
             variables: BTreeMap::new(),
             processing_log: vec![],
             auto_create_topics: false,
+            restore_every_step: None,
             default_partitions: 1,
             transient: std::cell::Cell::new(false),
             materialized: Default::default(),
@@ -633,7 +638,29 @@ impl Engine {
                 let Some(q) = self.queries.get_mut(&id) else {
                     continue;
                 };
-                progressed += q.step(&self.topics, &mut self.processing_log)?;
+                if let Some(dir) = &self.restore_every_step {
+                    if !q.has_state_store() {
+                        let changelog = crate::query::changelog_topic(&id);
+                        if self.topics.partitions(&changelog).is_none() {
+                            self.topics.create_topic(&changelog, 1)?;
+                        }
+                        q.open_state(dir, &*self.topics)?;
+                        q.poll_batch = 1;
+                    }
+                }
+                let n = q.step(&self.topics, &mut self.processing_log)?;
+                progressed += n;
+                if let (Some(dir), true) = (&self.restore_every_step, n > 0) {
+                    // As the server commits a step, then as a restart restores the state.
+                    let changes = q.take_changes()?;
+                    let changelog = crate::query::changelog_topic(&id);
+                    if !changes.is_empty() {
+                        let records = crate::state::StateStore::changelog_records(&changes, 0);
+                        self.topics.append(&changelog, 0, records)?;
+                    }
+                    q.state_committed(&changes, self.topics.end_offset(&changelog, 0)?)?;
+                    q.open_state(dir, &*self.topics)?;
+                }
             }
             total += progressed;
             if progressed == 0 {

@@ -4,12 +4,14 @@
 //! A joined row is the left row, then the right row (each padded with nulls when absent), then
 //! `ROWKEY`: the join key (for outer joins, whichever side has it).
 
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
 
 use crate::ast::JoinKind;
 use crate::expr::{CExpr, Env};
-use crate::query::Row;
+use crate::query::{Failure, Row, NS_JOIN};
+use crate::state::{Change, StateMap, StateStore};
 use crate::value::Value;
+use freshet_common::limits::SQL_STATE_CACHE_ENTRIES;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinShape {
@@ -64,7 +66,7 @@ fn delete(row: Vec<Value>, timestamp: i64) -> Joined {
     Joined { row, deleted: true, timestamp }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Buffered {
     row: Row,
     key: Value,
@@ -73,13 +75,15 @@ struct Buffered {
     pending: bool,
 }
 
-#[derive(Default)]
+/// One join stage's state. Stream-stream buffers and a foreign-key join's left rows are
+/// scanned, so those maps are resident (loaded whole, never evicted); the others are looked up
+/// by key and bounded by the store's cache.
 pub struct JoinState {
     /// Stream-stream: buffered records per join key. Tables: the current row per key.
-    left: HashMap<Vec<u8>, Vec<Buffered>>,
-    right: HashMap<Vec<u8>, Vec<Buffered>>,
+    left: StateMap<Vec<Buffered>>,
+    right: StateMap<Vec<Buffered>>,
     /// Table-table: keys whose last output was a row (so a later miss retracts it).
-    shown: HashMap<Vec<u8>, Option<Vec<Value>>>,
+    shown: StateMap<Option<Vec<Value>>>,
     stream_time: i64,
 }
 
@@ -104,6 +108,48 @@ fn joined(plan: &JoinPlan, left: Option<&Row>, right: Option<&Row>, key: &Value)
 }
 
 impl JoinState {
+    /// The state of join stage `stage`, its maps in `store`.
+    pub fn new(store: &StateStore, stage: usize) -> JoinState {
+        let ns = NS_JOIN + 3 * stage as u8;
+        JoinState {
+            left: store.map(ns, SQL_STATE_CACHE_ENTRIES),
+            right: store.map(ns + 1, SQL_STATE_CACHE_ENTRIES),
+            shown: store.map(ns + 2, SQL_STATE_CACHE_ENTRIES),
+            stream_time: 0,
+        }
+    }
+
+    /// Re-creates the maps in a restored `store`; loads the scanned ones whole.
+    pub fn open(&mut self, store: &StateStore, stage: usize, shape: JoinShape, time: Option<i64>) -> crate::Result<()> {
+        *self = JoinState::new(store, stage);
+        self.stream_time = time.unwrap_or(0);
+        match shape {
+            JoinShape::StreamStream { .. } => {
+                self.left.load_all()?;
+                self.right.load_all()?;
+            }
+            JoinShape::ForeignKey => self.left.load_all()?,
+            JoinShape::StreamTable | JoinShape::TableTable => {}
+        }
+        Ok(())
+    }
+
+    pub fn stream_time(&self) -> i64 {
+        self.stream_time
+    }
+
+    pub fn drain_changes(&mut self, out: &mut Vec<Change>) -> crate::Result<()> {
+        self.left.drain_changes(out)?;
+        self.right.drain_changes(out)?;
+        self.shown.drain_changes(out)
+    }
+
+    pub fn evict(&mut self) {
+        self.left.evict();
+        self.right.evict();
+        self.shown.evict();
+    }
+
     /// Processes one record of one side. `row` is None for a table tombstone; `key_row` is then a
     /// row holding just the record's key columns (to find what it deletes).
     pub fn process(
@@ -114,7 +160,7 @@ impl JoinState {
         key_row: &Row,
         env: &mut Env,
         out: &mut Vec<Joined>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let key_expr = match side {
             Side::Left => &plan.left_key,
             Side::Right => &plan.right_key,
@@ -126,7 +172,7 @@ impl JoinState {
                 if key.is_null() {
                     return Ok(());
                 }
-                self.stream_stream(plan, side, row, key, before, after, grace, out);
+                self.stream_stream(plan, side, row, key, before, after, grace, out)?;
                 Ok(())
             }
             JoinShape::StreamTable => {
@@ -135,10 +181,11 @@ impl JoinState {
                         let kb = key_bytes(&key);
                         match row {
                             Some(r) => {
-                                self.right.insert(kb, vec![Buffered { row: r, key, matched: false, pending: false }]);
+                                self.right
+                                    .insert(kb, vec![Buffered { row: r, key, matched: false, pending: false }])?;
                             }
                             None => {
-                                self.right.remove(&kb);
+                                self.right.remove(&kb)?;
                             }
                         }
                     }
@@ -147,7 +194,7 @@ impl JoinState {
                         if key.is_null() {
                             return Ok(());
                         }
-                        let found = self.right.get(&key_bytes(&key)).and_then(|v| v.first());
+                        let found = self.right.get(&key_bytes(&key))?.and_then(|v| v.first());
                         match (found, plan.kind) {
                             (Some(r), _) => {
                                 out.push(upsert(joined(plan, Some(&row), Some(&r.row), &key), row.timestamp))
@@ -176,14 +223,14 @@ impl JoinState {
                         own.insert(
                             kb.clone(),
                             vec![Buffered { row: r, key: key.clone(), matched: false, pending: false }],
-                        );
+                        )?;
                     }
                     None => {
-                        own.remove(&kb);
+                        own.remove(&kb)?;
                     }
                 }
-                let l = self.left.get(&kb).and_then(|v| v.first()).map(|b| &b.row);
-                let r = self.right.get(&kb).and_then(|v| v.first()).map(|b| &b.row);
+                let l = self.left.get(&kb)?.and_then(|v| v.first()).map(|b| &b.row);
+                let r = self.right.get(&kb)?.and_then(|v| v.first()).map(|b| &b.row);
                 let ts = [l.map(|x| x.timestamp), r.map(|x| x.timestamp), Some(ts)]
                     .into_iter()
                     .flatten()
@@ -201,7 +248,7 @@ impl JoinState {
                         }
                     }
                 };
-                let last = self.shown.get(&kb).cloned().flatten();
+                let last = self.shown.get(&kb)?.cloned().flatten();
                 let was_shown = last.is_some();
                 // The other side's change never retracts what was never shown.
                 let own_side_drives = matches!(
@@ -212,7 +259,7 @@ impl JoinState {
                 );
                 match result {
                     Some(row) => {
-                        self.shown.insert(kb, Some(row.clone()));
+                        self.shown.insert(kb, Some(row.clone()))?;
                         out.push(upsert(row, ts));
                     }
                     None => {
@@ -220,7 +267,7 @@ impl JoinState {
                             let row = last.unwrap_or_else(|| joined(plan, None, None, &key));
                             out.push(delete(row, ts));
                         }
-                        self.shown.insert(kb, None);
+                        self.shown.insert(kb, None)?;
                     }
                 }
                 Ok(())
@@ -239,7 +286,7 @@ impl JoinState {
         key: Value,
         env: &mut Env,
         out: &mut Vec<Joined>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         // Left rows are stored by their own primary key (the first column); right rows by theirs.
         match side {
             Side::Left => {
@@ -247,17 +294,19 @@ impl JoinState {
                 let pkb = key_bytes(&pk);
                 let ts = row.as_ref().map(|r| r.timestamp).unwrap_or(key_row.timestamp);
                 let Some(row) = row else {
-                    if let Some(old) = self.left.remove(&pkb) {
+                    if let Some(old) = self.left.remove(&pkb)? {
                         let old_row = old.first().map(|b| b.row.clone());
                         out.push(delete(joined(plan, old_row.as_ref(), None, &pk), ts));
                     }
                     return Ok(());
                 };
                 let fk = key;
-                let right = if fk.is_null() { None } else { self.right.get(&key_bytes(&fk)).and_then(|v| v.first()) };
-                let had = self.left.contains_key(&pkb);
-                self.left
-                    .insert(pkb, vec![Buffered { row: row.clone(), key: fk.clone(), matched: false, pending: false }]);
+                let right = if fk.is_null() { None } else { self.right.get(&key_bytes(&fk))?.and_then(|v| v.first()) };
+                let had = self.left.contains_key(&pkb)?;
+                self.left.insert(
+                    pkb,
+                    vec![Buffered { row: row.clone(), key: fk.clone(), matched: false, pending: false }],
+                )?;
                 match (right, plan.kind) {
                     (Some(r), _) => {
                         let ts = ts.max(r.row.timestamp);
@@ -279,16 +328,16 @@ impl JoinState {
                         self.right.insert(
                             kb.clone(),
                             vec![Buffered { row: r.clone(), key: key.clone(), matched: false, pending: false }],
-                        );
+                        )?;
                     }
                     None => {
-                        self.right.remove(&kb);
+                        self.right.remove(&kb)?;
                     }
                 }
                 // Every left row referencing this key is joined again.
                 // In input order (the offset, the left's last column), then by primary key: not by
                 // the hash map's order.
-                let mut lefts: Vec<(&Vec<u8>, &Buffered)> = self
+                let mut lefts: Vec<(&[u8], &Buffered)> = self
                     .left
                     .iter()
                     .filter_map(|(pk, v)| v.first().map(|b| (pk, b)))
@@ -326,7 +375,7 @@ impl JoinState {
         after: i64,
         grace: Option<i64>,
         out: &mut Vec<Joined>,
-    ) {
+    ) -> Result<(), Failure> {
         let kb = key_bytes(&key);
         let ts = row.timestamp;
         self.stream_time = self.stream_time.max(ts);
@@ -337,8 +386,8 @@ impl JoinState {
         let mut matched = false;
         {
             let other = match side {
-                Side::Left => self.right.get_mut(&kb),
-                Side::Right => self.left.get_mut(&kb),
+                Side::Left => self.right.get_mut(&kb)?,
+                Side::Right => self.left.get_mut(&kb)?,
             };
             if let Some(others) = other {
                 for o in others.iter_mut() {
@@ -377,23 +426,47 @@ impl JoinState {
             Side::Left => &mut self.left,
             Side::Right => &mut self.right,
         };
-        own.entry(kb).or_default().push(Buffered { row, key: key.clone(), matched, pending });
+        own.get_or_insert_with(&kb, Vec::new)?.push(Buffered { row, key: key.clone(), matched, pending });
         if let Some(g) = grace {
-            self.flush_closed(plan, before, after, g, out);
+            self.flush_closed(plan, before, after, g, out)?;
         }
+        Ok(())
     }
 
-    /// Emits outer records whose window has closed without a match.
-    fn flush_closed(&mut self, plan: &JoinPlan, before: i64, after: i64, grace: i64, out: &mut Vec<Joined>) {
+    /// Emits outer records whose window has closed without a match, and forgets records no
+    /// later record can match.
+    fn flush_closed(
+        &mut self,
+        plan: &JoinPlan,
+        before: i64,
+        after: i64,
+        grace: i64,
+        out: &mut Vec<Joined>,
+    ) -> Result<(), Failure> {
         let now = self.stream_time;
+        let horizon = before.max(after) + grace;
         let mut ready: Vec<(Side, Buffered)> = vec![];
         for (side, buf, span) in [(Side::Left, &mut self.left, after), (Side::Right, &mut self.right, before)] {
-            for items in buf.values_mut() {
+            let closes = |b: &Buffered| b.pending && b.row.timestamp + span + grace < now;
+            let expires = |b: &Buffered| !b.pending && b.row.timestamp + horizon < now;
+            // The buffers are resident: a scan sees them all; only the keys that change are
+            // touched (and so written to the changelog).
+            let keys: Vec<Vec<u8>> = buf
+                .iter()
+                .filter(|(_, items)| items.iter().any(|b| closes(b) || expires(b)))
+                .map(|(k, _)| k.to_vec())
+                .collect();
+            for k in keys {
+                let Some(items) = buf.get_mut(&k)? else { continue };
                 for b in items.iter_mut() {
-                    if b.pending && b.row.timestamp + span + grace < now {
+                    if closes(b) {
                         b.pending = false;
                         ready.push((side, b.clone()));
                     }
+                }
+                items.retain(|b| b.pending || b.row.timestamp + horizon >= now);
+                if items.is_empty() {
+                    buf.remove(&k)?;
                 }
             }
         }
@@ -413,13 +486,6 @@ impl JoinState {
             };
             out.push(upsert(j, b.row.timestamp));
         }
-        // Forget records no later record can match.
-        let horizon = before.max(after) + grace;
-        for buf in [&mut self.left, &mut self.right] {
-            buf.retain(|_, items| {
-                items.retain(|b| b.pending || b.row.timestamp + horizon >= now);
-                !items.is_empty()
-            });
-        }
+        Ok(())
     }
 }

@@ -4,8 +4,12 @@
 //! consumed. Each step reads what is new on its input partitions and processes it in offset
 //! order.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
+
+use freshet_common::limits::SQL_STATE_CACHE_ENTRIES;
+use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{Acc, AggSpec};
 use crate::ast::{SourceKind, WindowKind, WindowSpec};
@@ -13,6 +17,7 @@ use crate::catalog::SourceDef;
 use crate::error::Result;
 use crate::expr::{CExpr, Env};
 use crate::join::Side;
+use crate::state::{Change, Restored, StateMap, StateStore};
 use crate::topics::{Record, Topics};
 use crate::value::Value;
 
@@ -20,7 +25,7 @@ use crate::value::Value;
 pub const DEFAULT_GRACE_MS: i64 = 24 * 3_600_000;
 
 /// A row flowing through a query: column values laid out by the plan's scope.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub values: Vec<Value>,
     pub timestamp: i64,
@@ -59,7 +64,7 @@ pub struct AggregatePlan {
 }
 
 /// What one input key of a table contributed to an aggregation, to take it back on update.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Contribution {
     group: Vec<u8>,
     args: Vec<Vec<Value>>,
@@ -68,7 +73,7 @@ struct Contribution {
 /// An output record: key columns, value columns (None for a tombstone), timestamp, window.
 pub type Emitted = (Vec<Value>, Option<Vec<Value>>, i64, Option<(i64, i64)>);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Group {
     /// Whether the last output for this group passed HAVING (so a failing update retracts it).
     emitted: bool,
@@ -76,6 +81,57 @@ struct Group {
     accs: Vec<Acc>,
     timestamp: i64,
     window: Option<(i64, i64)>,
+}
+
+/// Why processing a record stopped: the record is bad (it is logged and the query goes on), or
+/// the query's state store failed (the query stops).
+#[derive(Debug)]
+pub enum Failure {
+    Record(String),
+    State(crate::SqlError),
+}
+
+impl From<String> for Failure {
+    fn from(m: String) -> Failure {
+        Failure::Record(m)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(m: &str) -> Failure {
+        Failure::Record(m.to_string())
+    }
+}
+
+impl From<crate::SqlError> for Failure {
+    fn from(e: crate::SqlError) -> Failure {
+        Failure::State(e)
+    }
+}
+
+/// Namespaces of a query's state maps (the first byte of every state key). Join stage `i`
+/// uses `NS_JOIN + 3 * i` (left), `+ 1` (right) and `+ 2` (rows shown).
+const NS_SCALARS: u8 = 0;
+const NS_GROUPS: u8 = 1;
+const NS_SESSIONS: u8 = 2;
+const NS_TABLE_ROWS: u8 = 3;
+pub(crate) const NS_JOIN: u8 = 16;
+/// The one key of the scalars map.
+const SCALARS_KEY: &[u8] = b"s";
+
+/// A query's state outside its maps: stream times and the arrival sequence.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Scalars {
+    stream_time: i64,
+    final_store_time: i64,
+    final_close: i64,
+    join_times: Vec<i64>,
+    sequence: u64,
+}
+
+/// The changelog topic of a persistent query's state (compacted; key: namespace byte + key).
+pub fn changelog_topic(query_id: &str) -> String {
+    format!("_freshet_sql_{query_id}-changelog")
 }
 
 /// A record that failed; the query logs it and goes on.
@@ -101,17 +157,20 @@ pub struct Query {
     pub offsets: Vec<i64>,
     pub right_offsets: Vec<Vec<i64>>,
     join: Vec<crate::join::JoinState>,
-    groups: HashMap<Vec<u8>, Group>,
+    /// The state store behind the maps (in memory until [`Query::open_state`]).
+    store: StateStore,
+    scalars: StateMap<Scalars>,
+    groups: StateMap<Group>,
     /// TUMBLING and HOPPING windows in `groups` by (window end, window start, group), to close
     /// them in that order: emitted (EMIT FINAL) or forgotten once no record can change them.
     window_ends: BTreeSet<(i64, i64, Vec<u8>)>,
     /// SESSION windows: per group key, its sessions by window start. A key's sessions never
     /// overlap (a record merges every session within the gap), so they are ordered by end too.
-    sessions: HashMap<Vec<u8>, BTreeMap<i64, Group>>,
+    sessions: StateMap<BTreeMap<i64, Group>>,
     /// The sessions by (window end, group key, window start), to forget the expired ones.
     session_ends: BTreeSet<(i64, Vec<u8>, i64)>,
     /// For aggregations over a table: each input key's last contribution (group and arguments).
-    table_rows: HashMap<Vec<u8>, Contribution>,
+    table_rows: StateMap<Contribution>,
     stream_time: i64,
     /// EMIT FINAL over TUMBLING/HOPPING windows: the latest window start stored. A closed window
     /// whose start is more than the store's retention behind it has expired unseen and is not
@@ -125,10 +184,13 @@ pub struct Query {
     /// After a restart: per input, per partition, the offset up to which this query had already
     /// written its outputs. Records below it rebuild the state without emitting again.
     pub replay_until: Option<Vec<Vec<i64>>>,
+    /// Records read per input partition per step.
+    pub poll_batch: usize,
 }
 
 impl Query {
     pub fn new(id: String, sql: String, input: SourceDef, output: SourceDef, plan: Plan, partitions: i32) -> Query {
+        let store = StateStore::in_memory();
         Query {
             id,
             sql,
@@ -140,17 +202,20 @@ impl Query {
             offsets: vec![0; partitions.max(1) as usize],
             right_offsets: vec![],
             join: vec![],
-            groups: HashMap::new(),
+            scalars: store.map(NS_SCALARS, 1),
+            groups: store.map(NS_GROUPS, SQL_STATE_CACHE_ENTRIES),
             window_ends: BTreeSet::new(),
-            sessions: HashMap::new(),
+            sessions: store.map(NS_SESSIONS, SQL_STATE_CACHE_ENTRIES),
             session_ends: BTreeSet::new(),
-            table_rows: HashMap::new(),
+            table_rows: store.map(NS_TABLE_ROWS, SQL_STATE_CACHE_ENTRIES),
+            store,
             stream_time: i64::MIN,
             final_store_time: i64::MIN,
             final_close: i64::MIN,
             env: Env::default(),
             collected: None,
             replay_until: None,
+            poll_batch: crate::limits::POLL_BATCH,
         }
     }
 
@@ -171,8 +236,112 @@ impl Query {
     /// Sets the right inputs of a join's stages.
     pub fn set_rights(&mut self, rights: Vec<SourceDef>) {
         self.right_offsets = vec![vec![]; rights.len()];
-        self.join = rights.iter().map(|_| Default::default()).collect();
+        self.join = (0..rights.len()).map(|i| crate::join::JoinState::new(&self.store, i)).collect();
         self.rights = rights;
+    }
+
+    /// Moves the query's state into its store file in `dir` (`<query id>.redb`), restored from
+    /// its changelog topic (which must exist): the file's missing tail is applied, a lost file
+    /// rebuilt. From now on each step's state changes are to be taken ([`Query::take_changes`]),
+    /// written to the changelog with the step's outputs, then applied
+    /// ([`Query::state_committed`]).
+    pub fn open_state(&mut self, dir: &Path, topics: &dyn Topics) -> Result<Restored> {
+        // Maps share the store's file: all of them let go of it before it is opened again.
+        let memory = StateStore::in_memory();
+        self.scalars = memory.map(NS_SCALARS, 1);
+        self.groups = memory.map(NS_GROUPS, 1);
+        self.sessions = memory.map(NS_SESSIONS, 1);
+        self.table_rows = memory.map(NS_TABLE_ROWS, 1);
+        for (i, j) in self.join.iter_mut().enumerate() {
+            *j = crate::join::JoinState::new(&memory, i);
+        }
+        self.store = memory;
+        let mut store = StateStore::open(dir, &self.id)?;
+        let restored = store.restore(topics, &changelog_topic(&self.id))?;
+        self.scalars = store.map(NS_SCALARS, 1);
+        self.groups = store.map(NS_GROUPS, SQL_STATE_CACHE_ENTRIES);
+        self.sessions = store.map(NS_SESSIONS, SQL_STATE_CACHE_ENTRIES);
+        self.table_rows = store.map(NS_TABLE_ROWS, SQL_STATE_CACHE_ENTRIES);
+        let scalars = self.scalars.get(SCALARS_KEY)?.cloned();
+        if let Some(s) = &scalars {
+            self.stream_time = s.stream_time;
+            self.final_store_time = s.final_store_time;
+            self.final_close = s.final_close;
+            crate::aggregate::sequence_at_least(s.sequence);
+        }
+        // The window indexes are not stored: rebuilt from the groups and sessions.
+        let window_ends = &mut self.window_ends;
+        window_ends.clear();
+        self.groups.for_each_stored(|k, g| {
+            if let Some((s, e)) = g.window {
+                window_ends.insert((e, s, k.to_vec()));
+            }
+        })?;
+        let session_ends = &mut self.session_ends;
+        session_ends.clear();
+        self.sessions.for_each_stored(|k, sessions| {
+            for (start, g) in sessions {
+                if let Some((_, end)) = g.window {
+                    session_ends.insert((end, k.to_vec(), start));
+                }
+            }
+        })?;
+        if let Plan::Join(stages) = &self.plan {
+            for (i, (join, stage)) in self.join.iter_mut().zip(stages).enumerate() {
+                let time = scalars.as_ref().and_then(|s| s.join_times.get(i).copied());
+                join.open(&store, i, stage.shape, time)?;
+            }
+        }
+        self.store = store;
+        Ok(restored)
+    }
+
+    /// Whether the query's state lives in a store file with a changelog.
+    pub fn has_state_store(&self) -> bool {
+        self.store.is_persistent()
+    }
+
+    /// The state changes of the steps since the last call, as changelog records' keys and
+    /// values (nothing without a store file).
+    pub fn take_changes(&mut self) -> Result<Vec<Change>> {
+        let mut out = vec![];
+        if !self.store.is_persistent() {
+            return Ok(out);
+        }
+        let scalars = Scalars {
+            stream_time: self.stream_time,
+            final_store_time: self.final_store_time,
+            final_close: self.final_close,
+            join_times: self.join.iter().map(|j| j.stream_time()).collect(),
+            sequence: crate::aggregate::current_sequence(),
+        };
+        self.scalars.insert(SCALARS_KEY.to_vec(), scalars)?;
+        self.scalars.drain_changes(&mut out)?;
+        self.groups.drain_changes(&mut out)?;
+        self.sessions.drain_changes(&mut out)?;
+        self.table_rows.drain_changes(&mut out)?;
+        for j in &mut self.join {
+            j.drain_changes(&mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Applies changes the changelog holds now (it ends at `next`) to the store file, and
+    /// trims the maps' caches.
+    pub fn state_committed(&mut self, changes: &[Change], next: i64) -> Result<()> {
+        self.store.apply(changes, next)?;
+        self.groups.evict();
+        self.sessions.evict();
+        self.table_rows.evict();
+        for j in &mut self.join {
+            j.evict();
+        }
+        Ok(())
+    }
+
+    /// Makes the store file durable (at a clean stop).
+    pub fn sync_state(&mut self) -> Result<()> {
+        self.store.sync()
     }
 
     /// Processes what is new on the inputs. Returns how many input records were read.
@@ -209,7 +378,7 @@ impl Query {
                 if partitions as usize > offsets.len() {
                     offsets.resize(partitions as usize, 0);
                 }
-                let batch = topics.read(&topic, p, offsets[p as usize], crate::limits::POLL_BATCH)?;
+                let batch = topics.read(&topic, p, offsets[p as usize], self.poll_batch)?;
                 if !batch.is_empty() {
                     heads.push((input, p, topic.clone(), batch.into()));
                 }
@@ -236,7 +405,11 @@ impl Query {
             }
             read += 1;
             let mut out = vec![];
-            let failed = self.process(&c.record, input, p, c.offset, &mut out).err();
+            let failed = match self.process(&c.record, input, p, c.offset, &mut out) {
+                Ok(()) => None,
+                Err(Failure::Record(m)) => Some(m),
+                Err(Failure::State(e)) => return Err(e),
+            };
             // Expressions that failed (and became NULL) are logged too; the row goes on.
             for message in failed.into_iter().chain(self.env.errors.drain(..)) {
                 errors.push(ProcessingError {
@@ -439,7 +612,7 @@ impl Query {
         partition: i32,
         offset: i64,
         out: &mut Vec<Emitted>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         if let Plan::Join(stages) = &self.plan {
             let src = if input == 0 { &self.input } else { &self.rights[input - 1] };
             let row = Self::decode(src, rec, partition, offset)?;
@@ -538,7 +711,7 @@ impl Query {
         }
     }
 
-    fn aggregate(&mut self, rec: &Record, row: Option<Row>, out: &mut Vec<Emitted>) -> Result<(), String> {
+    fn aggregate(&mut self, rec: &Record, row: Option<Row>, out: &mut Vec<Emitted>) -> Result<(), Failure> {
         let Plan::Aggregate(plan) = &self.plan else { unreachable!("called for aggregate plans") };
         let is_table = self.input.kind == SourceKind::Table;
         let input_key = rec.key.as_deref().unwrap_or_default().to_vec();
@@ -561,9 +734,9 @@ impl Query {
         // For a table input, first take back the key's previous contribution. When the row
         // stays in the same group, the group is updated once (undo and add, one output).
         if is_table {
-            if let Some(Contribution { group: gk, args }) = self.table_rows.remove(&input_key) {
+            if let Some(Contribution { group: gk, args }) = self.table_rows.remove(&input_key)? {
                 let same_group = current.as_ref().is_some_and(|(keys, _)| group_bytes(keys) == gk);
-                if let Some(g) = self.groups.get_mut(&gk) {
+                if let Some(g) = self.groups.get_mut(&gk)? {
                     for (i, spec) in plan.specs.iter().enumerate() {
                         spec.undo(&mut g.accs[i], &args[i]);
                     }
@@ -578,7 +751,9 @@ impl Query {
             return Ok(());
         };
         if keys.iter().any(Value::is_null) {
-            return Err("Group-by column with null value in table or stream: the record is skipped".into());
+            return Err(Failure::Record(
+                "Group-by column with null value in table or stream: the record is skipped".into(),
+            ));
         }
         let ts = row.timestamp;
         self.stream_time = self.stream_time.max(ts);
@@ -619,9 +794,10 @@ impl Query {
             if let Some((s, _)) = w {
                 self.final_store_time = self.final_store_time.max(s);
             }
-            let g = self.groups.entry(gk.clone()).or_insert_with(|| {
+            let window_ends = &mut self.window_ends;
+            let g = self.groups.get_or_insert_with(&gk, || {
                 if let Some((s, e)) = w {
-                    self.window_ends.insert((e, s, gk.clone()));
+                    window_ends.insert((e, s, gk.clone()));
                 }
                 Group {
                     emitted: false,
@@ -630,7 +806,7 @@ impl Query {
                     timestamp: ts,
                     window: w,
                 }
-            });
+            })?;
             for (i, spec) in plan.specs.iter().enumerate() {
                 spec.add(&mut g.accs[i], &args[i]);
             }
@@ -639,7 +815,7 @@ impl Query {
                 emit_group(plan, g, out, &mut self.env)?;
             }
             if is_table {
-                self.table_rows.insert(input_key.clone(), Contribution { group: gk, args: args.clone() });
+                self.table_rows.insert(input_key.clone(), Contribution { group: gk, args: args.clone() })?;
             }
         }
         // Windows that closed, oldest first: their final results once (EMIT FINAL), or just
@@ -660,7 +836,7 @@ impl Query {
                     break;
                 }
                 let (_, start, k) = self.window_ends.pop_first().expect("a first window");
-                if let Some(mut g) = self.groups.remove(&k) {
+                if let Some(mut g) = self.groups.remove(&k)? {
                     if plan.emit_final && start >= oldest_visible {
                         emit_group(plan, &mut g, out, &mut self.env)?;
                     }
@@ -681,7 +857,7 @@ impl Query {
         ts: i64,
         gap: i64,
         out: &mut Vec<Emitted>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let Plan::Aggregate(plan) = &self.plan else { unreachable!("called for aggregate plans") };
         self.stream_time = self.stream_time.max(ts);
         let default_grace = if plan.emit_final { 0 } else { DEFAULT_GRACE_MS };
@@ -697,7 +873,7 @@ impl Query {
             let closed: Vec<(i64, Vec<u8>, i64)> =
                 self.session_ends.range(from..).take_while(|(end, _, _)| *end < close).cloned().collect();
             for (_, k, start) in closed {
-                if let Some(g) = self.sessions.get_mut(&k).and_then(|s| s.get_mut(&start)) {
+                if let Some(g) = self.sessions.get_mut(&k)?.and_then(|s| s.get_mut(&start)) {
                     emit_group(plan, g, out, &mut self.env)?;
                 }
             }
@@ -708,18 +884,19 @@ impl Query {
                 break;
             }
             let (_, k, start) = self.session_ends.pop_first().expect("a first session");
-            if let Some(sessions) = self.sessions.get_mut(&k) {
+            let emptied = self.sessions.get_mut(&k)?.is_some_and(|sessions| {
                 sessions.remove(&start);
-                if sessions.is_empty() {
-                    self.sessions.remove(&k);
-                }
+                sessions.is_empty()
+            });
+            if emptied {
+                self.sessions.remove(&k)?;
             }
         }
         let key_bytes = group_bytes(&keys);
         // Sessions of this key that the record falls into (within the gap) merge into one: those
         // starting at most gap after it and ending at most gap before it, oldest first.
         let mut found: Vec<(i64, i64)> = vec![];
-        if let Some(sessions) = self.sessions.get(&key_bytes) {
+        if let Some(sessions) = self.sessions.get(&key_bytes)? {
             for (_, g) in sessions.range(..=ts.saturating_add(gap)).rev() {
                 let Some((s, e)) = g.window else { continue };
                 if e < ts.saturating_sub(gap) {
@@ -735,7 +912,7 @@ impl Query {
             return Ok(()); // a late record
         }
         let mut merged: Vec<Group> = vec![];
-        if let Some(sessions) = self.sessions.get_mut(&key_bytes) {
+        if let Some(sessions) = self.sessions.get_mut(&key_bytes)? {
             for (s, e) in found {
                 if let Some(g) = sessions.remove(&s) {
                     self.session_ends.remove(&(e, key_bytes.clone(), s));
@@ -767,7 +944,7 @@ impl Query {
             emit_group(plan, &mut g, out, &mut self.env)?;
         }
         self.session_ends.insert((end, key_bytes.clone(), start));
-        self.sessions.entry(key_bytes).or_default().insert(start, g);
+        self.sessions.get_or_insert_with(&key_bytes, BTreeMap::new)?.insert(start, g);
         Ok(())
     }
 }

@@ -75,18 +75,23 @@ impl StateStore {
 
     /// Opens (or creates) the store file `dir/NAME.redb`. A file that cannot be opened (torn,
     /// foreign, of another version) is set aside and a new one created: the changelog rebuilds
-    /// it.
+    /// it. A file another store holds open is an error (never touched).
     pub fn open(dir: &Path, name: &str) -> Result<StateStore> {
         std::fs::create_dir_all(dir).map_err(storage("creating the state directory"))?;
         let path = dir.join(format!("{name}.redb"));
-        let create =
-            || Database::builder().set_cache_size(SQL_STATE_CACHE_BYTES).create(&path).map_err(storage("opening"));
+        let create = || Database::builder().set_cache_size(SQL_STATE_CACHE_BYTES).create(&path);
         let db = match create() {
             Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(SqlError::server(format!(
+                    "state store {} is in use by another process (each server needs a data directory of its own)",
+                    path.display()
+                )))
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "state store unusable; rebuilding it from the changelog");
                 std::fs::remove_file(&path).map_err(storage("removing an unusable file"))?;
-                create()?
+                create().map_err(storage("opening"))?
             }
         };
         let txn = db.begin_write().map_err(storage("begin"))?;
@@ -202,10 +207,8 @@ impl StateStore {
             self.apply(&changes, next)?;
             at = next;
         }
-        if at < end {
-            // What remains are control records or aborted writes: nothing to apply.
-            self.apply(&[], end)?;
-        }
+        // What may remain is a transaction still open (it is aborted when the query writes
+        // again): not skipped, so a restore never passes over changes that may yet commit.
         Ok(Restored { records, rebuilt })
     }
 
@@ -263,83 +266,151 @@ fn full_key(ns: u8, key: &[u8]) -> Vec<u8> {
 }
 
 impl<V: Serialize + DeserializeOwned> StateMap<V> {
-    /// Loads `key` into the cache (from the store on a miss) and returns its slot.
+    /// Whether changes are tracked for the changelog (only maps of a store with a file: an
+    /// in-memory map is the whole state of a query that is never restored).
+    fn tracked(&self) -> bool {
+        self.db.is_some()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<V> {
+        postcard::from_bytes(bytes).map_err(|e| SqlError::server(format!("state store: undecodable entry: {e}")))
+    }
+
+    /// Loads `key` into the cache from the store on a miss (a map without a file caches
+    /// nothing it does not hold).
+    fn load(&mut self, key: &[u8]) -> Result<()> {
+        if self.cache.contains_key(key) {
+            return Ok(());
+        }
+        let Some(db) = &self.db else { return Ok(()) };
+        let full = full_key(self.ns, key);
+        let txn = db.begin_read().map_err(storage("begin read"))?;
+        let entries = txn.open_table(ENTRIES).map_err(storage("entries table"))?;
+        let value = match entries.get(full.as_slice()).map_err(storage("reading"))? {
+            Some(bytes) => Some(Self::decode(bytes.value())?),
+            None => None,
+        };
+        self.cache.insert(key.to_vec(), Slot { value, dirty: false, touched: true });
+        Ok(())
+    }
+
+    /// Loads `key` and returns its slot, created (absent) if needed.
     fn slot(&mut self, key: &[u8]) -> Result<&mut Slot<V>> {
+        self.load(key)?;
         if !self.cache.contains_key(key) {
-            let value = match &self.db {
-                None => None,
-                Some(db) => {
-                    let full = full_key(self.ns, key);
-                    let txn = db.begin_read().map_err(storage("begin read"))?;
-                    let entries = txn.open_table(ENTRIES).map_err(storage("entries table"))?;
-                    match entries.get(full.as_slice()).map_err(storage("reading"))? {
-                        Some(bytes) => Some(
-                            postcard::from_bytes(bytes.value())
-                                .map_err(|e| SqlError::server(format!("state store: undecodable entry: {e}")))?,
-                        ),
-                        None => None,
-                    }
-                }
-            };
-            self.cache.insert(key.to_vec(), Slot { value, dirty: false, touched: true });
+            self.cache.insert(key.to_vec(), Slot { value: None, dirty: false, touched: true });
         }
         let slot = self.cache.get_mut(key).expect("just cached");
         slot.touched = true;
         Ok(slot)
     }
 
-    fn mark(slot: &mut Slot<V>, dirty: &mut usize) {
-        if !slot.dirty {
+    fn mark(slot: &mut Slot<V>, dirty: &mut usize, tracked: bool) {
+        if tracked && !slot.dirty {
             slot.dirty = true;
             *dirty += 1;
         }
     }
 
     pub fn get(&mut self, key: &[u8]) -> Result<Option<&V>> {
-        Ok(self.slot(key)?.value.as_ref())
+        self.load(key)?;
+        Ok(self.cache.get_mut(key).and_then(|s| {
+            s.touched = true;
+            s.value.as_ref()
+        }))
     }
 
     pub fn contains_key(&mut self, key: &[u8]) -> Result<bool> {
-        Ok(self.slot(key)?.value.is_some())
+        Ok(self.get(key)?.is_some())
     }
 
     /// The value of `key` for changing in place (the entry is marked changed if present).
     pub fn get_mut(&mut self, key: &[u8]) -> Result<Option<&mut V>> {
+        self.load(key)?;
+        let tracked = self.tracked();
         let mut dirty = self.dirty;
-        let slot = self.slot(key)?;
-        if slot.value.is_some() {
-            Self::mark(slot, &mut dirty);
-        }
+        let found = match self.cache.get_mut(key) {
+            Some(slot) if slot.value.is_some() => {
+                slot.touched = true;
+                Self::mark(slot, &mut dirty, tracked);
+                slot.value.as_mut()
+            }
+            _ => None,
+        };
         self.dirty = dirty;
-        Ok(self.cache.get_mut(key).and_then(|s| s.value.as_mut()))
+        Ok(found)
     }
 
     /// The value of `key`, inserting `make()` if there is none; marked changed.
     pub fn get_or_insert_with(&mut self, key: &[u8], make: impl FnOnce() -> V) -> Result<&mut V> {
+        let tracked = self.tracked();
         let mut dirty = self.dirty;
         let slot = self.slot(key)?;
         if slot.value.is_none() {
             slot.value = Some(make());
         }
-        Self::mark(slot, &mut dirty);
+        Self::mark(slot, &mut dirty, tracked);
         self.dirty = dirty;
         Ok(self.cache.get_mut(key).and_then(|s| s.value.as_mut()).expect("just inserted"))
     }
 
     pub fn insert(&mut self, key: Vec<u8>, value: V) -> Result<Option<V>> {
-        let old = self.remove(&key)?;
-        let slot = self.cache.get_mut(&key).expect("cached by remove");
-        slot.value = Some(value);
+        let tracked = self.tracked();
+        let mut dirty = self.dirty;
+        let slot = self.slot(&key)?;
+        let old = slot.value.replace(value);
+        Self::mark(slot, &mut dirty, tracked);
+        self.dirty = dirty;
         Ok(old)
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Result<Option<V>> {
+        if !self.tracked() {
+            return Ok(self.cache.remove(key).and_then(|s| s.value));
+        }
         let mut dirty = self.dirty;
         let slot = self.slot(key)?;
         let old = slot.value.take();
-        Self::mark(slot, &mut dirty);
+        Self::mark(slot, &mut dirty, true);
         self.dirty = dirty;
         Ok(old)
+    }
+
+    /// The cached entries with a value. For a resident map ([`StateMap::load_all`]) or one
+    /// without a file, that is every entry.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
+        self.cache.iter().filter_map(|(k, s)| s.value.as_ref().map(|v| (k.as_slice(), v)))
+    }
+
+    /// Calls `f` with every entry in the store (not the cache: for rebuilding indexes right
+    /// after a restore, when the cache is empty).
+    pub fn for_each_stored(&self, mut f: impl FnMut(&[u8], V)) -> Result<()> {
+        let Some(db) = &self.db else { return Ok(()) };
+        let txn = db.begin_read().map_err(storage("begin read"))?;
+        let entries = txn.open_table(ENTRIES).map_err(storage("entries table"))?;
+        let from = [self.ns];
+        let range = match self.ns.checked_add(1) {
+            Some(next) => entries.range::<&[u8]>(&from[..]..&[next][..]),
+            None => entries.range::<&[u8]>(&from[..]..),
+        }
+        .map_err(storage("scanning"))?;
+        for item in range {
+            let (k, v) = item.map_err(storage("scanning"))?;
+            f(&k.value()[1..], Self::decode(v.value())?);
+        }
+        Ok(())
+    }
+
+    /// Makes the map resident: every stored entry is loaded and none is ever evicted (for maps
+    /// that are scanned, such as stream-stream join buffers). Call right after the restore.
+    pub fn load_all(&mut self) -> Result<()> {
+        self.capacity = usize::MAX;
+        let mut loaded = vec![];
+        self.for_each_stored(|k, v| loaded.push((k.to_vec(), v)))?;
+        for (k, v) in loaded {
+            self.cache.insert(k, Slot { value: Some(v), dirty: false, touched: false });
+        }
+        Ok(())
     }
 
     /// Entries changed since the last call, encoded for the changelog and the store (in no
@@ -367,12 +438,7 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> {
     /// Drops clean entries from the cache while it holds more than its capacity: first those
     /// not used since the last pass. Call after the changes were applied to the store.
     pub fn evict(&mut self) {
-        if self.db.is_none() {
-            // The cache is the map: only what is known to be absent can go.
-            self.cache.retain(|_, s| s.dirty || s.value.is_some());
-            return;
-        }
-        if self.cache.len() <= self.capacity {
+        if self.db.is_none() || self.cache.len() <= self.capacity {
             return;
         }
         let target = self.capacity - self.capacity / 8;
@@ -551,12 +617,29 @@ mod tests {
         for i in 0..100u8 {
             m.insert(vec![i], (i as i64, String::new())).unwrap();
         }
+        assert_eq!(m.get(&[200]).unwrap(), None);
+        assert_eq!(m.remove(&[99]).unwrap().map(|e| e.0), Some(99));
         let mut changes = vec![];
         m.drain_changes(&mut changes).unwrap();
-        assert_eq!(changes.len(), 100);
+        assert!(changes.is_empty(), "no changelog without a file");
         m.evict();
-        assert_eq!(m.cached(), 100);
+        assert_eq!(m.cached(), 99, "a miss or a removal leaves nothing behind");
         assert_eq!(m.get(&[42]).unwrap().map(|e| e.0), Some(42));
+    }
+
+    #[test]
+    fn a_store_open_elsewhere_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = MemTopics::new();
+        topics.create_topic("changelog", 1).unwrap();
+        let mut first = StateStore::open(dir.path(), "q").unwrap();
+        let mut m: StateMap<Entry> = first.map(0, 10);
+        m.insert(b"k".to_vec(), (1, "kept".into())).unwrap();
+        commit(&mut first, &topics, &mut [&mut m]);
+        let err = StateStore::open(dir.path(), "q").err().expect("refused");
+        assert!(err.to_string().contains("in use"), "{err}");
+        assert_eq!(m.get(b"k").unwrap().map(|e| e.0), Some(1));
+        assert_eq!(first.applied(), 1);
     }
 
     #[test]

@@ -232,6 +232,32 @@ fn needs_schema_registry(statements: &[String], case: &Json) -> bool {
     })
 }
 
+/// Whether cases run with [`Engine::restore_every_step`] (`freshet sql-test
+/// --restore-every-step`): each query's state goes through its store file and changelog and is
+/// restored after every input record, as if the server restarted there.
+static RESTORE_EVERY_STEP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_restore_every_step(on: bool) {
+    RESTORE_EVERY_STEP.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A directory removed when dropped (the state files of one case).
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new() -> ScratchDir {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ScratchDir(std::env::temp_dir().join(format!("freshet-sql-test-{}-{n}", std::process::id())))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Runs one case with `{FORMAT}` replaced by `format`.
 pub fn run_case(case: &Json, format: Option<&str>, config: Option<&Json>) -> Verdict {
     if let Some(skip) = skip_reason(case, format) {
@@ -241,6 +267,8 @@ pub fn run_case(case: &Json, format: Option<&str>, config: Option<&Json>) -> Ver
     let topics = Arc::new(MemTopics::new());
     let mut engine = Engine::new(topics.clone());
     engine.auto_create_topics = true;
+    let scratch = RESTORE_EVERY_STEP.load(std::sync::atomic::Ordering::Relaxed).then(ScratchDir::new);
+    engine.restore_every_step = scratch.as_ref().map(|d| d.0.clone());
     if let Some(ts) = case["topics"].as_array() {
         for t in ts {
             if let Some(name) = t["name"].as_str() {

@@ -6,7 +6,7 @@ use std::fmt;
 use crate::types::SqlType;
 
 /// A value of some [`SqlType`]; `Null` belongs to every type.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     Null,
     Boolean(bool),

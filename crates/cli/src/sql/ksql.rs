@@ -8,13 +8,22 @@
 //! queries (CREATE [AS SELECT], INSERT INTO ... SELECT, DROP, TERMINATE, CREATE/DROP TYPE) is
 //! appended, with variables substituted, to the command topic `_freshet_sql_commands` before it
 //! is acknowledged, with the input offsets its query starts from. At startup the topic is
-//! replayed in order before the HTTP listener opens. Query progress (offsets) and state are not
-//! persisted yet: after a restart each query reprocesses its input from its start offsets, so
-//! state is rebuilt and earlier output records are written again (at-least-once).
+//! replayed in order before the HTTP listener opens.
+//!
+//! Each step of a persistent query writes, in one transaction: its output records, its state
+//! changes (to its changelog topic, `_freshet_sql_<query id>-changelog`) and its progress (the
+//! input offsets it reached, to `_freshet_sql_progress`). Only after that commit are the state
+//! changes applied to the query's store file in the state directory. After a restart each query
+//! restores its state from the file and the changelog's tail, and resumes at its progress: no
+//! input is read twice and no output written twice. Without a state directory (`freshet
+//! sql-test`) a query's state is only in memory: a restart re-reads its input from its start
+//! offsets and suppresses outputs up to its progress.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use freshet_common::config::TopicConfig;
 use freshet_sql::ast::{ExplainTarget, SourceKind, Statement, WindowKind};
@@ -24,6 +33,8 @@ use freshet_sql::error::ErrorKind;
 use freshet_sql::explain;
 use freshet_sql::functions::registry;
 use freshet_sql::parser;
+use freshet_sql::query::changelog_topic;
+use freshet_sql::state::{Restored, StateStore};
 use freshet_sql::topics::{Record, Topics};
 use freshet_sql::types::SqlType;
 use freshet_sql::SqlError;
@@ -99,6 +110,8 @@ pub struct SqlServer {
     /// Queries created with `processing.guarantee=at_least_once`: outputs, then progress, no
     /// transaction.
     at_least_once: BTreeSet<String>,
+    /// Where the queries' state store files live (`None`: state in memory only).
+    state_dir: Option<PathBuf>,
 }
 
 pub(super) fn json_string(v: &Json) -> String {
@@ -196,7 +209,7 @@ fn schema_json(t: &SqlType) -> Json {
 
 impl SqlServer {
     /// Creates the engine over the broker and replays the command topic. Blocking.
-    pub fn open(topics: Arc<dyn SqlTopics>) -> freshet_sql::Result<SqlServer> {
+    pub fn open(topics: Arc<dyn SqlTopics>, state_dir: Option<PathBuf>) -> freshet_sql::Result<SqlServer> {
         let engine = Engine::new(topics.clone() as Arc<dyn Topics>);
         let mut server = SqlServer {
             engine,
@@ -206,6 +219,7 @@ impl SqlServer {
             progress: BTreeMap::new(),
             failed: BTreeMap::new(),
             at_least_once: BTreeSet::new(),
+            state_dir,
         };
         if server.topics.partitions(COMMAND_TOPIC).is_none() {
             // Kept forever, in order (no compaction: a DROP and a re-CREATE share a key), and
@@ -288,9 +302,10 @@ impl SqlServer {
         Ok(())
     }
 
-    /// After the replay: each query rebuilds its state from its start offsets but emits only
-    /// what comes after the progress it had recorded, so its earlier outputs are not written
-    /// twice.
+    /// After the replay: each query restores its state (store file + changelog tail) and
+    /// resumes at the progress it had recorded. Without a state directory it rebuilds its state
+    /// from its start offsets instead, emitting only what comes after its progress, so its
+    /// earlier outputs are not written twice.
     fn resume(&mut self) -> freshet_sql::Result<()> {
         let mut at = 0;
         loop {
@@ -307,12 +322,93 @@ impl SqlServer {
                 };
             }
         }
-        for (id, positions) in &self.progress {
-            if let Some(q) = self.engine.queries.get_mut(id) {
-                q.replay_until = Some(positions.clone());
+        let Some(dir) = self.state_dir.clone() else {
+            for (id, positions) in &self.progress {
+                if let Some(q) = self.engine.queries.get_mut(id) {
+                    q.replay_until = Some(positions.clone());
+                }
+            }
+            return Ok(());
+        };
+        let ids: Vec<String> = self.engine.queries.keys().cloned().collect();
+        remove_orphan_state_files(&dir, &ids);
+        for id in ids {
+            let started = Instant::now();
+            match self.attach_state(&id) {
+                Ok(restored) => {
+                    tracing::info!(
+                        query = %id,
+                        changelog_records = restored.records,
+                        rebuilt = restored.rebuilt,
+                        ms = started.elapsed().as_millis() as u64,
+                        "query state restored"
+                    );
+                    if let (Some(p), Some(q)) = (self.progress.get(&id), self.engine.queries.get_mut(&id)) {
+                        if let Some((left, rights)) = p.split_first() {
+                            q.offsets = left.clone();
+                            q.right_offsets = rights.to_vec();
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(query = %id, error = %e, "could not restore the query's state; it is stopped until the server restarts");
+                    if let Some(q) = self.engine.queries.remove(&id) {
+                        self.failed.insert(id, (q, format!("restoring its state: {e}")));
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// Gives query `id` its state store (creating its changelog topic if needed) and restores
+    /// it. Nothing to do without a state directory.
+    fn attach_state(&mut self, id: &str) -> freshet_sql::Result<Restored> {
+        let Some(dir) = self.state_dir.clone() else { return Ok(Restored { records: 0, rebuilt: false }) };
+        let changelog = changelog_topic(id);
+        if self.topics.partitions(&changelog).is_none() {
+            let config = TopicConfig::from_pairs([("cleanup.policy", "compact")]).expect("valid changelog config");
+            self.topics.create_topic_with(&changelog, 1, config)?;
+        }
+        let topics: &dyn Topics = &*self.topics;
+        match self.engine.queries.get_mut(id) {
+            Some(q) => q.open_state(&dir, topics),
+            None => Ok(Restored { records: 0, rebuilt: false }),
+        }
+    }
+
+    /// Forgets the state of a dropped (or replaced) query: its store file, its changelog topic
+    /// and its recorded progress.
+    fn drop_state(&mut self, id: &str) {
+        self.progress.remove(id);
+        let Some(dir) = self.state_dir.clone() else { return };
+        if let Err(e) = StateStore::destroy(&dir, id) {
+            tracing::warn!(query = %id, error = %e, "could not remove the query's state file");
+        }
+        let changelog = changelog_topic(id);
+        if self.topics.partitions(&changelog).is_some() {
+            if let Err(e) = self.topics.delete_topic(&changelog) {
+                tracing::warn!(query = %id, error = %e, "could not delete the query's changelog topic");
+            }
+        }
+        let tombstone = Record {
+            key: Some(id.as_bytes().to_vec().into()),
+            value: None,
+            timestamp: freshet_broker::now_ms(),
+            headers: vec![],
+        };
+        if let Err(e) = self.topics.append(PROGRESS_TOPIC, 0, vec![tombstone]) {
+            tracing::warn!(query = %id, error = %e, "could not forget the query's progress");
+        }
+    }
+
+    /// At a clean stop: makes every query's state file durable.
+    pub fn close(&mut self) {
+        for (id, q) in &mut self.engine.queries {
+            if let Err(e) = q.sync_state() {
+                tracing::warn!(query = %id, error = %e, "could not sync the query's state file");
+            }
+        }
     }
 
     /// Appends a command; returns its sequence number (offset in the command topic).
@@ -351,12 +447,18 @@ impl SqlServer {
                         return Ok((0, None));
                     }
                     let positions = q.positions();
+                    let now = freshet_broker::now_ms();
                     let mut writes: Vec<(String, i32, Vec<Record>)> =
                         outputs.into_iter().map(|(p, r)| (q.output.topic.clone(), p, r)).collect();
+                    let changes = q.take_changes()?;
+                    let changelog = changelog_topic(&id);
+                    if !changes.is_empty() {
+                        writes.push((changelog.clone(), 0, StateStore::changelog_records(&changes, now)));
+                    }
                     let progress = Record {
                         key: Some(id.as_bytes().to_vec().into()),
                         value: Some(serde_json::to_vec(&positions).expect("serializable").into()),
-                        timestamp: freshet_broker::now_ms(),
+                        timestamp: now,
                         headers: vec![],
                     };
                     writes.push((PROGRESS_TOPIC.to_string(), 0, vec![progress]));
@@ -366,6 +468,11 @@ impl SqlServer {
                         for (topic, partition, records) in writes {
                             sink.append(&topic, partition, records)?;
                         }
+                    }
+                    // Committed: the store may now catch up with its changelog.
+                    if q.has_state_store() {
+                        let next = sink.end_offset(&changelog, 0)?;
+                        q.state_committed(&changes, next)?;
                     }
                     Ok((n, Some(positions)))
                 };
@@ -532,8 +639,29 @@ impl SqlServer {
             Outcome::QueryStarted { id, .. } => (format!("Created query with ID {id}"), Some(id.clone())),
             Outcome::Select(_) | Outcome::Listing(_) => (String::new(), None),
         };
-        if let Some(id) = query_id.as_ref().filter(|id| !before.contains(*id)) {
-            self.position_new_query(id, props);
+        let after: BTreeSet<String> = self.engine.queries.keys().cloned().collect();
+        for gone in before.difference(&after) {
+            self.drop_state(gone);
+        }
+        if let Some(id) = &query_id {
+            if before.contains(id) {
+                // CREATE OR REPLACE: the new query starts with new state.
+                self.drop_state(id);
+            } else {
+                self.position_new_query(id, props);
+            }
+            if let Err(e) = self.attach_state(id) {
+                tracing::error!(query = %id, error = %e, "could not create the query's state store");
+                self.engine.queries.remove(id);
+                return Err(Reply {
+                    status: 500,
+                    body: json!({
+                        "@type": "generic_error",
+                        "error_code": ERROR_SERVER,
+                        "message": format!("The query could not create its state store: {e}"),
+                    }),
+                });
+            }
         }
         if !persistent {
             // INSERT VALUES: ksqlDB answers with no entity.
@@ -885,6 +1013,20 @@ impl SqlServer {
 
 /// A failed statement as ksqlDB's `statement_error` (HTTP 400), the message positioned
 /// (`line L:C: ...`) when the error knows where.
+/// Removes state files of queries that no longer exist (rebuildable from a changelog anyway).
+fn remove_orphan_state_files(dir: &Path, live: &[String]) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let orphan = path.extension().is_some_and(|e| e == "redb")
+            && path.file_stem().and_then(|s| s.to_str()).is_some_and(|stem| !live.iter().any(|id| id == stem));
+        if orphan {
+            tracing::info!(path = %path.display(), "removing the state file of a query that no longer exists");
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 pub(super) fn statement_error(e: &SqlError, text: &str) -> Reply {
     let code = match e.kind {
         ErrorKind::Server => ERROR_SERVER,

@@ -39,11 +39,12 @@ pub struct EngineThread {
 impl EngineThread {
     /// Starts the thread: opens the engine and replays the command topic, then returns (so the
     /// caller serves only once every persisted statement is back). Blocking.
-    pub fn start(topics: Arc<dyn SqlTopics>) -> anyhow::Result<EngineThread> {
+    /// `state_dir`: where persistent queries keep their state files (`None`: in memory).
+    pub fn start(topics: Arc<dyn SqlTopics>, state_dir: Option<std::path::PathBuf>) -> anyhow::Result<EngineThread> {
         let (tx, rx) = mpsc::channel::<Request>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let join = std::thread::Builder::new().name("freshet-sql".into()).spawn(move || {
-            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| SqlServer::open(topics)));
+            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| SqlServer::open(topics, state_dir)));
             let mut server = match opened {
                 Ok(Ok(s)) => {
                     let _ = ready_tx.send(Ok(()));
@@ -96,7 +97,10 @@ fn run(server: &mut SqlServer, rx: mpsc::Receiver<Request>) {
         };
         match request {
             None => {}
-            Some(Request::Stop) => return,
+            Some(Request::Stop) => {
+                server.close();
+                return;
+            }
             Some(Request::Inspect(f)) => {
                 let inspected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(server)));
                 if inspected.is_err() {

@@ -22,9 +22,12 @@ pub struct Server {
     pub http: String,
     pub data_dir: PathBuf,
     extra: Vec<String>,
-    /// Set for a `serve --external-kafka` process (no broker, no data directory): the cluster's
-    /// bootstrap address. `addr` is then that address too, and `port` 0.
+    /// Set for a `serve --external-kafka` process (no broker; its data directory holds only
+    /// the SQL state files): the cluster's bootstrap address. `addr` is then that address too,
+    /// and `port` 0.
     external: Option<String>,
+    /// An external server's own data directory, removed with the server.
+    _owned_dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -48,23 +51,32 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             external: None,
+            _owned_dir: None,
         }
     }
 
     /// Starts `serve --external-kafka BOOTSTRAP`: the SQL engine and the HTTP listener only, all
     /// topics in the cluster at `bootstrap`. Waits for the HTTP listener.
     pub fn start_external(bootstrap: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("a data directory");
+        let mut s = Self::start_external_in(bootstrap, dir.path(), extra);
+        s._owned_dir = Some(dir);
+        s
+    }
+
+    fn start_external_in(bootstrap: &str, data_dir: &Path, extra: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_freshet"));
-        cmd.arg("serve").arg("--external-kafka").arg(bootstrap);
+        cmd.arg("serve").arg("--external-kafka").arg(bootstrap).arg("--data-dir").arg(data_dir);
         let (child, http, _) = Self::launch(cmd, extra, false);
         Server {
             child: Some(child),
             addr: bootstrap.to_string(),
             port: 0,
             http,
-            data_dir: PathBuf::new(),
+            data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             external: Some(bootstrap.to_string()),
+            _owned_dir: None,
         }
     }
 
@@ -140,7 +152,7 @@ impl Server {
         assert!(self.child.is_none(), "stop or kill the server first");
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         if let Some(bootstrap) = &self.external {
-            let mut s = Server::start_external(bootstrap, &extra);
+            let mut s = Server::start_external_in(bootstrap, &self.data_dir, &extra);
             self.child = s.child.take();
             self.http = std::mem::take(&mut s.http);
             return;
