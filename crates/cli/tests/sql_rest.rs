@@ -524,3 +524,32 @@ fn query_state_is_restored_after_sigkill_without_reading_the_input_again() {
     let outputs_after = consume_until(&server.addr, "PER_USER", "the table's changes", |o| o.len() > outputs_before);
     assert_eq!(outputs_after.len(), outputs_before + 1, "{outputs_after:?}");
 }
+
+/// A step's outputs larger than a record batch may be (max.message.bytes, about 1 MiB) are
+/// written in several batches, in order, in the step's transaction.
+#[test]
+fn large_step_outputs_are_split_into_batches_the_topic_accepts() {
+    const N: usize = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    create_topic(&server.addr, "big", 1);
+    let pad = "x".repeat(1_500);
+    let records: Vec<_> =
+        (0..N).map(|i| (format!("k{i}"), json!({ "N": i, "PAD": pad }).to_string(), base_hour() + i as i64)).collect();
+    produce(&server.addr, "big", &records);
+    let (status, body) = ksql(
+        &server.http,
+        "CREATE STREAM big (id STRING KEY, n BIGINT, pad STRING) WITH (KAFKA_TOPIC='big', VALUE_FORMAT='JSON');
+         CREATE STREAM big_copy AS SELECT id, n, pad FROM big;",
+        json!({ "ksql.streams.auto.offset.reset": "earliest" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let out = consume_until(&server.addr, "BIG_COPY", "every copy", |o| o.len() >= N);
+    assert_eq!(out.len(), N);
+    for (i, (k, v, _, _)) in out.iter().enumerate() {
+        assert_eq!(k, &format!("k{i}"), "in order");
+        assert_eq!(v["N"], json!(i));
+    }
+    let (_, queries) = ksql(&server.http, "SHOW QUERIES;", json!({}));
+    assert_eq!(queries[0]["queries"][0]["state"], "RUNNING", "{queries}");
+}

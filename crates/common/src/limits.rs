@@ -86,8 +86,9 @@ pub const SQL_KAFKA_RETRY_BACKOFF_MS: u64 = 200;
 /// at once).
 pub const SQL_KAFKA_METADATA_MAX_AGE_MS: u64 = 1_000;
 
-/// Largest record batch (estimated, before framing) the SQL engine produces to an external
-/// cluster; larger appends are split (Kafka's default `message.max.bytes` is about 1 MiB).
+/// Largest record batch (estimated, before framing) the SQL engine and the function host
+/// write, to the embedded broker or an external cluster; larger appends are split (Kafka's
+/// default `max.message.bytes` is about 1 MiB).
 pub const SQL_KAFKA_BATCH_BYTES: usize = 512 * 1024;
 
 /// Rows a push query may have in flight to its HTTP client; when they are not taken, the query

@@ -31,6 +31,34 @@ pub struct Record {
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
+impl Record {
+    /// Roughly its size in a record batch (for splitting appends into batches a topic accepts).
+    pub fn estimated_size(&self) -> usize {
+        32 + self.key.as_ref().map_or(0, |b| b.len())
+            + self.value.as_ref().map_or(0, |b| b.len())
+            + self.headers.iter().map(|(k, v)| 8 + k.len() + v.as_ref().map_or(0, Vec::len)).sum::<usize>()
+    }
+}
+
+/// Splits `records` into runs of at most `max_bytes` (estimated) each, in order; a record larger
+/// than that is a run of its own.
+pub fn split_by_size(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>> {
+    let mut runs: Vec<Vec<Record>> = vec![];
+    let mut bytes = 0;
+    for r in records {
+        let size = r.estimated_size();
+        match runs.last_mut() {
+            Some(run) if bytes + size <= max_bytes => run.push(r),
+            _ => {
+                runs.push(vec![r]);
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    runs
+}
+
 /// A record read back with its position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Consumed {
@@ -203,5 +231,25 @@ impl GroupOffsets for MemTopics {
             o.insert((group.to_string(), topic.to_string(), *p), *off);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(value_len: usize) -> Record {
+        Record { key: None, value: Some(vec![0; value_len].into()), timestamp: 0, headers: vec![] }
+    }
+
+    #[test]
+    fn split_by_size_keeps_order_and_bounds_each_run() {
+        let records: Vec<Record> = [100, 100, 100, 1000, 50, 50].iter().map(|&n| record(n)).collect();
+        let runs = split_by_size(records.clone(), 300);
+        let lens: Vec<Vec<usize>> =
+            runs.iter().map(|r| r.iter().map(|x| x.value.as_ref().unwrap().len()).collect()).collect();
+        assert_eq!(lens, [vec![100, 100], vec![100], vec![1000], vec![50, 50]]);
+        assert_eq!(runs.concat(), records);
+        assert!(split_by_size(vec![], 300).is_empty());
     }
 }

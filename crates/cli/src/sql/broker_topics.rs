@@ -18,8 +18,8 @@ use bytes::{Bytes, BytesMut};
 use freshet_broker::groups::{Committed, Heartbeat};
 use freshet_broker::{is_internal, now_ms, Broker, BrokerError, Partition};
 use freshet_common::config::TopicConfig;
-use freshet_common::limits::{SQL_APPEND_TIMEOUT_MS, SQL_READ_MAX_BYTES, SQL_TXN_TIMEOUT_MS};
-use freshet_common::topics::TopicError;
+use freshet_common::limits::{SQL_APPEND_TIMEOUT_MS, SQL_KAFKA_BATCH_BYTES, SQL_READ_MAX_BYTES, SQL_TXN_TIMEOUT_MS};
+use freshet_common::topics::{split_by_size, TopicError};
 use freshet_log::batch::{self, BatchHeader, SimpleRecord};
 use freshet_sql::topics::{Consumed, GroupOffsets, Member, Record, Topics};
 use kafka_protocol::records::RecordBatchDecoder;
@@ -247,10 +247,15 @@ impl Topics for BrokerTopics {
     }
 
     fn append(&self, topic: &str, partition: i32, records: Vec<Record>) -> freshet_common::topics::Result<i64> {
-        if records.is_empty() {
-            return self.end_offset(topic, partition);
+        let mut first = None;
+        for run in split_by_size(records, SQL_KAFKA_BATCH_BYTES) {
+            let base = self.append_batch(topic, partition, run, None)?;
+            first.get_or_insert(base);
         }
-        self.append_batch(topic, partition, records, None)
+        match first {
+            Some(base) => Ok(base),
+            None => self.end_offset(topic, partition),
+        }
     }
 
     /// A transaction of the broker's transaction coordinator, in process: the writes of one
@@ -293,10 +298,13 @@ impl Topics for BrokerTopics {
                 .map_err(|e| fail("add partitions", e))?;
             let producer = producers.get_mut(owner).expect("inserted above");
             for (topic, partition, records) in writes {
-                let n = records.len() as i32;
-                let seq = producer.sequences.entry((topic.clone(), partition)).or_insert(0);
-                self.append_batch(&topic, partition, records, Some((pid, epoch, *seq)))?;
-                *seq = seq.wrapping_add(n);
+                // In batches the topic accepts (max.message.bytes is about 1 MiB by default).
+                for run in split_by_size(records, SQL_KAFKA_BATCH_BYTES) {
+                    let n = run.len() as i32;
+                    let seq = producer.sequences.entry((topic.clone(), partition)).or_insert(0);
+                    self.append_batch(&topic, partition, run, Some((pid, epoch, *seq)))?;
+                    *seq = seq.wrapping_add(n);
+                }
             }
             Ok(())
         })();
