@@ -4,6 +4,9 @@
 
 use serde_json::Value as Json;
 
+mod json_row;
+use json_row::{write_int, write_json_string};
+
 use crate::error::{Result, SqlError};
 use crate::functions::{base64_decode, base64_encode};
 use crate::types::{Field, SqlType};
@@ -143,7 +146,7 @@ impl Serde {
                 Ok(Some(out.into_bytes()))
             }
             Format::Json => {
-                let mut out = String::new();
+                let mut out = String::with_capacity(16 * values.len() + 2);
                 if self.unwrapped && columns.len() == 1 {
                     if values[0].is_null() {
                         return Ok(None);
@@ -198,6 +201,11 @@ impl Serde {
                     .collect()
             }
             Format::Json => {
+                if !(self.unwrapped && columns.len() == 1) {
+                    if let Some(row) = json_row::decode_object(columns, bytes) {
+                        return row;
+                    }
+                }
                 let json: Json =
                     serde_json::from_slice(bytes).map_err(|e| format!("Failed to deserialize JSON: {e}"))?;
                 if self.unwrapped && columns.len() == 1 {
@@ -467,17 +475,13 @@ fn json_type(j: &Json) -> &'static str {
     }
 }
 
-fn write_json_string(s: &str, out: &mut String) {
-    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
-}
-
 /// Writes a value as JSON text; decimals keep their scale.
 pub fn write_json(v: &Value, out: &mut String) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Int(i) => out.push_str(&i.to_string()),
-        Value::BigInt(i) => out.push_str(&i.to_string()),
+        Value::Int(i) => write_int(i, out),
+        Value::BigInt(i) => write_int(i, out),
         Value::Double(d) => {
             if d.is_finite() {
                 out.push_str(&double_to_string(*d))
@@ -488,9 +492,9 @@ pub fn write_json(v: &Value, out: &mut String) {
         Value::Decimal(u, s) => out.push_str(&decimal_to_string(*u, *s)),
         Value::String(s) => write_json_string(s, out),
         Value::Bytes(b) => write_json_string(&base64_encode(b), out),
-        Value::Date(d) => out.push_str(&d.to_string()),
-        Value::Time(t) => out.push_str(&t.to_string()),
-        Value::Timestamp(t) => out.push_str(&t.to_string()),
+        Value::Date(d) => write_int(d, out),
+        Value::Time(t) => write_int(t, out),
+        Value::Timestamp(t) => write_int(t, out),
         Value::Array(items) => {
             out.push('[');
             for (i, v) in items.iter().enumerate() {
