@@ -805,10 +805,22 @@ impl Engine {
                     if input.kind == SourceKind::Table {
                         return Err(SqlError::statement("Table source is not supported with table functions"));
                     }
-                    if args.len() != 1 {
-                        return Err(SqlError::statement(format!("{name} takes one argument")).at(*pos));
-                    }
-                    let (c, ty) = Compiler::new(&scope).compile(&args[0])?;
+                    let (c, ty) = if functions::conformance::is_test_table_function(name) {
+                        // ksqlDB's test-only table functions: a scalar call returning the rows.
+                        let call = Expr::Function {
+                            name: name.clone(),
+                            args: args.clone(),
+                            star: false,
+                            distinct: false,
+                            pos: *pos,
+                        };
+                        Compiler::new(&scope).compile(&call)?
+                    } else {
+                        if args.len() != 1 {
+                            return Err(SqlError::statement(format!("{name} takes one argument")).at(*pos));
+                        }
+                        Compiler::new(&scope).compile(&args[0])?
+                    };
                     let SqlType::Array(elem) = ty else {
                         let lower = name.to_ascii_lowercase();
                         return Err(SqlError::statement(format!(
@@ -1954,7 +1966,7 @@ impl Engine {
         let mut key_exprs = vec![];
         let mut key_fields = vec![];
         for &i in &key_items {
-            let (c, t) = compiler.compile(&named[i].0)?;
+            let (c, t) = compiler.compile(&named[i].0).map_err(select_error)?;
             // A join key named by a bare qualified column is called ALIAS_COLUMN.
             if !explicit_alias[i] {
                 if let Expr::Column { qualifier: Some(q), name, .. } = &named[i].0 {
@@ -2159,7 +2171,7 @@ fn compile_values(
         if is_key(i) {
             continue;
         }
-        let (c, t) = compiler.compile(e)?;
+        let (c, t) = compiler.compile(e).map_err(select_error)?;
         exprs.push(c);
         fields.push(Field { name: n.clone(), ty: t });
     }
@@ -2183,6 +2195,15 @@ pub(crate) fn unresolved_in(clause: &str, e: SqlError) -> SqlError {
         }
         _ => e,
     }
+}
+
+/// An error compiling a SELECT item, worded as ksqlDB words it.
+fn select_error(e: SqlError) -> SqlError {
+    let e = unresolved_in("SELECT", e);
+    if e.message.starts_with("Cast of ") {
+        return SqlError { message: format!("Invalid Select: {}", e.message), ..e };
+    }
+    e
 }
 
 /// A key column may appear in the projection only once: `SELECT K, K AS K2` is refused.

@@ -117,7 +117,7 @@ pub fn is_aggregate(name: &str) -> bool {
 
 /// Names of table functions (one input row, many output rows).
 pub fn is_table_function(name: &str) -> bool {
-    matches!(name, "EXPLODE" | "CUBE_EXPLODE")
+    matches!(name, "EXPLODE" | "CUBE_EXPLODE") || conformance::is_test_table_function(name)
 }
 
 /// Functions whose first argument is a time unit keyword (`DATEADD(DAYS, 1, d)`): the compiler

@@ -50,6 +50,11 @@ impl Dialect for KsqlDialect {
         false
     }
 
+    /// ksqlDB accepts unquoted identifiers that start with digits (`AS 1R`).
+    fn supports_numeric_prefix(&self) -> bool {
+        true
+    }
+
     fn get_next_precedence(&self, parser: &Parser) -> Option<Result<u8, ParserError>> {
         if parser.peek_token().token != Token::Arrow {
             return None;

@@ -688,11 +688,17 @@ impl Query {
                 // Table functions: evaluate each to an array; emit one row per index up to the
                 // longest, shorter ones padded with nulls.
                 let mut arrays = vec![];
+                // A failure evaluating a table function's arguments drops the record (ksqlDB);
+                // the failure is logged.
+                let failures = self.env.errors.len();
                 for (_, f) in table_functions {
                     arrays.push(match f.eval(&row.values, &mut self.env)? {
                         Value::Array(items) => items,
                         _ => vec![],
                     });
+                }
+                if self.env.errors.len() > failures {
+                    return Ok(());
                 }
                 let n = arrays.iter().map(Vec::len).max().unwrap_or(0);
                 for i in 0..n {

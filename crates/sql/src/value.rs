@@ -289,6 +289,10 @@ pub fn double_to_string(d: f64) -> String {
         return if d.is_sign_negative() { "-0.0" } else { "0.0" }.into();
     }
     let abs = d.abs();
+    if abs == f64::from_bits(1) {
+        // The smallest subnormal: Java writes two digits (the shortest form would be 5.0E-324).
+        return if d > 0.0 { "4.9E-324" } else { "-4.9E-324" }.into();
+    }
     if (1e-3..1e7).contains(&abs) {
         let s = format!("{d}");
         if s.contains('.') {

@@ -23,6 +23,12 @@
 //!   when its argument is true, else 0. (ksqlDB's third overload, `BAD_UDF(STRING)`, returns null
 //!   on every other call of the same function instance: per-call-site state that Freshet's
 //!   stateless scalar functions do not have, so it is not provided.)
+//! - `TEST_UDF`: overloads returning their own names (`doStuffIntString(INT, STRING)`,
+//!   `doStuffLongString(BIGINT, STRING)`, `doStuffLongLongString(BIGINT, BIGINT, STRING)`,
+//!   `doStuffLongVarargs(BIGINT...)`), and `TEST_UDF(STRUCT<A STRING>)`: the field `A`.
+//! - Table functions `TEST_UDTF(x)`: one row, `x`; `TEST_UDTF(a, b, ...)`: one row per argument
+//!   (per element of an array, per value of a map) as its Java text; `THROWING_UDTF(b)`: fails
+//!   when `b` is true, else one row, `b`.
 
 use super::{f, ScalarFn, Sig};
 use crate::aggregate::{AggKind, AggSpec};
@@ -125,8 +131,90 @@ pub(super) fn resolve_scalar(s: &Sig) -> Result<Option<(ScalarFn, SqlType)>> {
                 return Err(s.reject());
             }
         }
+        "TEST_UDF" => {
+            // ksqlDB's TestUdf: overloads that name themselves, and a struct's field A.
+            macro_rules! named {
+                ($n:literal) => {
+                    (f!(|_, _| Ok(Value::String($n.to_string()))), SqlType::String)
+                };
+            }
+            let long = |i: usize| s.is(i, integral_type);
+            match s.n() {
+                1 if matches!(s.ty(0), Some(SqlType::Struct(fields)) if fields.iter().any(|f| f.name == "A")) => (
+                    f!(|a, _| Ok(match &a[0] {
+                        Value::Struct(fields) =>
+                            fields.iter().find(|(n, _)| n == "A").map(|(_, v)| v.clone()).unwrap_or(Value::Null),
+                        _ => Value::Null,
+                    })),
+                    SqlType::String,
+                ),
+                2 if s.ty(0) == Some(&SqlType::Int) && s.is(1, string_type) => named!("doStuffIntString"),
+                2 if long(0) && s.is(1, string_type) => named!("doStuffLongString"),
+                3 if long(0) && long(1) && s.is(2, string_type) => named!("doStuffLongLongString"),
+                n if n > 0 && s.all(integral_type) => named!("doStuffLongVarargs"),
+                _ => return Err(s.reject()),
+            }
+        }
+        "TEST_UDTF" => match s.n() {
+            // One argument: one row, the argument itself.
+            1 => {
+                let ty = s.ty(0).cloned().unwrap_or(SqlType::String);
+                (f!(|a, _| Ok(Value::Array(vec![a[0].clone()]))), SqlType::Array(Box::new(ty)))
+            }
+            // Several: one row per argument (or per element or map value of one), as Java text.
+            0 => return Err(s.reject()),
+            _ => (
+                f!(|a, _| {
+                    let mut rows = vec![];
+                    for v in a {
+                        match v {
+                            Value::Array(items) => rows.extend(items.iter().map(java_text)),
+                            Value::Map(entries) => rows.extend(entries.iter().map(|(_, v)| java_text(v))),
+                            Value::Null => {}
+                            other => rows.push(java_text(other)),
+                        }
+                    }
+                    Ok(Value::Array(rows))
+                }),
+                SqlType::Array(Box::new(SqlType::String)),
+            ),
+        },
+        "THROWING_UDTF" => {
+            s.arity(1, 1)?;
+            if !s.is(0, |t| *t == SqlType::Boolean) {
+                return Err(s.reject());
+            }
+            (
+                f!(|a, _| match a[0] {
+                    Value::Boolean(true) => Err("You asked me to throw...".to_string()),
+                    ref v => Ok(Value::Array(vec![v.clone()])),
+                }),
+                SqlType::Array(Box::new(SqlType::Boolean)),
+            )
+        }
         _ => return Ok(None),
     }))
+}
+
+/// ksqlDB's test-only table functions (used as `SELECT TEST_UDTF(...)`, not listed).
+pub fn is_test_table_function(name: &str) -> bool {
+    matches!(name, "TEST_UDTF" | "THROWING_UDTF")
+}
+
+/// A value as Java's `toString` writes it (`Struct{A=bar}` for a struct, as Kafka Connect).
+fn java_text(v: &Value) -> Value {
+    fn text(v: &Value) -> String {
+        match v {
+            Value::Struct(fields) => {
+                let shown: Vec<String> =
+                    fields.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| format!("{k}={}", text(v))).collect();
+                format!("Struct{{{}}}", shown.join(","))
+            }
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+    Value::String(text(v))
 }
 
 fn integral_type(t: &SqlType) -> bool {
