@@ -395,7 +395,8 @@ impl Engine {
             if if_exists {
                 return Ok(Outcome::Message(format!("Source `{name}` does not exist.")));
             }
-            return Err(SqlError::statement(format!("Source {name} does not exist.")));
+            let noun = if kind == SourceKind::Stream { "Stream" } else { "Table" };
+            return Err(SqlError::statement(format!("{noun} {name} does not exist.")));
         };
         if src.kind != kind {
             return Err(SqlError::statement(format!(

@@ -315,6 +315,9 @@ impl<'a> Compiler<'a> {
                 let mut out = vec![];
                 let mut types = vec![];
                 for (name, e) in fields {
+                    if types.iter().any(|f: &Field| &f.name == name) {
+                        return Err(SqlError::statement("Duplicate field names found in STRUCT"));
+                    }
                     let (c, t) = self.compile(e)?;
                     out.push((name.clone(), c));
                     types.push(Field { name: name.clone(), ty: t });

@@ -120,7 +120,19 @@ impl Serde {
                     }
                 }
             }
-            Format::Json => {}
+            Format::Json => {
+                fn string_keyed(t: &SqlType) -> bool {
+                    match t {
+                        SqlType::Map(k, v) => **k == SqlType::String && string_keyed(v),
+                        SqlType::Array(e) => string_keyed(e),
+                        SqlType::Struct(fields) => fields.iter().all(|f| string_keyed(&f.ty)),
+                        _ => true,
+                    }
+                }
+                if !columns.iter().all(|c| string_keyed(&c.ty)) {
+                    return Err(key_error("JSON only supports MAP types with STRING keys".into()));
+                }
+            }
         }
         Ok(())
     }

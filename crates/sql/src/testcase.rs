@@ -550,16 +550,16 @@ pub fn compare_outputs(case: &Json, engine: &Engine, topics: &dyn Topics) -> Ver
 }
 
 /// A record's key or value: its column names (the top-level fields) match case-insensitively,
-/// as ksqlDB's JSON deserializer matches them; everything below compares with [`json_eq`].
+/// as ksqlDB's JSON deserializer matches them, and a null field equals a missing one (ksqlDB
+/// reads the expected record with the sink's schema); everything below compares with
+/// [`json_eq`].
 pub fn record_eq(expected: &Json, actual: &Json) -> bool {
+    fn field<'a>(m: &'a serde_json::Map<String, Json>, k: &str) -> &'a Json {
+        m.get(k).or_else(|| m.iter().find(|(k2, _)| k2.eq_ignore_ascii_case(k)).map(|(_, v)| v)).unwrap_or(&Json::Null)
+    }
     match (expected, actual) {
         (Json::Object(x), Json::Object(y)) => {
-            x.len() == y.len()
-                && x.iter().all(|(k, v)| {
-                    y.get(k)
-                        .or_else(|| y.iter().find(|(k2, _)| k2.eq_ignore_ascii_case(k)).map(|(_, w)| w))
-                        .is_some_and(|w| json_eq(v, w))
-                })
+            x.iter().all(|(k, v)| json_eq(v, field(y, k))) && y.iter().all(|(k, w)| json_eq(field(x, k), w))
         }
         _ => json_eq(expected, actual),
     }

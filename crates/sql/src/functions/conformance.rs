@@ -26,6 +26,8 @@
 //! - `TEST_UDF`: overloads returning their own names (`doStuffIntString(INT, STRING)`,
 //!   `doStuffLongString(BIGINT, STRING)`, `doStuffLongLongString(BIGINT, BIGINT, STRING)`,
 //!   `doStuffLongVarargs(BIGINT...)`), and `TEST_UDF(STRUCT<A STRING>)`: the field `A`.
+//! - `WHENCONDITION(b, evaluate)`, `WHENRESULT(n, evaluate)`: `b` or `n`, failing when
+//!   `evaluate` is false (CASE must not evaluate branches it does not take).
 //! - Table functions `TEST_UDTF(x)`: one row, `x`; `TEST_UDTF(a, b, ...)`: one row per argument
 //!   (per element of an array, per value of a map) as its Java text; `THROWING_UDTF(b)`: fails
 //!   when `b` is true, else one row, `b`.
@@ -154,6 +156,22 @@ pub(super) fn resolve_scalar(s: &Sig) -> Result<Option<(ScalarFn, SqlType)>> {
                 n if n > 0 && s.all(integral_type) => named!("doStuffLongVarargs"),
                 _ => return Err(s.reject()),
             }
+        }
+        // ksqlDB's checks that CASE evaluates lazily: each fails when it is evaluated but should
+        // not have been.
+        "WHENCONDITION" | "WHENRESULT" => {
+            s.arity(2, 2)?;
+            let first = if s.name == "WHENCONDITION" { SqlType::Boolean } else { SqlType::Int };
+            if !s.is(0, |t| *t == first) || !s.is(1, |t| *t == SqlType::Boolean) {
+                return Err(s.reject());
+            }
+            (
+                f!(|a, _| match a[1] {
+                    Value::Boolean(true) => Ok(a[0].clone()),
+                    _ => Err("a CASE branch was evaluated though it should not have been".to_string()),
+                }),
+                first,
+            )
         }
         "TEST_UDTF" => match s.n() {
             // One argument: one row, the argument itself.
