@@ -253,7 +253,22 @@ fn rdkafka_group(protocol: &str, assignor: &str) {
             while !stop.load(Ordering::Relaxed) && quit_after.is_none_or(|q| n < q) {
                 if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
                     seen.lock().unwrap().push(String::from_utf8_lossy(m.payload().unwrap()).into_owned());
-                    consumer.commit_message(&m, CommitMode::Sync).unwrap();
+                    // A commit racing a rebalance is refused (the member's epoch or generation
+                    // moved on): the partition's next owner consumes from the last commit and
+                    // commits further, which the end-offset check below verifies.
+                    if let Err(e) = consumer.commit_message(&m, CommitMode::Sync) {
+                        use rdkafka::types::RDKafkaErrorCode as C;
+                        let racing = matches!(
+                            e.rdkafka_error_code(),
+                            Some(
+                                C::StaleMemberEpoch
+                                    | C::RebalanceInProgress
+                                    | C::IllegalGeneration
+                                    | C::UnknownMemberId
+                            )
+                        );
+                        assert!(racing, "commit failed: {e}");
+                    }
                     n += 1;
                 }
             }

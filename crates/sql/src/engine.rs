@@ -427,6 +427,13 @@ impl Engine {
         Ok(Outcome::Message(format!("Source `{name}` (topic: {}) was dropped.", src.topic)))
     }
 
+    /// A sink's topic when its WITH clause names none: its name, after the
+    /// `ksql.output.topic.name.prefix` property.
+    fn sink_topic_default(&self, sink_name: &str) -> String {
+        let prefix = self.properties.get("ksql.output.topic.name.prefix").map(String::as_str).unwrap_or("");
+        format!("{prefix}{sink_name}")
+    }
+
     fn new_query_id(&mut self, kind: &str, sink: &str) -> String {
         self.query_seq += 1;
         format!("{kind}_{sink}_{}", self.query_seq - 1)
@@ -879,7 +886,7 @@ impl Engine {
         let has_aggregates =
             named.iter().any(|(e, _)| contains_aggregate(e)) || select.having.as_ref().is_some_and(contains_aggregate);
         let (key_serde, value_serde) = serdes_from_props(props, Some(&input), &self.properties)?;
-        let sink_topic = sink_topic(existing_sink, props, sink_name);
+        let sink_topic = sink_topic(existing_sink, props, &self.sink_topic_default(sink_name));
 
         if !select.group_by.is_empty() || has_aggregates {
             let shown = named.clone();
@@ -981,6 +988,8 @@ impl Engine {
                 }
             }
             if !missing.is_empty() {
+                // ksqlDB names every key column when one is missing.
+                let missing: Vec<String> = input.keys.iter().map(|k| k.name.clone()).collect();
                 let (noun, list) = describe_missing("key column", &missing);
                 return Err(SqlError::statement(format!(
                     "The query used to build `{sink_name}` must include the {noun} {list} in its projection (eg, SELECT {}...).",
@@ -1983,7 +1992,7 @@ impl Engine {
         check_duplicates(&key_fields, &value_fields)?;
         let kind = if sources.iter().all(|(s, _)| s.kind == Table) { Table } else { Stream };
         let (key_serde, value_serde) = serdes_from_props(props, Some(&sources[0].0), &self.properties)?;
-        let sink_topic = sink_topic(existing_sink, props, sink_name);
+        let sink_topic = sink_topic(existing_sink, props, &self.sink_topic_default(sink_name));
         let output = self.output_def(
             sink_name,
             kind,

@@ -305,7 +305,8 @@ impl Query {
     /// values (nothing without a store file).
     pub fn take_changes(&mut self) -> Result<Vec<Change>> {
         let mut out = vec![];
-        if !self.store.is_persistent() {
+        // A projection keeps no state: nothing to log.
+        if !self.store.is_persistent() || matches!(self.plan, Plan::Project { .. }) {
             return Ok(out);
         }
         let scalars = Scalars {
