@@ -624,14 +624,9 @@ impl SqlServer {
             Ok(Err(e)) => return Err(statement_error(&e, text)),
             Err(_) => {
                 tracing::error!(statement = %text, "the SQL engine panicked running a statement");
-                return Err(Reply {
-                    status: 500,
-                    body: json!({
-                        "@type": "generic_error",
-                        "error_code": ERROR_SERVER,
-                        "message": "The server failed to run the statement (internal error); see the server log.",
-                    }),
-                });
+                return Err(server_error(
+                    "The server failed to run the statement (internal error); see the server log.",
+                ));
             }
         };
         let (message, query_id) = match &outcome {
@@ -653,14 +648,7 @@ impl SqlServer {
             if let Err(e) = self.attach_state(id) {
                 tracing::error!(query = %id, error = %e, "could not create the query's state store");
                 self.engine.queries.remove(id);
-                return Err(Reply {
-                    status: 500,
-                    body: json!({
-                        "@type": "generic_error",
-                        "error_code": ERROR_SERVER,
-                        "message": format!("The query could not create its state store: {e}"),
-                    }),
-                });
+                return Err(server_error(format!("The query could not create its state store: {e}")));
             }
         }
         if !persistent {
@@ -684,14 +672,9 @@ impl SqlServer {
             Ok(seq) => seq,
             Err(e) => {
                 tracing::error!(statement = %text, error = %e, "could not persist a SQL statement");
-                return Err(Reply {
-                    status: 500,
-                    body: json!({
-                        "@type": "generic_error",
-                        "error_code": ERROR_SERVER,
-                        "message": format!("The statement ran but could not be persisted, so it will not survive a restart: {e}"),
-                    }),
-                });
+                return Err(server_error(format!(
+                    "The statement ran but could not be persisted, so it will not survive a restart: {e}"
+                )));
             }
         };
         Ok(Some(json!({
@@ -1056,6 +1039,14 @@ pub(super) fn reads_from_earliest(props: &BTreeMap<String, String>) -> bool {
 }
 
 /// ksqlDB's `statement_error` (HTTP 400) for a statement that cannot run.
+/// HTTP 500 with ksqlDB's generic error body.
+fn server_error(message: impl Into<String>) -> Reply {
+    Reply {
+        status: 500,
+        body: json!({ "@type": "generic_error", "error_code": ERROR_SERVER, "message": message.into() }),
+    }
+}
+
 pub fn bad_statement(message: &str, text: &str) -> Reply {
     Reply { status: 400, body: error_entity(ERROR_BAD_STATEMENT, message, text, vec![]) }
 }
