@@ -644,8 +644,7 @@ impl Query {
                         continue;
                     }
                 }
-                let k = eval_all(&plan.key, &j.row, &mut self.env)?;
-                let v = eval_all(&plan.value, &j.row, &mut self.env)?;
+                let (k, v) = project_owned(&plan.key, &plan.value, j.row, &mut self.env)?;
                 out.push((k, Some(v), j.timestamp, None));
             }
             return Ok(());
@@ -681,9 +680,9 @@ impl Query {
                     }
                 }
                 if table_functions.is_empty() {
-                    let k = eval_all(key, &row.values, &mut self.env)?;
-                    let v = eval_all(value, &row.values, &mut self.env)?;
-                    out.push((k, Some(v), row.timestamp, window));
+                    let timestamp = row.timestamp;
+                    let (k, v) = project_owned(key, value, row.values, &mut self.env)?;
+                    out.push((k, Some(v), timestamp, window));
                     return Ok(());
                 }
                 // Table functions: evaluate each to an array; emit one row per index up to the
@@ -1071,6 +1070,46 @@ fn group_bytes(keys: &[Value]) -> Vec<u8> {
         k.key_bytes(&mut out);
     }
     out
+}
+
+/// Evaluates a projection's key and value expressions on a row it may consume: a bare column
+/// reference takes the column's value out of the row (its last reference does; earlier ones
+/// clone), after every other expression has been evaluated on the intact row.
+fn project_owned(
+    key: &[CExpr],
+    value: &[CExpr],
+    mut row: Vec<Value>,
+    env: &mut Env,
+) -> Result<(Vec<Value>, Vec<Value>), String> {
+    let bare = |e: &CExpr| match e {
+        CExpr::Column(i) if *i < row.len() => Some(*i),
+        _ => None,
+    };
+    let mut k = Vec::with_capacity(key.len());
+    for e in key {
+        k.push(if bare(e).is_some() { Value::Null } else { e.eval(&row, env)? });
+    }
+    let mut v = Vec::with_capacity(value.len());
+    for e in value {
+        v.push(if bare(e).is_some() { Value::Null } else { e.eval(&row, env)? });
+    }
+    // The bare references, in order: (is key, index, column).
+    let refs: Vec<(bool, usize, usize)> = key
+        .iter()
+        .enumerate()
+        .filter_map(|(j, e)| bare(e).map(|c| (true, j, c)))
+        .chain(value.iter().enumerate().filter_map(|(j, e)| bare(e).map(|c| (false, j, c))))
+        .collect();
+    for (n, &(is_key, j, c)) in refs.iter().enumerate() {
+        let last = !refs[n + 1..].iter().any(|r| r.2 == c);
+        let taken = if last { std::mem::replace(&mut row[c], Value::Null) } else { row[c].clone() };
+        if is_key {
+            k[j] = taken;
+        } else {
+            v[j] = taken;
+        }
+    }
+    Ok((k, v))
 }
 
 fn eval_all(exprs: &[CExpr], row: &[Value], env: &mut Env) -> Result<Vec<Value>, String> {
