@@ -1107,12 +1107,7 @@ impl Function {
                 Some(k) => partition_for_key(k, target.0),
                 None => partition.rem_euclid(target.0),
             };
-            let record = Record {
-                key: o.key.map(Bytes::from),
-                value: o.value.map(Bytes::from),
-                timestamp: now,
-                headers: o.headers,
-            };
+            let record = Record { key: o.key, value: o.value, timestamp: now, headers: o.headers };
             target.1.entry(p).or_default().push(record);
         }
         if unrouted > 0 {
