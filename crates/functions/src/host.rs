@@ -513,15 +513,29 @@ struct Function {
     state: Mutex<String>,
 }
 
-/// What a worker ran but has not written and committed yet.
+/// What a worker ran but has not written and committed yet, and the batch it runs. A worker
+/// keeps one from drain to drain, so that these allocations are reused.
 #[derive(Default)]
 struct Pending {
+    /// The batch being run (empty between batches).
+    batch: Vec<Event>,
     outputs: Vec<Output>,
     dead: Vec<(Event, String, u32)>,
     /// The offset to commit once these are written (`None`: nothing pending).
     next: Option<i64>,
     /// When the first of these batches ran.
     since: Option<Instant>,
+}
+
+impl Pending {
+    /// Forgets what is pending (abandoned), keeping the allocations.
+    fn clear(&mut self) {
+        self.batch.clear();
+        self.outputs.clear();
+        self.dead.clear();
+        self.next = None;
+        self.since = None;
+    }
 }
 
 /// How a batch ended.
@@ -793,6 +807,8 @@ impl Function {
 
     fn work(self: Arc<Self>) {
         let mut inst: Option<Box<dyn Runtime>> = None;
+        // Kept from drain to drain: their allocations are reused, not made afresh each time.
+        let mut pending = Pending::default();
         let idle = Duration::from_millis(self.spec.idle_ms);
         let mut idle_since = Instant::now();
         loop {
@@ -816,7 +832,7 @@ impl Function {
                 }
             };
             let Some(p) = partition else { break };
-            let result = self.drain(p, &mut inst);
+            let result = self.drain(p, &mut inst, &mut pending);
             lock(&self.parts).busy[p as usize] = false;
             idle_since = Instant::now();
             if let Err(e) = result {
@@ -836,7 +852,7 @@ impl Function {
     /// offsets committed once (fewer fsyncs for fast functions, at most that much added output
     /// latency). What is not flushed yet is flushed before the worker waits or lets the
     /// partition go; a stop abandons it (not written, not committed: it runs again).
-    fn drain(&self, p: i32, inst: &mut Option<Box<dyn Runtime>>) -> Result<(), HostError> {
+    fn drain(&self, p: i32, inst: &mut Option<Box<dyn Runtime>>, pending: &mut Pending) -> Result<(), HostError> {
         // One allocation of the topic name, shared by every event read.
         let topic: Arc<str> = Arc::from(self.trigger_topic().0);
         let group = self.spec.group();
@@ -852,18 +868,19 @@ impl Function {
             }
             parts.positions[p as usize]
         };
-        let mut pending = Pending::default();
+        // Whatever an earlier drain abandoned is dropped.
+        pending.clear();
         loop {
             if self.stopping() || batches >= FN_PARTITION_QUANTUM_BATCHES || !lock(&self.parts).mine(p) {
                 // Stopping (what ran to the end is written), the quantum is used up, or the
                 // group gave the partition to another host.
-                self.flush(&group, &topic, p, &mut pending)?;
+                self.flush(&group, &topic, p, pending)?;
                 return Ok(());
             }
             let mut read = self.topics.read(&topic, p, pos, chunk)?;
             if read.len() < batch_size && self.spec.batch_window_ms > 0 {
                 // Wait for the window to fill the batch (what is done is written first).
-                if !self.flush(&group, &topic, p, &mut pending)? {
+                if !self.flush(&group, &topic, p, pending)? {
                     return Ok(());
                 }
                 if read.is_empty() {
@@ -876,7 +893,7 @@ impl Function {
             }
             if read.is_empty() {
                 // Caught up: write what is done.
-                self.flush(&group, &topic, p, &mut pending)?;
+                self.flush(&group, &topic, p, pending)?;
                 return Ok(());
             }
             let mut events = read.into_iter().map(|c| Event {
@@ -889,21 +906,27 @@ impl Function {
                 headers: c.record.headers,
             });
             loop {
-                let batch: Vec<Event> = events.by_ref().take(batch_size).collect();
+                let batch = &mut pending.batch;
+                batch.clear();
+                batch.extend(events.by_ref().take(batch_size));
                 let Some(last) = batch.last() else { break };
                 let next = last.offset + 1;
                 batches += 1;
                 let total = batch.len();
-                let batch: Vec<Event> = match &self.filter {
-                    Some(f) => batch.into_iter().filter(|e| f.matches(e.value.as_deref())).collect(),
-                    None => batch,
-                };
+                if let Some(f) = &self.filter {
+                    batch.retain(|e| f.matches(e.value.as_deref()));
+                }
                 self.metrics.filtered.fetch_add((total - batch.len()) as u64, Relaxed);
                 let started = *pending.since.get_or_insert_with(Instant::now);
                 if !batch.is_empty() {
                     self.metrics.events_in.fetch_add(batch.len() as u64, Relaxed);
-                    let outcome =
-                        if self.spec.ordered { self.process(inst, &batch) } else { self.process_by_key(inst, batch) };
+                    let outcome = if self.spec.ordered {
+                        self.process(inst, batch)
+                    } else {
+                        self.process_by_key(inst, std::mem::take(batch))
+                    };
+                    // The events hold slices of the read buffer: let it go.
+                    pending.batch.clear();
                     match outcome {
                         // Nothing unflushed is written or committed.
                         Outcome::Abandoned => return Ok(()),
@@ -918,7 +941,7 @@ impl Function {
                 if self.stopping() || batches >= FN_PARTITION_QUANTUM_BATCHES {
                     break;
                 }
-                if started.elapsed() >= interval && !self.flush(&group, &topic, p, &mut pending)? {
+                if started.elapsed() >= interval && !self.flush(&group, &topic, p, pending)? {
                     return Ok(());
                 }
             }
@@ -1115,31 +1138,45 @@ impl Function {
         // Per topic, records per partition: outputs are moved, not copied, and a topic is
         // looked up once per flush, not once per record. Nearly always one topic: a list
         // searched from the last one used beats hashing each output's topic name.
-        let mut targets: Vec<(String, Vec<Vec<Record>>)> = vec![];
+        // First where each output goes, counted per partition; then each partition's records
+        // in a vector of the right size (not grown record by record).
+        let mut topics: Vec<(String, Vec<usize>)> = vec![];
+        let mut routes: Vec<Option<(usize, usize)>> = Vec::with_capacity(outputs.len());
         let mut last = usize::MAX;
-        let now = now_ms();
         let mut unrouted = 0;
-        for o in outputs.drain(..) {
+        for o in outputs.iter() {
             let Some(topic) = o.topic.as_deref().or(self.spec.output.as_deref()) else {
                 unrouted += 1;
+                routes.push(None);
                 continue;
             };
-            if targets.get(last).is_none_or(|t| t.0 != topic) {
-                last = match targets.iter().position(|t| t.0 == topic) {
+            if topics.get(last).is_none_or(|t| t.0 != topic) {
+                last = match topics.iter().position(|t| t.0 == topic) {
                     Some(i) => i,
                     None => {
                         let n = self.ensure_topic(topic)?;
-                        targets.push((topic.to_string(), vec![vec![]; n as usize]));
-                        targets.len() - 1
+                        topics.push((topic.to_string(), vec![0; n as usize]));
+                        topics.len() - 1
                     }
                 };
             }
-            let parts = &mut targets[last].1;
+            let counts = &mut topics[last].1;
             let p = match &o.key {
-                Some(k) => partition_for_key(k, parts.len() as i32),
-                None => partition.rem_euclid(parts.len() as i32),
-            };
-            parts[p as usize].push(Record { key: o.key, value: o.value, timestamp: now, headers: o.headers });
+                Some(k) => partition_for_key(k, counts.len() as i32),
+                None => partition.rem_euclid(counts.len() as i32),
+            } as usize;
+            counts[p] += 1;
+            routes.push(Some((last, p)));
+        }
+        let mut targets: Vec<(String, Vec<Vec<Record>>)> = topics
+            .into_iter()
+            .map(|(topic, counts)| (topic, counts.into_iter().map(Vec::with_capacity).collect()))
+            .collect();
+        let now = now_ms();
+        for (o, route) in outputs.drain(..).zip(routes) {
+            if let Some((t, p)) = route {
+                targets[t].1[p].push(Record { key: o.key, value: o.value, timestamp: now, headers: o.headers });
+            }
         }
         if unrouted > 0 {
             (self.log)("error", &format!("{unrouted} outputs dropped: the function has no output topic"));
