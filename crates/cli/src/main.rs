@@ -7,7 +7,10 @@ use clap::{Args, Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: records, events and batches are many small
 /// short-lived allocations (glibc's malloc and free were a third of the CPU of a function
-/// pipeline in `freshet bench functions`).
+/// pipeline in `freshet bench functions`). Built without transparent huge pages (`no_thp`: no
+/// `MADV_HUGEPAGE` on its memory): with them, memory mimalloc purged and used again was faulted
+/// back in 2 MiB at a time, each zeroed by the kernel (a quarter of that pipeline's CPU). On a
+/// host whose THP setting is `always` rather than `madvise`, `MIMALLOC_ALLOW_THP=0` does the same.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

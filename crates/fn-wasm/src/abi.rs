@@ -4,6 +4,7 @@
 //! All integers are little-endian and unaligned. A reply comes from untrusted guest memory:
 //! every length and count is checked against the bytes that are actually there.
 
+use bytes::Bytes;
 use freshet_functions::{Event, Failure, Output, Reply};
 
 /// A reply status: the batch was processed (outputs and failures follow).
@@ -83,9 +84,12 @@ pub enum Decoded {
     BatchFailed(String),
 }
 
-/// Decodes a reply to a batch of `batch_len` events. `Err` names what is malformed.
+/// Decodes a reply to a batch of `batch_len` events. `Err` names what is malformed. The reply
+/// is copied out of guest memory once; the outputs' keys and values are slices of that copy
+/// (no allocation per output).
 pub fn decode_reply(bytes: &[u8], batch_len: usize) -> Result<Decoded, String> {
-    let mut r = Reader { bytes, pos: 0 };
+    let copy = Bytes::copy_from_slice(bytes);
+    let mut r = Reader { bytes: &copy, pos: 0 };
     match r.u32("status")? {
         STATUS_OK => {}
         STATUS_BATCH_FAILED => {
@@ -124,7 +128,7 @@ fn utf8(b: &[u8], what: &str) -> Result<String, String> {
 type Headers = Vec<(String, Option<Vec<u8>>)>;
 
 struct Reader<'a> {
-    bytes: &'a [u8],
+    bytes: &'a Bytes,
     pos: usize,
 }
 
@@ -141,9 +145,16 @@ impl<'a> Reader<'a> {
                 self.bytes.len()
             ));
         }
-        let b = &self.bytes[self.pos..self.pos + n];
+        let all: &'a [u8] = self.bytes;
+        let b = &all[self.pos..self.pos + n];
         self.pos += n;
         Ok(b)
+    }
+
+    /// Like [`Reader::opt`], as a slice of the reply's copy.
+    fn opt_bytes(&mut self, what: &str) -> Result<Option<Bytes>, String> {
+        let start = self.pos;
+        Ok(self.opt(what)?.map(|b| self.bytes.slice(start + 4..start + 4 + b.len())))
     }
 
     fn u32(&mut self, what: &str) -> Result<u32, String> {
@@ -165,8 +176,8 @@ impl<'a> Reader<'a> {
             None => None,
             Some(b) => Some(utf8(b, "the topic")?),
         };
-        let key = self.opt("the key")?.map(<[u8]>::to_vec);
-        let value = self.opt("the value")?.map(<[u8]>::to_vec);
+        let key = self.opt_bytes("the key")?;
+        let value = self.opt_bytes("the value")?;
         let headers = self.headers()?;
         Ok(Output { topic, key, value, headers })
     }
@@ -258,7 +269,12 @@ mod tests {
         ok.extend_from_slice(&2u32.to_le_bytes());
         ok.extend_from_slice(b"no");
         let want = Reply {
-            outputs: vec![Output { topic: Some("out".into()), key: None, value: Some(b"x".to_vec()), headers: vec![] }],
+            outputs: vec![Output {
+                topic: Some("out".into()),
+                key: None,
+                value: Some(Bytes::from_static(b"x")),
+                headers: vec![],
+            }],
             failed: vec![Failure { index: 0, error: "no".into() }],
         };
         assert_eq!(decode_reply(&ok, 1), Ok(Decoded::Ok(want)));

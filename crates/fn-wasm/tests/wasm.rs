@@ -44,12 +44,7 @@ fn sample() -> Vec<Event> {
 }
 
 fn as_output(e: &Event, topic: Option<&str>) -> Output {
-    Output {
-        topic: topic.map(str::to_owned),
-        key: e.key.as_deref().map(<[u8]>::to_vec),
-        value: e.value.as_deref().map(<[u8]>::to_vec),
-        headers: e.headers.clone(),
-    }
+    Output { topic: topic.map(str::to_owned), key: e.key.clone(), value: e.value.clone(), headers: e.headers.clone() }
 }
 
 type Lines = Arc<Mutex<Vec<(String, String)>>>;
@@ -109,7 +104,7 @@ fn a_map_to_an_explicit_topic() {
     let reply = rt.invoke(&batch).unwrap();
     let upper = |e: &Event| {
         let mut o = as_output(e, Some("uppercased"));
-        o.value = e.value.as_ref().map(|v| v.to_ascii_uppercase());
+        o.value = e.value.as_ref().map(|v| v.to_ascii_uppercase().into());
         o
     };
     assert_eq!(reply.outputs, batch.iter().map(upper).collect::<Vec<_>>());
@@ -396,9 +391,9 @@ fn the_c_example_wraps_values_in_json_and_logs_to_stderr() {
     let batch = vec![event(0, Some("k"), Some("say \"hi\"\n"), &[("h", Some("v"))]), event(1, None, None, &[])];
     let reply = rt.invoke(&batch).unwrap();
     let mut want0 = as_output(&batch[0], None);
-    want0.value = Some(br#"{"offset":100,"value":"say \"hi\"\n"}"#.to_vec());
+    want0.value = Some(br#"{"offset":100,"value":"say \"hi\"\n"}"#.to_vec().into());
     let mut want1 = as_output(&batch[1], None);
-    want1.value = Some(br#"{"offset":101,"value":null}"#.to_vec());
+    want1.value = Some(br#"{"offset":101,"value":null}"#.to_vec().into());
     assert_eq!(reply, Reply { outputs: vec![want0, want1], failed: vec![] });
     let got = lines.lock().unwrap().clone();
     assert_eq!(got, vec![("stderr".to_owned(), "wrap_json: 2 events from orders".to_owned())]);

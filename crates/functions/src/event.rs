@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 /// One input event: a record of the trigger topic with its position, or the synthetic event of
 /// an HTTP or timer trigger (topic "", partition and offset -1).
@@ -22,12 +21,14 @@ pub struct Event {
 }
 
 /// One record a function returns.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Output {
     /// The topic to write to; `None` means the function's `--output` topic.
     pub topic: Option<String>,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    /// `Bytes`, so that a runtime can hand out slices of one copy of its reply (no allocation
+    /// per output) and the host can write them without copying again.
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 

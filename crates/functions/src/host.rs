@@ -14,7 +14,7 @@
 //!   worker per partition at a time, in order per partition.
 //! - Function output (stderr, guest prints) and invocation errors go to [`LOGS_TOPIC`].
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -337,7 +337,7 @@ impl Host {
             lock(&f.pool).push((i, Instant::now()));
         }
         let reply = result.map_err(|e| HostError::Function(format!("function '{name}' failed: {e}")))?;
-        f.write(reply.outputs.clone(), vec![], 0)?;
+        f.write(&mut reply.outputs.clone(), vec![], 0)?;
         Ok(reply)
     }
 
@@ -511,6 +511,31 @@ struct Function {
     log: LogSink,
     logs: Arc<LogWriter>,
     state: Mutex<String>,
+}
+
+/// What a worker ran but has not written and committed yet, and the batch it runs. A worker
+/// keeps one from drain to drain, so that these allocations are reused.
+#[derive(Default)]
+struct Pending {
+    /// The batch being run (empty between batches).
+    batch: Vec<Event>,
+    outputs: Vec<Output>,
+    dead: Vec<(Event, String, u32)>,
+    /// The offset to commit once these are written (`None`: nothing pending).
+    next: Option<i64>,
+    /// When the first of these batches ran.
+    since: Option<Instant>,
+}
+
+impl Pending {
+    /// Forgets what is pending (abandoned), keeping the allocations.
+    fn clear(&mut self) {
+        self.batch.clear();
+        self.outputs.clear();
+        self.dead.clear();
+        self.next = None;
+        self.since = None;
+    }
 }
 
 /// How a batch ended.
@@ -782,6 +807,8 @@ impl Function {
 
     fn work(self: Arc<Self>) {
         let mut inst: Option<Box<dyn Runtime>> = None;
+        // Kept from drain to drain: their allocations are reused, not made afresh each time.
+        let mut pending = Pending::default();
         let idle = Duration::from_millis(self.spec.idle_ms);
         let mut idle_since = Instant::now();
         loop {
@@ -805,7 +832,7 @@ impl Function {
                 }
             };
             let Some(p) = partition else { break };
-            let result = self.drain(p, &mut inst);
+            let result = self.drain(p, &mut inst, &mut pending);
             lock(&self.parts).busy[p as usize] = false;
             idle_since = Instant::now();
             if let Err(e) = result {
@@ -821,38 +848,53 @@ impl Function {
 
     /// Processes up to a quantum of batches of one partition. Events are read in chunks of up
     /// to [`FN_READ_CHUNK_EVENTS`] and invoked `batch_size` at a time; the outputs of the batches
-    /// run within [`FN_FLUSH_INTERVAL_MS`] are written together, then their offsets committed
-    /// once (fewer fsyncs for fast functions, at most that much added output latency).
-    fn drain(&self, p: i32, inst: &mut Option<Box<dyn Runtime>>) -> Result<(), HostError> {
+    /// run within [`FN_FLUSH_INTERVAL_MS`] (across chunks) are written together, then their
+    /// offsets committed once (fewer fsyncs for fast functions, at most that much added output
+    /// latency). What is not flushed yet is flushed before the worker waits or lets the
+    /// partition go; a stop abandons it (not written, not committed: it runs again).
+    fn drain(&self, p: i32, inst: &mut Option<Box<dyn Runtime>>, pending: &mut Pending) -> Result<(), HostError> {
         // One allocation of the topic name, shared by every event read.
         let topic: Arc<str> = Arc::from(self.trigger_topic().0);
         let group = self.spec.group();
         let batch_size = self.spec.batch_size;
+        let chunk = batch_size.max(FN_READ_CHUNK_EVENTS);
         let interval = Duration::from_millis(FN_FLUSH_INTERVAL_MS);
         let mut batches = 0;
-        while batches < FN_PARTITION_QUANTUM_BATCHES {
-            if self.stopping() {
+        // Where the next read starts: ahead of the committed position while outputs wait.
+        let mut pos = {
+            let parts = lock(&self.parts);
+            if !parts.mine(p) {
                 return Ok(());
             }
-            let pos = {
-                let parts = lock(&self.parts);
-                if !parts.mine(p) {
-                    // The group gave the partition to another host: let it go.
+            parts.positions[p as usize]
+        };
+        // Whatever an earlier drain abandoned is dropped.
+        pending.clear();
+        loop {
+            if self.stopping() || batches >= FN_PARTITION_QUANTUM_BATCHES || !lock(&self.parts).mine(p) {
+                // Stopping (what ran to the end is written), the quantum is used up, or the
+                // group gave the partition to another host.
+                self.flush(&group, &topic, p, pending)?;
+                return Ok(());
+            }
+            let mut read = self.topics.read(&topic, p, pos, chunk)?;
+            if read.len() < batch_size && self.spec.batch_window_ms > 0 {
+                // Wait for the window to fill the batch (what is done is written first).
+                if !self.flush(&group, &topic, p, pending)? {
                     return Ok(());
                 }
-                parts.positions[p as usize]
-            };
-            let chunk = batch_size.max(FN_READ_CHUNK_EVENTS);
-            let mut read = self.topics.read(&topic, p, pos, chunk)?;
-            if read.is_empty() {
-                return Ok(());
-            }
-            if read.len() < batch_size && self.spec.batch_window_ms > 0 {
-                // Wait for the window to fill the batch.
+                if read.is_empty() {
+                    return Ok(());
+                }
                 if !self.sleep(Duration::from_millis(self.spec.batch_window_ms)) {
                     return Ok(());
                 }
                 read = self.topics.read(&topic, p, pos, chunk)?;
+            }
+            if read.is_empty() {
+                // Caught up: write what is done.
+                self.flush(&group, &topic, p, pending)?;
+                return Ok(());
             }
             let mut events = read.into_iter().map(|c| Event {
                 topic: topic.clone(),
@@ -863,58 +905,60 @@ impl Function {
                 value: c.record.value,
                 headers: c.record.headers,
             });
-            let mut done = false;
-            while !done {
-                // One flush: batches until the chunk ends or the interval passes.
-                let started = Instant::now();
-                let (mut outputs, mut dead) = (vec![], vec![]);
-                let mut next = None;
-                loop {
-                    let batch: Vec<Event> = events.by_ref().take(batch_size).collect();
-                    let Some(last) = batch.last() else {
-                        done = true;
-                        break;
+            loop {
+                let batch = &mut pending.batch;
+                batch.clear();
+                batch.extend(events.by_ref().take(batch_size));
+                let Some(last) = batch.last() else { break };
+                let next = last.offset + 1;
+                batches += 1;
+                let total = batch.len();
+                if let Some(f) = &self.filter {
+                    batch.retain(|e| f.matches(e.value.as_deref()));
+                }
+                self.metrics.filtered.fetch_add((total - batch.len()) as u64, Relaxed);
+                let started = *pending.since.get_or_insert_with(Instant::now);
+                if !batch.is_empty() {
+                    self.metrics.events_in.fetch_add(batch.len() as u64, Relaxed);
+                    let outcome = if self.spec.ordered {
+                        self.process(inst, batch)
+                    } else {
+                        self.process_by_key(inst, std::mem::take(batch))
                     };
-                    next = Some(last.offset + 1);
-                    batches += 1;
-                    let total = batch.len();
-                    let batch: Vec<Event> = match &self.filter {
-                        Some(f) => batch.into_iter().filter(|e| f.matches(e.value.as_deref())).collect(),
-                        None => batch,
-                    };
-                    self.metrics.filtered.fetch_add((total - batch.len()) as u64, Relaxed);
-                    if !batch.is_empty() {
-                        self.metrics.events_in.fetch_add(batch.len() as u64, Relaxed);
-                        let outcome = if self.spec.ordered {
-                            self.process(inst, &batch)
-                        } else {
-                            self.process_by_key(inst, batch)
-                        };
-                        match outcome {
-                            // Nothing of this flush is written or committed.
-                            Outcome::Abandoned => return Ok(()),
-                            Outcome::Done { outputs: o, dead: d } => {
-                                outputs.extend(o);
-                                dead.extend(d);
-                            }
+                    // The events hold slices of the read buffer: let it go.
+                    pending.batch.clear();
+                    match outcome {
+                        // Nothing unflushed is written or committed.
+                        Outcome::Abandoned => return Ok(()),
+                        Outcome::Done { outputs, dead } => {
+                            pending.outputs.extend(outputs);
+                            pending.dead.extend(dead);
                         }
                     }
-                    if started.elapsed() >= interval || self.stopping() || batches >= FN_PARTITION_QUANTUM_BATCHES {
-                        done = batches >= FN_PARTITION_QUANTUM_BATCHES;
-                        break;
-                    }
                 }
-                let Some(next) = next else { break };
-                self.write(outputs, dead, p)?;
-                let member = lock(&self.member).clone();
-                self.topics.commit(&group, &topic, &[(p, next)], member.as_ref())?;
-                lock(&self.parts).positions[p as usize] = next;
-                if !lock(&self.parts).mine(p) {
+                pending.next = Some(next);
+                pos = next;
+                if self.stopping() || batches >= FN_PARTITION_QUANTUM_BATCHES {
+                    break;
+                }
+                if started.elapsed() >= interval && !self.flush(&group, &topic, p, pending)? {
                     return Ok(());
                 }
             }
         }
-        Ok(())
+    }
+
+    /// Writes the pending outputs and dead letters, then commits the offset they reach; false
+    /// when the partition is no longer this host's.
+    fn flush(&self, group: &str, topic: &str, p: i32, pending: &mut Pending) -> Result<bool, HostError> {
+        let Some(next) = pending.next.take() else { return Ok(lock(&self.parts).mine(p)) };
+        pending.since = None;
+        self.write(&mut pending.outputs, std::mem::take(&mut pending.dead), p)?;
+        let member = lock(&self.member).clone();
+        self.topics.commit(group, topic, &[(p, next)], member.as_ref())?;
+        let mut parts = lock(&self.parts);
+        parts.positions[p as usize] = next;
+        Ok(parts.mine(p))
     }
 
     /// Unordered functions: a batch's events are split by key into lanes (at most
@@ -1084,36 +1128,55 @@ impl Function {
 
     /// Writes outputs (by key to a partition of their topic; keyless ones to `partition`) and
     /// dead letters (to the source partition of the dead-letter topic), creating topics that
-    /// do not exist yet.
-    fn write(&self, outputs: Vec<Output>, dead: Vec<(Event, String, u32)>, partition: i32) -> Result<(), HostError> {
-        // Per topic (partition count, records per partition): outputs are moved, not copied, and
-        // a topic is looked up once per flush, not once per record.
-        let mut by_target: HashMap<String, (i32, BTreeMap<i32, Vec<Record>>)> = HashMap::new();
-        let now = now_ms();
+    /// do not exist yet. `outputs` is left empty (its allocation is kept for the next flush).
+    fn write(
+        &self,
+        outputs: &mut Vec<Output>,
+        dead: Vec<(Event, String, u32)>,
+        partition: i32,
+    ) -> Result<(), HostError> {
+        // Per topic, records per partition: outputs are moved, not copied, and a topic is
+        // looked up once per flush, not once per record. Nearly always one topic: a list
+        // searched from the last one used beats hashing each output's topic name.
+        // First where each output goes, counted per partition; then each partition's records
+        // in a vector of the right size (not grown record by record).
+        let mut topics: Vec<(String, Vec<usize>)> = vec![];
+        let mut routes: Vec<Option<(usize, usize)>> = Vec::with_capacity(outputs.len());
+        let mut last = usize::MAX;
         let mut unrouted = 0;
-        for o in outputs {
+        for o in outputs.iter() {
             let Some(topic) = o.topic.as_deref().or(self.spec.output.as_deref()) else {
                 unrouted += 1;
+                routes.push(None);
                 continue;
             };
-            let target = match by_target.get_mut(topic) {
-                Some(t) => t,
-                None => {
-                    let n = self.ensure_topic(topic)?;
-                    by_target.entry(topic.to_string()).or_insert((n, BTreeMap::new()))
-                }
-            };
+            if topics.get(last).is_none_or(|t| t.0 != topic) {
+                last = match topics.iter().position(|t| t.0 == topic) {
+                    Some(i) => i,
+                    None => {
+                        let n = self.ensure_topic(topic)?;
+                        topics.push((topic.to_string(), vec![0; n as usize]));
+                        topics.len() - 1
+                    }
+                };
+            }
+            let counts = &mut topics[last].1;
             let p = match &o.key {
-                Some(k) => partition_for_key(k, target.0),
-                None => partition.rem_euclid(target.0),
-            };
-            let record = Record {
-                key: o.key.map(Bytes::from),
-                value: o.value.map(Bytes::from),
-                timestamp: now,
-                headers: o.headers,
-            };
-            target.1.entry(p).or_default().push(record);
+                Some(k) => partition_for_key(k, counts.len() as i32),
+                None => partition.rem_euclid(counts.len() as i32),
+            } as usize;
+            counts[p] += 1;
+            routes.push(Some((last, p)));
+        }
+        let mut targets: Vec<(String, Vec<Vec<Record>>)> = topics
+            .into_iter()
+            .map(|(topic, counts)| (topic, counts.into_iter().map(Vec::with_capacity).collect()))
+            .collect();
+        let now = now_ms();
+        for (o, route) in outputs.drain(..).zip(routes) {
+            if let Some((t, p)) = route {
+                targets[t].1[p].push(Record { key: o.key, value: o.value, timestamp: now, headers: o.headers });
+            }
         }
         if unrouted > 0 {
             (self.log)("error", &format!("{unrouted} outputs dropped: the function has no output topic"));
@@ -1121,7 +1184,15 @@ impl Function {
         let dlq = self.spec.dlq_topic();
         if !dead.is_empty() {
             let n = self.ensure_topic(&dlq)?;
-            let target = by_target.entry(dlq.clone()).or_insert((n, BTreeMap::new()));
+            let i = match targets.iter().position(|t| t.0 == dlq) {
+                Some(i) => i,
+                None => {
+                    targets.push((dlq.clone(), vec![vec![]; n as usize]));
+                    targets.len() - 1
+                }
+            };
+            let parts = &mut targets[i].1;
+            let n = parts.len() as i32;
             for (e, error, attempts) in dead {
                 let mut headers = e.headers;
                 let mut h = |k: &str, v: String| headers.push((k.to_string(), Some(v.into_bytes())));
@@ -1132,13 +1203,16 @@ impl Function {
                 h("freshet.source.partition", e.partition.to_string());
                 h("freshet.source.offset", e.offset.to_string());
                 let record = Record { key: e.key, value: e.value, timestamp: e.timestamp, headers };
-                target.1.entry(e.partition.max(0).rem_euclid(n)).or_default().push(record);
+                parts[e.partition.max(0).rem_euclid(n) as usize].push(record);
             }
         }
-        for (topic, (_, partitions)) in by_target {
-            for (p, records) in partitions {
+        for (topic, partitions) in targets {
+            for (p, records) in partitions.into_iter().enumerate() {
+                if records.is_empty() {
+                    continue;
+                }
                 let count = records.len() as u64;
-                self.topics.append(&topic, p, records)?;
+                self.topics.append(&topic, p as i32, records)?;
                 if topic != dlq {
                     self.metrics.events_out.fetch_add(count, Relaxed);
                 }
@@ -1206,8 +1280,8 @@ impl Function {
             self.metrics.events_in.fetch_add(1, Relaxed);
             lock(&self.parts).workers = 1;
             self.instances_gauge();
-            if let Outcome::Done { outputs, dead } = self.process(&mut inst, &[event]) {
-                if let Err(e) = self.write(outputs, dead, 0) {
+            if let Outcome::Done { mut outputs, dead } = self.process(&mut inst, &[event]) {
+                if let Err(e) = self.write(&mut outputs, dead, 0) {
                     (self.log)("error", &format!("writing the outputs of the run at {scheduled}: {e}"));
                 }
             }

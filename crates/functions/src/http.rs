@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat};
 use freshet_common::limits::{FN_HTTP_ERROR_SNIPPET_BYTES, FN_HTTP_IDLE_CONNECTIONS_PER_HOST, FN_MAX_REPLY_BYTES};
 use serde_json::{Map, Value};
@@ -180,7 +181,7 @@ impl HttpRuntime {
         let body = read_body(response)?;
         if binary {
             let value = (!body.is_empty() || content_type.is_some()).then_some(body);
-            return Ok(vec![Output { key: key.map(String::into_bytes), value, ..Output::default() }]);
+            return Ok(vec![Output { key: key.map(Bytes::from), value: value.map(Bytes::from), ..Output::default() }]);
         }
         match content_type.as_deref() {
             Some(STRUCTURED) => {
@@ -297,7 +298,7 @@ fn structured_output(event: Value) -> Result<Output, String> {
         (None, Some(Value::String(s))) => Some(s.into_bytes()),
         (None, Some(data)) => Some(data.to_string().into_bytes()),
     };
-    Ok(Output { key, value, ..Output::default() })
+    Ok(Output { key: key.map(Bytes::from), value: value.map(Bytes::from), ..Output::default() })
 }
 
 /// The body, at most FN_MAX_REPLY_BYTES of it.
@@ -399,7 +400,7 @@ mod tests {
         let o = structured_output(serde_json::json!({"data": "text", "partitionkey": "p", "subject": "s"})).unwrap();
         assert_eq!((o.key.as_deref(), o.value.as_deref()), (Some(&b"p"[..]), Some(&b"text"[..])));
         let o = structured_output(serde_json::json!({"data_base64": "/wA="})).unwrap();
-        assert_eq!((o.key, o.value), (None, Some(vec![0xff, 0])));
+        assert_eq!((o.key.as_deref(), o.value.as_deref()), (None, Some(&[0xff, 0][..])));
         assert!(structured_output(serde_json::json!([1])).is_err());
     }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use bytes::Bytes;
 use freshet_common::limits::{FN_LOG_LINE_MAX_BYTES, FN_MAX_REPLY_BYTES, FN_PROCESS_EXIT_WAIT_MS};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
@@ -468,8 +469,8 @@ impl WireReply {
                 .map_err(|e| format!("output {i}: header: {e}"))?;
             outputs.push(Output {
                 topic: o.topic,
-                key: value_bytes(o.key).map_err(|e| format!("output {i}: key: {e}"))?,
-                value: value_bytes(o.value).map_err(|e| format!("output {i}: value: {e}"))?,
+                key: value_bytes(o.key).map_err(|e| format!("output {i}: key: {e}"))?.map(Bytes::from),
+                value: value_bytes(o.value).map_err(|e| format!("output {i}: value: {e}"))?.map(Bytes::from),
                 headers,
             });
         }

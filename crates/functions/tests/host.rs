@@ -72,8 +72,8 @@ fn map_values(f: fn(&[u8]) -> Vec<u8>) -> Body {
             outputs: batch
                 .iter()
                 .map(|e| Output {
-                    key: e.key.as_deref().map(<[u8]>::to_vec),
-                    value: e.value.as_deref().map(f),
+                    key: e.key.clone(),
+                    value: e.value.as_deref().map(|v| f(v).into()),
                     ..Default::default()
                 })
                 .collect(),
@@ -205,7 +205,7 @@ fn failures_retry_then_dead_letter_and_the_rest_flows_on() {
             if v.contains("bad") {
                 reply.failed.push(Failure { index: i, error: format!("cannot handle {v}") });
             } else {
-                reply.outputs.push(Output { value: Some(v.clone().into_bytes()), ..Default::default() });
+                reply.outputs.push(Output { value: Some(v.clone().into_bytes().into()), ..Default::default() });
             }
         }
         Ok(reply)

@@ -198,11 +198,16 @@ fn binary_mode_sends_attributes_as_headers_and_data_as_the_body() {
     assert!(r.body.is_empty());
 
     // Each response is a binary CloudEvent: one output per event, keyed by its partitionkey.
-    let keys: Vec<_> = reply.outputs.iter().map(|o| String::from_utf8(o.key.clone().unwrap()).unwrap()).collect();
+    let keys: Vec<_> =
+        reply.outputs.iter().map(|o| String::from_utf8(o.key.clone().unwrap().to_vec()).unwrap()).collect();
     assert_eq!(keys, ["out-k1", "out-none", "out-none", "out-none"]);
     assert_eq!(
         reply.outputs[0],
-        Output { key: Some(b"out-k1".to_vec()), value: Some(br#"{"a": 1}"#.to_vec()), ..Output::default() }
+        Output {
+            key: Some(b"out-k1".to_vec().into()),
+            value: Some(br#"{"a": 1}"#.to_vec().into()),
+            ..Output::default()
+        }
     );
     assert_eq!(reply.outputs[1].value.as_deref(), Some(&[0, 1, 0xff][..]));
 }
@@ -371,7 +376,7 @@ fn example_round_trip(mode: CloudEventsMode) {
     assert_eq!(value, serde_json::json!({"a": 1, "processed_by": "http"}));
     assert_eq!(
         reply.outputs[1],
-        Output { key: Some(b"k2".to_vec()), value: Some(b"HELLO".to_vec()), ..Output::default() }
+        Output { key: Some(b"k2".to_vec().into()), value: Some(b"HELLO".to_vec().into()), ..Output::default() }
     );
     assert_eq!(reply.failed.len(), 1);
     assert_eq!(reply.failed[0].index, 3);

@@ -52,7 +52,7 @@ fn event(offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Event {
     }
 }
 
-fn json(bytes: &Option<Vec<u8>>) -> serde_json::Value {
+fn json(bytes: &Option<bytes::Bytes>) -> serde_json::Value {
     serde_json::from_slice(bytes.as_deref().unwrap()).unwrap()
 }
 
@@ -143,11 +143,11 @@ fn replies_may_carry_any_json_value_base64_topics_and_env() {
         vec![
             Output {
                 topic: Some("other".into()),
-                key: Some(vec![0, 1]),
-                value: Some(br#"{"a":[1]}"#.to_vec()),
+                key: Some(vec![0, 1].into()),
+                value: Some(br#"{"a":[1]}"#.to_vec().into()),
                 headers: vec![]
             },
-            Output { value: Some(b"42".to_vec()), ..Output::default() },
+            Output { value: Some(b"42".to_vec().into()), ..Output::default() },
             Output { headers: vec![("h".into(), Some(b"hi".to_vec()))], ..Output::default() },
         ]
     );

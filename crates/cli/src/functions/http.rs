@@ -160,7 +160,7 @@ async fn invoke(State(host): State<Arc<Host>>, Path(name): Path<String>, headers
             resp
         }
         many => {
-            let text = |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+            let text = |b: &Option<bytes::Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
             let items: Vec<_> = many
                 .iter()
                 .map(|o| json!({ "topic": o.topic, "key": text(&o.key), "value": text(&o.value) }))

@@ -167,7 +167,21 @@ pub(super) fn decode_committed(
         let header =
             BatchHeader::parse(&one).map_err(|e| TopicError::new(format!("reading {topic}-{partition}: {e}")))?;
         next = Some(header.next_offset() as u64);
-        if filter.skip(&header) {
+        if filter.skip(&header) || header.is_control() {
+            continue;
+        }
+        if out.capacity() == out.len() {
+            // Room for what this read likely holds (this batch's record size), not reallocated
+            // record by record.
+            let per_record = (size / (header.records_count.max(1) as usize)).max(1);
+            out.reserve((max - out.len()).min(rest.len() / per_record + header.records_count.max(0) as usize));
+        }
+        if decode_plain(&header, &one, from, max, partition, out)
+            .map_err(|e| TopicError::new(format!("reading {topic}-{partition}: {e}")))?
+        {
+            if out.len() >= max {
+                break;
+            }
             continue;
         }
         let set = RecordBatchDecoder::decode(&mut one)
@@ -193,6 +207,44 @@ pub(super) fn decode_committed(
         }
     }
     Ok(next)
+}
+
+/// The fast path of [`decode_committed`]: an uncompressed batch without record headers, the
+/// kind the embedded broker's own writers (SQL, functions) and most producers write, decoded
+/// without `kafka-protocol`'s per-record structures; the CRC is checked as its decoder does.
+/// Keys and values are slices of `batch`. False (nothing decoded) for any other batch.
+fn decode_plain(
+    header: &BatchHeader,
+    batch: &Bytes,
+    from: i64,
+    max: usize,
+    partition: i32,
+    out: &mut Vec<Consumed>,
+) -> Result<bool, String> {
+    if header.compression() != 0 {
+        return Ok(false);
+    }
+    batch::validate_stored(batch).map_err(|e| e.to_string())?;
+    let records = batch::records(batch).ok_or("malformed records")?;
+    if records.iter().any(|r| !r.headers.is_empty()) {
+        return Ok(false);
+    }
+    for r in records {
+        if r.offset < from || out.len() >= max {
+            continue;
+        }
+        out.push(Consumed {
+            partition,
+            offset: r.offset,
+            record: Record {
+                key: r.key.map(|k| batch.slice_ref(k)),
+                value: r.value.map(|v| batch.slice_ref(v)),
+                timestamp: r.timestamp,
+                headers: vec![],
+            },
+        });
+    }
+    Ok(true)
 }
 
 impl SqlTopics for BrokerTopics {
@@ -247,8 +299,14 @@ impl Topics for BrokerTopics {
     }
 
     fn append(&self, topic: &str, partition: i32, records: Vec<Record>) -> freshet_common::topics::Result<i64> {
+        // Most appends fit one batch: then the records are not moved into runs.
+        let runs = if records.iter().map(Record::estimated_size).sum::<usize>() <= SQL_KAFKA_BATCH_BYTES {
+            vec![records]
+        } else {
+            split_by_size(records, SQL_KAFKA_BATCH_BYTES)
+        };
         let mut first = None;
-        for run in split_by_size(records, SQL_KAFKA_BATCH_BYTES) {
+        for run in runs.into_iter().filter(|r| !r.is_empty()) {
             let base = self.append_batch(topic, partition, run, None)?;
             first.get_or_insert(base);
         }
