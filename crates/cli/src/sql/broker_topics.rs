@@ -239,7 +239,7 @@ fn decode_plain(
             record: Record {
                 key: r.key.map(|k| batch.slice_ref(k)),
                 value: r.value.map(|v| batch.slice_ref(v)),
-                timestamp: r.timestamp,
+                timestamp: if header.is_log_append_time() { header.max_timestamp } else { r.timestamp },
                 headers: vec![],
             },
         });
@@ -272,6 +272,23 @@ impl SqlTopics for BrokerTopics {
             .filter(|t| !is_internal(&t.name))
             .map(|t| (t.name.clone(), t.partition_count()))
             .collect()
+    }
+
+    /// Initializes `owner`'s transactional producer now: the coordinator completes a
+    /// transaction that was being committed and aborts one left open, and the producer (with
+    /// its new epoch) is kept for the owner's next write.
+    fn settle_atomic(&self, owner: &str) -> freshet_common::topics::Result<()> {
+        let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        if producers.contains_key(owner) {
+            return Ok(());
+        }
+        let (txns, broker, owner2) = (self.broker.txns().clone(), self.broker.clone(), owner.to_string());
+        let id = self
+            .runtime
+            .block_on(async move { txns.init(&broker, &owner2, SQL_TXN_TIMEOUT_MS, None).await })
+            .map_err(|(code, message)| TopicError::new(format!("transaction of {owner}: init: {code:?}: {message}")))?;
+        producers.insert(owner.to_string(), TxnProducer { id, sequences: Default::default() });
+        Ok(())
     }
 }
 

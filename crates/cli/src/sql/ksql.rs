@@ -307,6 +307,14 @@ impl SqlServer {
     /// from its start offsets instead, emitting only what comes after its progress, so its
     /// earlier outputs are not written twice.
     fn resume(&mut self) -> freshet_sql::Result<()> {
+        // A step a crash interrupted while its transaction was being committed is completed
+        // first (and an open one aborted): the progress read below is then final, and matches
+        // the outputs and changelog records that are visible.
+        for id in self.engine.queries.keys().filter(|id| !self.at_least_once.contains(*id)) {
+            if let Err(e) = self.topics.settle_atomic(&format!("freshet-sql-{id}")) {
+                tracing::warn!(query = %id, error = %e, "could not settle the query's last transaction");
+            }
+        }
         let mut at = 0;
         loop {
             let batch = self.topics.read(PROGRESS_TOPIC, 0, at, 256)?;

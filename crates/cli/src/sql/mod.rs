@@ -27,4 +27,11 @@ pub trait SqlTopics: Topics {
     /// The cluster's topics for SHOW TOPICS, (name, partitions), without the cluster's own
     /// internal ones (`__consumer_offsets`, ...).
     fn visible_topics(&self) -> Vec<(String, i32)>;
+
+    /// Settles what a crash left of `owner`'s last atomic write
+    /// ([`Topics::append_atomic`]): a write already decided is completed, an undecided one
+    /// aborted, so that what is read next is final. Nothing to do where writes are not atomic.
+    fn settle_atomic(&self, _owner: &str) -> freshet_common::topics::Result<()> {
+        Ok(())
+    }
 }
