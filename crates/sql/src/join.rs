@@ -119,9 +119,9 @@ impl JoinState {
         }
     }
 
-    /// Re-creates the maps in a restored `store`; loads the scanned ones whole.
-    pub fn open(&mut self, store: &StateStore, stage: usize, shape: JoinShape, time: Option<i64>) -> crate::Result<()> {
-        *self = JoinState::new(store, stage);
+    /// After a restore (maps just put in the restored store): the stream time, and the scanned
+    /// maps loaded whole.
+    pub fn restored(&mut self, shape: JoinShape, time: Option<i64>) -> crate::Result<()> {
         self.stream_time = time.unwrap_or(0);
         match shape {
             JoinShape::StreamStream { .. } => {

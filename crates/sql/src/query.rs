@@ -247,21 +247,10 @@ impl Query {
     /// ([`Query::state_committed`]).
     pub fn open_state(&mut self, dir: &Path, topics: &dyn Topics) -> Result<Restored> {
         // Maps share the store's file: all of them let go of it before it is opened again.
-        let memory = StateStore::in_memory();
-        self.scalars = memory.map(NS_SCALARS, 1);
-        self.groups = memory.map(NS_GROUPS, 1);
-        self.sessions = memory.map(NS_SESSIONS, 1);
-        self.table_rows = memory.map(NS_TABLE_ROWS, 1);
-        for (i, j) in self.join.iter_mut().enumerate() {
-            *j = crate::join::JoinState::new(&memory, i);
-        }
-        self.store = memory;
+        self.use_store(StateStore::in_memory());
         let mut store = StateStore::open(dir, &self.id)?;
         let restored = store.restore(topics, &changelog_topic(&self.id))?;
-        self.scalars = store.map(NS_SCALARS, 1);
-        self.groups = store.map(NS_GROUPS, SQL_STATE_CACHE_ENTRIES);
-        self.sessions = store.map(NS_SESSIONS, SQL_STATE_CACHE_ENTRIES);
-        self.table_rows = store.map(NS_TABLE_ROWS, SQL_STATE_CACHE_ENTRIES);
+        self.use_store(store);
         let scalars = self.scalars.get(SCALARS_KEY)?.cloned();
         if let Some(s) = &scalars {
             self.stream_time = s.stream_time;
@@ -289,11 +278,22 @@ impl Query {
         if let Plan::Join(stages) = &self.plan {
             for (i, (join, stage)) in self.join.iter_mut().zip(stages).enumerate() {
                 let time = scalars.as_ref().and_then(|s| s.join_times.get(i).copied());
-                join.open(&store, i, stage.shape, time)?;
+                join.restored(stage.shape, time)?;
             }
         }
-        self.store = store;
         Ok(restored)
+    }
+
+    /// Puts every state map (the joins' too) in `store`, empty of cached entries.
+    fn use_store(&mut self, store: StateStore) {
+        self.scalars = store.map(NS_SCALARS, 1);
+        self.groups = store.map(NS_GROUPS, SQL_STATE_CACHE_ENTRIES);
+        self.sessions = store.map(NS_SESSIONS, SQL_STATE_CACHE_ENTRIES);
+        self.table_rows = store.map(NS_TABLE_ROWS, SQL_STATE_CACHE_ENTRIES);
+        for (i, j) in self.join.iter_mut().enumerate() {
+            *j = crate::join::JoinState::new(&store, i);
+        }
+        self.store = store;
     }
 
     /// Whether the query's state lives in a store file with a changelog.
@@ -1081,8 +1081,9 @@ fn project_owned(
     mut row: Vec<Value>,
     env: &mut Env,
 ) -> Result<(Vec<Value>, Vec<Value>), String> {
+    let width = row.len();
     let bare = |e: &CExpr| match e {
-        CExpr::Column(i) if *i < row.len() => Some(*i),
+        CExpr::Column(i) if *i < width => Some(*i),
         _ => None,
     };
     let mut k = Vec::with_capacity(key.len());
@@ -1093,20 +1094,17 @@ fn project_owned(
     for e in value {
         v.push(if bare(e).is_some() { Value::Null } else { e.eval(&row, env)? });
     }
-    // The bare references, in order: (is key, index, column).
-    let refs: Vec<(bool, usize, usize)> = key
-        .iter()
-        .enumerate()
-        .filter_map(|(j, e)| bare(e).map(|c| (true, j, c)))
-        .chain(value.iter().enumerate().filter_map(|(j, e)| bare(e).map(|c| (false, j, c))))
-        .collect();
-    for (n, &(is_key, j, c)) in refs.iter().enumerate() {
-        let last = !refs[n + 1..].iter().any(|r| r.2 == c);
-        let taken = if last { std::mem::replace(&mut row[c], Value::Null) } else { row[c].clone() };
-        if is_key {
-            k[j] = taken;
-        } else {
-            v[j] = taken;
+    // The bare references, keys then values: the last one of a column takes it.
+    for (j, e) in key.iter().enumerate() {
+        if let Some(c) = bare(e) {
+            let later = key[j + 1..].iter().chain(value).any(|x| bare(x) == Some(c));
+            k[j] = if later { row[c].clone() } else { std::mem::replace(&mut row[c], Value::Null) };
+        }
+    }
+    for (j, e) in value.iter().enumerate() {
+        if let Some(c) = bare(e) {
+            let later = value[j + 1..].iter().any(|x| bare(x) == Some(c));
+            v[j] = if later { row[c].clone() } else { std::mem::replace(&mut row[c], Value::Null) };
         }
     }
     Ok((k, v))
