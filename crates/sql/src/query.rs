@@ -537,20 +537,16 @@ impl Query {
             key_bytes = Some(core);
             window = Some(win);
         }
-        let keys = src
-            .key_serde
-            .deserialize(&src.keys, key_bytes)
+        let mut row = Vec::with_capacity(src.column_count() + 5);
+        src.key_serde
+            .deserialize_into(&src.keys, key_bytes, &mut row)
             .map_err(|e| format!("Failed to deserialize key from topic: {}. {e}", src.topic))?;
         if rec.value.is_none() {
             return Ok(None);
         }
-        let values = src
-            .value_serde
-            .deserialize(&src.values, rec.value.as_deref())
+        src.value_serde
+            .deserialize_into(&src.values, rec.value.as_deref(), &mut row)
             .map_err(|e| format!("Failed to deserialize value from topic: {}. {e}", src.topic))?;
-        let mut row = Vec::with_capacity(src.column_count() + 5);
-        row.extend(keys);
-        row.extend(values);
         for h in &src.headers {
             row.push(match &h.key {
                 Some(k) => rec
@@ -1094,17 +1090,33 @@ fn project_owned(
     for e in value {
         v.push(if bare(e).is_some() { Value::Null } else { e.eval(&row, env)? });
     }
-    // The bare references, keys then values: the last one of a column takes it.
-    for (j, e) in key.iter().enumerate() {
-        if let Some(c) = bare(e) {
-            let later = key[j + 1..].iter().chain(value).any(|x| bare(x) == Some(c));
-            k[j] = if later { row[c].clone() } else { std::mem::replace(&mut row[c], Value::Null) };
+    // The bare references, keys then values: the last one of a column takes it, the others
+    // clone it. Which is last is found walking backwards with a bit per column (columns past
+    // 64, and every column of a projection over 128 items, always clone).
+    let expr_at = |pos: usize| if pos < key.len() { &key[pos] } else { &value[pos - key.len()] };
+    let n = key.len() + value.len();
+    let mut seen = 0u64;
+    let mut last = 0u128;
+    for pos in (0..if n <= 128 { n } else { 0 }).rev() {
+        if let Some(c) = bare(expr_at(pos)).filter(|&c| c < 64) {
+            if seen & (1 << c) == 0 {
+                seen |= 1 << c;
+                last |= 1 << pos;
+            }
         }
     }
-    for (j, e) in value.iter().enumerate() {
-        if let Some(c) = bare(e) {
-            let later = value[j + 1..].iter().any(|x| bare(x) == Some(c));
-            v[j] = if later { row[c].clone() } else { std::mem::replace(&mut row[c], Value::Null) };
+    for pos in 0..n {
+        if let Some(c) = bare(expr_at(pos)) {
+            let taken = if n <= 128 && last & (1 << pos) != 0 {
+                std::mem::replace(&mut row[c], Value::Null)
+            } else {
+                row[c].clone()
+            };
+            if pos < key.len() {
+                k[pos] = taken;
+            } else {
+                v[pos - key.len()] = taken;
+            }
         }
     }
     Ok((k, v))
