@@ -519,7 +519,7 @@ pub fn write_json(v: &Value, out: &mut String) {
         Value::BigInt(i) => write_int(*i, out),
         Value::Double(d) => {
             if d.is_finite() {
-                out.push_str(&double_to_string(*d))
+                crate::value::push_double(*d, out)
             } else {
                 write_json_string(&double_to_string(*d), out)
             }

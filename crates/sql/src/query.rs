@@ -1002,7 +1002,9 @@ fn merge_acc(spec: &AggSpec, a: &Acc, b: &Acc) -> Acc {
 
 #[allow(clippy::type_complexity)]
 fn emit_group(plan: &AggregatePlan, g: &mut Group, out: &mut Vec<Emitted>, env: &mut Env) -> Result<(), String> {
-    let mut row = g.keys.clone();
+    let width = g.keys.len() + plan.specs.len() + 3;
+    let mut row = Vec::with_capacity(width);
+    row.extend_from_slice(&g.keys);
     for (i, spec) in plan.specs.iter().enumerate() {
         row.push(spec.result(&g.accs[i]));
     }
@@ -1011,8 +1013,9 @@ fn emit_group(plan: &AggregatePlan, g: &mut Group, out: &mut Vec<Emitted>, env: 
     row.push(Value::BigInt(ws));
     row.push(Value::BigInt(we));
     // The key from the group's keys alone (aggregates null): a transient query's tombstone row.
-    let mut key_row = g.keys.clone();
-    key_row.resize(g.keys.len() + plan.specs.len(), Value::Null);
+    let mut key_row = Vec::with_capacity(width);
+    key_row.extend_from_slice(&g.keys);
+    key_row.extend(std::iter::repeat_with(|| Value::Null).take(plan.specs.len()));
     key_row.extend_from_slice(&row[g.keys.len() + plan.specs.len()..]);
     let k = eval_all(&plan.key, &key_row, env)?;
     if let Some(h) = &plan.having {

@@ -22,6 +22,8 @@
 //! in-memory topics) the cache is the whole map and nothing is evicted.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,7 +133,7 @@ impl StateStore {
     /// A typed map in namespace `ns` (one byte; each map of a query has its own), caching at
     /// most `capacity` entries when the store has a file.
     pub fn map<V: Serialize + DeserializeOwned>(&self, ns: u8, capacity: usize) -> StateMap<V> {
-        StateMap { ns, db: self.db.clone(), cache: HashMap::new(), dirty: 0, capacity: capacity.max(1) }
+        StateMap { ns, db: self.db.clone(), cache: HashMap::default(), dirty: 0, capacity: capacity.max(1) }
     }
 
     /// The changelog records of `changes`, in order.
@@ -252,7 +254,8 @@ struct Slot<V> {
 pub struct StateMap<V> {
     ns: u8,
     db: Option<Arc<Database>>,
-    cache: HashMap<Vec<u8>, Slot<V>>,
+    /// foldhash, not SipHash: a lookup or two per record and map (seeded per process).
+    cache: HashMap<Vec<u8>, Slot<V>, RandomState>,
     dirty: usize,
     capacity: usize,
 }
@@ -279,26 +282,31 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> {
     /// Loads `key` into the cache from the store on a miss (a map without a file caches
     /// nothing it does not hold).
     fn load(&mut self, key: &[u8]) -> Result<()> {
-        if self.cache.contains_key(key) {
+        if self.cache.contains_key(key) || self.db.is_none() {
             return Ok(());
         }
-        let Some(db) = &self.db else { return Ok(()) };
-        let full = full_key(self.ns, key);
-        let txn = db.begin_read().map_err(storage("begin read"))?;
-        let entries = txn.open_table(ENTRIES).map_err(storage("entries table"))?;
-        let value = match entries.get(full.as_slice()).map_err(storage("reading"))? {
-            Some(bytes) => Some(Self::decode(bytes.value())?),
-            None => None,
-        };
+        let value = self.read_stored(key)?;
         self.cache.insert(key.to_vec(), Slot { value, dirty: false, touched: true });
         Ok(())
     }
 
+    /// The stored value of `key` in the file (none without one).
+    fn read_stored(&self, key: &[u8]) -> Result<Option<V>> {
+        let Some(db) = &self.db else { return Ok(None) };
+        let full = full_key(self.ns, key);
+        let txn = db.begin_read().map_err(storage("begin read"))?;
+        let entries = txn.open_table(ENTRIES).map_err(storage("entries table"))?;
+        match entries.get(full.as_slice()).map_err(storage("reading"))? {
+            Some(bytes) => Ok(Some(Self::decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
     /// Loads `key` and returns its slot, created (absent) if needed.
     fn slot(&mut self, key: &[u8]) -> Result<&mut Slot<V>> {
-        self.load(key)?;
         if !self.cache.contains_key(key) {
-            self.cache.insert(key.to_vec(), Slot { value: None, dirty: false, touched: true });
+            let value = self.read_stored(key)?;
+            self.cache.insert(key.to_vec(), Slot { value, dirty: false, touched: true });
         }
         let slot = self.cache.get_mut(key).expect("just cached");
         slot.touched = true;

@@ -279,33 +279,41 @@ pub fn decimal_digits(unscaled: i128) -> u8 {
 
 /// Java's `Double.toString`, which ksqlDB uses to print doubles.
 pub fn double_to_string(d: f64) -> String {
+    let mut s = String::new();
+    push_double(d, &mut s);
+    s
+}
+
+/// [`double_to_string`] appended to `out`.
+pub fn push_double(d: f64, out: &mut String) {
     if d.is_nan() {
-        return "NaN".into();
+        return out.push_str("NaN");
     }
     if d.is_infinite() {
-        return if d > 0.0 { "Infinity" } else { "-Infinity" }.into();
+        return out.push_str(if d > 0.0 { "Infinity" } else { "-Infinity" });
     }
     if d == 0.0 {
-        return if d.is_sign_negative() { "-0.0" } else { "0.0" }.into();
+        return out.push_str(if d.is_sign_negative() { "-0.0" } else { "0.0" });
     }
     let abs = d.abs();
     if abs == f64::from_bits(1) {
         // The smallest subnormal: Java writes two digits (the shortest form would be 5.0E-324).
-        return if d > 0.0 { "4.9E-324" } else { "-4.9E-324" }.into();
+        return out.push_str(if d > 0.0 { "4.9E-324" } else { "-4.9E-324" });
     }
     if (1e-3..1e7).contains(&abs) {
-        let s = format!("{d}");
-        if s.contains('.') {
-            s
-        } else {
-            format!("{s}.0")
-        }
+        // Shortest round-trip digits; in this range ryu writes plain decimals, with ".0" on
+        // whole numbers, as Java does.
+        out.push_str(ryu::Buffer::new().format_finite(d));
     } else {
         // Scientific: shortest digits, mantissa with at least one fractional digit.
         let s = format!("{d:e}");
         let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
-        let mantissa = if mantissa.contains('.') { mantissa.to_string() } else { format!("{mantissa}.0") };
-        format!("{mantissa}E{exp}")
+        out.push_str(mantissa);
+        if !mantissa.contains('.') {
+            out.push_str(".0");
+        }
+        out.push('E');
+        out.push_str(exp);
     }
 }
 
@@ -379,4 +387,58 @@ pub fn type_of(v: &Value) -> Option<SqlType> {
         Value::Timestamp(_) => SqlType::Timestamp,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Java's `Double.toString` in the plain range, as Rust's shortest `Display` digits give it.
+    fn plain_reference(d: f64) -> String {
+        let s = format!("{d}");
+        if s.contains('.') {
+            s
+        } else {
+            format!("{s}.0")
+        }
+    }
+
+    #[test]
+    fn doubles_print_as_java_prints_them() {
+        let cases = [
+            (1.0, "1.0"),
+            (0.001, "0.001"),
+            (9_999_999.5, "9999999.5"),
+            (1e7, "1.0E7"),
+            (123_456_789.0, "1.23456789E8"),
+            (1e-4, "1.0E-4"),
+            (-2.5, "-2.5"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (-0.0, "-0.0"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Infinity"),
+            (f64::from_bits(1), "4.9E-324"),
+        ];
+        for (d, text) in cases {
+            assert_eq!(double_to_string(d), text);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_doubles_have_the_shortest_digits(bits in any_plain_double()) {
+            proptest::prop_assert_eq!(double_to_string(bits), plain_reference(bits));
+        }
+    }
+
+    fn any_plain_double() -> impl proptest::strategy::Strategy<Value = f64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (1e-3f64..1e7).prop_map(|d| d),
+            (-1e7f64..-1e-3).prop_map(|d| d),
+            (1i64..10_000_000).prop_map(|n| n as f64),
+            (1i64..10_000_000, 1u32..6).prop_map(|(n, e)| n as f64 / 10f64.powi(e as i32)),
+        ]
+        .prop_filter("plain range", |d| (1e-3..1e7).contains(&d.abs()))
+    }
 }
