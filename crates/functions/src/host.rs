@@ -924,20 +924,24 @@ impl Function {
                 let started = *pending.since.get_or_insert_with(Instant::now);
                 if !batch.is_empty() {
                     self.metrics.events_in.fetch_add(batch.len() as u64, Relaxed);
-                    let outcome = if self.spec.ordered {
-                        self.process(inst, batch)
+                    let done = if self.spec.ordered {
+                        // Outputs straight into the pending ones (no vector per batch).
+                        self.process_into(inst, batch, &mut pending.outputs, &mut pending.dead)
                     } else {
-                        self.process_by_key(inst, std::mem::take(batch))
+                        match self.process_by_key(inst, std::mem::take(batch)) {
+                            Outcome::Abandoned => false,
+                            Outcome::Done { outputs, dead } => {
+                                pending.outputs.extend(outputs);
+                                pending.dead.extend(dead);
+                                true
+                            }
+                        }
                     };
                     // The events hold slices of the read buffer: let it go.
                     pending.batch.clear();
-                    match outcome {
+                    if !done {
                         // Nothing unflushed is written or committed.
-                        Outcome::Abandoned => return Ok(()),
-                        Outcome::Done { outputs, dead } => {
-                            pending.outputs.extend(outputs);
-                            pending.dead.extend(dead);
-                        }
+                        return Ok(());
                     }
                 }
                 pending.next = Some(next);
@@ -1056,11 +1060,30 @@ impl Function {
     fn process(&self, inst: &mut Option<Box<dyn Runtime>>, batch: &[Event]) -> Outcome {
         let mut outputs = vec![];
         let mut dead = vec![];
-        let all: Vec<usize> = (0..batch.len()).collect();
-        if self.attempt(inst, batch, &all, 1, &mut outputs, &mut dead) {
+        if self.process_into(inst, batch, &mut outputs, &mut dead) {
             Outcome::Done { outputs, dead }
         } else {
             Outcome::Abandoned
+        }
+    }
+
+    /// [`Function::process`] adding the batch's outputs and dead letters to `outputs` and
+    /// `dead`; false when abandoned (then they are left as they were).
+    fn process_into(
+        &self,
+        inst: &mut Option<Box<dyn Runtime>>,
+        batch: &[Event],
+        outputs: &mut Vec<Output>,
+        dead: &mut Vec<(Event, String, u32)>,
+    ) -> bool {
+        let (n_out, n_dead) = (outputs.len(), dead.len());
+        let all: Vec<usize> = (0..batch.len()).collect();
+        if self.attempt(inst, batch, &all, 1, outputs, dead) {
+            true
+        } else {
+            outputs.truncate(n_out);
+            dead.truncate(n_dead);
+            false
         }
     }
 

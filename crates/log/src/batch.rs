@@ -527,11 +527,23 @@ pub struct RecordView<'a> {
 /// uncompressed). None for a compressed or malformed batch.
 pub fn records(batch: &[u8]) -> Option<Vec<RecordView<'_>>> {
     let header = BatchHeader::parse(batch).ok()?;
+    let mut out = Vec::with_capacity((header.records_count.max(0) as usize).min(batch.len()));
+    for_each_record(batch, |r| {
+        out.push(r);
+        true
+    })?;
+    Some(out)
+}
+
+/// Calls `f` with each record of an uncompressed batch in order, until it returns false (no
+/// vector of them: for readers that convert each record at once). None for a compressed or
+/// malformed batch (`f` may have seen records before the damage).
+pub fn for_each_record<'a>(batch: &'a [u8], mut f: impl FnMut(RecordView<'a>) -> bool) -> Option<()> {
+    let header = BatchHeader::parse(batch).ok()?;
     if header.compression() != 0 {
         return None;
     }
     let mut buf = batch.get(RECORD_BATCH_HEADER_BYTES..header.size())?;
-    let mut out = Vec::with_capacity((header.records_count.max(0) as usize).min(buf.len()));
     fn field(buf: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
         let (len, n) = read_varint(buf)?;
         let buf = &buf[n..];
@@ -564,9 +576,11 @@ pub fn records(batch: &[u8]) -> Option<Vec<RecordView<'_>>> {
         }
         let timestamp =
             if header.is_log_append_time() { header.max_timestamp } else { header.base_timestamp + ts_delta };
-        out.push(RecordView { offset: header.base_offset + offset_delta, timestamp, key, value, headers });
+        if !f(RecordView { offset: header.base_offset + offset_delta, timestamp, key, value, headers }) {
+            break;
+        }
     }
-    Some(out)
+    Some(())
 }
 
 /// Iterates over the records of an uncompressed batch as (offset, timestamp) pairs; used to

@@ -193,7 +193,7 @@ thread_local! {
 const READ_RESERVE_RECORDS: usize = 64 * 1024;
 
 /// An [`ENCODE`] buffer larger than this is not kept after the write.
-const ENCODE_KEEP_BYTES: usize = 16 * 1024 * 1024;
+const ENCODE_KEEP_BYTES: usize = 4 * 1024 * 1024;
 
 /// `records` in runs of at most `max_bytes` (estimated) each, in order; a record larger than
 /// that is a run of its own (as `freshet_common::topics::split_by_size`, without moving the records).
@@ -326,26 +326,34 @@ fn decode_plain(
         return Ok(false);
     }
     batch::validate_stored(batch).map_err(|e| e.to_string())?;
-    let records = batch::records(batch).ok_or("malformed records")?;
-    if records.iter().any(|r| !r.headers.is_empty()) {
-        return Ok(false);
-    }
-    for r in records {
-        if r.offset < from || out.len() >= max {
-            continue;
+    // Converted record by record (no vector of views); a record with headers sends the whole
+    // batch to the general decoder.
+    let start = out.len();
+    let mut headers = false;
+    let whole = batch::for_each_record(batch, |r| {
+        if !r.headers.is_empty() {
+            headers = true;
+            return false;
         }
-        out.push(Consumed {
-            partition,
-            offset: r.offset,
-            record: Record {
-                key: r.key.map(|k| batch.slice_ref(k)),
-                value: r.value.map(|v| batch.slice_ref(v)),
-                timestamp: if header.is_log_append_time() { header.max_timestamp } else { r.timestamp },
-                headers: vec![],
-            },
-        });
+        if r.offset >= from && out.len() < max {
+            out.push(Consumed {
+                partition,
+                offset: r.offset,
+                record: Record {
+                    key: r.key.map(|k| batch.slice_ref(k)),
+                    value: r.value.map(|v| batch.slice_ref(v)),
+                    timestamp: if header.is_log_append_time() { header.max_timestamp } else { r.timestamp },
+                    headers: vec![],
+                },
+            });
+        }
+        true
+    });
+    if whole.is_none() || headers {
+        out.truncate(start);
     }
-    Ok(true)
+    whole.ok_or("malformed records")?;
+    Ok(!headers)
 }
 
 impl SqlTopics for BrokerTopics {
