@@ -64,11 +64,7 @@ impl BrokerTopics {
     /// partition's writer before any is waited for, so the writes and fsyncs of different
     /// partitions overlap (one partition's batches keep their order in its queue). The batches
     /// are encoded into this thread's [`ENCODE`] buffer, whose allocation the next call reuses.
-    fn append_batches(
-        &self,
-        topic: &str,
-        items: &[(i32, &[Record], Option<(i64, i16, i32)>)],
-    ) -> freshet_common::topics::Result<Vec<i64>> {
+    fn append_batches(&self, topic: &str, items: &[BatchItem<'_>]) -> freshet_common::topics::Result<Vec<i64>> {
         if is_internal(topic) {
             return Err(TopicError::new(format!("'{topic}' is an internal topic")));
         }
@@ -179,6 +175,10 @@ impl BrokerTopics {
         t.partition(partition).ok_or_else(|| TopicError::new(format!("topic {topic} has no partition {partition}")))
     }
 }
+
+/// One batch for [`BrokerTopics::append_batches`]: the partition, its records, and a
+/// transactional producer's (id, epoch, base sequence) if any.
+type BatchItem<'a> = (i32, &'a [Record], Option<(i64, i16, i32)>);
 
 thread_local! {
     /// Each writing thread's buffer for encoding record batches (see
