@@ -75,6 +75,19 @@ pub trait Topics: Send + Sync {
     fn list_topics(&self) -> Vec<String>;
     /// Appends records to one partition, returning the offset of the first.
     fn append(&self, topic: &str, partition: i32, records: Vec<Record>) -> Result<i64>;
+    /// Appends `partitions[p]` to partition `p` of `topic` for each non-empty one, each as
+    /// durably as [`Topics::append`], leaving the vectors empty (their allocations are the
+    /// caller's to reuse). Not atomic: after an error some partitions may hold their records.
+    /// The default appends one partition after the other; an implementation may overlap them
+    /// (the embedded broker waits for all their fsyncs at once).
+    fn append_partitions(&self, topic: &str, partitions: &mut [Vec<Record>]) -> Result<()> {
+        for (p, records) in partitions.iter_mut().enumerate() {
+            if !records.is_empty() {
+                self.append(topic, p as i32, std::mem::take(records))?;
+            }
+        }
+        Ok(())
+    }
     /// Reads up to `max` records from `offset`.
     fn read(&self, topic: &str, partition: i32, offset: i64, max: usize) -> Result<Vec<Consumed>>;
     /// The offset the next appended record will get.

@@ -337,7 +337,7 @@ impl Host {
             lock(&f.pool).push((i, Instant::now()));
         }
         let reply = result.map_err(|e| HostError::Function(format!("function '{name}' failed: {e}")))?;
-        f.write(&mut reply.outputs.clone(), vec![], 0)?;
+        f.write(&mut Pending { outputs: reply.outputs.clone(), ..Default::default() }, 0)?;
         Ok(reply)
     }
 
@@ -525,6 +525,10 @@ struct Pending {
     next: Option<i64>,
     /// When the first of these batches ran.
     since: Option<Instant>,
+    /// Where each output goes, and per topic the records per partition, filled by `write`
+    /// (empty between flushes: kept for their allocations).
+    routes: Vec<Option<(usize, usize)>>,
+    targets: Vec<(String, Vec<Vec<Record>>)>,
 }
 
 impl Pending {
@@ -920,20 +924,24 @@ impl Function {
                 let started = *pending.since.get_or_insert_with(Instant::now);
                 if !batch.is_empty() {
                     self.metrics.events_in.fetch_add(batch.len() as u64, Relaxed);
-                    let outcome = if self.spec.ordered {
-                        self.process(inst, batch)
+                    let done = if self.spec.ordered {
+                        // Outputs straight into the pending ones (no vector per batch).
+                        self.process_into(inst, batch, &mut pending.outputs, &mut pending.dead)
                     } else {
-                        self.process_by_key(inst, std::mem::take(batch))
+                        match self.process_by_key(inst, std::mem::take(batch)) {
+                            Outcome::Abandoned => false,
+                            Outcome::Done { outputs, dead } => {
+                                pending.outputs.extend(outputs);
+                                pending.dead.extend(dead);
+                                true
+                            }
+                        }
                     };
                     // The events hold slices of the read buffer: let it go.
                     pending.batch.clear();
-                    match outcome {
+                    if !done {
                         // Nothing unflushed is written or committed.
-                        Outcome::Abandoned => return Ok(()),
-                        Outcome::Done { outputs, dead } => {
-                            pending.outputs.extend(outputs);
-                            pending.dead.extend(dead);
-                        }
+                        return Ok(());
                     }
                 }
                 pending.next = Some(next);
@@ -953,7 +961,7 @@ impl Function {
     fn flush(&self, group: &str, topic: &str, p: i32, pending: &mut Pending) -> Result<bool, HostError> {
         let Some(next) = pending.next.take() else { return Ok(lock(&self.parts).mine(p)) };
         pending.since = None;
-        self.write(&mut pending.outputs, std::mem::take(&mut pending.dead), p)?;
+        self.write(pending, p)?;
         let member = lock(&self.member).clone();
         self.topics.commit(group, topic, &[(p, next)], member.as_ref())?;
         let mut parts = lock(&self.parts);
@@ -1052,11 +1060,30 @@ impl Function {
     fn process(&self, inst: &mut Option<Box<dyn Runtime>>, batch: &[Event]) -> Outcome {
         let mut outputs = vec![];
         let mut dead = vec![];
-        let all: Vec<usize> = (0..batch.len()).collect();
-        if self.attempt(inst, batch, &all, 1, &mut outputs, &mut dead) {
+        if self.process_into(inst, batch, &mut outputs, &mut dead) {
             Outcome::Done { outputs, dead }
         } else {
             Outcome::Abandoned
+        }
+    }
+
+    /// [`Function::process`] adding the batch's outputs and dead letters to `outputs` and
+    /// `dead`; false when abandoned (then they are left as they were).
+    fn process_into(
+        &self,
+        inst: &mut Option<Box<dyn Runtime>>,
+        batch: &[Event],
+        outputs: &mut Vec<Output>,
+        dead: &mut Vec<(Event, String, u32)>,
+    ) -> bool {
+        let (n_out, n_dead) = (outputs.len(), dead.len());
+        let all: Vec<usize> = (0..batch.len()).collect();
+        if self.attempt(inst, batch, &all, 1, outputs, dead) {
+            true
+        } else {
+            outputs.truncate(n_out);
+            dead.truncate(n_dead);
+            false
         }
     }
 
@@ -1126,22 +1153,29 @@ impl Function {
         self.attempt(inst, batch, &again, attempt + 1, outputs, dead)
     }
 
-    /// Writes outputs (by key to a partition of their topic; keyless ones to `partition`) and
-    /// dead letters (to the source partition of the dead-letter topic), creating topics that
-    /// do not exist yet. `outputs` is left empty (its allocation is kept for the next flush).
-    fn write(
-        &self,
-        outputs: &mut Vec<Output>,
-        dead: Vec<(Event, String, u32)>,
-        partition: i32,
-    ) -> Result<(), HostError> {
-        // Per topic, records per partition: outputs are moved, not copied, and a topic is
-        // looked up once per flush, not once per record. Nearly always one topic: a list
-        // searched from the last one used beats hashing each output's topic name.
-        // First where each output goes, counted per partition; then each partition's records
-        // in a vector of the right size (not grown record by record).
-        let mut topics: Vec<(String, Vec<usize>)> = vec![];
-        let mut routes: Vec<Option<(usize, usize)>> = Vec::with_capacity(outputs.len());
+    /// Writes the pending outputs (by key to a partition of their topic; keyless ones to
+    /// `partition`) and dead letters (to the source partition of the dead-letter topic),
+    /// creating topics that do not exist yet. Outputs are moved, not copied; `pending`'s
+    /// outputs, routes and per-partition records are left empty, their allocations kept for the
+    /// next flush. Each topic's partitions are appended together (their fsyncs overlap).
+    fn write(&self, pending: &mut Pending, partition: i32) -> Result<(), HostError> {
+        let Pending { outputs, dead, routes, targets, .. } = pending;
+        let dead = std::mem::take(dead);
+        // Per topic, records per partition: a topic is looked up once per flush, not once per
+        // record. Nearly always one topic: a list searched from the last one used beats hashing
+        // each output's topic name. First where each output goes, counted per partition; then
+        // each partition's records in a vector of the right size (not grown record by record).
+        // Topics from an earlier flush stay listed (with empty vectors) while they exist.
+        targets.retain_mut(|t| match self.topics.partitions(&t.0) {
+            Some(n) => {
+                t.1.resize_with(n.max(1) as usize, Vec::new);
+                true
+            }
+            None => false,
+        });
+        let mut counts: Vec<Vec<usize>> = targets.iter().map(|t| vec![0; t.1.len()]).collect();
+        routes.clear();
+        routes.reserve(outputs.len());
         let mut last = usize::MAX;
         let mut unrouted = 0;
         for o in outputs.iter() {
@@ -1150,30 +1184,33 @@ impl Function {
                 routes.push(None);
                 continue;
             };
-            if topics.get(last).is_none_or(|t| t.0 != topic) {
-                last = match topics.iter().position(|t| t.0 == topic) {
+            if targets.get(last).is_none_or(|t| t.0 != topic) {
+                last = match targets.iter().position(|t| t.0 == topic) {
                     Some(i) => i,
                     None => {
-                        let n = self.ensure_topic(topic)?;
-                        topics.push((topic.to_string(), vec![0; n as usize]));
-                        topics.len() - 1
+                        let n = self.ensure_topic(topic)? as usize;
+                        targets.push((topic.to_string(), (0..n).map(|_| Vec::new()).collect()));
+                        counts.push(vec![0; n]);
+                        targets.len() - 1
                     }
                 };
             }
-            let counts = &mut topics[last].1;
+            let c = &mut counts[last];
             let p = match &o.key {
-                Some(k) => partition_for_key(k, counts.len() as i32),
-                None => partition.rem_euclid(counts.len() as i32),
+                Some(k) => partition_for_key(k, c.len() as i32),
+                None => partition.rem_euclid(c.len() as i32),
             } as usize;
-            counts[p] += 1;
+            c[p] += 1;
             routes.push(Some((last, p)));
         }
-        let mut targets: Vec<(String, Vec<Vec<Record>>)> = topics
-            .into_iter()
-            .map(|(topic, counts)| (topic, counts.into_iter().map(Vec::with_capacity).collect()))
-            .collect();
+        for (t, c) in targets.iter_mut().zip(&counts) {
+            for (records, n) in t.1.iter_mut().zip(c) {
+                records.clear();
+                records.reserve(*n);
+            }
+        }
         let now = now_ms();
-        for (o, route) in outputs.drain(..).zip(routes) {
+        for (o, route) in outputs.drain(..).zip(routes.drain(..)) {
             if let Some((t, p)) = route {
                 targets[t].1[p].push(Record { key: o.key, value: o.value, timestamp: now, headers: o.headers });
             }
@@ -1206,19 +1243,26 @@ impl Function {
                 parts[e.partition.max(0).rem_euclid(n) as usize].push(record);
             }
         }
-        for (topic, partitions) in targets {
-            for (p, records) in partitions.into_iter().enumerate() {
-                if records.is_empty() {
+        let result = (|| -> Result<(), HostError> {
+            for (topic, partitions) in targets.iter_mut() {
+                let count: usize = partitions.iter().map(Vec::len).sum();
+                if count == 0 {
                     continue;
                 }
-                let count = records.len() as u64;
-                self.topics.append(&topic, p as i32, records)?;
-                if topic != dlq {
-                    self.metrics.events_out.fetch_add(count, Relaxed);
+                self.topics.append_partitions(topic, partitions)?;
+                if *topic != dlq {
+                    self.metrics.events_out.fetch_add(count as u64, Relaxed);
                 }
             }
+            Ok(())
+        })();
+        if result.is_err() {
+            // Nothing of this flush is kept (it runs again).
+            for (_, partitions) in targets.iter_mut() {
+                partitions.iter_mut().for_each(Vec::clear);
+            }
         }
-        Ok(())
+        result
     }
 
     /// The partitions of a topic the function writes to, created (with as many partitions as
@@ -1280,8 +1324,8 @@ impl Function {
             self.metrics.events_in.fetch_add(1, Relaxed);
             lock(&self.parts).workers = 1;
             self.instances_gauge();
-            if let Outcome::Done { mut outputs, dead } = self.process(&mut inst, &[event]) {
-                if let Err(e) = self.write(&mut outputs, dead, 0) {
+            if let Outcome::Done { outputs, dead } = self.process(&mut inst, &[event]) {
+                if let Err(e) = self.write(&mut Pending { outputs, dead, ..Default::default() }, 0) {
                     (self.log)("error", &format!("writing the outputs of the run at {scheduled}: {e}"));
                 }
             }

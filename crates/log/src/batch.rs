@@ -310,73 +310,130 @@ pub struct SimpleRecord {
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
+/// A record as [`encode_batch_into`] reads it: encoded from where it is, not converted first.
+pub trait EncodeRecord {
+    fn timestamp(&self) -> i64;
+    fn key(&self) -> Option<&[u8]>;
+    fn value(&self) -> Option<&[u8]>;
+    fn headers(&self) -> &[(String, Option<Vec<u8>>)];
+}
+
+impl EncodeRecord for SimpleRecord {
+    fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+    fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+    fn headers(&self) -> &[(String, Option<Vec<u8>>)] {
+        &self.headers
+    }
+}
+
+impl EncodeRecord for freshet_common::topics::Record {
+    fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+    fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+    fn headers(&self) -> &[(String, Option<Vec<u8>>)] {
+        &self.headers
+    }
+}
+
+/// At least the bytes [`encode_batch_into`] writes for `records`: the header, then per record
+/// its fields and at most 5 varints of 5 bytes (a length, timestamp and offset deltas, key and
+/// value lengths) plus the header count, headers with 2 varints each.
+pub fn encoded_size_bound<R: EncodeRecord>(records: &[R]) -> usize {
+    RECORD_BATCH_HEADER_BYTES
+        + records
+            .iter()
+            .map(|r| {
+                let fields = r.key().map_or(0, <[u8]>::len) + r.value().map_or(0, <[u8]>::len);
+                let headers: usize =
+                    r.headers().iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 10).sum();
+                fields + headers + 40
+            })
+            .sum::<usize>()
+}
+
 /// Encodes an uncompressed v2 batch (base offset 0, no producer id). Used by tests, tools and
 /// the benchmark; clients bring their own encoders.
 pub fn encode_batch(records: &[SimpleRecord]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoded_size_bound(records));
+    encode_batch_into(&mut out, records);
+    out
+}
+
+/// Appends an uncompressed v2 batch of `records` (base offset 0, no producer id) to `out`, which
+/// may already hold other batches: the writer's path, into a buffer it reuses (reserve
+/// [`encoded_size_bound`] first to write without growing).
+pub fn encode_batch_into<B, R>(out: &mut B, records: &[R])
+where
+    B: bytes::BufMut + AsMut<[u8]>,
+    R: EncodeRecord,
+{
     assert!(!records.is_empty(), "a batch holds at least one record");
-    let base_ts = records[0].timestamp;
-    let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(base_ts);
-    // Sized once: the header, then per record its fields and at most 5 varints of 5 bytes (a
-    // length, timestamp and offset deltas, key and value lengths) plus the header count,
-    // headers with 2 varints each.
-    let estimate: usize = records
-        .iter()
-        .map(|r| {
-            let fields = r.key.as_ref().map_or(0, |b| b.len()) + r.value.as_ref().map_or(0, |b| b.len());
-            let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 10).sum();
-            fields + headers + 40
-        })
-        .sum();
-    let mut out = Vec::with_capacity(RECORD_BATCH_HEADER_BYTES + estimate);
-    out.resize(RECORD_BATCH_HEADER_BYTES, 0);
+    let start = out.as_mut().len();
+    let base_ts = records[0].timestamp();
+    let max_ts = records.iter().map(|r| r.timestamp()).max().unwrap_or(base_ts);
+    out.put_bytes(0, RECORD_BATCH_HEADER_BYTES);
     // Records are written straight after the header, each one's length before it (a small
     // scratch buffer holds one record's head to know it).
-    let mut head = Vec::with_capacity(32);
+    let mut head = [0u8; 24];
     for (i, r) in records.iter().enumerate() {
-        head.clear();
-        head.push(0); // attributes
-        write_varint(&mut head, r.timestamp - base_ts);
-        write_varint(&mut head, i as i64);
-        let mut len = head.len();
-        for field in [&r.key, &r.value] {
+        let (key, value, headers) = (r.key(), r.value(), r.headers());
+        let mut h = 1; // attributes: 0
+        h += put_varint_at(&mut head[h..], r.timestamp() - base_ts);
+        h += put_varint_at(&mut head[h..], i as i64);
+        let mut len = h;
+        for field in [key, value] {
             len += match field {
                 Some(b) => varint_len(b.len() as i64) + b.len(),
                 None => varint_len(-1),
             };
         }
-        len += varint_len(r.headers.len() as i64);
-        for (k, v) in &r.headers {
+        len += varint_len(headers.len() as i64);
+        for (k, v) in headers {
             len += varint_len(k.len() as i64) + k.len();
             len += match v {
                 Some(v) => varint_len(v.len() as i64) + v.len(),
                 None => varint_len(-1),
             };
         }
-        write_varint(&mut out, len as i64);
-        out.extend_from_slice(&head);
-        for field in [&r.key, &r.value] {
+        put_varint(out, len as i64);
+        out.put_slice(&head[..h]);
+        for field in [key, value] {
             match field {
                 Some(b) => {
-                    write_varint(&mut out, b.len() as i64);
-                    out.extend_from_slice(b);
+                    put_varint(out, b.len() as i64);
+                    out.put_slice(b);
                 }
-                None => write_varint(&mut out, -1),
+                None => put_varint(out, -1),
             }
         }
-        write_varint(&mut out, r.headers.len() as i64);
-        for (k, v) in &r.headers {
-            write_varint(&mut out, k.len() as i64);
-            out.extend_from_slice(k.as_bytes());
+        put_varint(out, headers.len() as i64);
+        for (k, v) in headers {
+            put_varint(out, k.len() as i64);
+            out.put_slice(k.as_bytes());
             match v {
                 Some(v) => {
-                    write_varint(&mut out, v.len() as i64);
-                    out.extend_from_slice(v);
+                    put_varint(out, v.len() as i64);
+                    out.put_slice(v);
                 }
-                None => write_varint(&mut out, -1),
+                None => put_varint(out, -1),
             }
         }
     }
-    let body_len = out.len() - RECORD_BATCH_HEADER_BYTES;
+    let batch = &mut out.as_mut()[start..];
+    let body_len = batch.len() - RECORD_BATCH_HEADER_BYTES;
     let mut h = Vec::with_capacity(RECORD_BATCH_HEADER_BYTES);
     h.extend_from_slice(&0i64.to_be_bytes());
     h.extend_from_slice(&((RECORD_BATCH_HEADER_BYTES - LOG_OVERHEAD + body_len) as i32).to_be_bytes());
@@ -392,10 +449,29 @@ pub fn encode_batch(records: &[SimpleRecord]) -> Vec<u8> {
     h.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
     h.extend_from_slice(&(records.len() as i32).to_be_bytes());
     debug_assert_eq!(h.len(), RECORD_BATCH_HEADER_BYTES);
-    out[..RECORD_BATCH_HEADER_BYTES].copy_from_slice(&h);
-    let crc = compute_crc(&out);
-    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-    out
+    batch[..RECORD_BATCH_HEADER_BYTES].copy_from_slice(&h);
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Writes a zig-zag varint at the start of `buf` (at least 10 bytes); returns its length.
+fn put_varint_at(buf: &mut [u8], value: i64) -> usize {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    let mut n = 0;
+    while v >= 0x80 {
+        buf[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    buf[n] = v as u8;
+    n + 1
+}
+
+/// Appends a zig-zag varint to a buffer.
+fn put_varint<B: bytes::BufMut>(out: &mut B, value: i64) {
+    let mut buf = [0u8; 10];
+    let n = put_varint_at(&mut buf, value);
+    out.put_slice(&buf[..n]);
 }
 
 /// Bytes of `v` as a zigzag varint.
@@ -451,11 +527,23 @@ pub struct RecordView<'a> {
 /// uncompressed). None for a compressed or malformed batch.
 pub fn records(batch: &[u8]) -> Option<Vec<RecordView<'_>>> {
     let header = BatchHeader::parse(batch).ok()?;
+    let mut out = Vec::with_capacity((header.records_count.max(0) as usize).min(batch.len()));
+    for_each_record(batch, |r| {
+        out.push(r);
+        true
+    })?;
+    Some(out)
+}
+
+/// Calls `f` with each record of an uncompressed batch in order, until it returns false (no
+/// vector of them: for readers that convert each record at once). None for a compressed or
+/// malformed batch (`f` may have seen records before the damage).
+pub fn for_each_record<'a>(batch: &'a [u8], mut f: impl FnMut(RecordView<'a>) -> bool) -> Option<()> {
+    let header = BatchHeader::parse(batch).ok()?;
     if header.compression() != 0 {
         return None;
     }
     let mut buf = batch.get(RECORD_BATCH_HEADER_BYTES..header.size())?;
-    let mut out = Vec::with_capacity((header.records_count.max(0) as usize).min(buf.len()));
     fn field(buf: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
         let (len, n) = read_varint(buf)?;
         let buf = &buf[n..];
@@ -488,9 +576,11 @@ pub fn records(batch: &[u8]) -> Option<Vec<RecordView<'_>>> {
         }
         let timestamp =
             if header.is_log_append_time() { header.max_timestamp } else { header.base_timestamp + ts_delta };
-        out.push(RecordView { offset: header.base_offset + offset_delta, timestamp, key, value, headers });
+        if !f(RecordView { offset: header.base_offset + offset_delta, timestamp, key, value, headers }) {
+            break;
+        }
     }
-    Some(out)
+    Some(())
 }
 
 /// Iterates over the records of an uncompressed batch as (offset, timestamp) pairs; used to
@@ -540,6 +630,42 @@ mod tests {
             assert_eq!(h.size(), b.len());
             assert_eq!(peek_size(&b), Some(b.len()));
         }
+    }
+
+    #[test]
+    fn records_encode_in_place_after_other_batches() {
+        use freshet_common::topics::Record;
+        let records: Vec<Record> = (0..5)
+            .map(|i| Record {
+                key: (i % 2 == 0).then(|| bytes::Bytes::from(format!("k{i}"))),
+                value: Some(vec![b'v'; 300 * i].into()),
+                timestamp: 5 - i as i64,
+                headers: if i == 3 { vec![("h".into(), Some(b"x".to_vec())), ("n".into(), None)] } else { vec![] },
+            })
+            .collect();
+        let simple: Vec<SimpleRecord> = records
+            .iter()
+            .map(|r| SimpleRecord {
+                timestamp: r.timestamp,
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers: r.headers.clone(),
+            })
+            .collect();
+        let expected = encode_batch(&simple);
+        let mut out = bytes::BytesMut::new();
+        out.extend_from_slice(&sample(2));
+        let first = out.len();
+        out.reserve(encoded_size_bound(&records));
+        let capacity = out.capacity();
+        encode_batch_into(&mut out, &records);
+        assert_eq!(out.capacity(), capacity, "the bound is enough");
+        assert_eq!(&out[first..], &expected[..]);
+        let h = validate(&out[first..]).unwrap();
+        assert_eq!((h.records_count, h.base_timestamp, h.max_timestamp), (5, 5, 5));
+        let got = super::records(&out[first..]).unwrap();
+        assert_eq!(got.len(), 5);
+        assert_eq!((got[2].key, got[2].value.map(<[u8]>::len)), (Some(&b"k2"[..]), Some(600)));
     }
 
     #[test]

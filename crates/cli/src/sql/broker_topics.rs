@@ -19,8 +19,8 @@ use freshet_broker::groups::{Committed, Heartbeat};
 use freshet_broker::{is_internal, now_ms, Broker, BrokerError, Partition};
 use freshet_common::config::TopicConfig;
 use freshet_common::limits::{SQL_APPEND_TIMEOUT_MS, SQL_KAFKA_BATCH_BYTES, SQL_READ_MAX_BYTES, SQL_TXN_TIMEOUT_MS};
-use freshet_common::topics::{split_by_size, TopicError};
-use freshet_log::batch::{self, BatchHeader, SimpleRecord};
+use freshet_common::topics::TopicError;
+use freshet_log::batch::{self, BatchHeader};
 use freshet_sql::topics::{Consumed, GroupOffsets, Member, Record, Topics};
 use kafka_protocol::records::RecordBatchDecoder;
 use tokio::runtime::Handle;
@@ -51,16 +51,24 @@ impl BrokerTopics {
         &self,
         topic: &str,
         partition: i32,
-        records: Vec<Record>,
+        records: &[Record],
         producer: Option<(i64, i16, i32)>,
     ) -> freshet_common::topics::Result<i64> {
+        let first = self.append_batches(topic, &[(partition, records, producer)])?;
+        Ok(first[0])
+    }
+
+    /// Appends batches to partitions of `topic`, each item one batch (partition, records, and
+    /// the transactional producer's (id, epoch, base sequence) if any), and returns each one's
+    /// first offset once all are as durable as `acks=all` writes. Every batch is queued on its
+    /// partition's writer before any is waited for, so the writes and fsyncs of different
+    /// partitions overlap (one partition's batches keep their order in its queue). The batches
+    /// are encoded into this thread's [`ENCODE`] buffer, whose allocation the next call reuses.
+    fn append_batches(&self, topic: &str, items: &[BatchItem<'_>]) -> freshet_common::topics::Result<Vec<i64>> {
         if is_internal(topic) {
             return Err(TopicError::new(format!("'{topic}' is an internal topic")));
         }
         let t = self.broker.topic(topic).ok_or_else(|| TopicError::new(format!("topic {topic} does not exist")))?;
-        let p = t
-            .partition(partition)
-            .ok_or_else(|| TopicError::new(format!("topic {topic} has no partition {partition}")))?;
         // The rules Produce applies to an acks=all producer.
         let rules = t.produce_rules();
         if rules.min_insync_replicas > 1 {
@@ -69,37 +77,97 @@ impl BrokerTopics {
                 rules.min_insync_replicas
             )));
         }
-        if rules.keys_required && records.iter().any(|r| r.key.is_none()) {
-            return Err(TopicError::new(format!(
-                "cannot write to {topic}: a compacted topic only accepts records with a key"
-            )));
-        }
-        let simple: Vec<SimpleRecord> = records
-            .into_iter()
-            .map(|r| SimpleRecord { timestamp: r.timestamp, key: r.key, value: r.value, headers: r.headers })
-            .collect();
-        let mut bytes = batch::encode_batch(&simple);
-        if let Some((pid, epoch, sequence)) = producer {
-            batch::set_producer(&mut bytes, pid, epoch, sequence, true);
-        }
-        let header = batch::validate(&bytes).map_err(|e| TopicError::new(format!("record batch refused: {e}")))?;
-        let timeout = Duration::from_millis(SQL_APPEND_TIMEOUT_MS);
-        let p2 = p.clone();
-        let appended = self.runtime.block_on(async move {
-            let appended = p2
-                .append(owned_mut(bytes), header, now_ms())
-                .await
-                .map_err(|_| "the partition's writer stopped".to_string())?
-                .map_err(|(code, message)| format!("{code:?}: {message}"))?;
-            if appended.needs_sync {
-                p2.wait_durable(appended.info.last_offset + 1, timeout)
-                    .await
-                    .map_err(|code| format!("the write did not become durable: {code:?}"))?;
+        let mut batches = Vec::with_capacity(items.len());
+        let mut total = 0;
+        for (partition, records, _) in items {
+            let p = t
+                .partition(*partition)
+                .ok_or_else(|| TopicError::new(format!("topic {topic} has no partition {partition}")))?;
+            if rules.keys_required && records.iter().any(|r| r.key.is_none()) {
+                return Err(TopicError::new(format!(
+                    "cannot write to {topic}: a compacted topic only accepts records with a key"
+                )));
             }
-            Ok::<_, String>(appended)
+            if records.is_empty() {
+                return Err(TopicError::new(format!("cannot write an empty batch to {topic}-{partition}")));
+            }
+            total += batch::encoded_size_bound(records);
+            batches.push(p);
+        }
+        let encoded = ENCODE.with(|enc| {
+            let mut enc = enc.borrow_mut();
+            let (buf, allocated) = &mut *enc;
+            if total > *allocated {
+                // A new allocation with room to spare: growing the old one would copy its
+                // stale contents, and flushes vary in size.
+                *allocated = total + total / 2;
+                *buf = BytesMut::with_capacity(*allocated);
+            } else {
+                // Room for all of them at once: reclaims the allocation the last call split its
+                // batches from, if the writers have dropped them all (they have, once durable).
+                buf.reserve(total);
+            }
+            let mut encoded = Vec::with_capacity(items.len());
+            for (_, records, producer) in items {
+                batch::encode_batch_into(&mut *buf, records);
+                let mut bytes = buf.split();
+                if let Some((pid, epoch, sequence)) = producer {
+                    batch::set_producer(&mut bytes, *pid, *epoch, *sequence, true);
+                }
+                // Our own encoding: the header is all the partition needs.
+                debug_assert!(batch::validate(&bytes).is_ok());
+                let header =
+                    BatchHeader::parse(&bytes).map_err(|e| TopicError::new(format!("record batch refused: {e}")))?;
+                encoded.push((bytes, header));
+            }
+            if total > ENCODE_KEEP_BYTES {
+                // A rare large write: do not keep its memory for the thread's life.
+                *enc = Default::default();
+            }
+            Ok::<_, TopicError>(encoded)
+        })?;
+        let timeout = Duration::from_millis(SQL_APPEND_TIMEOUT_MS);
+        let now = now_ms();
+        let written = self.runtime.block_on(async move {
+            // Queued all first (in order: a partition's batches keep it), then awaited.
+            let queued: Vec<_> =
+                batches.iter().zip(encoded).map(|(p, (bytes, header))| p.append(bytes, header, now)).collect();
+            let mut first = Vec::with_capacity(queued.len());
+            // Per partition, the end offset it must make durable (a short list: few partitions).
+            let mut durable: Vec<(&Arc<Partition>, u64)> = vec![];
+            let mut failed = None;
+            for (p, rx) in batches.iter().zip(queued) {
+                let appended = match rx.await {
+                    Ok(Ok(a)) => a,
+                    Ok(Err((code, message))) => {
+                        failed.get_or_insert_with(|| (p.index, format!("{code:?}: {message}")));
+                        continue;
+                    }
+                    Err(_) => {
+                        failed.get_or_insert_with(|| (p.index, "the partition's writer stopped".to_string()));
+                        continue;
+                    }
+                };
+                first.push(appended.info.base_offset as i64);
+                if appended.needs_sync {
+                    let end = appended.info.last_offset + 1;
+                    match durable.iter_mut().find(|(q, _)| Arc::ptr_eq(q, p)) {
+                        Some((_, e)) => *e = (*e).max(end),
+                        None => durable.push((p, end)),
+                    }
+                }
+            }
+            if let Some(f) = failed {
+                return Err(f);
+            }
+            for (p, end) in durable {
+                p.wait_durable(end, timeout)
+                    .await
+                    .map_err(|code| (p.index, format!("the write did not become durable: {code:?}")))?;
+            }
+            Ok(first)
         });
-        let appended = appended.map_err(|m| TopicError::new(format!("cannot write to {topic}-{partition}: {m}")))?;
-        Ok(appended.info.base_offset as i64)
+        written.map_err(|(partition, m)| TopicError::new(format!("cannot write to {topic}-{partition}: {m}")))
     }
 
     fn partition(&self, topic: &str, partition: i32) -> freshet_common::topics::Result<Arc<Partition>> {
@@ -108,9 +176,42 @@ impl BrokerTopics {
     }
 }
 
-/// A buffer as a `BytesMut` without copying it.
-fn owned_mut(bytes: Vec<u8>) -> BytesMut {
-    Bytes::from(bytes).try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]))
+/// One batch for [`BrokerTopics::append_batches`]: the partition, its records, and a
+/// transactional producer's (id, epoch, base sequence) if any.
+type BatchItem<'a> = (i32, &'a [Record], Option<(i64, i16, i32)>);
+
+thread_local! {
+    /// Each writing thread's buffer for encoding record batches (see
+    /// [`BrokerTopics::append_batches`]): the batches of a write are split off it, and once the
+    /// partition writers have written and dropped them its allocation serves the next write,
+    /// instead of fresh memory the kernel faults in and zeroes again.
+    /// With the size of its allocation.
+    static ENCODE: std::cell::RefCell<(BytesMut, usize)> = Default::default();
+}
+
+/// The most records a read makes room for before it sees them.
+const READ_RESERVE_RECORDS: usize = 64 * 1024;
+
+/// An [`ENCODE`] buffer larger than this is not kept after the write.
+const ENCODE_KEEP_BYTES: usize = 4 * 1024 * 1024;
+
+/// `records` in runs of at most `max_bytes` (estimated) each, in order; a record larger than
+/// that is a run of its own (as `freshet_common::topics::split_by_size`, without moving the records).
+fn runs(records: &[Record], max_bytes: usize) -> Vec<&[Record]> {
+    let mut runs = vec![];
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        let size = r.estimated_size();
+        if i > start && bytes + size > max_bytes {
+            runs.push(&records[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < records.len() {
+        runs.push(&records[start..]);
+    }
+    runs
 }
 
 /// Whether a record batch is an aborted transaction's, tracked as a consumer does: a producer's
@@ -225,26 +326,34 @@ fn decode_plain(
         return Ok(false);
     }
     batch::validate_stored(batch).map_err(|e| e.to_string())?;
-    let records = batch::records(batch).ok_or("malformed records")?;
-    if records.iter().any(|r| !r.headers.is_empty()) {
-        return Ok(false);
-    }
-    for r in records {
-        if r.offset < from || out.len() >= max {
-            continue;
+    // Converted record by record (no vector of views); a record with headers sends the whole
+    // batch to the general decoder.
+    let start = out.len();
+    let mut headers = false;
+    let whole = batch::for_each_record(batch, |r| {
+        if !r.headers.is_empty() {
+            headers = true;
+            return false;
         }
-        out.push(Consumed {
-            partition,
-            offset: r.offset,
-            record: Record {
-                key: r.key.map(|k| batch.slice_ref(k)),
-                value: r.value.map(|v| batch.slice_ref(v)),
-                timestamp: if header.is_log_append_time() { header.max_timestamp } else { r.timestamp },
-                headers: vec![],
-            },
-        });
+        if r.offset >= from && out.len() < max {
+            out.push(Consumed {
+                partition,
+                offset: r.offset,
+                record: Record {
+                    key: r.key.map(|k| batch.slice_ref(k)),
+                    value: r.value.map(|v| batch.slice_ref(v)),
+                    timestamp: if header.is_log_append_time() { header.max_timestamp } else { r.timestamp },
+                    headers: vec![],
+                },
+            });
+        }
+        true
+    });
+    if whole.is_none() || headers {
+        out.truncate(start);
     }
-    Ok(true)
+    whole.ok_or("malformed records")?;
+    Ok(!headers)
 }
 
 impl SqlTopics for BrokerTopics {
@@ -316,21 +425,28 @@ impl Topics for BrokerTopics {
     }
 
     fn append(&self, topic: &str, partition: i32, records: Vec<Record>) -> freshet_common::topics::Result<i64> {
-        // Most appends fit one batch: then the records are not moved into runs.
-        let runs = if records.iter().map(Record::estimated_size).sum::<usize>() <= SQL_KAFKA_BATCH_BYTES {
-            vec![records]
-        } else {
-            split_by_size(records, SQL_KAFKA_BATCH_BYTES)
-        };
-        let mut first = None;
-        for run in runs.into_iter().filter(|r| !r.is_empty()) {
-            let base = self.append_batch(topic, partition, run, None)?;
-            first.get_or_insert(base);
+        if records.is_empty() {
+            return self.end_offset(topic, partition);
         }
-        match first {
-            Some(base) => Ok(base),
-            None => self.end_offset(topic, partition),
+        let items: Vec<_> = runs(&records, SQL_KAFKA_BATCH_BYTES).into_iter().map(|r| (partition, r, None)).collect();
+        Ok(self.append_batches(topic, &items)?[0])
+    }
+
+    /// All partitions' batches queued at once and their fsyncs awaited together (see
+    /// [`BrokerTopics::append_batches`]), not one partition's write and fsync after the other.
+    fn append_partitions(&self, topic: &str, partitions: &mut [Vec<Record>]) -> freshet_common::topics::Result<()> {
+        let items: Vec<_> = partitions
+            .iter()
+            .enumerate()
+            .flat_map(|(p, records)| runs(records, SQL_KAFKA_BATCH_BYTES).into_iter().map(move |r| (p as i32, r, None)))
+            .collect();
+        if !items.is_empty() {
+            self.append_batches(topic, &items)?;
         }
+        for records in partitions {
+            records.clear();
+        }
+        Ok(())
     }
 
     /// A transaction of the broker's transaction coordinator, in process: the writes of one
@@ -374,7 +490,7 @@ impl Topics for BrokerTopics {
             let producer = producers.get_mut(owner).expect("inserted above");
             for (topic, partition, records) in writes {
                 // In batches the topic accepts (max.message.bytes is about 1 MiB by default).
-                for run in split_by_size(records, SQL_KAFKA_BATCH_BYTES) {
+                for run in runs(&records, SQL_KAFKA_BATCH_BYTES) {
                     let n = run.len() as i32;
                     let seq = producer.sequences.entry((topic.clone(), partition)).or_insert(0);
                     self.append_batch(&topic, partition, run, Some((pid, epoch, *seq)))?;
@@ -411,7 +527,8 @@ impl Topics for BrokerTopics {
         let (start, _high_watermark, stable) = p.stable_offsets().map_err(err("offsets"))?;
         // Below the log start (retention, DeleteRecords): go on from the earliest record.
         let mut at = (offset.max(0) as u64).max(start);
-        let mut out = Vec::new();
+        // At most one record per offset: sized once, not grown (and copied) read by read.
+        let mut out = Vec::with_capacity(max.min(stable.saturating_sub(at) as usize).min(READ_RESERVE_RECORDS));
         while at < stable && out.len() < max {
             let read = p.read(at, SQL_READ_MAX_BYTES, true, true).map_err(err("read"))?;
             if read.records.is_empty() {
