@@ -2,7 +2,9 @@
 //! measured in one run.
 //!
 //! - `disk`: sequential writes of CHUNK bytes, each followed by fdatasync (the ceiling for
-//!   acks=all with flush.messages=1);
+//!   acks=all with flush.messages=1); with `--rate`, the latency floor of acks=all at that rate
+//!   instead: data arriving steadily, each round writing what arrived and fdatasyncing it (an
+//!   ideal group commit into one file, no broker);
 //! - `net`: one loopback TCP stream, 1 MiB writes;
 //! - `produce`: N producer connections, each pipelining Produce requests of pre-encoded batches
 //!   of R-byte records (the broker assigns offsets, so batches can be reused; client-side record
@@ -30,7 +32,8 @@ use freshet_client::{Client, Connection};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// fdatasync'd sequential write bandwidth of the disk holding DIR.
+    /// fdatasync'd sequential write bandwidth of the disk holding DIR (or, with --rate, the
+    /// latency of group-committed writes at that rate).
     Disk(DiskArgs),
     /// Loopback TCP bandwidth.
     Net(NetArgs),
@@ -68,6 +71,13 @@ pub struct DiskArgs {
     /// Total bytes written.
     #[arg(long, default_value_t = 1 << 30)]
     pub total: usize,
+    /// Instead: data arrives at this many MB/s; each round writes what arrived since the last
+    /// and fdatasyncs it. Prints the latency from a byte's arrival to its fdatasync.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// With --rate: how long to run.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
 }
 
 #[derive(Args, Clone)]
@@ -131,6 +141,9 @@ pub struct AllArgs {
 
 pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
+        BenchCommand::Disk(DiskArgs { rate: Some(rate), dir, seconds, .. }) => {
+            println!("{}", disk_at_rate(&dir, rate, seconds)?.line());
+        }
         BenchCommand::Disk(a) => {
             let r = disk(&a)?;
             println!(
@@ -183,6 +196,86 @@ pub fn disk(a: &DiskArgs) -> Result<DiskResult> {
         syncs: chunks,
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
+    })
+}
+
+pub struct DiskLatency {
+    pub rate_mb_per_s: f64,
+    /// What was written, per second (below the rate if the disk fell behind).
+    pub mb_per_s: f64,
+    pub syncs: usize,
+    /// From a byte's arrival to the end of the fdatasync covering it.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+}
+
+impl DiskLatency {
+    pub fn line(&self) -> String {
+        format!(
+            "disk at {:.0} MB/s offered: {:.0} MB/s written, {} group commits; arrival to fdatasync p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms",
+            self.rate_mb_per_s, self.mb_per_s, self.syncs, self.p50_ms, self.p99_ms, self.p999_ms
+        )
+    }
+}
+
+/// Open loop, the best acks=all can do at `mb_per_s` on this disk: data arrives steadily;
+/// each round writes everything that arrived since the last round to one file and fdatasyncs
+/// it, as a group commit does (no requests, no broker). A round that falls behind carries the
+/// backlog, so stalls show in the latencies (no coordinated omission).
+pub fn disk_at_rate(dir: &Path, mb_per_s: f64, seconds: f64) -> Result<DiskLatency> {
+    use std::os::unix::fs::FileExt;
+    const MAX_ROUND: usize = 8 << 20;
+    const SAMPLES_PER_ROUND: usize = 8;
+    if !(mb_per_s > 0.0 && seconds > 0.0) {
+        bail!("--rate and --seconds must be positive");
+    }
+    let tmp = tempfile::Builder::new().prefix("freshet-disk-bench").tempdir_in(dir)?;
+    let file = std::fs::File::create(tmp.path().join("data"))?;
+    let buf = vec![0x5au8; MAX_ROUND];
+    let bytes_per_s = mb_per_s * 1e6;
+    let mut latencies = vec![];
+    let (mut written, mut syncs) = (0usize, 0usize);
+    let started = Instant::now();
+    // Arrival time (seconds since the start) of the first byte not yet written.
+    let mut pending_since = 0.0f64;
+    loop {
+        let now = started.elapsed().as_secs_f64();
+        if now >= seconds {
+            break;
+        }
+        let due = ((now - pending_since) * bytes_per_s) as usize;
+        if due < 4096 {
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        }
+        let n = due.min(MAX_ROUND);
+        let covers_until = pending_since + n as f64 / bytes_per_s;
+        file.write_all_at(&buf[..n], written as u64)?;
+        file.sync_data()?;
+        let done = started.elapsed().as_secs_f64();
+        // The round's bytes arrived evenly over [pending_since, covers_until].
+        for k in 0..SAMPLES_PER_ROUND {
+            let arrived = pending_since + (covers_until - pending_since) * (k as f64 + 0.5) / SAMPLES_PER_ROUND as f64;
+            latencies.push((done - arrived) * 1000.0);
+        }
+        pending_since = covers_until;
+        written += n;
+        syncs += 1;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if latencies.is_empty() {
+        bail!("no group commit ran in {seconds} s");
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    Ok(DiskLatency {
+        rate_mb_per_s: mb_per_s,
+        mb_per_s: written as f64 / secs / 1e6,
+        syncs,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        p999_ms: pct(0.999),
     })
 }
 
@@ -703,8 +796,11 @@ async fn all(a: &AllArgs) -> Result<()> {
     // `discard` busy for a while, which would disturb the broker runs.
     settle().await;
     eprintln!("measuring the disk...");
-    let disk64 = disk(&DiskArgs { dir: a.dir.clone(), chunk: 64 << 10, total: 256 << 20 })?;
-    let disk1m = disk(&DiskArgs { dir: a.dir.clone(), chunk: 1 << 20, total: 1 << 30 })?;
+    let raw = |chunk: usize, total: usize| DiskArgs { dir: a.dir.clone(), chunk, total, rate: None, seconds: 0.0 };
+    let disk64 = disk(&raw(64 << 10, 256 << 20))?;
+    let disk1m = disk(&raw(1 << 20, 1 << 30))?;
+    settle().await;
+    let disk_half = disk_at_rate(&a.dir, half.mb_per_s(), a.seconds)?;
     eprintln!("measuring loopback TCP...");
     let loopback = net(&NetArgs { total: 4 << 30 })?;
 
@@ -737,6 +833,10 @@ async fn all(a: &AllArgs) -> Result<()> {
         "produce, acks=all, at half the max rate",
         &half,
         format!("target p99 < 2 ms; one fdatasync alone: p50 {:.2} ms, p99 {:.2} ms", disk64.p50_ms, disk64.p99_ms),
+    );
+    println!(
+        "| disk alone at that rate: group-committed writes to one file, no broker | {:.0} MB/s; arrival to fdatasync p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms | the floor under the row above |",
+        disk_half.mb_per_s, disk_half.p50_ms, disk_half.p99_ms, disk_half.p999_ms
     );
     row("produce 1 KiB records, acks=1, max rate", &acks1, String::new());
     println!(

@@ -318,35 +318,27 @@ pub trait EncodeRecord {
     fn headers(&self) -> &[(String, Option<Vec<u8>>)];
 }
 
-impl EncodeRecord for SimpleRecord {
-    fn timestamp(&self) -> i64 {
-        self.timestamp
-    }
-    fn key(&self) -> Option<&[u8]> {
-        self.key.as_deref()
-    }
-    fn value(&self) -> Option<&[u8]> {
-        self.value.as_deref()
-    }
-    fn headers(&self) -> &[(String, Option<Vec<u8>>)] {
-        &self.headers
-    }
+/// Both record types keep the four parts in fields of the same names.
+macro_rules! encode_record_fields {
+    ($($ty:ty),*) => {$(
+        impl EncodeRecord for $ty {
+            fn timestamp(&self) -> i64 {
+                self.timestamp
+            }
+            fn key(&self) -> Option<&[u8]> {
+                self.key.as_deref()
+            }
+            fn value(&self) -> Option<&[u8]> {
+                self.value.as_deref()
+            }
+            fn headers(&self) -> &[(String, Option<Vec<u8>>)] {
+                &self.headers
+            }
+        }
+    )*};
 }
 
-impl EncodeRecord for freshet_common::topics::Record {
-    fn timestamp(&self) -> i64 {
-        self.timestamp
-    }
-    fn key(&self) -> Option<&[u8]> {
-        self.key.as_deref()
-    }
-    fn value(&self) -> Option<&[u8]> {
-        self.value.as_deref()
-    }
-    fn headers(&self) -> &[(String, Option<Vec<u8>>)] {
-        &self.headers
-    }
-}
+encode_record_fields!(SimpleRecord, freshet_common::topics::Record);
 
 /// At least the bytes [`encode_batch_into`] writes for `records`: the header, then per record
 /// its fields and at most 5 varints of 5 bytes (a length, timestamp and offset deltas, key and
