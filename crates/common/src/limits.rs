@@ -91,6 +91,13 @@ pub const SQL_KAFKA_METADATA_MAX_AGE_MS: u64 = 1_000;
 /// default `max.message.bytes` is about 1 MiB).
 pub const SQL_KAFKA_BATCH_BYTES: usize = 512 * 1024;
 
+/// The per-thread buffer the embedded broker's in-process writers (SQL engine, function host)
+/// encode record batches into is kept for the next write only up to this size.
+pub const ENCODE_BUFFER_KEEP_BYTES: usize = 4 * 1024 * 1024;
+
+/// Most records an in-process read of the embedded broker makes room for before it sees them.
+pub const READ_RESERVE_RECORDS: usize = 64 * 1024;
+
 /// Rows a push query may have in flight to its HTTP client; when they are not taken, the query
 /// is not stepped (its input waits in the log).
 pub const SQL_PUSH_CHANNEL_ROWS: usize = 1024;

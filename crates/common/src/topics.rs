@@ -40,21 +40,21 @@ impl Record {
     }
 }
 
-/// Splits `records` into runs of at most `max_bytes` (estimated) each, in order; a record larger
-/// than that is a run of its own.
-pub fn split_by_size(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>> {
-    let mut runs: Vec<Vec<Record>> = vec![];
-    let mut bytes = 0;
-    for r in records {
+/// `records` in runs of at most `max_bytes` (estimated) each, in order, without moving them; a
+/// record larger than that is a run of its own.
+pub fn split_by_size(records: &[Record], max_bytes: usize) -> Vec<&[Record]> {
+    let mut runs = vec![];
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
         let size = r.estimated_size();
-        match runs.last_mut() {
-            Some(run) if bytes + size <= max_bytes => run.push(r),
-            _ => {
-                runs.push(vec![r]);
-                bytes = 0;
-            }
+        if i > start && bytes + size > max_bytes {
+            runs.push(&records[start..i]);
+            (start, bytes) = (i, 0);
         }
         bytes += size;
+    }
+    if start < records.len() {
+        runs.push(&records[start..]);
     }
     runs
 }
@@ -258,11 +258,11 @@ mod tests {
     #[test]
     fn split_by_size_keeps_order_and_bounds_each_run() {
         let records: Vec<Record> = [100, 100, 100, 1000, 50, 50].iter().map(|&n| record(n)).collect();
-        let runs = split_by_size(records.clone(), 300);
+        let runs = split_by_size(&records, 300);
         let lens: Vec<Vec<usize>> =
             runs.iter().map(|r| r.iter().map(|x| x.value.as_ref().unwrap().len()).collect()).collect();
         assert_eq!(lens, [vec![100, 100], vec![100], vec![1000], vec![50, 50]]);
         assert_eq!(runs.concat(), records);
-        assert!(split_by_size(vec![], 300).is_empty());
+        assert!(split_by_size(&[], 300).is_empty());
     }
 }

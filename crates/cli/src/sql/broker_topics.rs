@@ -18,8 +18,11 @@ use bytes::{Bytes, BytesMut};
 use freshet_broker::groups::{Committed, Heartbeat};
 use freshet_broker::{is_internal, now_ms, Broker, BrokerError, Partition};
 use freshet_common::config::TopicConfig;
-use freshet_common::limits::{SQL_APPEND_TIMEOUT_MS, SQL_KAFKA_BATCH_BYTES, SQL_READ_MAX_BYTES, SQL_TXN_TIMEOUT_MS};
-use freshet_common::topics::TopicError;
+use freshet_common::limits::{
+    ENCODE_BUFFER_KEEP_BYTES, READ_RESERVE_RECORDS, SQL_APPEND_TIMEOUT_MS, SQL_KAFKA_BATCH_BYTES, SQL_READ_MAX_BYTES,
+    SQL_TXN_TIMEOUT_MS,
+};
+use freshet_common::topics::{split_by_size, TopicError};
 use freshet_log::batch::{self, BatchHeader};
 use freshet_sql::topics::{Consumed, GroupOffsets, Member, Record, Topics};
 use kafka_protocol::records::RecordBatchDecoder;
@@ -120,7 +123,7 @@ impl BrokerTopics {
                     BatchHeader::parse(&bytes).map_err(|e| TopicError::new(format!("record batch refused: {e}")))?;
                 encoded.push((bytes, header));
             }
-            if total > ENCODE_KEEP_BYTES {
+            if total > ENCODE_BUFFER_KEEP_BYTES {
                 // A rare large write: do not keep its memory for the thread's life.
                 *enc = Default::default();
             }
@@ -187,31 +190,6 @@ thread_local! {
     /// instead of fresh memory the kernel faults in and zeroes again.
     /// With the size of its allocation.
     static ENCODE: std::cell::RefCell<(BytesMut, usize)> = Default::default();
-}
-
-/// The most records a read makes room for before it sees them.
-const READ_RESERVE_RECORDS: usize = 64 * 1024;
-
-/// An [`ENCODE`] buffer larger than this is not kept after the write.
-const ENCODE_KEEP_BYTES: usize = 4 * 1024 * 1024;
-
-/// `records` in runs of at most `max_bytes` (estimated) each, in order; a record larger than
-/// that is a run of its own (as `freshet_common::topics::split_by_size`, without moving the records).
-fn runs(records: &[Record], max_bytes: usize) -> Vec<&[Record]> {
-    let mut runs = vec![];
-    let (mut start, mut bytes) = (0, 0);
-    for (i, r) in records.iter().enumerate() {
-        let size = r.estimated_size();
-        if i > start && bytes + size > max_bytes {
-            runs.push(&records[start..i]);
-            (start, bytes) = (i, 0);
-        }
-        bytes += size;
-    }
-    if start < records.len() {
-        runs.push(&records[start..]);
-    }
-    runs
 }
 
 /// Whether a record batch is an aborted transaction's, tracked as a consumer does: a producer's
@@ -428,7 +406,8 @@ impl Topics for BrokerTopics {
         if records.is_empty() {
             return self.end_offset(topic, partition);
         }
-        let items: Vec<_> = runs(&records, SQL_KAFKA_BATCH_BYTES).into_iter().map(|r| (partition, r, None)).collect();
+        let items: Vec<_> =
+            split_by_size(&records, SQL_KAFKA_BATCH_BYTES).into_iter().map(|r| (partition, r, None)).collect();
         Ok(self.append_batches(topic, &items)?[0])
     }
 
@@ -438,7 +417,9 @@ impl Topics for BrokerTopics {
         let items: Vec<_> = partitions
             .iter()
             .enumerate()
-            .flat_map(|(p, records)| runs(records, SQL_KAFKA_BATCH_BYTES).into_iter().map(move |r| (p as i32, r, None)))
+            .flat_map(|(p, records)| {
+                split_by_size(records, SQL_KAFKA_BATCH_BYTES).into_iter().map(move |r| (p as i32, r, None))
+            })
             .collect();
         if !items.is_empty() {
             self.append_batches(topic, &items)?;
@@ -490,7 +471,7 @@ impl Topics for BrokerTopics {
             let producer = producers.get_mut(owner).expect("inserted above");
             for (topic, partition, records) in writes {
                 // In batches the topic accepts (max.message.bytes is about 1 MiB by default).
-                for run in runs(&records, SQL_KAFKA_BATCH_BYTES) {
+                for run in split_by_size(&records, SQL_KAFKA_BATCH_BYTES) {
                     let n = run.len() as i32;
                     let seq = producer.sequences.entry((topic.clone(), partition)).or_insert(0);
                     self.append_batch(&topic, partition, run, Some((pid, epoch, *seq)))?;
