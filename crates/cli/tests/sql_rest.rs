@@ -491,8 +491,14 @@ fn query_state_is_restored_after_sigkill_without_reading_the_input_again() {
     });
     let outputs_before = consume_until(&server.addr, "PER_USER", "the table's changes", |o| o.len() == 3).len();
     // The state files and changelog topics exist.
-    let state_files = std::fs::read_dir(dir.path().join("sql-state")).unwrap().count();
-    assert_eq!(state_files, 3, "one store file per query");
+    let redb_files = |d: std::path::PathBuf| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "redb"))
+            .count()
+    };
+    assert_eq!(redb_files(dir.path().join("sql-state")), 3, "one store file per query");
+    assert_eq!(redb_files(dir.path().join("sql-state/tables")), 1, "a store file for the table pull queries read");
 
     // Without its input, a query restarted from scratch would count from zero.
     delete_all_records(&server.addr, "clicks");

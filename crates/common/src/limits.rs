@@ -112,6 +112,9 @@ pub const SQL_TXN_TIMEOUT_MS: i32 = 60_000;
 /// Page cache of one query's state store file (redb), in bytes.
 pub const SQL_STATE_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Page cache of one table's pull-query store file (redb), in bytes.
+pub const SQL_TABLE_STORE_CACHE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Most entries one state map of a query keeps decoded in memory (clean ones beyond it are
 /// evicted after each step; they stay in the store file).
 pub const SQL_STATE_CACHE_ENTRIES: usize = 100_000;

@@ -49,8 +49,9 @@ pub struct Engine {
     /// Planning a transient (push) query: every projection item becomes an output column in
     /// SELECT order and no key column is required in the projection.
     pub(crate) transient: std::cell::Cell<bool>,
-    /// The current contents of queryable tables, for pull queries.
-    pub(crate) materialized: crate::transient::Materialized,
+    /// The current contents of queryable tables, for pull queries (in memory unless set to
+    /// [`crate::materialized::Materialized::on_disk`]).
+    pub materialized: crate::materialized::Materialized,
 }
 
 fn prop_string(props: &BTreeMap<String, Value>, name: &str) -> Option<String> {

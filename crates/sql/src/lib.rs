@@ -15,6 +15,7 @@ pub mod expr;
 pub mod format;
 pub mod functions;
 pub mod join;
+pub mod materialized;
 pub mod nexmark;
 pub mod parser;
 pub mod query;

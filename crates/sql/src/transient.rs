@@ -5,9 +5,10 @@
 //!   client instead of a topic, until LIMIT or until the client goes away.
 //!
 //! A table's materialized state is the latest record per key of its topic, read incrementally
-//! (only what is new since the last pull query), per partition, in key order.
+//! (only what is new since the last pull query), per partition, in key order, kept in a store
+//! file ([`crate::materialized`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::ast::*;
@@ -45,64 +46,6 @@ pub struct PullResult {
     pub rows: Vec<Vec<Value>>,
     /// The closing message, if any (`Query Completed` after a stream's records).
     pub final_message: Option<String>,
-}
-
-/// The current contents of the tables pull queries have read, kept up to date incrementally.
-#[derive(Default)]
-pub struct Materialized {
-    tables: HashMap<String, TableState>,
-}
-
-struct TableState {
-    /// The statement that created the table: a table dropped and created again starts over.
-    sql: String,
-    offsets: Vec<i64>,
-    /// Per partition, the latest record of each key (tombstones remove the key).
-    rows: Vec<BTreeMap<crate::topics::Bytes, Consumed>>,
-}
-
-impl Materialized {
-    /// Reads what is new on a table's topic into its state.
-    fn refresh(&mut self, topics: &Arc<dyn Topics>, src: &SourceDef) -> Result<&TableState> {
-        let partitions = topics.partitions(&src.topic).unwrap_or(0).max(0) as usize;
-        let state = self.tables.entry(src.name.clone()).or_insert_with(|| TableState {
-            sql: src.sql.clone(),
-            offsets: vec![],
-            rows: vec![],
-        });
-        if state.sql != src.sql {
-            *state = TableState { sql: src.sql.clone(), offsets: vec![], rows: vec![] };
-        }
-        state.offsets.resize(partitions.max(state.offsets.len()), 0);
-        state.rows.resize_with(state.offsets.len(), BTreeMap::new);
-        for p in 0..partitions {
-            let end = topics.end_offset(&src.topic, p as i32)?;
-            if end < state.offsets[p] {
-                // The topic was recreated: start this partition over.
-                state.offsets[p] = 0;
-                state.rows[p].clear();
-            }
-            while state.offsets[p] < end {
-                let batch = topics.read(&src.topic, p as i32, state.offsets[p], crate::limits::POLL_BATCH)?;
-                let Some(last) = batch.last() else { break };
-                state.offsets[p] = last.offset + 1;
-                for c in batch {
-                    let Some(key) = c.record.key.clone() else { continue };
-                    if c.record.value.is_none() {
-                        state.rows[p].remove(&key);
-                    } else {
-                        state.rows[p].insert(key, c);
-                    }
-                }
-            }
-        }
-        Ok(state)
-    }
-
-    /// Forgets a dropped table.
-    pub fn forget(&mut self, name: &str) {
-        self.tables.remove(name);
-    }
 }
 
 /// A running push query.
@@ -522,14 +465,7 @@ impl Engine {
             true
         };
         if is_table {
-            let state = self.materialized.refresh(&topics, &src)?;
-            'scan: for partition in &state.rows {
-                for c in partition.values() {
-                    if !answer(c, &mut rows) {
-                        break 'scan;
-                    }
-                }
-            }
+            self.materialized.refresh(&topics, &src)?.scan(|c| answer(c, &mut rows))?;
         } else {
             let partitions = topics.partitions(&src.topic).unwrap_or(0);
             'stream: for p in 0..partitions {

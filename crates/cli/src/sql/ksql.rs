@@ -210,7 +210,10 @@ fn schema_json(t: &SqlType) -> Json {
 impl SqlServer {
     /// Creates the engine over the broker and replays the command topic. Blocking.
     pub fn open(topics: Arc<dyn SqlTopics>, state_dir: Option<PathBuf>) -> freshet_sql::Result<SqlServer> {
-        let engine = Engine::new(topics.clone() as Arc<dyn Topics>);
+        let mut engine = Engine::new(topics.clone() as Arc<dyn Topics>);
+        if let Some(dir) = &state_dir {
+            engine.materialized = freshet_sql::materialized::Materialized::on_disk(dir.join("tables"));
+        }
         let mut server = SqlServer {
             engine,
             topics,
@@ -340,6 +343,8 @@ impl SqlServer {
         };
         let ids: Vec<String> = self.engine.queries.keys().cloned().collect();
         remove_orphan_state_files(&dir, &ids);
+        let tables: Vec<String> = self.engine.catalog.sources.keys().cloned().collect();
+        self.engine.materialized.remove_orphans(&tables);
         for id in ids {
             let started = Instant::now();
             match self.attach_state(&id) {
@@ -1002,8 +1007,6 @@ impl SqlServer {
     }
 }
 
-/// A failed statement as ksqlDB's `statement_error` (HTTP 400), the message positioned
-/// (`line L:C: ...`) when the error knows where.
 /// Removes state files of queries that no longer exist (rebuildable from a changelog anyway).
 fn remove_orphan_state_files(dir: &Path, live: &[String]) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -1018,6 +1021,8 @@ fn remove_orphan_state_files(dir: &Path, live: &[String]) {
     }
 }
 
+/// A failed statement as ksqlDB's `statement_error` (HTTP 400), the message positioned
+/// (`line L:C: ...`) when the error knows where.
 pub(super) fn statement_error(e: &SqlError, text: &str) -> Reply {
     let code = match e.kind {
         ErrorKind::Server => ERROR_SERVER,
