@@ -506,6 +506,13 @@ for line in sys.stdin:
     });
     let (_, metrics) = get_text(&server.http, "/metrics");
     assert!(metrics.contains("freshet_function_workers{function=\"slow\"} 0"), "{metrics}");
+    // The autoscaler's processing time per event: 50 ms per batch of 5 events, ~10 ms each.
+    let cost: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("freshet_function_event_processing_seconds{function=\"slow\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no processing time metric in {metrics}"));
+    assert!((0.005..0.5).contains(&cost), "processing time per event {cost} s");
     eprintln!("scaled above one worker {scaled:?} after the burst (peak {peak})");
 }
 

@@ -163,6 +163,11 @@ pub const FN_RETRY_BACKOFF_MAX_MS: u64 = 10_000;
 /// How often the autoscaler looks at each function's lag.
 pub const FN_SCALE_TICK_MS: u64 = 100;
 
+/// The autoscaler sizes a pool to work off its backlog within this time: workers = lag ×
+/// measured processing time per event / this (at most one per partition with a backlog when
+/// ordered, at most `max_concurrency`).
+pub const FN_SCALE_DRAIN_TARGET_MS: u64 = 1_000;
+
 /// How often a function host heartbeats in its functions' consumer groups (well under the
 /// groups' session timeout; more often while it releases partitions).
 pub const FN_GROUP_HEARTBEAT_MS: u64 = 1_000;

@@ -6,8 +6,9 @@
 //!   partition's lag (end offset − position) and queues partitions with a backlog; workers (OS
 //!   threads, each owning one runtime instance) take a queued partition, process up to
 //!   [`FN_PARTITION_QUANTUM_BATCHES`] batches of it and give it back. The controller starts a
-//!   worker when partitions wait and no worker is free, up to `max_concurrency`; a worker idle
-//!   for `idle_ms` stops, so an idle function holds no workers and no instances.
+//!   worker when partitions wait and no worker is free, as many as the backlog's processing time
+//!   asks for (`wanted_workers`), up to `max_concurrency`; a worker idle for `idle_ms` stops,
+//!   so an idle function holds no workers and no instances.
 //! - Per batch: read, filter, invoke (retries with backoff, bisection of a failing batch,
 //!   partial-batch failures, dead letters), write the outputs and dead letters, then commit the
 //!   next offset to the function's consumer group. So delivery is at least once and, with one
@@ -24,7 +25,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use freshet_common::limits::{
     FN_FLUSH_INTERVAL_MS, FN_GROUP_HEARTBEAT_MS, FN_LOG_LINE_MAX_BYTES, FN_MAX_CODE_BYTES,
-    FN_PARTITION_QUANTUM_BATCHES, FN_READ_CHUNK_EVENTS, FN_SCALE_TICK_MS,
+    FN_PARTITION_QUANTUM_BATCHES, FN_READ_CHUNK_EVENTS, FN_SCALE_DRAIN_TARGET_MS, FN_SCALE_TICK_MS,
 };
 use freshet_common::partitioner::partition_for_key;
 use freshet_common::topics::{GroupOffsets, Member, Record, Topics};
@@ -460,6 +461,22 @@ fn decode_stored(v: &[u8]) -> Result<Deployment, String> {
     Ok(Deployment { spec: s.spec, code })
 }
 
+/// How many workers a topic trigger's pool should have: enough to process `lag` events within
+/// [`FN_SCALE_DRAIN_TARGET_MS`] at `cost_us` per event (at least one while there is a backlog),
+/// or, while the processing time is not known yet, one per partition with a backlog; never more
+/// than the partitions with a backlog (`backlogged`, each processed by one worker at a time)
+/// nor `max`.
+fn wanted_workers(lag: i64, cost_us: Option<f64>, backlogged: usize, max: usize) -> usize {
+    if lag <= 0 || backlogged == 0 {
+        return 0;
+    }
+    let by_time = match cost_us {
+        Some(c) => ((lag as f64 * c) / (FN_SCALE_DRAIN_TARGET_MS as f64 * 1000.0)).ceil().max(1.0),
+        None => f64::INFINITY,
+    };
+    (by_time.min(backlogged as f64) as usize).min(max)
+}
+
 /// Per partition of a topic trigger.
 #[derive(Default)]
 struct Parts {
@@ -476,6 +493,10 @@ struct Parts {
     workers: usize,
     idle: usize,
     handles: Vec<JoinHandle<()>>,
+    /// Processing time per event in µs (a moving average over the controller's ticks; `None`
+    /// until an invocation finished), and the (busy µs, events) totals it last looked at.
+    cost_us: Option<f64>,
+    seen: (u64, u64),
 }
 
 impl Parts {
@@ -784,8 +805,20 @@ impl Function {
             }
         }
         self.metrics.lag.store(lag, Relaxed);
-        // Scale up: a worker per waiting partition that no idle worker will take.
-        let wanted = parts.ready.len().saturating_sub(parts.idle);
+        // Processing time per event over the last tick, averaged with the earlier estimate.
+        let (busy_us, events) = self.metrics.busy();
+        let (d_busy, d_events) = (busy_us.saturating_sub(parts.seen.0), events.saturating_sub(parts.seen.1));
+        parts.seen = (busy_us, events);
+        if d_events > 0 {
+            let now = d_busy as f64 / d_events as f64;
+            parts.cost_us = Some(parts.cost_us.map_or(now, |c| (c + now) / 2.0));
+            self.metrics.event_cost_ns.store((parts.cost_us.unwrap_or(0.0) * 1000.0) as u64, Relaxed);
+        }
+        // Scale up: a worker per waiting partition that no idle worker will take, as far as the
+        // backlog's processing time asks for more workers.
+        let backlogged = parts.ready.len() + parts.busy.iter().filter(|b| **b).count();
+        let target = wanted_workers(lag, parts.cost_us, backlogged, self.spec.max_concurrency as usize);
+        let wanted = parts.ready.len().saturating_sub(parts.idle).min(target.saturating_sub(parts.workers));
         let room = (self.spec.max_concurrency as usize).saturating_sub(parts.workers);
         for _ in 0..wanted.min(room) {
             let f = self.clone();
@@ -1039,7 +1072,7 @@ impl Function {
             Ok(r) => !r.failed.is_empty(),
             Err(_) => true,
         };
-        self.metrics.observe_invocation(us, failed);
+        self.metrics.observe_invocation(us, batch.len(), failed);
         match &result {
             Err(e) => (self.log)("error", &format!("invocation of {} events failed: {e}", batch.len())),
             Ok(r) => {
@@ -1386,5 +1419,26 @@ impl LogWriter {
             std::thread::park_timeout(Duration::from_millis(200));
             self.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_are_sized_by_backlog_and_processing_time() {
+        // Unknown processing time: one worker per partition with a backlog, up to the maximum.
+        assert_eq!(wanted_workers(1000, None, 3, 8), 3);
+        assert_eq!(wanted_workers(1000, None, 12, 8), 8);
+        // 1000 events at 10 ms each are 10 s of work: as many workers as partitions allow.
+        assert_eq!(wanted_workers(1000, Some(10_000.0), 4, 8), 4);
+        // 1000 events at 1.5 ms: 1.5 s of work, two workers clear it within the target.
+        assert_eq!(wanted_workers(1000, Some(1_500.0), 4, 8), 2);
+        // A fast function: one worker is enough for a backlog over every partition.
+        assert_eq!(wanted_workers(100_000, Some(1.0), 8, 8), 1);
+        // Nothing to do: no workers.
+        assert_eq!(wanted_workers(0, Some(1.0), 0, 8), 0);
+        assert_eq!(wanted_workers(0, None, 2, 8), 0);
     }
 }

@@ -21,6 +21,10 @@ pub struct Metrics {
     pub cold_start_us_total: AtomicU64,
     duration: [AtomicU64; BUCKETS],
     duration_us_total: AtomicU64,
+    /// Events handed to invocations (with `duration_us_total`: the processing time per event).
+    events_invoked: AtomicU64,
+    /// The autoscaler's estimate of one event's processing time, in nanoseconds (0: unknown).
+    pub event_cost_ns: AtomicU64,
 }
 
 fn bucket(us: u64) -> usize {
@@ -32,8 +36,10 @@ fn bound_us(b: usize) -> u64 {
 }
 
 impl Metrics {
-    pub fn observe_invocation(&self, us: u64, failed: bool) {
+    /// One invocation of `events` events that took `us` microseconds.
+    pub fn observe_invocation(&self, us: u64, events: usize, failed: bool) {
         self.invocations.fetch_add(1, Relaxed);
+        self.events_invoked.fetch_add(events as u64, Relaxed);
         if failed {
             self.errors.fetch_add(1, Relaxed);
         }
@@ -44,6 +50,11 @@ impl Metrics {
     pub fn observe_cold_start(&self, us: u64) {
         self.cold_starts.fetch_add(1, Relaxed);
         self.cold_start_us_total.fetch_add(us, Relaxed);
+    }
+
+    /// (Total invocation time in µs, events invoked) so far: the autoscaler's processing time.
+    pub fn busy(&self) -> (u64, u64) {
+        (self.duration_us_total.load(Relaxed), self.events_invoked.load(Relaxed))
     }
 
     /// The duration (ms) under which a fraction `q` of invocations finished (bucket bound).
@@ -75,6 +86,8 @@ impl Metrics {
         for (name, v) in gauges {
             let _ = writeln!(out, "{name}{{{l}}} {v}");
         }
+        let cost = self.event_cost_ns.load(Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "freshet_function_event_processing_seconds{{{l}}} {cost}");
         let counters = [
             ("freshet_function_invocations_total", &self.invocations),
             ("freshet_function_errors_total", &self.errors),
@@ -107,6 +120,8 @@ pub const PROMETHEUS_HEADER: &str = "\
 # TYPE freshet_function_workers gauge
 # HELP freshet_function_lag Records of the trigger topic not yet processed.
 # TYPE freshet_function_lag gauge
+# HELP freshet_function_event_processing_seconds Recent invocation time per event (the autoscaler's estimate).
+# TYPE freshet_function_event_processing_seconds gauge
 # TYPE freshet_function_invocations_total counter
 # TYPE freshet_function_errors_total counter
 # TYPE freshet_function_events_in_total counter
@@ -127,9 +142,9 @@ mod tests {
     fn percentiles_from_buckets() {
         let m = Metrics::default();
         for _ in 0..99 {
-            m.observe_invocation(900, false); // bucket ≤ 1024 µs
+            m.observe_invocation(900, 1, false); // bucket ≤ 1024 µs
         }
-        m.observe_invocation(100_000, true);
+        m.observe_invocation(100_000, 1, true);
         assert_eq!(m.percentile_ms(0.5), 1.024);
         assert!(m.percentile_ms(1.0) >= 100.0);
         let mut s = String::new();

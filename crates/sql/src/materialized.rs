@@ -100,10 +100,12 @@ impl Materialized {
                 std::fs::create_dir_all(dir).map_err(storage("creating the table directory"))?;
                 match builder().create(path) {
                     Ok(db) => db,
-                    Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(SqlError::server(format!(
+                    Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                        return Err(SqlError::server(format!(
                         "table store {} is in use by another process (each server needs a data directory of its own)",
                         path.display()
-                    ))),
+                    )))
+                    }
                     Err(e) => {
                         // The topic has every row: a file that cannot be opened is rebuilt.
                         tracing::warn!(path = %path.display(), error = %e, "table store unusable; rebuilding it from the topic");
