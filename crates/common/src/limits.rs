@@ -182,6 +182,11 @@ pub const FN_READ_CHUNK_EVENTS: usize = 10_000;
 /// offsets once: the most output latency it adds, for far fewer fsyncs with fast functions.
 pub const FN_FLUSH_INTERVAL_MS: u64 = 50;
 
+/// ... or sooner, once its pending outputs' keys and values reach this many bytes: outputs are
+/// then encoded while still in the CPU's caches, into a buffer small enough to be kept
+/// (`ENCODE_BUFFER_KEEP_BYTES`).
+pub const FN_FLUSH_BYTES: usize = 2 * 1024 * 1024;
+
 /// Most batches a worker processes from one partition before it lets another partition in.
 pub const FN_PARTITION_QUANTUM_BATCHES: usize = 64;
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use bytes::Bytes;
 use freshet_common::limits::{
-    FN_FLUSH_INTERVAL_MS, FN_GROUP_HEARTBEAT_MS, FN_LOG_LINE_MAX_BYTES, FN_MAX_CODE_BYTES,
+    FN_FLUSH_BYTES, FN_FLUSH_INTERVAL_MS, FN_GROUP_HEARTBEAT_MS, FN_LOG_LINE_MAX_BYTES, FN_MAX_CODE_BYTES,
     FN_PARTITION_QUANTUM_BATCHES, FN_READ_CHUNK_EVENTS, FN_SCALE_DRAIN_TARGET_MS, FN_SCALE_TICK_MS,
 };
 use freshet_common::partitioner::partition_for_key;
@@ -114,6 +114,9 @@ pub struct FunctionStatus {
     pub duration_p50_ms: f64,
     pub duration_p90_ms: f64,
     pub duration_p99_ms: f64,
+    /// The autoscaler's recent processing time per event, µs (0 until measured).
+    #[serde(default)]
+    pub event_us: f64,
 }
 
 pub fn now_ms() -> i64 {
@@ -546,6 +549,8 @@ struct Pending {
     next: Option<i64>,
     /// When the first of these batches ran.
     since: Option<Instant>,
+    /// Bytes of the keys and values of `outputs`.
+    bytes: usize,
     /// Where each output goes, and per topic the records per partition, filled by `write`
     /// (empty between flushes: kept for their allocations).
     routes: Vec<Option<(usize, usize)>>,
@@ -560,6 +565,7 @@ impl Pending {
         self.dead.clear();
         self.next = None;
         self.since = None;
+        self.bytes = 0;
     }
 }
 
@@ -599,6 +605,7 @@ impl Function {
             duration_p50_ms: m.percentile_ms(0.5),
             duration_p90_ms: m.percentile_ms(0.9),
             duration_p99_ms: m.percentile_ms(0.99),
+            event_us: m.event_cost_ns.load(Relaxed) as f64 / 1000.0,
         }
     }
 
@@ -955,6 +962,7 @@ impl Function {
                 }
                 self.metrics.filtered.fetch_add((total - batch.len()) as u64, Relaxed);
                 let started = *pending.since.get_or_insert_with(Instant::now);
+                let outputs_before = pending.outputs.len();
                 if !batch.is_empty() {
                     self.metrics.events_in.fetch_add(batch.len() as u64, Relaxed);
                     let done = if self.spec.ordered {
@@ -979,10 +987,18 @@ impl Function {
                 }
                 pending.next = Some(next);
                 pos = next;
+                pending.bytes += pending.outputs[outputs_before..]
+                    .iter()
+                    .map(|o| o.key.as_ref().map_or(0, |k| k.len()) + o.value.as_ref().map_or(0, |v| v.len()))
+                    .sum::<usize>();
                 if self.stopping() || batches >= FN_PARTITION_QUANTUM_BATCHES {
                     break;
                 }
-                if started.elapsed() >= interval && !self.flush(&group, &topic, p, pending)? {
+                // Written while the outputs are recent (still in the CPU's caches, and the
+                // buffer they are encoded into small enough to be kept), or when they have
+                // waited long enough.
+                let due = pending.bytes >= FN_FLUSH_BYTES || started.elapsed() >= interval;
+                if due && !self.flush(&group, &topic, p, pending)? {
                     return Ok(());
                 }
             }
@@ -994,6 +1010,7 @@ impl Function {
     fn flush(&self, group: &str, topic: &str, p: i32, pending: &mut Pending) -> Result<bool, HostError> {
         let Some(next) = pending.next.take() else { return Ok(lock(&self.parts).mine(p)) };
         pending.since = None;
+        pending.bytes = 0;
         self.write(pending, p)?;
         let member = lock(&self.member).clone();
         self.topics.commit(group, topic, &[(p, next)], member.as_ref())?;

@@ -288,6 +288,7 @@ fn print_status(s: &FunctionStatus) {
         ("workers", format!("{} (max {})", s.workers, spec.max_concurrency)),
         ("partitions", s.partitions.as_ref().map(|p| format!("{p:?}")).unwrap_or_else(|| "all".into())),
         ("lag", s.lag.to_string()),
+        ("processing time per event", format!("{:.1} µs", s.event_us)),
         ("events in / out", format!("{} / {}", s.events_in, s.events_out)),
         ("filtered", s.filtered.to_string()),
         ("invocations", s.invocations.to_string()),
