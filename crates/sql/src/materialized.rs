@@ -86,33 +86,18 @@ impl Materialized {
 
     fn open(&self, src: &SourceDef) -> Result<TableStore> {
         let path = self.path(&src.name);
-        let builder = || {
-            let mut b = Database::builder();
-            b.set_cache_size(SQL_TABLE_STORE_CACHE_BYTES);
-            b
-        };
         let db = match &path {
-            None => builder()
-                .create_with_backend(redb::backends::InMemoryBackend::new())
-                .map_err(storage("creating an in-memory store"))?,
+            None => {
+                let mut builder = Database::builder();
+                builder.set_cache_size(SQL_TABLE_STORE_CACHE_BYTES);
+                builder
+                    .create_with_backend(redb::backends::InMemoryBackend::new())
+                    .map_err(storage("creating an in-memory store"))?
+            }
             Some(path) => {
                 let dir = path.parent().expect("a file in a directory");
                 std::fs::create_dir_all(dir).map_err(storage("creating the table directory"))?;
-                match builder().create(path) {
-                    Ok(db) => db,
-                    Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                        return Err(SqlError::server(format!(
-                        "table store {} is in use by another process (each server needs a data directory of its own)",
-                        path.display()
-                    )))
-                    }
-                    Err(e) => {
-                        // The topic has every row: a file that cannot be opened is rebuilt.
-                        tracing::warn!(path = %path.display(), error = %e, "table store unusable; rebuilding it from the topic");
-                        std::fs::remove_file(path).map_err(storage("removing an unusable file"))?;
-                        builder().create(path).map_err(storage("creating the file"))?
-                    }
-                }
+                crate::state::open_rebuildable(path, SQL_TABLE_STORE_CACHE_BYTES, "table store", "the table's topic")?
             }
         };
         let mut store = TableStore { db, path, sql: String::new(), offsets: vec![], last_durable: Instant::now() };
@@ -312,6 +297,16 @@ mod tests {
         engine.catalog.sources.get("T").expect("T").clone()
     }
 
+    /// Table T over topic t with `partitions` partitions.
+    fn setup(partitions: i32) -> (SourceDef, Arc<dyn Topics>) {
+        let src = table(&format!(
+            "CREATE TABLE T (K STRING PRIMARY KEY, V INT) WITH (kafka_topic='t', value_format='JSON', partitions={partitions});"
+        ));
+        let topics: Arc<dyn Topics> = Arc::new(MemTopics::new());
+        topics.create_topic("t", partitions).unwrap();
+        (src, topics)
+    }
+
     fn rec(key: &str, value: Option<&str>) -> Record {
         Record {
             key: Some(Bytes::copy_from_slice(key.as_bytes())),
@@ -339,11 +334,7 @@ mod tests {
     #[test]
     fn latest_row_per_key_survives_reopening_and_reads_only_what_is_new() {
         let dir = tempfile::tempdir().unwrap();
-        let src = table(
-            "CREATE TABLE T (K STRING PRIMARY KEY, V INT) WITH (kafka_topic='t', value_format='JSON', partitions=2);",
-        );
-        let topics: Arc<dyn Topics> = Arc::new(MemTopics::new());
-        topics.create_topic("t", 2).unwrap();
+        let (src, topics) = setup(2);
         topics.append("t", 0, vec![rec("a", Some("1")), rec("b", Some("2")), rec("a", Some("3"))]).unwrap();
         topics.append("t", 1, vec![rec("c", Some("4")), rec("d", Some("5")), rec("c", None)]).unwrap();
         let mut m = Materialized::on_disk(dir.path().to_path_buf());
@@ -366,11 +357,7 @@ mod tests {
     #[test]
     fn a_table_created_again_or_a_recreated_topic_starts_over() {
         let dir = tempfile::tempdir().unwrap();
-        let src = table(
-            "CREATE TABLE T (K STRING PRIMARY KEY, V INT) WITH (kafka_topic='t', value_format='JSON', partitions=1);",
-        );
-        let topics: Arc<dyn Topics> = Arc::new(MemTopics::new());
-        topics.create_topic("t", 1).unwrap();
+        let (src, topics) = setup(1);
         topics.append("t", 0, vec![rec("a", Some("1")), rec("b", Some("2"))]).unwrap();
         let mut m = Materialized::on_disk(dir.path().to_path_buf());
         assert_eq!(rows(&mut m, &topics, &src).len(), 2);
@@ -400,11 +387,7 @@ mod tests {
 
     #[test]
     fn in_memory_tables_work_without_a_directory() {
-        let src = table(
-            "CREATE TABLE T (K STRING PRIMARY KEY, V INT) WITH (kafka_topic='t', value_format='JSON', partitions=1);",
-        );
-        let topics: Arc<dyn Topics> = Arc::new(MemTopics::new());
-        topics.create_topic("t", 1).unwrap();
+        let (src, topics) = setup(1);
         topics.append("t", 0, vec![rec("a", Some("1"))]).unwrap();
         let mut m = Materialized::default();
         assert_eq!(rows(&mut m, &topics, &src), vec![(0, "a".into(), "1".into(), 0)]);

@@ -51,6 +51,25 @@ fn storage<E: Display>(what: &'static str) -> impl Fn(E) -> SqlError {
     move |e| SqlError::server(format!("state store: {what}: {e}"))
 }
 
+/// Opens (or creates) a redb file that is only a cache of a topic (`source`): a file that cannot
+/// be opened (torn, foreign, of another version) is removed and created anew, for the caller to
+/// rebuild from the topic; a file another process holds open is an error (never touched).
+pub(crate) fn open_rebuildable(path: &Path, cache_bytes: usize, what: &str, source: &str) -> Result<Database> {
+    let create = || Database::builder().set_cache_size(cache_bytes).create(path);
+    match create() {
+        Ok(db) => Ok(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(SqlError::server(format!(
+            "{what} {} is in use by another process (each server needs a data directory of its own)",
+            path.display()
+        ))),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "{what} unusable; rebuilding it from {source}");
+            std::fs::remove_file(path).map_err(storage("removing an unusable file"))?;
+            create().map_err(storage("opening"))
+        }
+    }
+}
+
 /// A query's state store: the local file (if any) and the changelog offset it reflects.
 pub struct StateStore {
     db: Option<Arc<Database>>,
@@ -81,21 +100,7 @@ impl StateStore {
     pub fn open(dir: &Path, name: &str) -> Result<StateStore> {
         std::fs::create_dir_all(dir).map_err(storage("creating the state directory"))?;
         let path = dir.join(format!("{name}.redb"));
-        let create = || Database::builder().set_cache_size(SQL_STATE_CACHE_BYTES).create(&path);
-        let db = match create() {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(SqlError::server(format!(
-                    "state store {} is in use by another process (each server needs a data directory of its own)",
-                    path.display()
-                )))
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "state store unusable; rebuilding it from the changelog");
-                std::fs::remove_file(&path).map_err(storage("removing an unusable file"))?;
-                create().map_err(storage("opening"))?
-            }
-        };
+        let db = open_rebuildable(&path, SQL_STATE_CACHE_BYTES, "state store", "the changelog")?;
         let txn = db.begin_write().map_err(storage("begin"))?;
         let applied = {
             txn.open_table(ENTRIES).map_err(storage("entries table"))?;
