@@ -232,8 +232,15 @@ impl FunctionSpec {
             }
             RuntimeSpec::Process { .. } => {}
             RuntimeSpec::Http { url, .. } => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(format!("invalid function URL '{url}': it must start with http:// or https://"));
+                if url.starts_with("https://") {
+                    // Refused here rather than failing every event later.
+                    return Err(format!(
+                        "function URL '{url}': this build has no TLS for the HTTP runtime; use an http:// URL \
+                         (a TLS-terminating proxy on the same host can forward to an https:// endpoint)"
+                    ));
+                }
+                if !url.starts_with("http://") {
+                    return Err(format!("invalid function URL '{url}': it must start with http://"));
                 }
             }
         }
@@ -261,4 +268,21 @@ impl FunctionSpec {
 pub struct Deployment {
     pub spec: FunctionSpec,
     pub code: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_functions_need_a_plain_http_url() {
+        let spec = |url: &str| {
+            FunctionSpec::new("f", RuntimeSpec::Http { url: url.into(), mode: Default::default() }, Trigger::Http)
+        };
+        assert_eq!(spec("http://127.0.0.1:8080/fn").validate(), Ok(()));
+        let https = spec("https://example.com/fn").validate().unwrap_err();
+        assert!(https.contains("no TLS") && https.contains("http://"), "{https}");
+        let other = spec("ftp://example.com/fn").validate().unwrap_err();
+        assert!(other.contains("must start with http://"), "{other}");
+    }
 }
