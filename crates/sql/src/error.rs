@@ -15,7 +15,7 @@ pub enum ErrorKind {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{context}{}{message}", prefix(*kind, *pos))]
+#[error("{context}{}{message}", prefix(*kind, *pos, context))]
 pub struct SqlError {
     pub kind: ErrorKind,
     pub message: String,
@@ -62,9 +62,11 @@ impl SqlError {
 }
 
 /// ksqlDB's wording of a position: `line 2:13: Syntax Error` for a text that does not parse,
-/// `Line: 2, Col: 13: ` for a statement that parses but cannot run.
-fn prefix(kind: ErrorKind, pos: Option<Pos>) -> String {
+/// `line 2:13: ` for a text that parses but cannot be built into a statement (a literal out of
+/// range: [`BUILDING`]), `Line: 2, Col: 13: ` for a statement that cannot run.
+fn prefix(kind: ErrorKind, pos: Option<Pos>, context: &str) -> String {
     match (kind, pos) {
+        (ErrorKind::Parse, Some(p)) if context == BUILDING => format!("{p}: "),
         (ErrorKind::Parse, Some(p)) => format!("{p}: Syntax Error\n"),
         (ErrorKind::Parse, None) => "Syntax Error\n".to_string(),
         (_, Some(p)) => format!("Line: {}, Col: {}: ", p.line, p.column),

@@ -373,7 +373,10 @@ impl KsqlDialect {
         Ok(Expr::Literal(match v {
             sq::Value::Number(text, _) => {
                 let text = if negate { format!("-{text}") } else { text.clone() };
-                number_literal(&text).map_err(|m| SqlError::parse(Some(pos), m))?
+                // ksqlDB builds literals after parsing and places the error one column right
+                // of the literal's first character; the same position keeps its messages.
+                let at = Pos { line: pos.line, column: pos.column + 1 };
+                number_literal(&text).map_err(|m| SqlError::parse(Some(at), m).in_phase(crate::error::BUILDING))?
             }
             sq::Value::SingleQuotedString(s) => Value::String(s.clone()),
             sq::Value::Boolean(b) => Value::Boolean(*b),
@@ -1498,7 +1501,11 @@ mod tests {
         let e = parse_statement("CREATE STREAM S AS SELECT FROM", &TypeRegistry::new()).unwrap_err();
         assert!(e.pos.is_some(), "{e}");
         let e = parse_statement("SELECT 9223372036854775808 FROM X;", &TypeRegistry::new()).unwrap_err();
-        assert!(e.to_string().contains("Invalid numeric literal"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("Failed to prepare statement: line 1:9: Invalid numeric literal: 9223372036854775808"),
+            "{e}"
+        );
     }
 
     #[test]
