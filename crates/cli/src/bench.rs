@@ -76,15 +76,15 @@ pub struct DiskArgs {
     #[arg(long)]
     pub rate: Option<f64>,
     /// With --rate: how long to run.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, requires = "rate")]
     pub seconds: f64,
     /// With --rate: spread the data over this many files, each with its own thread and group
     /// commit, as the broker's partitions.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, requires = "rate")]
     pub files: usize,
-    /// With --rate: fill the files with zeros first, so the run overwrites allocated blocks and
-    /// no fdatasync needs a file system journal commit.
-    #[arg(long)]
+    /// With --rate: write the files full first, so the run overwrites allocated blocks and no
+    /// fdatasync needs a file system journal commit.
+    #[arg(long, requires = "rate")]
     pub preallocate: bool,
 }
 
@@ -198,7 +198,7 @@ pub fn disk(a: &DiskArgs) -> Result<DiskResult> {
     }
     let secs = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let pct = |p: f64| percentile(&latencies, p);
     Ok(DiskResult {
         mb_per_s: (chunks * a.chunk) as f64 / secs / 1e6,
         syncs: chunks,
@@ -240,7 +240,7 @@ impl DiskLatency {
 /// round is one sample, so a long round weighs as much as the data it held.
 ///
 /// `files` splits the load over that many files, each with its own thread and its own group
-/// commit (as the broker's partitions have); `preallocate` fills each file with zeros (synced)
+/// commit (as the broker's partitions have); `preallocate` writes each file full (synced)
 /// before the run, so the measured writes overwrite allocated blocks and an fdatasync needs no
 /// file system journal commit: the floor without metadata updates.
 pub fn disk_at_rate(dir: &Path, mb_per_s: f64, seconds: f64, files: usize, preallocate: bool) -> Result<DiskLatency> {
@@ -257,12 +257,12 @@ pub fn disk_at_rate(dir: &Path, mb_per_s: f64, seconds: f64, files: usize, preal
     for i in 0..files {
         let file = std::fs::File::create(tmp.path().join(format!("data-{i}")))?;
         if preallocate {
+            // What is written does not matter, only that the blocks are.
             let total = (bytes_per_s * seconds * 1.2) as u64 + MAX_ROUND as u64;
-            let zeros = vec![0u8; MAX_ROUND];
             let mut at = 0;
             while at < total {
-                file.write_all_at(&zeros, at)?;
-                at += zeros.len() as u64;
+                file.write_all_at(&buf, at)?;
+                at += buf.len() as u64;
             }
             file.sync_all()?;
         }
@@ -319,7 +319,7 @@ pub fn disk_at_rate(dir: &Path, mb_per_s: f64, seconds: f64, files: usize, preal
         bail!("no group commit ran in {seconds} s");
     }
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let pct = |p: f64| percentile(&latencies, p);
     Ok(DiskLatency {
         rate_mb_per_s: mb_per_s,
         files,
@@ -330,6 +330,11 @@ pub fn disk_at_rate(dir: &Path, mb_per_s: f64, seconds: f64, files: usize, preal
         p99_ms: pct(0.99),
         p999_ms: pct(0.999),
     })
+}
+
+/// The `p` quantile (0..=1) of sorted, non-empty `samples`.
+fn percentile(samples: &[f64], p: f64) -> f64 {
+    samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)]
 }
 
 /// One loopback TCP stream.
@@ -744,7 +749,7 @@ pub async fn group(a: &GroupArgs) -> Result<GroupResult> {
         offset += 1;
     }
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let pct = |p: f64| percentile(&latencies, p);
     Ok(GroupResult { first_join_ms, three_join_ms, rebalance_ms, e2e_p50_ms: pct(0.5), e2e_p99_ms: pct(0.99) })
 }
 

@@ -119,7 +119,7 @@ pub const SQL_TABLE_STORE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// evicted after each step; they stay in the store file).
 pub const SQL_STATE_CACHE_ENTRIES: usize = 100_000;
 
-/// Longest a query's state store goes without an fsync'd commit. Commits in between are not
+/// Longest a query's state store (or a table's pull-query store) goes without an fsync'd commit. Commits in between are not
 /// fsynced: after a crash the store returns to its last durable commit and the changelog
 /// supplies the rest.
 pub const SQL_STATE_DURABLE_INTERVAL_MS: u64 = 5_000;

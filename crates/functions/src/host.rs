@@ -496,9 +496,8 @@ struct Parts {
     workers: usize,
     idle: usize,
     handles: Vec<JoinHandle<()>>,
-    /// Processing time per event in µs (a moving average over the controller's ticks; `None`
-    /// until an invocation finished), and the (busy µs, events) totals it last looked at.
-    cost_us: Option<f64>,
+    /// The (invocation µs, events) totals the controller last looked at; the processing time
+    /// per event it derives is kept in `Metrics::event_cost_ns`.
     seen: (u64, u64),
 }
 
@@ -817,14 +816,22 @@ impl Function {
         let (d_busy, d_events) = (busy_us.saturating_sub(parts.seen.0), events.saturating_sub(parts.seen.1));
         parts.seen = (busy_us, events);
         if d_events > 0 {
-            let now = d_busy as f64 / d_events as f64;
-            parts.cost_us = Some(parts.cost_us.map_or(now, |c| (c + now) / 2.0));
-            self.metrics.event_cost_ns.store((parts.cost_us.unwrap_or(0.0) * 1000.0) as u64, Relaxed);
+            let now = d_busy as f64 * 1000.0 / d_events as f64;
+            let ns = match self.metrics.event_cost_ns.load(Relaxed) {
+                0 => now,
+                before => (before as f64 + now) / 2.0,
+            };
+            // At least 1: 0 means "not measured yet".
+            self.metrics.event_cost_ns.store(ns.max(1.0) as u64, Relaxed);
         }
         // Scale up: a worker per waiting partition that no idle worker will take, as far as the
-        // backlog's processing time asks for more workers.
+        // backlog's processing time asks for more workers (0: not measured yet).
+        let cost_us = match self.metrics.event_cost_ns.load(Relaxed) {
+            0 => None,
+            ns => Some(ns as f64 / 1000.0),
+        };
         let backlogged = parts.ready.len() + parts.busy.iter().filter(|b| **b).count();
-        let target = wanted_workers(lag, parts.cost_us, backlogged, self.spec.max_concurrency as usize);
+        let target = wanted_workers(lag, cost_us, backlogged, self.spec.max_concurrency as usize);
         let wanted = parts.ready.len().saturating_sub(parts.idle).min(target.saturating_sub(parts.workers));
         let room = (self.spec.max_concurrency as usize).saturating_sub(parts.workers);
         for _ in 0..wanted.min(room) {

@@ -36,12 +36,21 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const META_SQL: &str = "sql";
 
 /// A row as stored: the record without its key (which is the store key).
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct StoredRow {
     offset: i64,
     timestamp: i64,
     value: Vec<u8>,
     headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// A [`StoredRow`] encoded from borrowed parts (postcard writes a byte slice as a `Vec<u8>`).
+#[derive(Serialize)]
+struct RowRef<'a> {
+    offset: i64,
+    timestamp: i64,
+    value: &'a [u8],
+    headers: &'a [(String, Option<Vec<u8>>)],
 }
 
 fn storage<E: Display>(what: &'static str) -> impl Fn(E) -> SqlError {
@@ -224,11 +233,11 @@ impl TableStore {
                         rows.remove(k.as_slice()).map_err(storage("remove"))?;
                     }
                     Some(value) => {
-                        let row = StoredRow {
+                        let row = RowRef {
                             offset: c.offset,
                             timestamp: c.record.timestamp,
-                            value: value.to_vec(),
-                            headers: c.record.headers.clone(),
+                            value,
+                            headers: &c.record.headers,
                         };
                         encoded.clear();
                         postcard::to_io(&row, &mut encoded).map_err(storage("encode"))?;

@@ -64,8 +64,9 @@ pub(crate) fn open_rebuildable(path: &Path, cache_bytes: usize, what: &str, sour
         ))),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "{what} unusable; rebuilding it from {source}");
-            std::fs::remove_file(path).map_err(storage("removing an unusable file"))?;
-            create().map_err(storage("opening"))
+            let failed = |e: &dyn Display| SqlError::server(format!("{what} {}: {e}", path.display()));
+            std::fs::remove_file(path).map_err(|e| failed(&e))?;
+            create().map_err(|e| failed(&e))
         }
     }
 }
