@@ -303,16 +303,16 @@ for line in sys.stdin:
     consume_until(&server.addr, "moods-out", "the next event", |r| r.iter().any(|r| r.2 == "after"));
 }
 
-/// Starts `examples/functions/http/server.py` on a free port; returns it and its URL.
-fn start_http_example() -> (std::process::Child, String) {
+/// Starts `examples/functions/http/server.py` on a free port, over HTTPS with `tls` (certificate
+/// chain and key files); returns it and its URL.
+fn start_http_example(tls: Option<(&Path, &Path)>) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new("python3")
-        .arg("-u")
-        .arg(repo().join("examples/functions/http/server.py"))
-        .arg("0")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 server.py");
+    let mut command = Command::new("python3");
+    command.arg("-u").arg(repo().join("examples/functions/http/server.py")).arg("0");
+    if let Some((cert, key)) = tls {
+        command.arg(cert).arg(key);
+    }
+    let mut child = command.stdout(std::process::Stdio::piped()).spawn().expect("python3 server.py");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -323,7 +323,23 @@ fn start_http_example() -> (std::process::Child, String) {
     let line = rx.recv_timeout(WAIT).expect("server.py says where it listens");
     let port = line.trim().rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok());
     let port = port.unwrap_or_else(|| panic!("no port in {line:?}"));
-    (child, format!("http://127.0.0.1:{port}/"))
+    let url = if tls.is_some() { format!("https://localhost:{port}/") } else { format!("http://127.0.0.1:{port}/") };
+    (child, url)
+}
+
+/// Writes a private CA (`ca.pem`) and a certificate chain for `localhost` it signed
+/// (`cert.pem`, `key.pem`) into `dir`.
+fn write_private_ca(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), leaf.pem() + &ca.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
 }
 
 /// The example functions (Python and Node processes, the CloudEvents endpoint) on the same
@@ -335,10 +351,26 @@ fn example_process_and_http_functions_run_end_to_end() {
     let examples = repo().join("examples/functions");
     let python = format!("python3 -u {}", examples.join("python/enrich.py").display());
     let node_ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
-    let (mut http_child, url) = start_http_example();
+    let (mut http_child, url) = start_http_example(None);
+    write_private_ca(dir.path());
+    let (cert, key, ca) = (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("ca.pem"));
+    let (mut https_child, https_url) = start_http_example(Some((&cert, &key)));
+    let ca = ca.to_str().unwrap();
     let mut deploys = vec![
         vec!["deploy", "py", "--command", &python, "--trigger", "topic:ex-in", "--output", "ex-py"],
         vec!["deploy", "web", "--url", &url, "--trigger", "topic:ex-in", "--output", "ex-web", "--max-attempts", "1"],
+        vec![
+            "deploy",
+            "web-tls",
+            "--url",
+            &https_url,
+            "--tls-ca",
+            ca,
+            "--trigger",
+            "topic:ex-in",
+            "--output",
+            "ex-tls",
+        ],
     ];
     let node = format!("node {}", examples.join("node/enrich.js").display());
     if node_ok {
@@ -376,6 +408,12 @@ fn example_process_and_http_functions_run_end_to_end() {
     std::thread::sleep(Duration::from_millis(500));
     let out = consume_until(&server.addr, "ex-web", "HTTP outputs", |r| r.len() >= 20);
     assert_eq!(out.len(), 20, "204 means no output");
+    // The same endpoint over HTTPS, its certificate signed by the CA given at deploy.
+    let out = consume_until(&server.addr, "ex-tls", "HTTPS outputs", |r| r.len() >= 20);
+    let v: Json = serde_json::from_str(&out.iter().find(|r| r.1 == "k7").expect("key kept").2).unwrap();
+    assert_eq!(v, json!({ "n": 7, "processed_by": "http" }));
+    let listed = freshet_fn(&server, &["list"]);
+    assert!(listed.contains(&format!("http: {https_url}")), "{listed}");
 
     // The HTTP trigger, through `freshet fn invoke`.
     freshet_fn(&server, &["deploy", "py-call", "--command", &python, "--trigger", "http"]);
@@ -395,8 +433,10 @@ fn example_process_and_http_functions_run_end_to_end() {
     let v: Json = serde_json::from_str(&ticks[0].2).unwrap();
     assert!(v["scheduled_time"].is_string() && v["processed_by"] == "python", "{v}");
 
-    let _ = http_child.kill();
-    let _ = http_child.wait();
+    for child in [&mut http_child, &mut https_child] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 fn post_text(http: &str, path: &str, body: &str) -> (u16, String) {

@@ -3,11 +3,12 @@
 //! (the event's output). The mapping is documented in `docs/functions-protocols.md`.
 //!
 //! The instances of one factory share one `ureq::Agent`, so its connections are kept alive and
-//! reused across events, invocations and workers.
+//! reused across events, invocations and workers. `https://` endpoints are verified against
+//! Mozilla's roots, the system's trust store and the function's own CA certificates (rustls).
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -15,6 +16,8 @@ use base64::Engine;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat};
 use freshet_common::limits::{FN_HTTP_ERROR_SNIPPET_BYTES, FN_HTTP_IDLE_CONNECTIONS_PER_HOST, FN_MAX_REPLY_BYTES};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use serde_json::{Map, Value};
 
 use crate::event::{Event, Failure, Output, Reply};
@@ -26,6 +29,58 @@ pub const EVENT_TYPE: &str = "dev.freshet.record";
 
 const STRUCTURED: &str = "application/cloudevents+json";
 const STRUCTURED_BATCH: &str = "application/cloudevents-batch+json";
+
+/// The certificates of a PEM text (a function's `tls_ca`): at least one, each one a
+/// well-formed X.509 certificate a root store accepts.
+pub fn parse_ca_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("invalid TLS CA certificate (PEM): {e}"))?;
+    if certs.is_empty() {
+        return Err("the TLS CA has no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into());
+    }
+    let mut store = rustls::RootCertStore::empty();
+    for cert in &certs {
+        store.add(cert.clone()).map_err(|e| format!("invalid TLS CA certificate: {e}"))?;
+    }
+    Ok(certs)
+}
+
+/// The roots every HTTPS function trusts: Mozilla's (webpki-roots) and the system's trust
+/// store, read once per process. System certificates that do not parse are skipped.
+fn default_roots() -> &'static rustls::RootCertStore {
+    static ROOTS: OnceLock<rustls::RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let native = rustls_native_certs::load_native_certs();
+        for e in &native.errors {
+            tracing::debug!("system trust store: {e}");
+        }
+        roots.add_parsable_certificates(native.certs);
+        roots
+    })
+}
+
+/// The client TLS settings of one function: the default roots plus its own CA certificates.
+/// The crypto provider is named (ring) rather than the process default, so no other crate's
+/// choice of provider can make this fail. rustls 0.23.48 deprecates ring's provider for its lack
+/// of post-quantum key exchange; aws-lc-rs has it but is a large C build this project does not
+/// otherwise need, and ring is what ureq's TLS already links.
+#[allow(deprecated)]
+fn tls_config(tls_ca: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = default_roots().clone();
+    if let Some(pem) = tls_ca {
+        for cert in parse_ca_pem(pem)? {
+            roots.add(cert).map_err(|e| format!("invalid TLS CA certificate: {e}"))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS settings: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
 
 /// Makes [`HttpRuntime`]s, which share one HTTP agent (and its pool of connections).
 pub struct HttpFactory {
@@ -46,15 +101,25 @@ struct Inner {
 
 impl HttpFactory {
     /// `timeout_ms` bounds each invocation (the POSTs of its batch, one after the other);
-    /// `function_name` is the `source` of events that have no topic (HTTP and timer triggers).
-    pub fn new(url: &str, mode: CloudEventsMode, timeout_ms: u64, function_name: &str) -> HttpFactory {
-        let agent = ureq::AgentBuilder::new()
+    /// `function_name` is the `source` of events that have no topic (HTTP and timer triggers);
+    /// `tls_ca` is PEM certificates trusted besides the default roots (see [`parse_ca_pem`]).
+    pub fn new(
+        url: &str,
+        mode: CloudEventsMode,
+        timeout_ms: u64,
+        function_name: &str,
+        tls_ca: Option<&str>,
+    ) -> Result<HttpFactory, String> {
+        let mut agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_millis(timeout_ms))
             .max_idle_connections_per_host(FN_HTTP_IDLE_CONNECTIONS_PER_HOST)
-            .redirects(0)
-            .build();
+            .redirects(0);
+        if url.starts_with("https://") {
+            agent = agent.tls_config(tls_config(tls_ca)?);
+        }
+        let agent = agent.build();
         let id_epoch = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        HttpFactory {
+        Ok(HttpFactory {
             inner: Arc::new(Inner {
                 agent,
                 url: url.to_string(),
@@ -64,7 +129,7 @@ impl HttpFactory {
                 id_epoch,
                 id_counter: AtomicU64::new(0),
             }),
-        }
+        })
     }
 
     /// A new instance. [`RuntimeFactory::instantiate`] is this, boxed.
@@ -367,7 +432,7 @@ mod tests {
 
     #[test]
     fn attributes_of_records_and_of_events_without_a_topic() {
-        let factory = HttpFactory::new("http://127.0.0.1:1/", CloudEventsMode::Binary, 1000, "fx");
+        let factory = HttpFactory::new("http://127.0.0.1:1/", CloudEventsMode::Binary, 1000, "fx", None).unwrap();
         let event = Event {
             topic: "orders".into(),
             partition: 3,

@@ -28,6 +28,10 @@ pub enum RuntimeSpec {
         /// `structured` (one `application/cloudevents+json` document).
         #[serde(default)]
         mode: CloudEventsMode,
+        /// PEM certificates trusted for an `https://` URL besides Mozilla's roots and the
+        /// system's trust store (a private CA, a self-signed endpoint).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls_ca: Option<String>,
     },
 }
 
@@ -231,16 +235,16 @@ impl FunctionSpec {
                 return Err("a process function needs a command".into())
             }
             RuntimeSpec::Process { .. } => {}
-            RuntimeSpec::Http { url, .. } => {
-                if url.starts_with("https://") {
-                    // Refused here rather than failing every event later.
-                    return Err(format!(
-                        "function URL '{url}': this build has no TLS for the HTTP runtime; use an http:// URL \
-                         (a TLS-terminating proxy on the same host can forward to an https:// endpoint)"
-                    ));
+            RuntimeSpec::Http { url, tls_ca, .. } => {
+                let https = url.starts_with("https://");
+                if !https && !url.starts_with("http://") {
+                    return Err(format!("invalid function URL '{url}': it must start with http:// or https://"));
                 }
-                if !url.starts_with("http://") {
-                    return Err(format!("invalid function URL '{url}': it must start with http://"));
+                if let Some(pem) = tls_ca {
+                    if !https {
+                        return Err(format!("a TLS CA is given but the function URL '{url}' is not https://"));
+                    }
+                    crate::http::parse_ca_pem(pem)?;
                 }
             }
         }
@@ -275,14 +279,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn http_functions_need_a_plain_http_url() {
-        let spec = |url: &str| {
-            FunctionSpec::new("f", RuntimeSpec::Http { url: url.into(), mode: Default::default() }, Trigger::Http)
+    fn http_function_urls_and_their_ca() {
+        let spec = |url: &str, tls_ca: Option<&str>| {
+            let runtime =
+                RuntimeSpec::Http { url: url.into(), mode: Default::default(), tls_ca: tls_ca.map(Into::into) };
+            FunctionSpec::new("f", runtime, Trigger::Http)
         };
-        assert_eq!(spec("http://127.0.0.1:8080/fn").validate(), Ok(()));
-        let https = spec("https://example.com/fn").validate().unwrap_err();
-        assert!(https.contains("no TLS") && https.contains("http://"), "{https}");
-        let other = spec("ftp://example.com/fn").validate().unwrap_err();
-        assert!(other.contains("must start with http://"), "{other}");
+        assert_eq!(spec("http://127.0.0.1:8080/fn", None).validate(), Ok(()));
+        assert_eq!(spec("https://example.com/fn", None).validate(), Ok(()));
+        let other = spec("ftp://example.com/fn", None).validate().unwrap_err();
+        assert!(other.contains("must start with http:// or https://"), "{other}");
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap().cert.pem();
+        assert_eq!(spec("https://localhost/fn", Some(&cert)).validate(), Ok(()));
+        let plain = spec("http://localhost/fn", Some(&cert)).validate().unwrap_err();
+        assert!(plain.contains("not https://"), "{plain}");
+        let junk = spec("https://localhost/fn", Some("not a certificate")).validate().unwrap_err();
+        assert!(junk.contains("no PEM certificate"), "{junk}");
+        // A spec without a CA is stored as before (older definitions still load).
+        let json = serde_json::to_value(&spec("https://x/", None).runtime).unwrap();
+        assert_eq!(json, serde_json::json!({"kind": "http", "url": "https://x/", "mode": "binary"}));
     }
 }

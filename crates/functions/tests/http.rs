@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,8 +53,20 @@ struct TestServer {
 
 impl TestServer {
     fn start(handler: impl Fn(&Request) -> Answer + Send + Sync + 'static) -> TestServer {
+        TestServer::start_with(None, handler)
+    }
+
+    /// With `tls`, an HTTPS server at `https://localhost:PORT/fn`.
+    fn start_with(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: impl Fn(&Request) -> Answer + Send + Sync + 'static,
+    ) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/fn", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let url = match tls {
+            Some(_) => format!("https://localhost:{port}/fn"),
+            None => format!("http://127.0.0.1:{port}/fn"),
+        };
         let requests = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let handler: Handler = Arc::new(handler);
@@ -63,8 +75,15 @@ impl TestServer {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (r, h) = (r.clone(), handler.clone());
-                thread::spawn(move || serve(stream, &r, &h));
+                let (r, h, tls) = (r.clone(), handler.clone(), tls.clone());
+                stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                thread::spawn(move || match tls {
+                    Some(config) => {
+                        let connection = rustls::ServerConnection::new(config).unwrap();
+                        serve(rustls::StreamOwned::new(connection, stream), &r, &h)
+                    }
+                    None => serve(stream, &r, &h),
+                });
             }
         });
         TestServer { url, requests, connections }
@@ -75,9 +94,7 @@ impl TestServer {
     }
 }
 
-fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, handler: &Handler) {
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut writer = stream.try_clone().unwrap();
+fn serve(stream: impl Read + Write, requests: &Mutex<Vec<Request>>, handler: &Handler) {
     let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
@@ -117,7 +134,7 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, handler: &Handler) {
         out.push_str("\r\n");
         let mut bytes = out.into_bytes();
         bytes.extend_from_slice(&a.body);
-        if writer.write_all(&bytes).is_err() {
+        if reader.get_mut().write_all(&bytes).and_then(|()| reader.get_mut().flush()).is_err() {
             return;
         }
     }
@@ -147,7 +164,7 @@ fn echo_binary(r: &Request) -> Answer {
 #[test]
 fn binary_mode_sends_attributes_as_headers_and_data_as_the_body() {
     let server = TestServer::start(echo_binary);
-    let factory = HttpFactory::new(&server.url, CloudEventsMode::Binary, 5_000, "enrich");
+    let factory = HttpFactory::new(&server.url, CloudEventsMode::Binary, 5_000, "enrich", None).unwrap();
     let mut f = factory.instantiate().unwrap();
     let mut with_type = record(44, None, Some(b"plain words"));
     with_type.headers = vec![("Content-Type".into(), Some(b"text/plain; charset=utf-8".to_vec()))];
@@ -222,7 +239,10 @@ fn structured_mode_sends_one_cloudevents_json_document() {
         });
         answer(200, &[("content-type", "application/cloudevents+json; charset=utf-8")], out.to_string().as_bytes())
     });
-    let mut f = HttpFactory::new(&server.url, CloudEventsMode::Structured, 5_000, "enrich").instantiate().unwrap();
+    let mut f = HttpFactory::new(&server.url, CloudEventsMode::Structured, 5_000, "enrich", None)
+        .unwrap()
+        .instantiate()
+        .unwrap();
     let reply = f.invoke(&[record(42, Some(b"k1"), Some(br#"{"a": [1]}"#)), record(43, None, Some(&[0xff]))]).unwrap();
     let requests = server.requests();
     assert_eq!(requests[0].header("content-type"), Some("application/cloudevents+json"));
@@ -250,7 +270,7 @@ fn structured_mode_sends_one_cloudevents_json_document() {
 #[test]
 fn connections_are_reused_across_events_invocations_and_instances() {
     let server = TestServer::start(echo_binary);
-    let factory = HttpFactory::new(&server.url, CloudEventsMode::Binary, 5_000, "enrich");
+    let factory = HttpFactory::new(&server.url, CloudEventsMode::Binary, 5_000, "enrich", None).unwrap();
     let batch: Vec<Event> = (0..5).map(|i| record(i, None, Some(b"x"))).collect();
     let mut a = factory.instantiate().unwrap();
     assert_eq!(a.invoke(&batch).unwrap().outputs.len(), 5);
@@ -270,7 +290,8 @@ fn no_content_is_no_output_and_errors_fail_their_event() {
         b"redirect" => answer(302, &[("location", "/elsewhere")], b""),
         _ => echo_binary(r),
     });
-    let mut f = HttpFactory::new(&server.url, CloudEventsMode::Binary, 5_000, "enrich").instantiate().unwrap();
+    let mut f =
+        HttpFactory::new(&server.url, CloudEventsMode::Binary, 5_000, "enrich", None).unwrap().instantiate().unwrap();
     let batch: Vec<Event> = ["skip", "fail", "ok", "plain", "redirect"]
         .iter()
         .enumerate()
@@ -293,7 +314,7 @@ fn timeouts_fail_the_slow_event_or_the_whole_batch() {
         }
         a
     });
-    let factory = HttpFactory::new(&server.url, CloudEventsMode::Binary, 500, "enrich");
+    let factory = HttpFactory::new(&server.url, CloudEventsMode::Binary, 500, "enrich", None).unwrap();
     let mut f = factory.instantiate().unwrap();
 
     let started = Instant::now();
@@ -318,11 +339,64 @@ fn timeouts_fail_the_slow_event_or_the_whole_batch() {
 fn an_endpoint_that_is_down_fails_the_batch() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}/");
-    let mut f = HttpFactory::new(&url, CloudEventsMode::Binary, 2_000, "enrich").instantiate().unwrap();
+    let mut f = HttpFactory::new(&url, CloudEventsMode::Binary, 2_000, "enrich", None).unwrap().instantiate().unwrap();
     let started = Instant::now();
     let err = f.invoke(&[record(0, None, Some(b"x")), record(1, None, Some(b"y"))]).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(matches!(&err, InvokeError::Failed(m) if m.contains(&url)), "{err:?}");
+}
+
+// ---- HTTPS -------------------------------------------------------------------------------------
+
+/// A private CA (its PEM) and a server config whose certificate for `localhost` it signed.
+#[allow(deprecated)] // ring's provider, as the runtime's client uses (see `tls_config`)
+fn private_ca() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf =
+        CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)
+        .unwrap();
+    (ca.pem(), Arc::new(config))
+}
+
+#[test]
+fn https_endpoints_are_verified_against_the_roots_and_the_functions_ca() {
+    let (ca_pem, config) = private_ca();
+    let server = TestServer::start_with(Some(config), echo_binary);
+    assert!(server.url.starts_with("https://localhost:"), "{}", server.url);
+
+    // Trusting the private CA: events and answers go through TLS, on one kept-alive connection.
+    let factory = HttpFactory::new(&server.url, CloudEventsMode::Binary, 5_000, "enrich", Some(&ca_pem)).unwrap();
+    let mut f = factory.instantiate().unwrap();
+    let reply = f.invoke(&[record(0, Some(b"k1"), Some(b"one")), record(1, Some(b"k2"), Some(b"two"))]).unwrap();
+    assert!(reply.failed.is_empty(), "{reply:?}");
+    let values: Vec<_> = reply.outputs.iter().map(|o| o.value.as_deref().unwrap().to_vec()).collect();
+    assert_eq!(values, [b"one".to_vec(), b"two".to_vec()]);
+    assert_eq!(reply.outputs[0].key.as_deref(), Some(&b"out-k1"[..]));
+    assert_eq!(f.invoke(&[record(2, None, Some(b"three"))]).unwrap().outputs.len(), 1);
+    assert_eq!(server.requests().len(), 3);
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1, "the TLS connection is reused");
+
+    // Without it the certificate is unknown: no event is sent, the batch fails and says why.
+    let mut f =
+        HttpFactory::new(&server.url, CloudEventsMode::Binary, 5_000, "enrich", None).unwrap().instantiate().unwrap();
+    let err = f.invoke(&[record(3, None, Some(b"four"))]).unwrap_err();
+    assert!(matches!(&err, InvokeError::Failed(m) if m.contains("certificate")), "{err:?}");
+    assert_eq!(server.requests().len(), 3, "nothing reached the handler");
+
+    // A CA that is not PEM is refused when the factory is made.
+    let bad = HttpFactory::new(&server.url, CloudEventsMode::Binary, 5_000, "enrich", Some("garbage"));
+    assert!(bad.is_err_and(|e| e.contains("no PEM certificate")));
 }
 
 // ---- The example function ----------------------------------------------------------------------
@@ -361,7 +435,7 @@ impl Drop for Example {
 
 fn example_round_trip(mode: CloudEventsMode) {
     let server = Example::start();
-    let mut f = HttpFactory::new(&server.url, mode, 10_000, "enrich").instantiate().unwrap();
+    let mut f = HttpFactory::new(&server.url, mode, 10_000, "enrich", None).unwrap().instantiate().unwrap();
     let batch = vec![
         record(0, Some(b"k1"), Some(br#"{"a": 1}"#)),
         record(1, Some(b"k2"), Some(b"hello")),

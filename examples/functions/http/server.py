@@ -2,6 +2,7 @@
 """A Freshet HTTP function (stdlib only): a CloudEvents endpoint.
 
     python3 server.py PORT        # PORT 0 picks a free port; the first stdout line names it
+    python3 server.py PORT CERT KEY   # HTTPS with this PEM certificate chain and key
 
 Deploy it with a runtime {"kind": "http", "url": "http://HOST:PORT/", "mode": "binary"}.
 Freshet POSTs each event as a CloudEvent 1.0 (docs/functions-protocols.md). This function
@@ -16,6 +17,7 @@ input's, so the output record keeps the input's key.
 
 import base64
 import json
+import ssl
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -99,7 +101,13 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8080
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    print(f"listening on http://127.0.0.1:{server.server_address[1]}/", flush=True)
+    if len(sys.argv) > 3:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[2], sys.argv[3])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        print(f"listening on https://localhost:{server.server_address[1]}/", flush=True)
+    else:
+        print(f"listening on http://127.0.0.1:{server.server_address[1]}/", flush=True)
     server.serve_forever()
 
 

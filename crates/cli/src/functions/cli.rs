@@ -129,6 +129,10 @@ pub struct DeployArgs {
     /// CloudEvents mode of an HTTP function: binary or structured.
     #[arg(long, default_value = "binary")]
     cloudevents: String,
+    /// PEM file of CA certificates an https:// function URL may be signed by, besides Mozilla's
+    /// roots and the system's trust store (a private CA, a self-signed endpoint).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
 }
 
 struct Api {
@@ -217,10 +221,19 @@ fn deploy(api: &Api, a: &DeployArgs) -> Result<()> {
                 "structured" => CloudEventsMode::Structured,
                 m => bail!("--cloudevents {m}: expected binary or structured"),
             };
-            (RuntimeSpec::Http { url: url.clone(), mode }, None)
+            let tls_ca = match &a.tls_ca {
+                Some(path) => {
+                    Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)
+                }
+                None => None,
+            };
+            (RuntimeSpec::Http { url: url.clone(), mode, tls_ca }, None)
         }
         _ => bail!("give exactly one of --wasm FILE, --command CMD, --url URL"),
     };
+    if a.tls_ca.is_some() && a.url.is_none() {
+        bail!("--tls-ca is for an HTTP function (--url https://...)");
+    }
     let mut spec = FunctionSpec::new(&a.name, runtime, parse_trigger(&a.trigger, a)?);
     spec.output = a.output.clone();
     spec.dlq = a.dlq.clone();

@@ -26,9 +26,10 @@ impl Loader for RuntimeLoader {
             RuntimeSpec::Process { command, env } => {
                 Arc::new(freshet_functions::process::ProcessFactory::new(command, env, s.timeout_ms, log))
             }
-            RuntimeSpec::Http { url, mode } => {
-                Arc::new(freshet_functions::http::HttpFactory::new(url, *mode, s.timeout_ms, &s.name))
-            }
+            RuntimeSpec::Http { url, mode, tls_ca } => Arc::new(
+                freshet_functions::http::HttpFactory::new(url, *mode, s.timeout_ms, &s.name, tls_ca.as_deref())
+                    .map_err(InvokeError::Start)?,
+            ),
         })
     }
 }
