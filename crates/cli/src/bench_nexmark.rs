@@ -9,6 +9,11 @@
 //! Topics are the embedded broker's (the engine's path inside `freshet serve`: record batches
 //! decoded on read, encoded and fsynced on append, data in a temporary directory under `--dir`),
 //! or in memory with `--topics memory`.
+//!
+//! `--engine direct` (the default) steps the engine's queries and appends their outputs, nothing
+//! else; `--engine server` runs them as `freshet serve` does ([`SqlServer::step`]): the
+//! statements through `/ksql`'s handler, each step's outputs, changelog records and progress in
+//! one broker transaction (exactly-once), and the state store's commit.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +28,7 @@ use freshet_sql::nexmark::{self, Config, Query};
 use freshet_sql::topics::{MemTopics, Topics};
 
 use crate::sql::broker_topics::BrokerTopics;
+use crate::sql::ksql::{KsqlRequest, SqlServer, PROCESSING_LOG_TOPIC};
 
 #[derive(Args, Clone)]
 pub struct NexmarkArgs {
@@ -48,6 +54,11 @@ pub struct NexmarkArgs {
     /// Where the embedded broker keeps its data for the run.
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
+    /// `direct`: step the queries and append their outputs; `server`: run them as `freshet
+    /// serve` does (one broker transaction per step with changelog and progress, state stores
+    /// on disk). `server` needs broker topics.
+    #[arg(long, default_value = "direct")]
+    pub engine: String,
 }
 
 /// One query's run.
@@ -111,10 +122,16 @@ pub async fn run(a: NexmarkArgs) -> Result<()> {
     if a.partitions < 1 || a.rate < 1 {
         bail!("--partitions and --rate must be at least 1");
     }
+    match (a.engine.as_str(), a.topics.as_str()) {
+        ("direct", _) => {}
+        ("server", "broker") => {}
+        ("server", _) => bail!("--engine server runs on the broker's topics (--topics broker)"),
+        (other, _) => bail!("--engine {other}: expected direct or server"),
+    }
     match a.topics.as_str() {
         "memory" => {
-            let topics: Arc<dyn Topics> = Arc::new(MemTopics::new());
-            tokio::task::spawn_blocking(move || bench(&a, &queries, topics)).await?
+            let topics = Arc::new(MemTopics::new());
+            tokio::task::spawn_blocking(move || bench(&a, &queries, Runner::Direct(topics))).await?
         }
         "broker" => {
             let tmp = tempfile::Builder::new().prefix("freshet-nexmark").tempdir_in(&a.dir)?;
@@ -124,9 +141,15 @@ pub async fn run(a: NexmarkArgs) -> Result<()> {
             let config = BrokerConfig { data_dir: tmp.path().to_path_buf(), topic_defaults, ..Default::default() };
             let broker = tokio::task::spawn_blocking(move || Broker::open(config, Arc::new(StdFs))).await??;
             let background = broker.spawn_background();
-            let topics: Arc<dyn Topics> =
-                Arc::new(BrokerTopics::new(broker.clone(), tokio::runtime::Handle::current()));
-            let result = tokio::task::spawn_blocking(move || bench(&a, &queries, topics)).await?;
+            let topics = Arc::new(BrokerTopics::new(broker.clone(), tokio::runtime::Handle::current()));
+            let runner = if a.engine == "server" {
+                let state_dir = tmp.path().join("sql-state");
+                let opened = tokio::task::spawn_blocking(move || SqlServer::open(topics, Some(state_dir))).await?;
+                Runner::Server(Box::new(opened.context("opening the SQL server")?))
+            } else {
+                Runner::Direct(topics)
+            };
+            let result = tokio::task::spawn_blocking(move || bench(&a, &queries, runner)).await?;
             for task in background {
                 task.abort();
             }
@@ -138,8 +161,19 @@ pub async fn run(a: NexmarkArgs) -> Result<()> {
     }
 }
 
+/// How the queries run: the engine's queries stepped directly over these topics, or the
+/// server's statement handling and exactly-once steps.
+enum Runner {
+    Direct(Arc<dyn Topics>),
+    Server(Box<SqlServer>),
+}
+
 /// Generates the events, then runs each query. Blocking.
-fn bench(a: &NexmarkArgs, queries: &[&'static Query], topics: Arc<dyn Topics>) -> Result<()> {
+fn bench(a: &NexmarkArgs, queries: &[&'static Query], mut runner: Runner) -> Result<()> {
+    let topics: Arc<dyn Topics> = match &runner {
+        Runner::Direct(t) => t.clone(),
+        Runner::Server(s) => s.engine.topics().clone(),
+    };
     let config = Config { events_per_second: a.rate, seed: a.seed, ..Config::default() };
     let bar = indicatif::ProgressBar::new(a.events);
     bar.set_style(
@@ -159,9 +193,15 @@ fn bench(a: &NexmarkArgs, queries: &[&'static Query], topics: Arc<dyn Topics>) -
         a.partitions,
         a.topics
     );
+    if let Runner::Server(server) = &mut runner {
+        ksql(server, nexmark::SOURCES).context("the sources")?;
+    }
     let mut results = vec![];
     for q in queries {
-        let r = run_query(q, &topics)?;
+        let r = match &mut runner {
+            Runner::Direct(topics) => run_query(q, topics)?,
+            Runner::Server(server) => run_query_on_server(q, server)?,
+        };
         eprintln!(
             "{}: {} records in {:.2} s, {:.0} records/s, {:.0} per CPU-second, {} out",
             r.query,
@@ -174,8 +214,9 @@ fn bench(a: &NexmarkArgs, queries: &[&'static Query], topics: Arc<dyn Topics>) -
         results.push(r);
     }
     println!();
+    let engine = if a.engine == "server" { ", as `freshet serve` runs them (exactly-once steps)" } else { "" };
     println!(
-        "Nexmark, {} events ({} persons, {} auctions, {} bids), {} partitions, {} topics:",
+        "Nexmark, {} events ({} persons, {} auctions, {} bids), {} partitions, {} topics{engine}:",
         counts.total(),
         counts.persons,
         counts.auctions,
@@ -244,4 +285,67 @@ fn run_query(q: &'static Query, topics: &Arc<dyn Topics>) -> Result<NexmarkResul
         output += topics.end_offset(&sink, p)? as u64;
     }
     Ok(NexmarkResult { query: q.name, input, output, secs, cpu_secs, errors: engine.processing_log.len() })
+}
+
+/// Runs statements through the `/ksql` handler; an error answer is an error.
+fn ksql(server: &mut SqlServer, statements: &str) -> Result<()> {
+    let properties = [("auto.offset.reset".to_string(), serde_json::json!("earliest"))].into_iter().collect();
+    let req = KsqlRequest { ksql: statements.to_string(), streams_properties: properties, ..Default::default() };
+    let reply = server.handle(req);
+    if reply.status != 200 {
+        bail!("{statements}: {}", reply.body);
+    }
+    Ok(())
+}
+
+/// [`run_query`] through the server: the query is created as `/ksql` would, runs with the
+/// server's exactly-once steps until it has read all of its input, then is terminated (so each
+/// query runs alone).
+fn run_query_on_server(q: &'static Query, server: &mut SqlServer) -> Result<NexmarkResult> {
+    let topics = server.engine.topics().clone();
+    let sink = q.name.to_uppercase();
+    topics.delete_topic(&sink)?;
+    let mut input = 0u64;
+    for t in q.inputs {
+        for p in 0..topics.partitions(t).unwrap_or(0) {
+            input += topics.end_offset(t, p)? as u64;
+        }
+    }
+    let errors_before = count_records(&topics, PROCESSING_LOG_TOPIC)?;
+    ksql(server, q.sql)?;
+    let cpu = cpu_secs();
+    let started = Instant::now();
+    let mut read = 0u64;
+    loop {
+        let progressed = server.step();
+        if progressed == 0 {
+            break;
+        }
+        read += progressed as u64;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu_secs = cpu_secs() - cpu;
+    ksql(server, "TERMINATE ALL;")?;
+    if read != input {
+        bail!("{}: read {read} records of {input}", q.name);
+    }
+    // Records, not offsets: each step's transaction marker takes an offset of the sink too.
+    let output = count_records(&topics, &sink)?;
+    let errors = count_records(&topics, PROCESSING_LOG_TOPIC)?.saturating_sub(errors_before) as usize;
+    Ok(NexmarkResult { query: q.name, input, output, secs, cpu_secs, errors })
+}
+
+/// The records (not control records) of every partition of a topic; 0 when it does not exist.
+fn count_records(topics: &Arc<dyn Topics>, topic: &str) -> Result<u64> {
+    let mut n = 0;
+    for p in 0..topics.partitions(topic).unwrap_or(0) {
+        let mut offset = 0;
+        loop {
+            let read = topics.read(topic, p, offset, 10_000)?;
+            let Some(last) = read.last() else { break };
+            offset = last.offset + 1;
+            n += read.len() as u64;
+        }
+    }
+    Ok(n)
 }

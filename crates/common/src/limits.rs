@@ -58,6 +58,17 @@ pub const SQL_MAX_HISTOGRAM_BUCKETS: usize = 1000;
 /// Records a persistent query reads from one input partition per processing step.
 pub const SQL_POLL_BATCH: usize = 1024;
 
+/// Inside `freshet serve` one transaction (outputs, changelog, progress) covers several
+/// processing steps of a query: until it has read this many records, or
+/// [`SQL_COMMIT_INTERVAL_MS`] has passed, or its input runs dry. Each transaction costs a few
+/// fsyncs and thread hand-offs whatever its size.
+pub const SQL_COMMIT_MAX_RECORDS: usize = 16 * 1024;
+
+/// Longest one transaction of a persistent query keeps collecting steps (ksqlDB's
+/// `commit.interval.ms` under exactly-once is 100 ms); also how long statements and pull
+/// queries may wait behind one query.
+pub const SQL_COMMIT_INTERVAL_MS: u64 = 50;
+
 /// How long the SQL engine's thread sleeps when no query had new input and no statement is
 /// waiting (a statement sent meanwhile wakes it at once).
 pub const SQL_ENGINE_IDLE_MS: u64 = 10;

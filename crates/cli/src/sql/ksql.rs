@@ -23,9 +23,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use freshet_common::config::TopicConfig;
+use freshet_common::limits::{SQL_COMMIT_INTERVAL_MS, SQL_COMMIT_MAX_RECORDS};
 use freshet_sql::ast::{ExplainTarget, SourceKind, Statement, WindowKind};
 use freshet_sql::catalog::SourceDef;
 use freshet_sql::engine::{Engine, Outcome};
@@ -455,9 +456,23 @@ impl SqlServer {
                 let atomic = !self.at_least_once.contains(&id);
                 // One step: its outputs and the progress they bring are written as one unit.
                 let run = || -> freshet_sql::Result<(usize, Option<Vec<Vec<i64>>>)> {
-                    let (n, outputs) = q.step_collect(&topics, log)?;
+                    let (mut n, mut outputs) = q.step_collect(&topics, log)?;
                     if n == 0 && outputs.is_empty() {
                         return Ok((0, None));
+                    }
+                    // More steps into the same transaction while input waits (bounded in
+                    // records and time): its cost is per transaction, not per record.
+                    let started = Instant::now();
+                    let interval = Duration::from_millis(SQL_COMMIT_INTERVAL_MS);
+                    while n < SQL_COMMIT_MAX_RECORDS && started.elapsed() < interval {
+                        let (more, more_outputs) = q.step_collect(&topics, log)?;
+                        if more == 0 && more_outputs.is_empty() {
+                            break;
+                        }
+                        n += more;
+                        for (partition, mut records) in more_outputs {
+                            outputs.entry(partition).or_default().append(&mut records);
+                        }
                     }
                     let positions = q.positions();
                     let now = freshet_broker::now_ms();
