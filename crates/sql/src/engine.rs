@@ -1817,6 +1817,7 @@ impl Engine {
                 left_width: lw,
                 right_width: rw,
                 filter: None,
+                pushed: [None, None],
                 key: vec![],
                 value: vec![],
             });
@@ -2005,8 +2006,12 @@ impl Engine {
             None,
             existing_sink,
         )?;
+        let single = stages.len() == 1;
         let last = stages.last_mut().expect("at least one join");
         last.filter = filter;
+        if single {
+            crate::join::push_down(last);
+        }
         last.key = transient_key(self, key_exprs, &value_exprs);
         last.value = value_exprs;
         let mut sources = sources.into_iter().map(|(s, _)| s);

@@ -4,11 +4,14 @@
 //! A joined row is the left row, then the right row (each padded with nulls when absent), then
 //! `ROWKEY`: the join key (for outer joins, whichever side has it).
 
+use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
 
 use crate::ast::JoinKind;
 use crate::expr::{CExpr, Env};
-use crate::query::{Failure, Row, NS_JOIN};
+use crate::query::{Failure, Row, DEFAULT_GRACE_MS, NS_JOIN, NS_JOIN_BUFFERS};
 use crate::state::{Change, StateMap, StateStore};
 use crate::value::Value;
 use freshet_common::limits::SQL_STATE_CACHE_ENTRIES;
@@ -37,8 +40,11 @@ pub struct JoinPlan {
     pub right_key: CExpr,
     pub left_width: usize,
     pub right_width: usize,
-    /// WHERE, on the joined row.
+    /// WHERE, on the joined row (what of it was not pushed below the join).
     pub filter: Option<CExpr>,
+    /// Conjuncts of WHERE that read only the left's (`[0]`) or only the right's (`[1]`) columns,
+    /// evaluated on that side's row before it is joined or buffered (see [`push_down`]).
+    pub pushed: [Option<CExpr>; 2],
     pub key: Vec<CExpr>,
     pub value: Vec<CExpr>,
 }
@@ -70,20 +76,101 @@ fn delete(row: Vec<Value>, timestamp: i64) -> Joined {
 struct Buffered {
     row: Row,
     key: Value,
+    /// Not read; kept for the stored layout (stream-stream buffers store it as of arrival).
     matched: bool,
     /// For outer records waiting for their window to close.
     pending: bool,
+}
+
+/// One side's stream-stream buffer: one entry per buffered record, so a record arriving or
+/// leaving writes only itself to the changelog and the store (a vector per join key was
+/// re-encoded whole whenever it changed: a hot key made every commit rewrite all its records).
+struct Buffers {
+    /// Key: the record's sequence number (8 bytes, big-endian), then the join key's bytes. In
+    /// arrival order, so the store's B-tree grows at its end (a new record copies no page in
+    /// the middle of the tree) and old records leave from its start.
+    records: StateMap<Buffered>,
+    /// Each join key's sequence numbers, in arrival order (rebuilt at restore).
+    index: HashMap<Vec<u8>, Vec<u64>, RandomState>,
+}
+
+impl Buffers {
+    fn new(records: StateMap<Buffered>) -> Buffers {
+        Buffers { records, index: HashMap::default() }
+    }
+
+    fn entry_key(out: &mut Vec<u8>, kb: &[u8], seq: u64) {
+        out.clear();
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(kb);
+    }
+
+    /// `(join key bytes, sequence)` of an entry key.
+    fn split(entry: &[u8]) -> Option<(&[u8], u64)> {
+        let seq = u64::from_be_bytes(entry.get(..8)?.try_into().ok()?);
+        Some((&entry[8..], seq))
+    }
+
+    /// Loads every stored record and rebuilds the index; the largest sequence seen.
+    fn restore(&mut self) -> crate::Result<Option<u64>> {
+        self.records.load_all()?;
+        self.index.clear();
+        let mut max = None;
+        for (entry, _) in self.records.iter() {
+            if let Some((kb, seq)) = Buffers::split(entry) {
+                self.index.entry(kb.to_vec()).or_default().push(seq);
+                max = max.max(Some(seq));
+            }
+        }
+        for seqs in self.index.values_mut() {
+            seqs.sort_unstable();
+        }
+        Ok(max)
+    }
+
+    fn push(&mut self, kb: &[u8], seq: u64, b: Buffered) {
+        let mut entry = Vec::with_capacity(kb.len() + 8);
+        Buffers::entry_key(&mut entry, kb, seq);
+        // A fresh sequence number: nothing to look up first.
+        self.records.insert_new(entry, b);
+        match self.index.get_mut(kb) {
+            Some(seqs) => seqs.push(seq),
+            None => {
+                self.index.insert(kb.to_vec(), vec![seq]);
+            }
+        }
+    }
+
+    fn remove(&mut self, kb: &[u8], seq: u64) -> crate::Result<()> {
+        let mut entry = Vec::with_capacity(kb.len() + 8);
+        Buffers::entry_key(&mut entry, kb, seq);
+        self.records.remove(&entry)?;
+        if let Some(seqs) = self.index.get_mut(kb) {
+            seqs.retain(|s| *s != seq);
+            if seqs.is_empty() {
+                self.index.remove(kb);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One join stage's state. Stream-stream buffers and a foreign-key join's left rows are
 /// scanned, so those maps are resident (loaded whole, never evicted); the others are looked up
 /// by key and bounded by the store's cache.
 pub struct JoinState {
-    /// Stream-stream: buffered records per join key. Tables: the current row per key.
+    /// Tables: the current row per key (a vector of one).
     left: StateMap<Vec<Buffered>>,
     right: StateMap<Vec<Buffered>>,
     /// Table-table: keys whose last output was a row (so a later miss retracts it).
     shown: StateMap<Option<Vec<Value>>>,
+    /// Stream-stream: the buffered records of the left and the right.
+    buffers: [Buffers; 2],
+    /// The sequence number of the next buffered record.
+    next_seq: u64,
+    /// With a grace period: no buffered record closes or expires before stream time passes
+    /// this (so the buffers are scanned only when something may be due).
+    next_due: i64,
     stream_time: i64,
 }
 
@@ -111,10 +198,17 @@ impl JoinState {
     /// The state of join stage `stage`, its maps in `store`.
     pub fn new(store: &StateStore, stage: usize) -> JoinState {
         let ns = NS_JOIN + 3 * stage as u8;
+        let buffers = NS_JOIN_BUFFERS + 2 * stage as u8;
         JoinState {
             left: store.map(ns, SQL_STATE_CACHE_ENTRIES),
             right: store.map(ns + 1, SQL_STATE_CACHE_ENTRIES),
             shown: store.map(ns + 2, SQL_STATE_CACHE_ENTRIES),
+            buffers: [
+                Buffers::new(store.map(buffers, SQL_STATE_CACHE_ENTRIES)),
+                Buffers::new(store.map(buffers + 1, SQL_STATE_CACHE_ENTRIES)),
+            ],
+            next_seq: 0,
+            next_due: i64::MIN,
             stream_time: 0,
         }
     }
@@ -125,8 +219,10 @@ impl JoinState {
         self.stream_time = time.unwrap_or(0);
         match shape {
             JoinShape::StreamStream { .. } => {
-                self.left.load_all()?;
-                self.right.load_all()?;
+                let [left, right] = &mut self.buffers;
+                let max = left.restore()?.max(right.restore()?);
+                self.next_seq = max.map_or(0, |m| m + 1);
+                self.next_due = i64::MIN;
             }
             JoinShape::ForeignKey => self.left.load_all()?,
             JoinShape::StreamTable | JoinShape::TableTable => {}
@@ -141,13 +237,20 @@ impl JoinState {
     pub fn drain_changes(&mut self, out: &mut Vec<Change>) -> crate::Result<()> {
         self.left.drain_changes(out)?;
         self.right.drain_changes(out)?;
-        self.shown.drain_changes(out)
+        self.shown.drain_changes(out)?;
+        for b in &mut self.buffers {
+            b.records.drain_changes(out)?;
+        }
+        Ok(())
     }
 
     pub fn evict(&mut self) {
         self.left.evict();
         self.right.evict();
         self.shown.evict();
+        for b in &mut self.buffers {
+            b.records.evict();
+        }
     }
 
     /// Processes one record of one side. `row` is None for a table tombstone; `key_row` is then a
@@ -383,29 +486,37 @@ impl JoinState {
             (plan.kind, side),
             (JoinKind::Left, Side::Left) | (JoinKind::Right, Side::Right) | (JoinKind::Full, _)
         );
+        let (own, other) = match side {
+            Side::Left => (0, 1),
+            Side::Right => (1, 0),
+        };
         let mut matched = false;
         {
-            let other = match side {
-                Side::Left => self.right.get_mut(&kb)?,
-                Side::Right => self.left.get_mut(&kb)?,
-            };
-            if let Some(others) = other {
-                for o in others.iter_mut() {
-                    let ok = match side {
-                        Side::Left => o.row.timestamp >= ts - before && o.row.timestamp <= ts + after,
-                        Side::Right => ts >= o.row.timestamp - before && ts <= o.row.timestamp + after,
-                    };
-                    if !ok {
-                        continue;
+            let Buffers { records, index } = &mut self.buffers[other];
+            let mut entry = Vec::with_capacity(kb.len() + 8);
+            // The other side's records of this key, in arrival order.
+            for &seq in index.get(&kb).map(Vec::as_slice).unwrap_or_default() {
+                Buffers::entry_key(&mut entry, &kb, seq);
+                let Some(o) = records.get(&entry)? else { continue };
+                let ok = match side {
+                    Side::Left => o.row.timestamp >= ts - before && o.row.timestamp <= ts + after,
+                    Side::Right => ts >= o.row.timestamp - before && ts <= o.row.timestamp + after,
+                };
+                if !ok {
+                    continue;
+                }
+                matched = true;
+                let (l, r) = match side {
+                    Side::Left => (&row, &o.row),
+                    Side::Right => (&o.row, &row),
+                };
+                out.push(upsert(joined(plan, Some(l), Some(r), &key), ts.max(o.row.timestamp)));
+                if o.pending {
+                    // Matched after all: no longer waiting to be emitted unmatched (the only
+                    // change worth writing to the changelog).
+                    if let Some(o) = records.get_mut(&entry)? {
+                        o.pending = false;
                     }
-                    matched = true;
-                    o.matched = true;
-                    o.pending = false;
-                    let (l, r) = match side {
-                        Side::Left => (&row, &o.row),
-                        Side::Right => (&o.row, &row),
-                    };
-                    out.push(upsert(joined(plan, Some(l), Some(r), &key), ts.max(o.row.timestamp)));
                 }
             }
         }
@@ -422,12 +533,21 @@ impl JoinState {
                 Some(_) => pending = true,
             }
         }
-        let own = match side {
-            Side::Left => &mut self.left,
-            Side::Right => &mut self.right,
+        // Without a grace period records are kept for ksqlDB's default of 24 hours past their
+        // window (unmatched outer records were emitted at once, so nothing is pending): the
+        // buffers are resident in memory and must not grow without bound.
+        let g = grace.unwrap_or(DEFAULT_GRACE_MS);
+        // When this record closes (pending) or expires: the scan must not start later.
+        let span = match side {
+            Side::Left => after,
+            Side::Right => before,
         };
-        own.get_or_insert_with(&kb, Vec::new)?.push(Buffered { row, key: key.clone(), matched, pending });
-        if let Some(g) = grace {
+        let due = if pending { ts.saturating_add(span + g) } else { ts.saturating_add(before.max(after) + g) };
+        self.next_due = self.next_due.min(due);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.buffers[own].push(&kb, seq, Buffered { row, key: key.clone(), matched, pending });
+        if self.stream_time > self.next_due {
             self.flush_closed(plan, before, after, g, out)?;
         }
         Ok(())
@@ -445,41 +565,53 @@ impl JoinState {
     ) -> Result<(), Failure> {
         let now = self.stream_time;
         let horizon = before.max(after) + grace;
-        let mut ready: Vec<(Side, Buffered)> = vec![];
-        for (side, buf, span) in [(Side::Left, &mut self.left, after), (Side::Right, &mut self.right, before)] {
-            let closes = |b: &Buffered| b.pending && b.row.timestamp + span + grace < now;
-            let expires = |b: &Buffered| !b.pending && b.row.timestamp + horizon < now;
-            // The buffers are resident: a scan sees them all; only the keys that change are
+        let mut ready: Vec<(Side, u64, Buffered)> = vec![];
+        let mut next_due = i64::MAX;
+        for (side, i, span) in [(Side::Left, 0, after), (Side::Right, 1, before)] {
+            let buf = &mut self.buffers[i];
+            let closes_at = |b: &Buffered| b.row.timestamp.saturating_add(span + grace);
+            let expires_at = |b: &Buffered| b.row.timestamp.saturating_add(horizon);
+            // The buffers are resident: a scan sees them all; only the records that change are
             // touched (and so written to the changelog).
-            let keys: Vec<Vec<u8>> = buf
-                .iter()
-                .filter(|(_, items)| items.iter().any(|b| closes(b) || expires(b)))
-                .map(|(k, _)| k.to_vec())
-                .collect();
-            for k in keys {
-                let Some(items) = buf.get_mut(&k)? else { continue };
-                for b in items.iter_mut() {
-                    if closes(b) {
-                        b.pending = false;
-                        ready.push((side, b.clone()));
-                    }
+            let mut due: Vec<(Vec<u8>, bool)> = vec![];
+            for (entry, b) in buf.records.iter() {
+                let at = if b.pending { closes_at(b) } else { expires_at(b) };
+                if at < now {
+                    due.push((entry.to_vec(), b.pending));
+                } else {
+                    next_due = next_due.min(at);
                 }
-                items.retain(|b| b.pending || b.row.timestamp + horizon >= now);
-                if items.is_empty() {
-                    buf.remove(&k)?;
+            }
+            for (entry, closes) in due {
+                let Some((kb, seq)) = Buffers::split(&entry) else { continue };
+                let kb = kb.to_vec();
+                if closes {
+                    let Some(b) = buf.records.get_mut(&entry)? else { continue };
+                    b.pending = false;
+                    let b = b.clone();
+                    if expires_at(&b) < now {
+                        buf.remove(&kb, seq)?;
+                    } else {
+                        next_due = next_due.min(expires_at(&b));
+                    }
+                    ready.push((side, seq, b));
+                } else {
+                    buf.remove(&kb, seq)?;
                 }
             }
         }
+        self.next_due = next_due;
         // By timestamp, then side (the right's first), then key, as Kafka Streams' outer-join
         // store orders them, not by the hash map's order; a key's records of one side stay in
         // arrival order.
-        ready.sort_by(|(sa, a), (sb, b)| {
+        ready.sort_by(|(sa, qa, a), (sb, qb, b)| {
             let side = |s: &Side| matches!(s, Side::Left);
             (a.row.timestamp, side(sa))
                 .cmp(&(b.row.timestamp, side(sb)))
                 .then_with(|| key_bytes(&a.key).cmp(&key_bytes(&b.key)))
+                .then(qa.cmp(qb))
         });
-        for (side, b) in ready {
+        for (side, _, b) in ready {
             let j = match side {
                 Side::Left => joined(plan, Some(&b.row), None, &b.key),
                 Side::Right => joined(plan, None, Some(&b.row), &b.key),
@@ -487,5 +619,88 @@ impl JoinState {
             out.push(upsert(j, b.row.timestamp));
         }
         Ok(())
+    }
+}
+
+/// Splits a single-stage stream-stream inner join's WHERE into the conjuncts that read one side
+/// only, which are evaluated on that side's records before they are buffered (a record one of
+/// them rejects can join nothing that passes WHERE), and the rest, evaluated on the joined row.
+/// Only conjuncts that cannot fail or depend on anything but the row are moved: comparisons,
+/// AND/OR/NOT, IS [NOT] NULL, IN, BETWEEN, LIKE of columns and constants (no function calls,
+/// casts or arithmetic, whose errors would then be reported for records that join nothing).
+/// The right's conjuncts are rewritten to the right row's own column positions.
+pub fn push_down(plan: &mut JoinPlan) {
+    if !matches!((plan.shape, plan.kind), (JoinShape::StreamStream { .. }, JoinKind::Inner)) {
+        return;
+    }
+    let Some(filter) = plan.filter.take() else { return };
+    let (lw, rw) = (plan.left_width, plan.right_width);
+    let mut conjuncts = vec![];
+    flatten_and(filter, &mut conjuncts);
+    let (mut left, mut right, mut rest) = (vec![], vec![], vec![]);
+    for c in conjuncts {
+        let mut cols = vec![];
+        if !pushable(&c, &mut cols) || cols.is_empty() {
+            rest.push(c);
+        } else if cols.iter().all(|&i| i < lw) {
+            left.push(c);
+        } else if cols.iter().all(|&i| i >= lw && i < lw + rw) {
+            right.push(shift_columns(&c, lw));
+        } else {
+            rest.push(c);
+        }
+    }
+    plan.pushed = [and_all(left), and_all(right)];
+    plan.filter = and_all(rest);
+}
+
+fn flatten_and(e: CExpr, out: &mut Vec<CExpr>) {
+    match e {
+        CExpr::And(a, b) => {
+            flatten_and(*a, out);
+            flatten_and(*b, out);
+        }
+        other => out.push(other),
+    }
+}
+
+fn and_all(conjuncts: Vec<CExpr>) -> Option<CExpr> {
+    conjuncts.into_iter().reduce(|a, b| CExpr::And(Box::new(a), Box::new(b)))
+}
+
+/// Whether `e` is made only of the shapes [`push_down`] moves; collects its columns.
+fn pushable(e: &CExpr, cols: &mut Vec<usize>) -> bool {
+    match e {
+        CExpr::Const(_) => true,
+        CExpr::Column(i) => {
+            cols.push(*i);
+            true
+        }
+        CExpr::Not(a) | CExpr::IsNull(a, _) => pushable(a, cols),
+        CExpr::Compare(_, a, b) | CExpr::And(a, b) | CExpr::Or(a, b) | CExpr::IsDistinct(a, b, _) => {
+            pushable(a, cols) && pushable(b, cols)
+        }
+        CExpr::Between(a, b, c, _) => pushable(a, cols) && pushable(b, cols) && pushable(c, cols),
+        CExpr::InList(a, items, _) => pushable(a, cols) && items.iter().all(|i| pushable(i, cols)),
+        CExpr::Like(a, b, _, _) => pushable(a, cols) && pushable(b, cols),
+        _ => false,
+    }
+}
+
+/// A [`pushable`] expression with every column position lowered by `by`.
+fn shift_columns(e: &CExpr, by: usize) -> CExpr {
+    let s = |x: &CExpr| Box::new(shift_columns(x, by));
+    match e {
+        CExpr::Column(i) => CExpr::Column(i - by),
+        CExpr::Not(a) => CExpr::Not(s(a)),
+        CExpr::IsNull(a, n) => CExpr::IsNull(s(a), *n),
+        CExpr::Compare(op, a, b) => CExpr::Compare(*op, s(a), s(b)),
+        CExpr::And(a, b) => CExpr::And(s(a), s(b)),
+        CExpr::Or(a, b) => CExpr::Or(s(a), s(b)),
+        CExpr::IsDistinct(a, b, n) => CExpr::IsDistinct(s(a), s(b), *n),
+        CExpr::Between(a, b, c, n) => CExpr::Between(s(a), s(b), s(c), *n),
+        CExpr::InList(a, items, n) => CExpr::InList(s(a), items.iter().map(|i| shift_columns(i, by)).collect(), *n),
+        CExpr::Like(a, b, esc, n) => CExpr::Like(s(a), s(b), *esc, *n),
+        other => other.clone(),
     }
 }

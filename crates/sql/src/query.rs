@@ -116,6 +116,9 @@ const NS_GROUPS: u8 = 1;
 const NS_SESSIONS: u8 = 2;
 const NS_TABLE_ROWS: u8 = 3;
 pub(crate) const NS_JOIN: u8 = 16;
+/// Stream-stream join buffers of stage `i`: `NS_JOIN_BUFFERS + 2 * i` (left) and `+ 1` (right),
+/// one entry per buffered record.
+pub(crate) const NS_JOIN_BUFFERS: u8 = 128;
 /// The one key of the scalars map.
 const SCALARS_KEY: &[u8] = b"s";
 
@@ -615,6 +618,12 @@ impl Query {
             let row = Self::decode(src, rec, partition, offset)?;
             let key_row = key_only_row(src, rec, partition, offset);
             let (mut stage, side) = if input == 0 { (0, Side::Left) } else { (input - 1, Side::Right) };
+            // WHERE's conjuncts on this side alone: a record they reject joins nothing.
+            if let (Some(f), Some(r)) = (&stages[stage].pushed[side as usize], &row) {
+                if f.eval(&r.values, &mut self.env)? != Value::Boolean(true) {
+                    return Ok(());
+                }
+            }
             let mut joined = vec![];
             self.join[stage].process(&stages[stage], side, row, &key_row, &mut self.env, &mut joined)?;
             // Each stage's output is the next stage's left input.

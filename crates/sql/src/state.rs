@@ -378,6 +378,16 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> {
         Ok(old)
     }
 
+    /// Inserts an entry the caller knows is absent from the map and the store (a fresh
+    /// sequence number, say): no lookup in the store first.
+    pub fn insert_new(&mut self, key: Vec<u8>, value: V) {
+        let tracked = self.tracked();
+        let slot = Slot { value: Some(value), dirty: tracked, touched: true };
+        if self.cache.insert(key, slot).is_none_or(|old| !old.dirty) && tracked {
+            self.dirty += 1;
+        }
+    }
+
     pub fn remove(&mut self, key: &[u8]) -> Result<Option<V>> {
         if !self.tracked() {
             return Ok(self.cache.remove(key).and_then(|s| s.value));
