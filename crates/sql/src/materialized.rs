@@ -256,12 +256,47 @@ impl TableStore {
     }
 }
 
+/// A stored row as the record it was.
+fn consumed(partition: u32, key: &[u8], stored: &[u8]) -> Result<Consumed> {
+    let row: StoredRow = postcard::from_bytes(stored).map_err(storage("decode"))?;
+    Ok(Consumed {
+        partition: partition as i32,
+        offset: row.offset,
+        record: Record {
+            key: Some(Bytes::copy_from_slice(key)),
+            value: Some(Bytes::from(row.value)),
+            timestamp: row.timestamp,
+            headers: row.headers,
+        },
+    })
+}
+
 /// A consistent view of a table's rows.
 pub(crate) struct TableSnapshot {
     txn: redb::ReadTransaction,
 }
 
 impl TableSnapshot {
+    /// Calls `f` with the row of each of `keys` (record key bytes, sorted) in each of the first
+    /// `partitions` partitions that has one, in [`TableSnapshot::scan`]'s order, until it
+    /// returns false: one B-tree lookup per key and partition instead of a scan.
+    pub(crate) fn lookup(&self, partitions: i32, keys: &[Vec<u8>], mut f: impl FnMut(&Consumed) -> bool) -> Result<()> {
+        let rows = match self.txn.open_table(ROWS) {
+            Ok(rows) => rows,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(storage("rows table")(e)),
+        };
+        for p in 0..partitions.max(0) as u32 {
+            for key in keys {
+                let Some(v) = rows.get(row_key(p, key).as_slice()).map_err(storage("lookup"))? else { continue };
+                if !f(&consumed(p, key, v.value())?) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Calls `f` with each row, partition by partition in key byte order, until it returns false.
     pub(crate) fn scan(&self, mut f: impl FnMut(&Consumed) -> bool) -> Result<()> {
         let rows = match self.txn.open_table(ROWS) {
@@ -275,18 +310,7 @@ impl TableSnapshot {
             let Some((p, key)) = k.split_first_chunk::<4>() else {
                 return Err(SqlError::server("table store: a row key without its partition"));
             };
-            let row: StoredRow = postcard::from_bytes(v).map_err(storage("decode"))?;
-            let c = Consumed {
-                partition: u32::from_be_bytes(*p) as i32,
-                offset: row.offset,
-                record: Record {
-                    key: Some(Bytes::copy_from_slice(key)),
-                    value: Some(Bytes::from(row.value)),
-                    timestamp: row.timestamp,
-                    headers: row.headers,
-                },
-            };
-            if !f(&c) {
+            if !f(&consumed(u32::from_be_bytes(*p), key, v)?) {
                 break;
             }
         }
@@ -338,6 +362,41 @@ mod tests {
         })
         .unwrap();
         out
+    }
+
+    #[test]
+    fn key_lookups_find_the_rows_a_scan_finds_in_the_same_order() {
+        let (src, topics) = setup(2);
+        for i in 0..50 {
+            let p = i % 2;
+            topics.append("t", p, vec![rec(&format!("k{i:02}"), Some(&format!(r#"{{"V": {i}}}"#)))]).unwrap();
+        }
+        topics.append("t", 1, vec![rec("k01", Some(r#"{"V": 100}"#))]).unwrap();
+        let mut m = Materialized::default();
+        let all = rows(&mut m, &topics, &src);
+        let snap = m.refresh(&topics, &src).unwrap();
+        let mut keys: Vec<Vec<u8>> = ["k07", "k01", "k40", "nope"].iter().map(|k| k.as_bytes().to_vec()).collect();
+        keys.sort();
+        let mut found = vec![];
+        snap.lookup(2, &keys, |c| {
+            found.push((c.partition, String::from_utf8(c.record.key.as_ref().unwrap().to_vec()).unwrap(), c.offset));
+            true
+        })
+        .unwrap();
+        let expected: Vec<_> = all
+            .iter()
+            .filter(|(_, k, _, _)| ["k07", "k01", "k40"].contains(&k.as_str()))
+            .map(|(p, k, _, o)| (*p, k.clone(), *o))
+            .collect();
+        assert_eq!(found, expected);
+        assert_eq!(found.len(), 3, "the latest row of k01 only: {found:?}");
+        let mut first = vec![];
+        snap.lookup(2, &keys, |c| {
+            first.push(c.offset);
+            false
+        })
+        .unwrap();
+        assert_eq!(first.len(), 1, "stops when told");
     }
 
     #[test]

@@ -143,6 +143,62 @@ fn is_null_literal(e: &Expr) -> bool {
     matches!(e, Expr::Literal(Value::Null))
 }
 
+/// The record keys a pull query on a table can seek instead of scanning: when the table's key
+/// is one KAFKA-format column of type STRING, INT or BIGINT (whose encodings are canonical: a
+/// value has exactly one byte form, the one any producer writes) and a top-level conjunct of
+/// WHERE is `key = literal` or `key IN (literals)`. Encoded and sorted (the scan's order within
+/// a partition); literals that equal no key of that type are left out. `None`: scan. The rows
+/// found still go through the whole WHERE.
+fn lookup_keys(src: &SourceDef, filter: Option<&Expr>) -> Option<Vec<Vec<u8>>> {
+    if src.window.is_some() || src.keys.len() != 1 || src.key_serde.format != crate::format::Format::Kafka {
+        return None;
+    }
+    let key = &src.keys[0];
+    if !matches!(key.ty, SqlType::String | SqlType::Int | SqlType::BigInt) {
+        return None;
+    }
+    let is_key = |e: &Expr| matches!(e, Expr::Column { name, .. } if *name == key.name);
+    let mut conjuncts = vec![];
+    split_binary(filter?, BinaryOp::And, &mut conjuncts);
+    for c in &conjuncts {
+        let literals: Vec<&Value> = match c {
+            Expr::Binary(BinaryOp::Eq, a, b) => match (&**a, &**b) {
+                (k, Expr::Literal(v)) | (Expr::Literal(v), k) if is_key(k) => vec![v],
+                _ => continue,
+            },
+            Expr::InList { expr, list, negated: false } if is_key(expr) => {
+                let Some(values) = list.iter().map(|e| if let Expr::Literal(v) = e { Some(v) } else { None }).collect()
+                else {
+                    continue;
+                };
+                values
+            }
+            _ => continue,
+        };
+        let mut keys = vec![];
+        for v in literals {
+            let v = match (&key.ty, v) {
+                (SqlType::String, Value::String(_))
+                | (SqlType::Int, Value::Int(_))
+                | (SqlType::BigInt, Value::BigInt(_)) => v.clone(),
+                (SqlType::BigInt, Value::Int(i)) => Value::BigInt(*i as i64),
+                (SqlType::Int, Value::BigInt(i)) => match i32::try_from(*i) {
+                    Ok(i) => Value::Int(i),
+                    Err(_) => continue,
+                },
+                // `= NULL` is never true.
+                (_, Value::Null) => continue,
+                _ => return None,
+            };
+            keys.push(crate::format::kafka_encode(&v).ok()?);
+        }
+        keys.sort();
+        keys.dedup();
+        return Some(keys);
+    }
+    None
+}
+
 /// The refusal of a pull query that needs a table scan while table scans are disabled.
 const TABLE_SCAN_REQUIRED: &str =
     "Query requires table scan to be enabled. Table scans can be enabled by setting ksql.query.pull.table.scan.enabled=true";
@@ -465,7 +521,14 @@ impl Engine {
             true
         };
         if is_table {
-            self.materialized.refresh(&topics, &src)?.scan(|c| answer(c, &mut rows))?;
+            let snapshot = self.materialized.refresh(&topics, &src)?;
+            match lookup_keys(&src, filter_expr.as_ref()) {
+                Some(keys) => {
+                    let partitions = topics.partitions(&src.topic).unwrap_or(0);
+                    snapshot.lookup(partitions, &keys, |c| answer(c, &mut rows))?
+                }
+                None => snapshot.scan(|c| answer(c, &mut rows))?,
+            }
         } else {
             let partitions = topics.partitions(&src.topic).unwrap_or(0);
             'stream: for p in 0..partitions {
@@ -512,5 +575,50 @@ impl Engine {
         query.set_rights(planned.rights);
         query.collected = Some(vec![]);
         Ok(PushQuery { columns, query, limit: select.limit, sent: 0, table: kind == SourceKind::Table })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topics::MemTopics;
+
+    fn source(sql: &str) -> SourceDef {
+        let mut engine = Engine::new(Arc::new(MemTopics::new()));
+        engine.auto_create_topics = true;
+        engine.execute(sql).expect("create table");
+        engine.catalog.sources.get("T").expect("T").clone()
+    }
+
+    fn filter(sql: &str) -> Expr {
+        crate::parser::parse_expression(sql).expect("parses")
+    }
+
+    #[test]
+    fn pull_queries_seek_canonical_single_column_keys() {
+        let string = source(
+            "CREATE TABLE T (K STRING PRIMARY KEY, V INT) WITH (kafka_topic='t', value_format='JSON', partitions=1);",
+        );
+        let keys = |src: &SourceDef, w: &str| lookup_keys(src, Some(&filter(w)));
+        assert_eq!(keys(&string, "K = 'b'"), Some(vec![b"b".to_vec()]));
+        assert_eq!(keys(&string, "V > 1 AND 'b' = K"), Some(vec![b"b".to_vec()]));
+        assert_eq!(keys(&string, "K IN ('c', 'a', 'c')"), Some(vec![b"a".to_vec(), b"c".to_vec()]));
+        assert_eq!(keys(&string, "K = 'a' OR K = 'b'"), None, "a disjunction scans");
+        assert_eq!(keys(&string, "K > 'a'"), None);
+        assert_eq!(keys(&string, "V = 1"), None);
+        assert_eq!(keys(&string, "K = NULL"), Some(vec![]), "matches nothing");
+
+        let big = source(
+            "CREATE TABLE T (K BIGINT PRIMARY KEY, V INT) WITH (kafka_topic='t', value_format='JSON', partitions=1);",
+        );
+        assert_eq!(keys(&big, "K = 5"), Some(vec![5i64.to_be_bytes().to_vec()]), "an INT literal as BIGINT");
+        assert_eq!(keys(&big, "K = 5.0"), None, "a decimal literal: scan");
+
+        let json = source("CREATE TABLE T (K STRING PRIMARY KEY, V INT) WITH (kafka_topic='t', key_format='JSON', value_format='JSON', partitions=1);");
+        assert_eq!(keys(&json, "K = 'b'"), None, "JSON keys have many byte forms");
+        let double = source(
+            "CREATE TABLE T (K DOUBLE PRIMARY KEY, V INT) WITH (kafka_topic='t', value_format='JSON', partitions=1);",
+        );
+        assert_eq!(keys(&double, "K = 1.5"), None, "0.0 and -0.0 are equal with different bytes");
     }
 }
