@@ -236,13 +236,10 @@ fn bench(a: &NexmarkArgs, queries: &[&'static Query], mut runner: Runner) -> Res
     Ok(())
 }
 
-/// Runs one query from offset 0 to the end of its inputs: what `Engine::run_until_idle` does,
-/// a step at a time so a progress bar can follow.
-fn run_query(q: &'static Query, topics: &Arc<dyn Topics>) -> Result<NexmarkResult> {
-    let mut engine = Engine::new(topics.clone());
-    engine.execute(nexmark::SOURCES).with_context(|| format!("{}: the sources", q.name))?;
+/// The query's sink topic, deleted (a sink left by an earlier run in the same topics would be
+/// appended to), and how many records its inputs hold.
+fn prepare(q: &Query, topics: &Arc<dyn Topics>) -> Result<(String, u64)> {
     let sink = q.name.to_uppercase();
-    // A sink left by an earlier run in the same topics would be appended to.
     topics.delete_topic(&sink)?;
     let mut input = 0u64;
     for t in q.inputs {
@@ -250,6 +247,15 @@ fn run_query(q: &'static Query, topics: &Arc<dyn Topics>) -> Result<NexmarkResul
             input += topics.end_offset(t, p)? as u64;
         }
     }
+    Ok((sink, input))
+}
+
+/// Runs one query from offset 0 to the end of its inputs: what `Engine::run_until_idle` does,
+/// a step at a time so a progress bar can follow.
+fn run_query(q: &'static Query, topics: &Arc<dyn Topics>) -> Result<NexmarkResult> {
+    let mut engine = Engine::new(topics.clone());
+    engine.execute(nexmark::SOURCES).with_context(|| format!("{}: the sources", q.name))?;
+    let (sink, input) = prepare(q, topics)?;
     engine.execute(q.sql).with_context(|| format!("{}: {}", q.name, q.sql))?;
     let bar = indicatif::ProgressBar::new(input);
     bar.set_style(
@@ -303,14 +309,7 @@ fn ksql(server: &mut SqlServer, statements: &str) -> Result<()> {
 /// query runs alone).
 fn run_query_on_server(q: &'static Query, server: &mut SqlServer) -> Result<NexmarkResult> {
     let topics = server.engine.topics().clone();
-    let sink = q.name.to_uppercase();
-    topics.delete_topic(&sink)?;
-    let mut input = 0u64;
-    for t in q.inputs {
-        for p in 0..topics.partitions(t).unwrap_or(0) {
-            input += topics.end_offset(t, p)? as u64;
-        }
-    }
+    let (sink, input) = prepare(q, &topics)?;
     let errors_before = count_records(&topics, PROCESSING_LOG_TOPIC)?;
     ksql(server, q.sql)?;
     let cpu = cpu_secs();

@@ -330,20 +330,27 @@ fn a_refused_key_format_names_the_rewritten_statement() {
     assert!(err.to_string().ends_with(want), "{err}");
 }
 
+/// Streams L (k, v) and R (k, w) and their one-hour inner join J with `filter`, each query's
+/// state committed and restored after every input record (in `dir`).
+fn join_engine(dir: &std::path::Path, filter: &str) -> (Arc<MemTopics>, Engine) {
+    let (topics, mut e) = engine();
+    e.restore_every_step = Some(dir.to_path_buf());
+    e.execute(&format!(
+        "CREATE STREAM l (k STRING KEY, v INT) WITH (kafka_topic='l', value_format='JSON', partitions=1);
+         CREATE STREAM r (k STRING KEY, w INT) WITH (kafka_topic='r', value_format='JSON', partitions=1);
+         CREATE STREAM j AS SELECT l.k AS k, v, w FROM l JOIN r WITHIN 1 HOUR ON l.k = r.k {filter};"
+    ))
+    .unwrap();
+    (topics, e)
+}
+
 /// A stream-stream join's buffers hold one state entry per record: a hot join key with many
 /// buffered records costs each commit only its new records (it used to re-encode the key's
 /// whole buffer into the changelog), and the state restored after every record joins the same.
 #[test]
 fn a_hot_join_key_writes_each_buffered_record_to_the_changelog_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (topics, mut e) = engine();
-    e.restore_every_step = Some(dir.path().to_path_buf());
-    e.execute(
-        "CREATE STREAM l (k STRING KEY, v INT) WITH (kafka_topic='l', value_format='JSON', partitions=1);
-         CREATE STREAM r (k STRING KEY, w INT) WITH (kafka_topic='r', value_format='JSON', partitions=1);
-         CREATE STREAM j AS SELECT l.k AS k, v, w FROM l JOIN r WITHIN 1 HOUR ON l.k = r.k;",
-    )
-    .unwrap();
+    let (topics, mut e) = join_engine(dir.path(), "");
     let n = 40;
     for i in 0..n {
         put(&topics, "l", Some("hot"), Some(&format!(r#"{{"v": {i}}}"#)), 1000 + i);
@@ -382,15 +389,7 @@ fn a_hot_join_key_writes_each_buffered_record_to_the_changelog_once() {
 #[test]
 fn one_sided_where_conjuncts_filter_a_stream_stream_join_before_buffering() {
     let dir = tempfile::tempdir().unwrap();
-    let (topics, mut e) = engine();
-    e.restore_every_step = Some(dir.path().to_path_buf());
-    e.execute(
-        "CREATE STREAM l (k STRING KEY, v INT) WITH (kafka_topic='l', value_format='JSON', partitions=1);
-         CREATE STREAM r (k STRING KEY, w INT) WITH (kafka_topic='r', value_format='JSON', partitions=1);
-         CREATE STREAM j AS SELECT l.k AS k, v, w FROM l JOIN r WITHIN 1 HOUR ON l.k = r.k
-           WHERE v > 1 AND (w < 10 OR w IS NULL) AND v + w = 12;",
-    )
-    .unwrap();
+    let (topics, mut e) = join_engine(dir.path(), "WHERE v > 1 AND (w < 10 OR w IS NULL) AND v + w = 12");
     for (k, v, ts) in [("a", 0, 1), ("a", 5, 2), ("b", 7, 3)] {
         put(&topics, "l", Some(k), Some(&format!(r#"{{"v": {v}}}"#)), ts);
     }
