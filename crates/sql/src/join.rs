@@ -155,6 +155,61 @@ impl Buffers {
     }
 }
 
+/// The left rows of a foreign-key join by the foreign key they hold. Only keys whose byte
+/// encoding is exact for equality (strings, integers, booleans) are indexed: a left row whose
+/// foreign key is of another type (a DOUBLE's ±0.0, a DECIMAL's scale) is counted instead, and
+/// while any is, a right row's change scans all left rows as before.
+#[derive(Default)]
+struct FkIndex {
+    by_key: HashMap<Vec<u8>, Vec<Vec<u8>>, RandomState>,
+    unindexed: usize,
+}
+
+impl FkIndex {
+    fn bucket(fk: &Value) -> Option<Vec<u8>> {
+        match fk {
+            Value::String(_) | Value::Int(_) | Value::BigInt(_) | Value::Boolean(_) => Some(key_bytes(fk)),
+            _ => None,
+        }
+    }
+
+    fn add(&mut self, fk: &Value, pkb: &[u8]) {
+        if fk.is_null() {
+            return;
+        }
+        match FkIndex::bucket(fk) {
+            Some(b) => self.by_key.entry(b).or_default().push(pkb.to_vec()),
+            None => self.unindexed += 1,
+        }
+    }
+
+    fn remove(&mut self, fk: &Value, pkb: &[u8]) {
+        if fk.is_null() {
+            return;
+        }
+        match FkIndex::bucket(fk) {
+            Some(b) => {
+                if let Some(pks) = self.by_key.get_mut(&b) {
+                    pks.retain(|p| p != pkb);
+                    if pks.is_empty() {
+                        self.by_key.remove(&b);
+                    }
+                }
+            }
+            None => self.unindexed = self.unindexed.saturating_sub(1),
+        }
+    }
+
+    /// The primary keys of the left rows that may reference `key`; `None`: scan them all.
+    fn candidates(&self, key: &Value) -> Option<Vec<Vec<u8>>> {
+        if self.unindexed > 0 {
+            return None;
+        }
+        let b = FkIndex::bucket(key)?;
+        Some(self.by_key.get(&b).cloned().unwrap_or_default())
+    }
+}
+
 /// One join stage's state. Stream-stream buffers and a foreign-key join's left rows are
 /// scanned, so those maps are resident (loaded whole, never evicted); the others are looked up
 /// by key and bounded by the store's cache.
@@ -166,6 +221,9 @@ pub struct JoinState {
     shown: StateMap<Option<Vec<Value>>>,
     /// Stream-stream: the buffered records of the left and the right.
     buffers: [Buffers; 2],
+    /// Foreign-key joins: the left rows (primary key bytes) per foreign key, so a right row's
+    /// change finds the left rows that reference it without scanning them all.
+    fk_index: FkIndex,
     /// The sequence number of the next buffered record.
     next_seq: u64,
     /// With a grace period: no buffered record closes or expires before stream time passes
@@ -207,6 +265,7 @@ impl JoinState {
                 Buffers::new(store.map(buffers, SQL_STATE_CACHE_ENTRIES)),
                 Buffers::new(store.map(buffers + 1, SQL_STATE_CACHE_ENTRIES)),
             ],
+            fk_index: FkIndex::default(),
             next_seq: 0,
             next_due: i64::MIN,
             stream_time: 0,
@@ -224,7 +283,15 @@ impl JoinState {
                 self.next_seq = max.map_or(0, |m| m + 1);
                 self.next_due = i64::MIN;
             }
-            JoinShape::ForeignKey => self.left.load_all()?,
+            JoinShape::ForeignKey => {
+                self.left.load_all()?;
+                self.fk_index = FkIndex::default();
+                for (pkb, rows) in self.left.iter() {
+                    if let Some(b) = rows.first() {
+                        self.fk_index.add(&b.key, pkb);
+                    }
+                }
+            }
             JoinShape::StreamTable | JoinShape::TableTable => {}
         }
         Ok(())
@@ -398,6 +465,9 @@ impl JoinState {
                 let ts = row.as_ref().map(|r| r.timestamp).unwrap_or(key_row.timestamp);
                 let Some(row) = row else {
                     if let Some(old) = self.left.remove(&pkb)? {
+                        if let Some(b) = old.first() {
+                            self.fk_index.remove(&b.key, &pkb);
+                        }
                         let old_row = old.first().map(|b| b.row.clone());
                         out.push(delete(joined(plan, old_row.as_ref(), None, &pk), ts));
                     }
@@ -405,7 +475,12 @@ impl JoinState {
                 };
                 let fk = key;
                 let right = if fk.is_null() { None } else { self.right.get(&key_bytes(&fk))?.and_then(|v| v.first()) };
-                let had = self.left.contains_key(&pkb)?;
+                let old_fk = self.left.get(&pkb)?.and_then(|v| v.first()).map(|b| b.key.clone());
+                let had = old_fk.is_some();
+                if let Some(old) = &old_fk {
+                    self.fk_index.remove(old, &pkb);
+                }
+                self.fk_index.add(&fk, &pkb);
                 self.left.insert(
                     pkb,
                     vec![Buffered { row: row.clone(), key: fk.clone(), matched: false, pending: false }],
@@ -440,18 +515,31 @@ impl JoinState {
                 // Every left row referencing this key is joined again.
                 // In input order (the offset, the left's last column), then by primary key: not by
                 // the hash map's order.
-                let mut lefts: Vec<(&[u8], &Buffered)> = self
-                    .left
-                    .iter()
-                    .filter_map(|(pk, v)| v.first().map(|b| (pk, b)))
-                    .filter(|(_, b)| b.key.same(&key))
-                    .collect();
+                let mut lefts: Vec<(Vec<u8>, Buffered)> = vec![];
+                match self.fk_index.candidates(&key) {
+                    Some(pks) => {
+                        for pkb in pks {
+                            if let Some(b) = self.left.get(&pkb)?.and_then(|v| v.first()) {
+                                if b.key.same(&key) {
+                                    lefts.push((pkb, b.clone()));
+                                }
+                            }
+                        }
+                    }
+                    None => {
+                        for (pk, v) in self.left.iter() {
+                            if let Some(b) = v.first().filter(|b| b.key.same(&key)) {
+                                lefts.push((pk.to_vec(), b.clone()));
+                            }
+                        }
+                    }
+                }
                 lefts.sort_by(|(pa, a), (pb, b)| {
                     let offset =
                         |b: &Buffered| b.row.values.get(plan.left_width.saturating_sub(1)).and_then(Value::as_i64);
                     offset(a).cmp(&offset(b)).then_with(|| pa.cmp(pb))
                 });
-                for (_, l) in lefts {
+                for (_, l) in &lefts {
                     let pk = l.row.values[0].clone();
                     match (&row, plan.kind) {
                         (Some(r), _) => {

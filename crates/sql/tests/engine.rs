@@ -406,3 +406,52 @@ fn one_sided_where_conjuncts_filter_a_stream_stream_join_before_buffering() {
     let buffered = entries.iter().filter(|c| c.record.key.as_ref().is_some_and(|k| k[0] >= 128)).count();
     assert_eq!(buffered, 5);
 }
+
+/// A foreign-key join finds the left rows that reference a changed right row through an index
+/// kept as left rows arrive, move to another key and leave.
+#[test]
+fn a_foreign_key_join_updates_exactly_the_rows_that_reference_a_changed_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (topics, mut e) = engine();
+    e.restore_every_step = Some(dir.path().to_path_buf());
+    e.execute(
+        "CREATE TABLE customers (id STRING PRIMARY KEY, name STRING) WITH (kafka_topic='c', value_format='JSON', partitions=1);
+         CREATE TABLE orders (id STRING PRIMARY KEY, cust STRING, amount INT) WITH (kafka_topic='o', value_format='JSON', partitions=1);
+         CREATE TABLE enriched AS SELECT o.id AS id, cust, amount, name FROM orders o JOIN customers c ON o.cust = c.id;",
+    )
+    .unwrap();
+    let customer =
+        |id: &str, name: &str, ts| put(&topics, "c", Some(id), Some(&format!(r#"{{"name": "{name}"}}"#)), ts);
+    let order = |id: &str, cust: &str, ts| {
+        put(&topics, "o", Some(id), Some(&format!(r#"{{"cust": "{cust}", "amount": 1}}"#)), ts)
+    };
+    let mut seen = 0;
+    let mut new_outputs = |e: &mut Engine| {
+        e.run_until_idle().unwrap();
+        let out = all(&topics, "ENRICHED");
+        let new: Vec<(String, Option<String>)> =
+            out[seen..].iter().map(|(k, v, _)| (k.clone().unwrap(), v.clone())).collect();
+        seen = out.len();
+        new
+    };
+    customer("a", "Ann", 1);
+    customer("b", "Bob", 2);
+    order("o1", "a", 3);
+    order("o2", "a", 4);
+    order("o3", "b", 5);
+    assert_eq!(new_outputs(&mut e).len(), 3);
+    order("o2", "b", 6);
+    let moved = new_outputs(&mut e);
+    assert_eq!(moved.len(), 1);
+    assert!(moved[0].1.as_deref().unwrap().contains("Bob"), "{moved:?}");
+    customer("a", "Anna", 7);
+    let renamed: Vec<String> = new_outputs(&mut e).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(renamed, ["o1"], "o2 no longer references a");
+    put(&topics, "o", Some("o3"), None, 8);
+    assert_eq!(new_outputs(&mut e), [("o3".to_string(), None)], "a deleted order is retracted");
+    customer("b", "Bobby", 9);
+    let renamed = new_outputs(&mut e);
+    assert_eq!(renamed.len(), 1, "{renamed:?}");
+    assert_eq!(renamed[0].0, "o2");
+    assert!(renamed[0].1.as_deref().unwrap().contains("Bobby"));
+}
