@@ -4,7 +4,7 @@
 //! A joined row is the left row, then the right row (each padded with nulls when absent), then
 //! `ROWKEY`: the join key (for outer joins, whichever side has it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
@@ -161,7 +161,7 @@ impl Buffers {
 /// while any is, a right row's change scans all left rows as before.
 #[derive(Default)]
 struct FkIndex {
-    by_key: HashMap<Vec<u8>, Vec<Vec<u8>>, RandomState>,
+    by_key: HashMap<Vec<u8>, HashSet<Vec<u8>, RandomState>, RandomState>,
     unindexed: usize,
 }
 
@@ -178,7 +178,9 @@ impl FkIndex {
             return;
         }
         match FkIndex::bucket(fk) {
-            Some(b) => self.by_key.entry(b).or_default().push(pkb.to_vec()),
+            Some(b) => {
+                self.by_key.entry(b).or_default().insert(pkb.to_vec());
+            }
             None => self.unindexed += 1,
         }
     }
@@ -190,7 +192,7 @@ impl FkIndex {
         match FkIndex::bucket(fk) {
             Some(b) => {
                 if let Some(pks) = self.by_key.get_mut(&b) {
-                    pks.retain(|p| p != pkb);
+                    pks.remove(pkb);
                     if pks.is_empty() {
                         self.by_key.remove(&b);
                     }
@@ -206,7 +208,7 @@ impl FkIndex {
             return None;
         }
         let b = FkIndex::bucket(key)?;
-        Some(self.by_key.get(&b).cloned().unwrap_or_default())
+        Some(self.by_key.get(&b).map(|pks| pks.iter().cloned().collect()).unwrap_or_default())
     }
 }
 
