@@ -82,27 +82,34 @@ struct Buffered {
     pending: bool,
 }
 
-/// One side's stream-stream buffer: one entry per buffered record, so a record arriving or
-/// leaving writes only itself to the changelog and the store (a vector per join key was
-/// re-encoded whole whenever it changed: a hot key made every commit rewrite all its records).
+/// One side's stream-stream buffer: in memory, each join key's records in arrival order; in the
+/// store and the changelog, one entry per record, so a record arriving, changing or leaving
+/// writes only itself (a vector per join key was re-encoded whole whenever it changed: a hot
+/// key made every commit rewrite all its records).
 struct Buffers {
-    /// Key: the record's sequence number (8 bytes, big-endian), then the join key's bytes. In
-    /// arrival order, so the store's B-tree grows at its end (a new record copies no page in
-    /// the middle of the tree) and old records leave from its start.
-    records: StateMap<Buffered>,
-    /// Each join key's sequence numbers, in arrival order (rebuilt at restore).
-    index: HashMap<Vec<u8>, Vec<u64>, RandomState>,
+    /// The store's side of the buffer (its namespace and file): written through
+    /// [`StateMap::encode_change`], read whole at restore; it caches nothing.
+    store: StateMap<Buffered>,
+    /// Each join key's records: (sequence number, record), in arrival (= sequence) order.
+    by_key: HashMap<Vec<u8>, Vec<(u64, Buffered)>, RandomState>,
+    /// Records to write at the next drain (join key, sequence): their current value, or a
+    /// tombstone once gone. Only with a store file.
+    dirty: Vec<(Vec<u8>, u64)>,
 }
 
 impl Buffers {
-    fn new(records: StateMap<Buffered>) -> Buffers {
-        Buffers { records, index: HashMap::default() }
+    fn new(store: StateMap<Buffered>) -> Buffers {
+        Buffers { store, by_key: HashMap::default(), dirty: vec![] }
     }
 
-    fn entry_key(out: &mut Vec<u8>, kb: &[u8], seq: u64) {
-        out.clear();
+    /// A record's key in the store: its sequence number (8 bytes, big-endian), then the join
+    /// key's bytes. In arrival order, so the store's B-tree grows at its end and old records
+    /// leave from its start.
+    fn entry_key(kb: &[u8], seq: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + kb.len());
         out.extend_from_slice(&seq.to_be_bytes());
         out.extend_from_slice(kb);
+        out
     }
 
     /// `(join key bytes, sequence)` of an entry key.
@@ -111,45 +118,54 @@ impl Buffers {
         Some((&entry[8..], seq))
     }
 
-    /// Loads every stored record and rebuilds the index; the largest sequence seen.
+    fn mark(&mut self, kb: &[u8], seq: u64) {
+        if self.store.tracked() {
+            self.dirty.push((kb.to_vec(), seq));
+        }
+    }
+
+    /// Reads every stored record back; the largest sequence seen.
     fn restore(&mut self) -> crate::Result<Option<u64>> {
-        self.records.load_all()?;
-        self.index.clear();
+        self.by_key.clear();
+        self.dirty.clear();
         let mut max = None;
-        for (entry, _) in self.records.iter() {
+        let by_key = &mut self.by_key;
+        self.store.for_each_stored(|entry, b| {
             if let Some((kb, seq)) = Buffers::split(entry) {
-                self.index.entry(kb.to_vec()).or_default().push(seq);
+                by_key.entry(kb.to_vec()).or_default().push((seq, b));
                 max = max.max(Some(seq));
             }
-        }
-        for seqs in self.index.values_mut() {
-            seqs.sort_unstable();
+        })?;
+        for records in self.by_key.values_mut() {
+            records.sort_unstable_by_key(|(seq, _)| *seq);
         }
         Ok(max)
     }
 
     fn push(&mut self, kb: &[u8], seq: u64, b: Buffered) {
-        let mut entry = Vec::with_capacity(kb.len() + 8);
-        Buffers::entry_key(&mut entry, kb, seq);
-        // A fresh sequence number: nothing to look up first.
-        self.records.insert_new(entry, b);
-        match self.index.get_mut(kb) {
-            Some(seqs) => seqs.push(seq),
+        match self.by_key.get_mut(kb) {
+            Some(records) => records.push((seq, b)),
             None => {
-                self.index.insert(kb.to_vec(), vec![seq]);
+                self.by_key.insert(kb.to_vec(), vec![(seq, b)]);
             }
         }
+        self.mark(kb, seq);
     }
 
-    fn remove(&mut self, kb: &[u8], seq: u64) -> crate::Result<()> {
-        let mut entry = Vec::with_capacity(kb.len() + 8);
-        Buffers::entry_key(&mut entry, kb, seq);
-        self.records.remove(&entry)?;
-        if let Some(seqs) = self.index.get_mut(kb) {
-            seqs.retain(|s| *s != seq);
-            if seqs.is_empty() {
-                self.index.remove(kb);
-            }
+    /// The changed records as store changes (each once), in sequence order.
+    fn drain_changes(&mut self, out: &mut Vec<Change>) -> crate::Result<()> {
+        if self.dirty.is_empty() {
+            return Ok(());
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        dirty.dedup();
+        for (kb, seq) in dirty {
+            let current = self
+                .by_key
+                .get(&kb)
+                .and_then(|records| records.binary_search_by_key(&seq, |(s, _)| *s).ok().map(|i| &records[i].1));
+            out.push(self.store.encode_change(&Buffers::entry_key(&kb, seq), current)?);
         }
         Ok(())
     }
@@ -308,7 +324,7 @@ impl JoinState {
         self.right.drain_changes(out)?;
         self.shown.drain_changes(out)?;
         for b in &mut self.buffers {
-            b.records.drain_changes(out)?;
+            b.drain_changes(out)?;
         }
         Ok(())
     }
@@ -317,9 +333,6 @@ impl JoinState {
         self.left.evict();
         self.right.evict();
         self.shown.evict();
-        for b in &mut self.buffers {
-            b.records.evict();
-        }
     }
 
     /// Processes one record of one side. `row` is None for a table tombstone; `key_row` is then a
@@ -582,12 +595,10 @@ impl JoinState {
         };
         let mut matched = false;
         {
-            let Buffers { records, index } = &mut self.buffers[other];
-            let mut entry = Vec::with_capacity(kb.len() + 8);
+            let buf = &mut self.buffers[other];
+            let mut unpended = vec![];
             // The other side's records of this key, in arrival order.
-            for &seq in index.get(&kb).map(Vec::as_slice).unwrap_or_default() {
-                Buffers::entry_key(&mut entry, &kb, seq);
-                let Some(o) = records.get(&entry)? else { continue };
+            for (seq, o) in buf.by_key.get_mut(&kb).map(Vec::as_mut_slice).unwrap_or_default() {
                 let ok = match side {
                     Side::Left => o.row.timestamp >= ts - before && o.row.timestamp <= ts + after,
                     Side::Right => ts >= o.row.timestamp - before && ts <= o.row.timestamp + after,
@@ -604,10 +615,12 @@ impl JoinState {
                 if o.pending {
                     // Matched after all: no longer waiting to be emitted unmatched (the only
                     // change worth writing to the changelog).
-                    if let Some(o) = records.get_mut(&entry)? {
-                        o.pending = false;
-                    }
+                    o.pending = false;
+                    unpended.push(*seq);
                 }
+            }
+            for seq in unpended {
+                buf.mark(&kb, seq);
             }
         }
         let mut pending = false;
@@ -662,32 +675,30 @@ impl JoinState {
             let closes_at = |b: &Buffered| b.row.timestamp.saturating_add(span + grace);
             let expires_at = |b: &Buffered| b.row.timestamp.saturating_add(horizon);
             // The buffers are resident: a scan sees them all; only the records that change are
-            // touched (and so written to the changelog).
-            let mut due: Vec<(Vec<u8>, bool)> = vec![];
-            for (entry, b) in buf.records.iter() {
-                let at = if b.pending { closes_at(b) } else { expires_at(b) };
-                if at < now {
-                    due.push((entry.to_vec(), b.pending));
-                } else {
-                    next_due = next_due.min(at);
-                }
-            }
-            for (entry, closes) in due {
-                let Some((kb, seq)) = Buffers::split(&entry) else { continue };
-                let kb = kb.to_vec();
-                if closes {
-                    let Some(b) = buf.records.get_mut(&entry)? else { continue };
-                    b.pending = false;
-                    let b = b.clone();
-                    if expires_at(&b) < now {
-                        buf.remove(&kb, seq)?;
-                    } else {
-                        next_due = next_due.min(expires_at(&b));
+            // marked (and so written to the changelog).
+            let mut changed: Vec<(Vec<u8>, u64)> = vec![];
+            buf.by_key.retain(|kb, records| {
+                records.retain_mut(|(seq, b)| {
+                    if b.pending {
+                        if closes_at(b) >= now {
+                            next_due = next_due.min(closes_at(b));
+                            return true;
+                        }
+                        b.pending = false;
+                        ready.push((side, *seq, b.clone()));
+                        changed.push((kb.clone(), *seq));
                     }
-                    ready.push((side, seq, b));
-                } else {
-                    buf.remove(&kb, seq)?;
-                }
+                    if expires_at(b) < now {
+                        changed.push((kb.clone(), *seq));
+                        return false;
+                    }
+                    next_due = next_due.min(expires_at(b));
+                    true
+                });
+                !records.is_empty()
+            });
+            for (kb, seq) in changed {
+                buf.mark(&kb, seq);
             }
         }
         self.next_due = next_due;

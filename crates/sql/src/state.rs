@@ -277,7 +277,7 @@ fn full_key(ns: u8, key: &[u8]) -> Vec<u8> {
 impl<V: Serialize + DeserializeOwned> StateMap<V> {
     /// Whether changes are tracked for the changelog (only maps of a store with a file: an
     /// in-memory map is the whole state of a query that is never restored).
-    fn tracked(&self) -> bool {
+    pub(crate) fn tracked(&self) -> bool {
         self.db.is_some()
     }
 
@@ -378,16 +378,6 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> {
         Ok(old)
     }
 
-    /// Inserts an entry the caller knows is absent from the map and the store (a fresh
-    /// sequence number, say): no lookup in the store first.
-    pub fn insert_new(&mut self, key: Vec<u8>, value: V) {
-        let tracked = self.tracked();
-        let slot = Slot { value: Some(value), dirty: tracked, touched: true };
-        if self.cache.insert(key, slot).is_none_or(|old| !old.dirty) && tracked {
-            self.dirty += 1;
-        }
-    }
-
     pub fn remove(&mut self, key: &[u8]) -> Result<Option<V>> {
         if !self.tracked() {
             return Ok(self.cache.remove(key).and_then(|s| s.value));
@@ -435,6 +425,20 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> {
             self.cache.insert(k, Slot { value: Some(v), dirty: false, touched: false });
         }
         Ok(())
+    }
+
+    /// The change that sets `key` of this map to `value` (`None`: deletes it), encoded for the
+    /// changelog and the store, for a caller that keeps the entries itself (resident
+    /// structures with their own in-memory shape); the cache is not involved.
+    pub(crate) fn encode_change(&self, key: &[u8], value: Option<&V>) -> Result<Change> {
+        let value = match value {
+            Some(v) => Some(
+                postcard::to_allocvec(v)
+                    .map_err(|e| SqlError::server(format!("state store: cannot encode an entry: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok((full_key(self.ns, key), value))
     }
 
     /// Entries changed since the last call, encoded for the changelog and the store (in no
