@@ -306,7 +306,13 @@ impl<'a> Compiler<'a> {
                     values.push((vc, vtt, v));
                 }
                 let (kt, keys) = common_type(keys)?;
-                let (vt, values) = common_type(values)?;
+                // ksqlDB ends a map value's coercion error with a period (an array's without).
+                let (vt, values) = common_type(values).map_err(|mut e| {
+                    if e.message.starts_with("invalid input syntax for type") {
+                        e.message.push('.');
+                    }
+                    e
+                })?;
                 let (kt, vt) = (kt.unwrap_or(SqlType::String), vt.unwrap_or(SqlType::String));
                 let out = keys.into_iter().zip(values).collect();
                 (CExpr::MakeMap(out), SqlType::Map(Box::new(kt), Box::new(vt)))
