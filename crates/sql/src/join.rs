@@ -229,8 +229,9 @@ impl FkIndex {
 }
 
 /// One join stage's state. Stream-stream buffers and a foreign-key join's left rows are
-/// scanned, so those maps are resident (loaded whole, never evicted); the others are looked up
-/// by key and bounded by the store's cache.
+/// resident (loaded whole at restore, never evicted: the buffers are scanned for what is due,
+/// the left rows reached through [`FkIndex`] or scanned); the others are looked up by key and
+/// bounded by the store's cache.
 pub struct JoinState {
     /// Tables: the current row per key (a vector of one).
     left: StateMap<Vec<Buffered>>,
