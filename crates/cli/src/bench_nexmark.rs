@@ -12,8 +12,8 @@
 //!
 //! `--engine direct` (the default) steps the engine's queries and appends their outputs, nothing
 //! else; `--engine server` runs them as `freshet serve` does ([`SqlServer::step`]): the
-//! statements through `/ksql`'s handler, each step's outputs, changelog records and progress in
-//! one broker transaction (exactly-once), and the state store's commit.
+//! statements through `/ksql`'s handler, each commit's outputs, changelog records and progress
+//! in one broker transaction (exactly-once), then the state store updated.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,10 +55,17 @@ pub struct NexmarkArgs {
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
     /// `direct`: step the queries and append their outputs; `server`: run them as `freshet
-    /// serve` does (one broker transaction per step with changelog and progress, state stores
-    /// on disk). `server` needs broker topics.
-    #[arg(long, default_value = "direct")]
-    pub engine: String,
+    /// serve` does (one broker transaction per commit with changelog and progress, state
+    /// stores on disk). `server` needs broker topics.
+    #[arg(long, value_enum, default_value_t = EngineKind::Direct)]
+    pub engine: EngineKind,
+}
+
+/// How `bench nexmark` runs the queries.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    Direct,
+    Server,
 }
 
 /// One query's run.
@@ -122,11 +129,8 @@ pub async fn run(a: NexmarkArgs) -> Result<()> {
     if a.partitions < 1 || a.rate < 1 {
         bail!("--partitions and --rate must be at least 1");
     }
-    match (a.engine.as_str(), a.topics.as_str()) {
-        ("direct", _) => {}
-        ("server", "broker") => {}
-        ("server", _) => bail!("--engine server runs on the broker's topics (--topics broker)"),
-        (other, _) => bail!("--engine {other}: expected direct or server"),
+    if a.engine == EngineKind::Server && a.topics != "broker" {
+        bail!("--engine server runs on the broker's topics (--topics broker)");
     }
     match a.topics.as_str() {
         "memory" => {
@@ -142,7 +146,7 @@ pub async fn run(a: NexmarkArgs) -> Result<()> {
             let broker = tokio::task::spawn_blocking(move || Broker::open(config, Arc::new(StdFs))).await??;
             let background = broker.spawn_background();
             let topics = Arc::new(BrokerTopics::new(broker.clone(), tokio::runtime::Handle::current()));
-            let runner = if a.engine == "server" {
+            let runner = if a.engine == EngineKind::Server {
                 let state_dir = tmp.path().join("sql-state");
                 let opened = tokio::task::spawn_blocking(move || SqlServer::open(topics, Some(state_dir))).await?;
                 Runner::Server(Box::new(opened.context("opening the SQL server")?))
@@ -214,7 +218,8 @@ fn bench(a: &NexmarkArgs, queries: &[&'static Query], mut runner: Runner) -> Res
         results.push(r);
     }
     println!();
-    let engine = if a.engine == "server" { ", as `freshet serve` runs them (exactly-once steps)" } else { "" };
+    let engine =
+        if a.engine == EngineKind::Server { ", as `freshet serve` runs them (exactly-once steps)" } else { "" };
     println!(
         "Nexmark, {} events ({} persons, {} auctions, {} bids), {} partitions, {} topics{engine}:",
         counts.total(),

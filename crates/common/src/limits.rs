@@ -55,6 +55,12 @@ pub const SQL_MAX_COLLECT_ITEMS: usize = 1000;
 /// Most distinct strings HISTOGRAM counts per group (ksqlDB's default limit).
 pub const SQL_MAX_HISTOGRAM_BUCKETS: usize = 1000;
 
+/// Most JOIN clauses in one query. Each join stage's state takes namespace bytes of the query's
+/// store (`NS_JOIN + 3 * stage` for table rows, `NS_JOIN_BUFFERS + 2 * stage` for stream-stream
+/// buffers, in `freshet-sql`'s query.rs): with at most 32 stages they stay below 128 and 256,
+/// apart and inside one byte.
+pub const SQL_MAX_JOINS: usize = 32;
+
 /// Records a persistent query reads from one input partition per processing step.
 pub const SQL_POLL_BATCH: usize = 1024;
 

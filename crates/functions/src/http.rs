@@ -30,20 +30,22 @@ pub const EVENT_TYPE: &str = "dev.freshet.record";
 const STRUCTURED: &str = "application/cloudevents+json";
 const STRUCTURED_BATCH: &str = "application/cloudevents-batch+json";
 
-/// The certificates of a PEM text (a function's `tls_ca`): at least one, each one a
-/// well-formed X.509 certificate a root store accepts.
-pub fn parse_ca_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("invalid TLS CA certificate (PEM): {e}"))?;
-    if certs.is_empty() {
+/// Adds the certificates of a PEM text (a function's `tls_ca`) to `roots`: at least one, each a
+/// well-formed X.509 certificate a root store accepts. [`FunctionSpec::validate`] checks a
+/// spec's CA by adding it to an empty store.
+///
+/// [`FunctionSpec::validate`]: crate::spec::FunctionSpec::validate
+pub fn add_ca_pem(roots: &mut rustls::RootCertStore, pem: &str) -> Result<(), String> {
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("invalid TLS CA certificate (PEM): {e}"))?;
+        roots.add(cert).map_err(|e| format!("invalid TLS CA certificate: {e}"))?;
+        added += 1;
+    }
+    if added == 0 {
         return Err("the TLS CA has no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into());
     }
-    let mut store = rustls::RootCertStore::empty();
-    for cert in &certs {
-        store.add(cert.clone()).map_err(|e| format!("invalid TLS CA certificate: {e}"))?;
-    }
-    Ok(certs)
+    Ok(())
 }
 
 /// The roots every HTTPS function trusts: Mozilla's (webpki-roots) and the system's trust
@@ -70,9 +72,7 @@ fn default_roots() -> &'static rustls::RootCertStore {
 fn tls_config(tls_ca: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = default_roots().clone();
     if let Some(pem) = tls_ca {
-        for cert in parse_ca_pem(pem)? {
-            roots.add(cert).map_err(|e| format!("invalid TLS CA certificate: {e}"))?;
-        }
+        add_ca_pem(&mut roots, pem)?;
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -102,7 +102,7 @@ struct Inner {
 impl HttpFactory {
     /// `timeout_ms` bounds each invocation (the POSTs of its batch, one after the other);
     /// `function_name` is the `source` of events that have no topic (HTTP and timer triggers);
-    /// `tls_ca` is PEM certificates trusted besides the default roots (see [`parse_ca_pem`]).
+    /// `tls_ca` is PEM certificates trusted besides the default roots (see [`add_ca_pem`]).
     pub fn new(
         url: &str,
         mode: CloudEventsMode,

@@ -244,7 +244,7 @@ impl FunctionSpec {
                     if !https {
                         return Err(format!("a TLS CA is given but the function URL '{url}' is not https://"));
                     }
-                    crate::http::parse_ca_pem(pem)?;
+                    crate::http::add_ca_pem(&mut rustls::RootCertStore::empty(), pem)?;
                 }
             }
         }

@@ -1484,6 +1484,13 @@ impl Engine {
                 .cloned()
                 .ok_or_else(|| SqlError::statement(format!("{} does not exist.", r.name)).at(r.pos))
         };
+        if select.joins.len() > freshet_common::limits::SQL_MAX_JOINS {
+            return Err(SqlError::statement(format!(
+                "A query may join at most {} sources to its FROM source; this one joins {}.",
+                freshet_common::limits::SQL_MAX_JOINS,
+                select.joins.len()
+            )));
+        }
         let first = lookup(&select.from)?;
         if select.joins.len() == 1 && select.joins[0].source.name == first.name {
             return Err(SqlError::statement(format!(

@@ -117,8 +117,12 @@ const NS_SESSIONS: u8 = 2;
 const NS_TABLE_ROWS: u8 = 3;
 pub(crate) const NS_JOIN: u8 = 16;
 /// Stream-stream join buffers of stage `i`: `NS_JOIN_BUFFERS + 2 * i` (left) and `+ 1` (right),
-/// one entry per buffered record.
+/// one entry per buffered record. `SQL_MAX_JOINS` keeps both ranges apart.
 pub(crate) const NS_JOIN_BUFFERS: u8 = 128;
+const _: () = assert!(
+    (NS_JOIN as usize) + 3 * freshet_common::limits::SQL_MAX_JOINS <= NS_JOIN_BUFFERS as usize
+        && (NS_JOIN_BUFFERS as usize) + 2 * freshet_common::limits::SQL_MAX_JOINS <= 256
+);
 /// The one key of the scalars map.
 const SCALARS_KEY: &[u8] = b"s";
 

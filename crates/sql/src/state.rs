@@ -274,6 +274,19 @@ fn full_key(ns: u8, key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The change setting `key` of namespace `ns` to `value` (`None`: a deletion), as the changelog
+/// and the store hold it.
+fn encode_change<V: Serialize>(ns: u8, key: &[u8], value: Option<&V>) -> Result<Change> {
+    let value = match value {
+        Some(v) => Some(
+            postcard::to_allocvec(v)
+                .map_err(|e| SqlError::server(format!("state store: cannot encode an entry: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok((full_key(ns, key), value))
+}
+
 impl<V: Serialize + DeserializeOwned> StateMap<V> {
     /// Whether changes are tracked for the changelog (only maps of a store with a file: an
     /// in-memory map is the whole state of a query that is never restored).
@@ -431,14 +444,7 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> {
     /// changelog and the store, for a caller that keeps the entries itself (resident
     /// structures with their own in-memory shape); the cache is not involved.
     pub(crate) fn encode_change(&self, key: &[u8], value: Option<&V>) -> Result<Change> {
-        let value = match value {
-            Some(v) => Some(
-                postcard::to_allocvec(v)
-                    .map_err(|e| SqlError::server(format!("state store: cannot encode an entry: {e}")))?,
-            ),
-            None => None,
-        };
-        Ok((full_key(self.ns, key), value))
+        encode_change(self.ns, key, value)
     }
 
     /// Entries changed since the last call, encoded for the changelog and the store (in no
@@ -447,16 +453,9 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> {
         if self.dirty == 0 {
             return Ok(());
         }
+        let ns = self.ns;
         for (key, slot) in self.cache.iter_mut().filter(|(_, s)| s.dirty) {
-            let full = full_key(self.ns, key);
-            let value = match &slot.value {
-                Some(v) => Some(
-                    postcard::to_allocvec(v)
-                        .map_err(|e| SqlError::server(format!("state store: cannot encode an entry: {e}")))?,
-                ),
-                None => None,
-            };
-            out.push((full, value));
+            out.push(encode_change(ns, key, slot.value.as_ref())?);
             slot.dirty = false;
         }
         self.dirty = 0;

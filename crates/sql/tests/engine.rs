@@ -455,3 +455,13 @@ fn a_foreign_key_join_updates_exactly_the_rows_that_reference_a_changed_key() {
     assert_eq!(renamed[0].0, "o2");
     assert!(renamed[0].1.as_deref().unwrap().contains("Bobby"));
 }
+
+/// Join stages take namespaces of the query's state store: a query joining more sources than
+/// they leave room for is refused, with the limit named.
+#[test]
+fn a_query_joining_too_many_sources_is_refused() {
+    let (_topics, mut e) = engine();
+    let joins: String = (1..=33).map(|i| format!(" JOIN s{i} WITHIN 1 HOUR ON s0.k = s{i}.k")).collect();
+    let err = e.execute(&format!("CREATE STREAM o AS SELECT * FROM s0{joins};")).unwrap_err();
+    assert!(err.to_string().contains("at most 32 sources"), "{err}");
+}

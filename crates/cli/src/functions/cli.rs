@@ -221,12 +221,9 @@ fn deploy(api: &Api, a: &DeployArgs) -> Result<()> {
                 "structured" => CloudEventsMode::Structured,
                 m => bail!("--cloudevents {m}: expected binary or structured"),
             };
-            let tls_ca = match &a.tls_ca {
-                Some(path) => {
-                    Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)
-                }
-                None => None,
-            };
+            let read =
+                |path: &PathBuf| std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
+            let tls_ca = a.tls_ca.as_ref().map(read).transpose()?;
             (RuntimeSpec::Http { url: url.clone(), mode, tls_ca }, None)
         }
         _ => bail!("give exactly one of --wasm FILE, --command CMD, --url URL"),
