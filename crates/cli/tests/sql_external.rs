@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -193,4 +193,119 @@ fn the_sql_engine_runs_against_an_external_kafka_cluster_and_survives_a_restart(
     });
     assert_eq!(input.iter().filter(|(k, _, _)| k == "k8").count(), 1, "{input:?}");
     assert!(sql.stop().success());
+}
+
+/// Produces `n` JSON records `{"N": i}` keyed `k<i>` for `i` in `range` straight to the cluster.
+fn produce_range(addr: &str, topic: &str, range: std::ops::Range<i64>) {
+    runtime().block_on(async {
+        let client = Client::connect(addr).await.expect("connect");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let batch: Vec<NewRecord> = range
+            .map(|i| NewRecord {
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from(json!({ "N": i }).to_string())),
+                headers: vec![],
+                timestamp: now,
+            })
+            .collect();
+        let batch = records::encode(&batch, Compression::None).expect("encode");
+        tokio::time::timeout(WAIT, client.produce(topic, 0, batch, -1)).await.expect("in time").expect("produced");
+    })
+}
+
+/// The ids of the queries a server runs, from `GET /sql/placement`.
+fn running(http: &str) -> BTreeSet<String> {
+    let (status, body) = get(http, "/sql/placement");
+    assert_eq!(status, 200, "{body}");
+    body["running"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+/// Waits until the two servers split `all` between them, each running some: returns what each
+/// runs.
+fn wait_for_split(a: &str, b: &str, all: &BTreeSet<String>) -> (BTreeSet<String>, BTreeSet<String>) {
+    wait_until(WAIT, "the queries split between the two servers", || {
+        let (ra, rb) = (running(a), running(b));
+        let disjoint = ra.is_disjoint(&rb);
+        let union: BTreeSet<String> = ra.union(&rb).cloned().collect();
+        (disjoint && &union == all && !ra.is_empty() && !rb.is_empty()).then_some((ra, rb))
+    })
+}
+
+/// Every output topic of `outs` holds exactly `n` records, one per input key: no input lost,
+/// none written twice.
+fn wait_for_outputs(addr: &str, outs: &[String], n: usize) {
+    for out in outs {
+        let records = wait_for_records(addr, out, &format!("{n} records in {out}"), |r| r.len() >= n);
+        let keys: BTreeSet<&str> = records.iter().map(|(k, _, _)| k.as_str()).collect();
+        assert_eq!(records.len(), n, "{out}: no duplicates");
+        assert_eq!(keys.len(), n, "{out}: every key once");
+    }
+}
+
+/// SQL servers on one cluster split the persistent queries over their consumer group: each
+/// query runs on exactly one of them; a statement run through one reaches the other through
+/// the command topic; a server killed and restarted takes its queries back at once (a static
+/// member), one that stops hands them over; no output is lost or written twice. (A `serve
+/// --external-kafka` server and the cluster's own engine, itself a `freshet serve`.)
+#[test]
+fn sql_servers_split_the_queries_over_their_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Server::start(dir.path());
+    let mut a = Server::start_external(&cluster.addr, &[]);
+    let earliest = json!({ "ksql.streams.auto.offset.reset": "earliest" });
+    let (status, body) = ksql(
+        &a.http,
+        "CREATE STREAM src (k STRING KEY, n BIGINT) WITH (KAFKA_TOPIC='src', PARTITIONS=1, VALUE_FORMAT='JSON');",
+        json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    // Eight queries, half created through each server. (Their ids hash to slots 15, 7, 10, 12,
+    // 13, 6, 9 and 1: both halves of the slots and both parities, so any even split of the
+    // 16 slots between two members gives each some.)
+    let outs: Vec<String> = (0..8).map(|i| format!("OUT{i}")).collect();
+    for (i, out) in outs.iter().enumerate() {
+        let server = if i < 4 { &a } else { &cluster };
+        let (status, body) =
+            ksql(&server.http, &format!("CREATE STREAM {out} AS SELECT k, n FROM src WHERE n >= 0;"), earliest.clone());
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body[0]["commandStatus"]["queryId"], json!(format!("CSAS_{out}_{i}")), "{body}");
+    }
+    let all: BTreeSet<String> = outs.iter().enumerate().map(|(i, o)| format!("CSAS_{o}_{i}")).collect();
+    for server in [&a, &cluster] {
+        wait_until(WAIT, "every server to know every query", || {
+            let (_, body) = ksql(&server.http, "SHOW QUERIES;", json!({}));
+            (body[0]["queries"].as_array().map(Vec::len) == Some(8)).then_some(())
+        });
+    }
+    let (on_a, on_cluster) = wait_for_split(&a.http, &cluster.http, &all);
+    eprintln!("split: {on_a:?} | {on_cluster:?}");
+    produce_range(&cluster.addr, "src", 0..100);
+    wait_for_outputs(&cluster.addr, &outs, 100);
+
+    // A statement through one server stops a query the other runs.
+    let victim = on_a.iter().next().unwrap().clone();
+    let (status, body) = ksql(&cluster.http, &format!("TERMINATE {victim};"), json!({}));
+    assert_eq!(status, 200, "{body}");
+    wait_until(WAIT, "the terminated query to stop on the other server", || {
+        (!running(&a.http).contains(&victim)).then_some(())
+    });
+    let all: BTreeSet<String> = all.into_iter().filter(|id| *id != victim).collect();
+    let victim_out = outs.iter().find(|o| victim.starts_with(&format!("CSAS_{o}_"))).unwrap().clone();
+    let live: Vec<String> = outs.iter().filter(|o| **o != victim_out).cloned().collect();
+
+    // SIGKILL and restart: the server takes its slots back at once (well within the group's
+    // 45 s session timeout), and its queries go on from their progress.
+    a.kill();
+    a.restart();
+    wait_for_split(&a.http, &cluster.http, &all);
+    produce_range(&cluster.addr, "src", 100..200);
+    wait_for_outputs(&cluster.addr, &live, 200);
+
+    // A clean stop hands the queries over: the cluster's engine runs them all.
+    assert!(a.stop().success());
+    wait_until(WAIT, "the cluster to run every query", || (running(&cluster.http) == all).then_some(()));
+    produce_range(&cluster.addr, "src", 200..300);
+    wait_for_outputs(&cluster.addr, &live, 300);
+    let stopped = read_topic(&cluster.addr, &victim_out).unwrap().1;
+    assert_eq!(stopped.len(), 100, "the terminated query wrote nothing more");
 }

@@ -427,11 +427,15 @@ impl Client {
     /// `subscribed`), leaves when it is -1, else heartbeats reporting the partitions the member
     /// still owns (`owned`: topic id, partitions). Returns (member id, member epoch, assigned
     /// (topic id, partitions) if the answer carries an assignment, heartbeat interval in ms).
+    /// `instance_id` makes the member static: joining again with it takes its old place at once
+    /// (KIP-345), as a restarted process does before its old session times out.
+    #[allow(clippy::too_many_arguments)]
     pub async fn consumer_group_heartbeat(
         &self,
         group: &str,
         member_id: &str,
         member_epoch: i32,
+        instance_id: Option<&str>,
         subscribed: Option<&[String]>,
         owned: Option<&[(String, Vec<i32>)]>,
     ) -> Result<(String, i32, Option<Vec<(String, Vec<i32>)>>, i32)> {
@@ -453,6 +457,7 @@ impl Client {
             .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
             .with_member_id(StrBytes::from_string(member_id.to_string()))
             .with_member_epoch(member_epoch)
+            .with_instance_id(instance_id.map(|i| StrBytes::from_string(i.to_string())))
             .with_rebalance_timeout_ms(if member_epoch == 0 { 60_000 } else { -1 })
             .with_subscribed_topic_names(subscribed.map(|ts| ts.iter().map(|t| name(t)).collect()))
             .with_topic_partitions(owned);

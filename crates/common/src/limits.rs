@@ -79,6 +79,19 @@ pub const SQL_COMMIT_INTERVAL_MS: u64 = 50;
 /// waiting (a statement sent meanwhile wakes it at once).
 pub const SQL_ENGINE_IDLE_MS: u64 = 10;
 
+/// SQL servers sharing a cluster split the persistent queries over a consumer group: a query
+/// runs on the member assigned the partition (slot) its id hashes to, of a placement topic with
+/// this many partitions. More slots spread few queries more evenly; each is a partition.
+pub const SQL_PLACEMENT_SLOTS: i32 = 16;
+
+/// How often a SQL server heartbeats in the placement group (well under the group's session
+/// timeout; at once while it takes or gives up queries).
+pub const SQL_GROUP_HEARTBEAT_MS: u64 = 1_000;
+
+/// How often a SQL server reads what other servers appended to the command topic (and before
+/// every statement it runs).
+pub const SQL_COMMAND_POLL_MS: u64 = 250;
+
 /// Most bytes the SQL engine reads from one partition per read (of the embedded broker, or per
 /// Fetch from an external cluster).
 pub const SQL_READ_MAX_BYTES: usize = 1024 * 1024;

@@ -203,6 +203,9 @@ pub struct Member {
     pub id: String,
     /// 0 to join; then the coordinator's.
     pub epoch: i32,
+    /// A static member's stable name (KIP-345): joining again with it, as a restarted process
+    /// does, takes the member's old place at once instead of after its session times out.
+    pub instance_id: Option<String>,
 }
 
 /// Consumer groups: committed offsets (where a group's consumers resume) and membership (which

@@ -291,6 +291,20 @@ impl Query {
         Ok(restored)
     }
 
+    /// Lets go of the query's state while another server runs it: its store file is synced and
+    /// closed, and the query holds an empty in-memory store and the scalars of a new query.
+    /// [`Query::open_state`] restores it from the file and the changelog when it comes back.
+    pub fn release_state(&mut self) -> Result<()> {
+        let synced = self.store.sync();
+        self.use_store(StateStore::in_memory());
+        self.window_ends.clear();
+        self.session_ends.clear();
+        self.stream_time = i64::MIN;
+        self.final_store_time = i64::MIN;
+        self.final_close = i64::MIN;
+        synced
+    }
+
     /// Puts every state map (the joins' too) in `store`, empty of cached entries.
     fn use_store(&mut self, store: StateStore) {
         self.scalars = store.map(NS_SCALARS, 1);

@@ -585,10 +585,11 @@ impl GroupOffsets for BrokerTopics {
         let hb = Heartbeat {
             member_id: member.id.clone(),
             member_epoch: member.epoch,
+            instance_id: member.instance_id.clone(),
             rebalance_timeout: (member.epoch == 0).then_some(Duration::from_secs(60)),
             subscribed: (member.epoch == 0).then(|| vec![topic.to_string()]),
             owned: Some([(t.id, owned.iter().copied().collect())].into_iter().collect()),
-            client_id: "freshet-functions".into(),
+            client_id: "freshet".into(),
             client_host: "in-process".into(),
             ..Default::default()
         };
@@ -607,7 +608,8 @@ impl GroupOffsets for BrokerTopics {
         let hb = Heartbeat {
             member_id: member.id.clone(),
             member_epoch: -1,
-            client_id: "freshet-functions".into(),
+            instance_id: member.instance_id.clone(),
+            client_id: "freshet".into(),
             client_host: "in-process".into(),
             ..Default::default()
         };

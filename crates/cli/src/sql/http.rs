@@ -1,5 +1,6 @@
 //! The HTTP listener with ksqlDB's REST endpoints: `POST /ksql`, `POST /query`,
-//! `POST /query-stream`, `GET /info`, `GET /healthcheck`. Handlers only move requests to the
+//! `POST /query-stream`, `GET /info`, `GET /healthcheck`; and Freshet's `GET /sql/placement`
+//! (the queries this server runs). Handlers only move requests to the
 //! engine thread and answers back (bounded waits); push query rows stream from the engine
 //! through a bounded channel, and a client that goes away ends its query.
 
@@ -253,6 +254,23 @@ async fn healthcheck(State(state): State<AppState>) -> Response {
     respond(if engine_ok { 200 } else { 503 }, &body)
 }
 
+/// Freshet's own: the persistent queries this server runs, its member id and slots in the
+/// group that splits queries over the SQL servers of a cluster (see `placement.rs`).
+async fn placement(State(state): State<AppState>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    let inspect = Request::Inspect(Box::new(move |server| {
+        let _ = tx.send(server.placement_json());
+    }));
+    if state.engine.send(inspect).is_err() {
+        return unavailable("the SQL engine is not running");
+    }
+    match tokio::time::timeout(Duration::from_millis(HTTP_ENGINE_TIMEOUT_MS), rx).await {
+        Ok(Ok(body)) => respond(200, &body),
+        Ok(Err(_)) => unavailable("the SQL engine stopped before answering"),
+        Err(_) => unavailable("the SQL engine did not answer in time"),
+    }
+}
+
 /// Binds the HTTP listener.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     use anyhow::Context;
@@ -273,6 +291,7 @@ pub async fn serve(
         .route("/query-stream", post(query_stream))
         .route("/info", get(info))
         .route("/healthcheck", get(healthcheck))
+        .route("/sql/placement", get(placement))
         .layer(DefaultBodyLimit::max(HTTP_MAX_BODY_BYTES))
         .with_state(AppState { engine, cluster_id })
         .merge(functions);

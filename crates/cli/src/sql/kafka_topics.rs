@@ -468,7 +468,7 @@ impl GroupOffsets for KafkaTopics {
         let subscribed = [topic.to_string()];
         let owned = [(id.clone(), owned.to_vec())];
         let (member_id, epoch) = (member.id.clone(), member.epoch);
-        let (subscribed, owned) = (&subscribed, &owned);
+        let (subscribed, owned, instance) = (&subscribed, &owned, member.instance_id.as_deref());
         let answer = self.call(false, |c| {
             let member_id = member_id.clone();
             async move {
@@ -476,6 +476,7 @@ impl GroupOffsets for KafkaTopics {
                     group,
                     &member_id,
                     epoch,
+                    instance,
                     (epoch == 0).then_some(&subscribed[..]),
                     Some(&owned[..]),
                 )
@@ -493,10 +494,10 @@ impl GroupOffsets for KafkaTopics {
     }
 
     fn leave(&self, group: &str, member: &Member) -> freshet_common::topics::Result<()> {
-        let member_id = member.id.clone();
+        let (member_id, instance) = (member.id.clone(), member.instance_id.as_deref());
         self.call(false, |c| {
             let member_id = member_id.clone();
-            async move { c.consumer_group_heartbeat(group, &member_id, -1, None, None).await }
+            async move { c.consumer_group_heartbeat(group, &member_id, -1, instance, None, None).await }
         })
         .map(|_| ())
         .map_err(|e| server_error(&format!("leaving group {group}"), e))

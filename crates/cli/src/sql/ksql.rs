@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use freshet_common::config::TopicConfig;
-use freshet_common::limits::{SQL_COMMIT_INTERVAL_MS, SQL_COMMIT_MAX_RECORDS};
+use freshet_common::limits::{SQL_COMMAND_POLL_MS, SQL_COMMIT_INTERVAL_MS, SQL_COMMIT_MAX_RECORDS};
 use freshet_sql::ast::{ExplainTarget, SourceKind, Statement, WindowKind};
 use freshet_sql::catalog::SourceDef;
 use freshet_sql::engine::{Engine, Outcome};
@@ -42,6 +42,7 @@ use freshet_sql::SqlError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
+use super::placement::Placement;
 use super::SqlTopics;
 
 /// The topic holding every persisted statement, in order (ksqlDB's command topic).
@@ -105,14 +106,29 @@ pub struct SqlServer {
     pub(super) push: Vec<super::query::PushSlot>,
     pub(super) query_seq: u64,
     /// The progress last recorded per query.
-    progress: BTreeMap<String, Vec<Vec<i64>>>,
+    pub(super) progress: BTreeMap<String, Vec<Vec<i64>>>,
     /// Queries stopped by a failure, with the reason (shown as ERROR until a restart).
-    failed: BTreeMap<String, (freshet_sql::query::Query, String)>,
+    pub(super) failed: BTreeMap<String, (freshet_sql::query::Query, String)>,
     /// Queries created with `processing.guarantee=at_least_once`: outputs, then progress, no
     /// transaction.
-    at_least_once: BTreeSet<String>,
+    pub(super) at_least_once: BTreeSet<String>,
     /// Where the queries' state store files live (`None`: state in memory only).
-    state_dir: Option<PathBuf>,
+    pub(super) state_dir: Option<PathBuf>,
+    /// This server's membership in the group that splits queries over the SQL servers of a
+    /// cluster (`None`: it runs every query).
+    pub(super) placement: Option<Placement>,
+    /// The queries this server steps (see `placement.rs`).
+    pub(super) running: BTreeSet<String>,
+    /// The next command-topic offset to apply, and when the topic was last read.
+    commands_at: i64,
+    commands_read: Instant,
+    /// Commands this server appended and applied before the commands of other servers that
+    /// precede them in the topic (written concurrently): skipped when the tail reaches them.
+    applied_ahead: BTreeSet<i64>,
+    /// The next progress-topic offset to read.
+    progress_at: i64,
+    /// The startup replay is over: commands applied now come from other servers.
+    live: bool,
 }
 
 pub(super) fn json_string(v: &Json) -> String {
@@ -224,6 +240,13 @@ impl SqlServer {
             failed: BTreeMap::new(),
             at_least_once: BTreeSet::new(),
             state_dir,
+            placement: None,
+            running: BTreeSet::new(),
+            commands_at: 0,
+            commands_read: Instant::now(),
+            applied_ahead: BTreeSet::new(),
+            progress_at: 0,
+            live: false,
         };
         if server.topics.partitions(COMMAND_TOPIC).is_none() {
             // Kept forever, in order (no compaction: a DROP and a re-CREATE share a key), and
@@ -245,85 +268,91 @@ impl SqlServer {
         if server.topics.partitions(PROCESSING_LOG_TOPIC).is_none() {
             server.topics.create_topic_with(PROCESSING_LOG_TOPIC, 1, TopicConfig::default())?;
         }
+        if let Some(dir) = &server.state_dir {
+            let placement = Placement::open(&*server.topics, dir)
+                .map_err(|e| SqlError::server(format!("cannot join the SQL servers' group: {e}")))?;
+            server.placement = Some(placement);
+        }
         server.replay()?;
         server.resume()?;
         Ok(server)
     }
 
-    fn replay(&mut self) -> freshet_sql::Result<()> {
-        let mut at = 0;
-        let (mut applied, mut failed) = (0usize, 0usize);
+    /// Applies what was appended to the command topic since the last read (other servers'
+    /// statements, or at startup all of them), in order; returns how many were applied.
+    fn follow_commands(&mut self) -> freshet_sql::Result<usize> {
+        self.commands_read = Instant::now();
+        let mut applied = 0;
         loop {
-            let batch = self.topics.read(COMMAND_TOPIC, 0, at, 256)?;
+            let batch = self.topics.read(COMMAND_TOPIC, 0, self.commands_at, 256)?;
             if batch.is_empty() {
-                break;
+                return Ok(applied);
             }
             for c in batch {
-                at = c.offset + 1;
-                let Some(command) = c.record.value.as_deref().and_then(|v| serde_json::from_slice::<Command>(v).ok())
-                else {
-                    tracing::warn!(offset = c.offset, "skipping an unreadable SQL command");
-                    failed += 1;
+                self.commands_at = c.offset + 1;
+                if self.applied_ahead.remove(&c.offset) {
                     continue;
-                };
-                let before: BTreeSet<String> = self.engine.queries.keys().cloned().collect();
-                let engine = &mut self.engine;
-                match std::panic::catch_unwind(AssertUnwindSafe(|| engine.execute_one(&command.statement))) {
-                    Ok(Ok(outcome)) => {
-                        applied += 1;
-                        if let Outcome::QueryStarted { id, .. } = outcome {
-                            if let Some(q) = self.engine.queries.get_mut(&id).filter(|_| !before.contains(&id)) {
-                                if let Some(o) = command.offsets {
-                                    q.offsets = o;
-                                }
-                                if let Some(o) = command.right_offsets {
-                                    q.right_offsets = o;
-                                }
-                                if command.at_least_once {
-                                    self.at_least_once.insert(id.clone());
-                                }
-                            }
+                }
+                applied += 1;
+                self.apply_command(c.offset, c.record.value.as_deref());
+            }
+        }
+    }
+
+    /// Applies one persisted statement (replayed, or written by another server).
+    fn apply_command(&mut self, offset: i64, value: Option<&[u8]>) {
+        let Some(command) = value.and_then(|v| serde_json::from_slice::<Command>(v).ok()) else {
+            tracing::warn!(offset, "skipping an unreadable SQL command");
+            return;
+        };
+        let before: BTreeSet<String> = self.engine.queries.keys().cloned().collect();
+        let engine = &mut self.engine;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| engine.execute_one(&command.statement))) {
+            Ok(Ok(outcome)) => {
+                // At startup the state files are those of the queries that exist at the end (the
+                // others are removed as orphans); later, a query dropped or replaced by another
+                // server's statement loses its state here too, shared state included if it ran
+                // here (the server that ran the statement forgets it as well).
+                let after: BTreeSet<String> = self.engine.queries.keys().cloned().collect();
+                let gone: Vec<String> = if self.live { before.difference(&after).cloned().collect() } else { vec![] };
+                for gone in &gone {
+                    let shared = self.running.remove(gone);
+                    self.drop_state(gone, shared);
+                }
+                if let Outcome::QueryStarted { id, .. } = outcome {
+                    if before.contains(&id) {
+                        if self.live {
+                            let shared = self.running.remove(&id);
+                            self.drop_state(&id, shared);
                         }
-                    }
-                    Ok(Err(e)) => {
-                        failed += 1;
-                        tracing::warn!(offset = c.offset, statement = %command.statement, error = %e, "a persisted SQL statement failed on replay");
-                    }
-                    Err(_) => {
-                        failed += 1;
-                        tracing::error!(offset = c.offset, statement = %command.statement, "a persisted SQL statement panicked on replay");
+                    } else if let Some(q) = self.engine.queries.get_mut(&id) {
+                        if let Some(o) = command.offsets {
+                            q.offsets = o;
+                        }
+                        if let Some(o) = command.right_offsets {
+                            q.right_offsets = o;
+                        }
+                        if command.at_least_once {
+                            self.at_least_once.insert(id.clone());
+                        }
                     }
                 }
             }
-        }
-        tracing::info!(
-            applied,
-            failed,
-            streams_and_tables = self.engine.catalog.sources.len(),
-            queries = self.engine.queries.len(),
-            "replayed the SQL command topic"
-        );
-        Ok(())
-    }
-
-    /// After the replay: each query restores its state (store file + changelog tail) and
-    /// resumes at the progress it had recorded. Without a state directory it rebuilds its state
-    /// from its start offsets instead, emitting only what comes after its progress, so its
-    /// earlier outputs are not written twice.
-    fn resume(&mut self) -> freshet_sql::Result<()> {
-        // A step a crash interrupted while its transaction was being committed is completed
-        // first (and an open one aborted): the progress read below is then final, and matches
-        // the outputs and changelog records that are visible.
-        for id in self.engine.queries.keys().filter(|id| !self.at_least_once.contains(*id)) {
-            if let Err(e) = self.topics.settle_atomic(&format!("freshet-sql-{id}")) {
-                tracing::warn!(query = %id, error = %e, "could not settle the query's last transaction");
+            Ok(Err(e)) => {
+                tracing::warn!(offset, statement = %command.statement, error = %e, "a persisted SQL statement failed");
+            }
+            Err(_) => {
+                tracing::error!(offset, statement = %command.statement, "a persisted SQL statement panicked");
             }
         }
-        let mut at = 0;
+    }
+
+    /// Reads what was appended to the progress topic since the last read.
+    pub(super) fn follow_progress(&mut self) -> freshet_sql::Result<()> {
         loop {
-            let batch = self.topics.read(PROGRESS_TOPIC, 0, at, 256)?;
-            let Some(last) = batch.last() else { break };
-            at = last.offset + 1;
+            let batch = self.topics.read(PROGRESS_TOPIC, 0, self.progress_at, 256)?;
+            let Some(last) = batch.last() else { return Ok(()) };
+            self.progress_at = last.offset + 1;
             for c in batch {
                 let Some(id) = c.record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()) else {
                     continue;
@@ -334,50 +363,53 @@ impl SqlServer {
                 };
             }
         }
-        let Some(dir) = self.state_dir.clone() else {
-            for (id, positions) in &self.progress {
-                if let Some(q) = self.engine.queries.get_mut(id) {
-                    q.replay_until = Some(positions.clone());
-                }
-            }
-            return Ok(());
-        };
-        let ids: Vec<String> = self.engine.queries.keys().cloned().collect();
-        remove_orphan_state_files(&dir, &ids);
-        let tables: Vec<String> = self.engine.catalog.sources.keys().cloned().collect();
-        self.engine.materialized.remove_orphans(&tables);
-        for id in ids {
-            let started = Instant::now();
-            match self.attach_state(&id) {
-                Ok(restored) => {
-                    tracing::info!(
-                        query = %id,
-                        changelog_records = restored.records,
-                        rebuilt = restored.rebuilt,
-                        ms = started.elapsed().as_millis() as u64,
-                        "query state restored"
-                    );
-                    if let (Some(p), Some(q)) = (self.progress.get(&id), self.engine.queries.get_mut(&id)) {
-                        if let Some((left, rights)) = p.split_first() {
-                            q.offsets = left.clone();
-                            q.right_offsets = rights.to_vec();
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(query = %id, error = %e, "could not restore the query's state; it is stopped until the server restarts");
-                    if let Some(q) = self.engine.queries.remove(&id) {
-                        self.failed.insert(id, (q, format!("restoring its state: {e}")));
-                    }
-                }
+    }
+
+    /// Between steps: follows the other servers' statements and the placement group.
+    fn maintain(&mut self) {
+        if self.commands_read.elapsed() >= Duration::from_millis(SQL_COMMAND_POLL_MS) {
+            match self.follow_commands() {
+                Ok(0) => {}
+                Ok(_) => self.reconcile(),
+                Err(e) => tracing::warn!(error = %e, "could not read the SQL command topic"),
             }
         }
+        self.place();
+    }
+
+    fn replay(&mut self) -> freshet_sql::Result<()> {
+        let applied = self.follow_commands()?;
+        self.live = true;
+        tracing::info!(
+            commands = applied,
+            streams_and_tables = self.engine.catalog.sources.len(),
+            queries = self.engine.queries.len(),
+            "replayed the SQL command topic"
+        );
+        Ok(())
+    }
+
+    /// After the replay: the queries this server is to run restore their state (store file +
+    /// changelog tail) and resume at the progress they had recorded (see `acquire`). Without a
+    /// state directory a query rebuilds its state from its start offsets instead, emitting only
+    /// what comes after its progress, so its earlier outputs are not written twice.
+    fn resume(&mut self) -> freshet_sql::Result<()> {
+        self.follow_progress()?;
+        if let Some(dir) = self.state_dir.clone() {
+            let ids: Vec<String> = self.engine.queries.keys().cloned().collect();
+            remove_orphan_state_files(&dir, &ids);
+            let tables: Vec<String> = self.engine.catalog.sources.keys().cloned().collect();
+            self.engine.materialized.remove_orphans(&tables);
+        }
+        // Joins the group (a lone server gets every slot in its first answer).
+        self.place();
+        self.reconcile();
         Ok(())
     }
 
     /// Gives query `id` its state store (creating its changelog topic if needed) and restores
     /// it. Nothing to do without a state directory.
-    fn attach_state(&mut self, id: &str) -> freshet_sql::Result<Restored> {
+    pub(super) fn attach_state(&mut self, id: &str) -> freshet_sql::Result<Restored> {
         let Some(dir) = self.state_dir.clone() else { return Ok(Restored { records: 0, rebuilt: false }) };
         let changelog = changelog_topic(id);
         if self.topics.partitions(&changelog).is_none() {
@@ -391,13 +423,17 @@ impl SqlServer {
         }
     }
 
-    /// Forgets the state of a dropped (or replaced) query: its store file, its changelog topic
+    /// Forgets the state of a dropped (or replaced) query: its store file, and if `shared`
+    /// (done by the server that ran it or the one that ran the statement) its changelog topic
     /// and its recorded progress.
-    fn drop_state(&mut self, id: &str) {
+    fn drop_state(&mut self, id: &str, shared: bool) {
         self.progress.remove(id);
         let Some(dir) = self.state_dir.clone() else { return };
         if let Err(e) = StateStore::destroy(&dir, id) {
             tracing::warn!(query = %id, error = %e, "could not remove the query's state file");
+        }
+        if !shared {
+            return;
         }
         let changelog = changelog_topic(id);
         if self.topics.partitions(&changelog).is_some() {
@@ -416,13 +452,15 @@ impl SqlServer {
         }
     }
 
-    /// At a clean stop: makes every query's state file durable.
+    /// At a clean stop: makes every query's state file durable and leaves the placement
+    /// group, so that other servers take this one's queries at once.
     pub fn close(&mut self) {
         for (id, q) in &mut self.engine.queries {
             if let Err(e) = q.sync_state() {
                 tracing::warn!(query = %id, error = %e, "could not sync the query's state file");
             }
         }
+        self.leave_placement();
     }
 
     /// Appends a command; returns its sequence number (offset in the command topic).
@@ -446,8 +484,9 @@ impl SqlServer {
     pub fn step(&mut self) -> usize {
         let mut total = 0;
         loop {
+            self.maintain();
             let mut progressed = 0;
-            let ids: Vec<String> = self.engine.queries.keys().cloned().collect();
+            let ids: Vec<String> = self.running.iter().cloned().collect();
             for id in ids {
                 let topics = self.engine.topics().clone();
                 let Some(q) = self.engine.queries.get_mut(&id) else { continue };
@@ -516,6 +555,7 @@ impl SqlServer {
                     Err(_) => "the query panicked".to_string(),
                 };
                 tracing::error!(query = %id, error = %failure, "persistent query failed; it is stopped until the server restarts");
+                self.running.remove(&id);
                 if let Some(q) = self.engine.queries.remove(&id) {
                     self.failed.insert(id, (q, failure));
                 }
@@ -645,6 +685,14 @@ impl SqlServer {
     ) -> Result<Option<Json>, Reply> {
         let persistent = is_persistent(&stmt);
         let command_id = command_id(&stmt);
+        if persistent {
+            // Other servers' statements first, so that this one sees what they created.
+            match self.follow_commands() {
+                Ok(0) => {}
+                Ok(_) => self.reconcile(),
+                Err(e) => return Err(server_error(format!("cannot read the command topic: {e}"))),
+            }
+        }
         let before: BTreeSet<String> = self.engine.queries.keys().cloned().collect();
         let engine = &mut self.engine;
         let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| engine.execute_one(text))) {
@@ -664,19 +712,24 @@ impl SqlServer {
         };
         let after: BTreeSet<String> = self.engine.queries.keys().cloned().collect();
         for gone in before.difference(&after) {
-            self.drop_state(gone);
+            self.running.remove(gone);
+            self.drop_state(gone, true);
         }
         if let Some(id) = &query_id {
             if before.contains(id) {
                 // CREATE OR REPLACE: the new query starts with new state.
-                self.drop_state(id);
+                self.running.remove(id);
+                self.drop_state(id, true);
             } else {
                 self.position_new_query(id, props);
             }
-            if let Err(e) = self.attach_state(id) {
-                tracing::error!(query = %id, error = %e, "could not create the query's state store");
-                self.engine.queries.remove(id);
-                return Err(server_error(format!("The query could not create its state store: {e}")));
+            if self.should_run(id) {
+                if let Err(e) = self.attach_state(id) {
+                    tracing::error!(query = %id, error = %e, "could not create the query's state store");
+                    self.engine.queries.remove(id);
+                    return Err(server_error(format!("The query could not create its state store: {e}")));
+                }
+                self.running.insert(id.clone());
             }
         }
         if !persistent {
@@ -697,7 +750,17 @@ impl SqlServer {
         }
         let command = Command { version: 1, statement: text.to_string(), offsets, right_offsets, at_least_once };
         let seq = match self.persist(&command_id, &command) {
-            Ok(seq) => seq,
+            Ok(seq) if seq == self.commands_at => {
+                self.commands_at = seq + 1;
+                seq
+            }
+            Ok(seq) => {
+                // Another server appended statements between this server's catch-up and its
+                // append: they are applied after this one here (the topic has them before).
+                tracing::warn!(offset = seq, statement = %text, "statements ran concurrently on several SQL servers");
+                self.applied_ahead.insert(seq);
+                seq
+            }
             Err(e) => {
                 tracing::error!(statement = %text, error = %e, "could not persist a SQL statement");
                 return Err(server_error(format!(
