@@ -309,3 +309,74 @@ fn sql_servers_split_the_queries_over_their_group() {
     let stopped = read_topic(&cluster.addr, &victim_out).unwrap().1;
     assert_eq!(stopped.len(), 100, "the terminated query wrote nothing more");
 }
+
+/// The keys of `topic`'s partition 0 as a `read_committed` consumer (librdkafka) sees them:
+/// read until at least `want` came and then nothing more for a second (bounded by `WAIT`).
+fn read_committed_keys(addr: &str, topic: &str, want: usize) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "sql-external-check")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    consumer.assign(&assignment).unwrap();
+    let (deadline, mut last) = (std::time::Instant::now() + WAIT, std::time::Instant::now());
+    let mut keys = vec![];
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                keys.push(String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned());
+                last = std::time::Instant::now();
+            }
+            _ if keys.len() >= want && last.elapsed() > Duration::from_secs(1) => break,
+            _ => {}
+        }
+    }
+    keys
+}
+
+/// Exactly-once against an external cluster: a SQL server that dies with a Kafka transaction
+/// open (a failpoint aborts the process after a step's transactional writes, before EndTxn)
+/// aborts that transaction when it comes back (InitProducerId) and goes on from the progress
+/// its last committed transaction recorded, so a read_committed consumer sees every output
+/// exactly once, and sees them at once (no transaction left to time out).
+#[test]
+fn an_external_sql_server_dying_mid_transaction_writes_each_output_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Server::start(dir.path());
+    let mut a = Server::start_external_env(&cluster.addr, &[], &[("FRESHET_FAILPOINTS", "sql-kafka-before-commit")]);
+    let (status, body) = ksql(
+        &a.http,
+        "CREATE STREAM src (k STRING KEY, n BIGINT) WITH (KAFKA_TOPIC='src', PARTITIONS=1, VALUE_FORMAT='JSON');",
+        json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    // Slots 15, 7, 10 and 12: each server of an even split gets at least one.
+    let outs: Vec<String> = (0..4).map(|i| format!("OUT{i}")).collect();
+    for out in &outs {
+        let statement = format!("CREATE STREAM {out} AS SELECT k, n FROM src WHERE n >= 0;");
+        let (status, body) = ksql(&a.http, &statement, json!({ "ksql.streams.auto.offset.reset": "earliest" }));
+        assert_eq!(status, 200, "{body}");
+    }
+    let all: BTreeSet<String> = outs.iter().enumerate().map(|(i, o)| format!("CSAS_{o}_{i}")).collect();
+    wait_for_split(&a.http, &cluster.http, &all);
+    const N: i64 = 50_000;
+    for start in (0..N).step_by(10_000) {
+        produce_range(&cluster.addr, "src", start..start + 10_000);
+    }
+    // The first step of a query on `a` writes its outputs, then the process ends.
+    assert!(a.wait_for_exit(WAIT), "the failpoint ended the external server");
+    a.restart();
+    for out in &outs {
+        let keys = read_committed_keys(&cluster.addr, out, N as usize);
+        let distinct: BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), N as usize, "{out}: every input once");
+        assert_eq!(keys.len(), N as usize, "{out}: no output twice");
+    }
+}

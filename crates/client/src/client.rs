@@ -337,13 +337,19 @@ impl Client {
 
     /// The coordinator of a group (FindCoordinator), as a connection.
     async fn coordinator(&self, group: &str) -> Result<Arc<Connection>> {
+        self.coordinator_of(group, 0).await
+    }
+
+    /// The coordinator of a group (`key_type` 0) or of a transactional id (1).
+    async fn coordinator_of(&self, key: &str, key_type: i8) -> Result<Arc<Connection>> {
         let conn = self.bootstrap.clone();
         let version = conn.version::<FindCoordinatorRequest>(4)?;
         let req = if version >= 4 {
-            FindCoordinatorRequest::default().with_coordinator_keys(vec![StrBytes::from_string(group.to_string())])
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![StrBytes::from_string(key.to_string())])
         } else {
-            FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string()))
-        };
+            FindCoordinatorRequest::default().with_key(StrBytes::from_string(key.to_string()))
+        }
+        .with_key_type(key_type);
         let resp = conn.send_versioned(&req, version).await?;
         let (code, node, host, port) = match resp.coordinators.first() {
             Some(c) => (c.error_code, c.node_id.0, c.host.to_string(), c.port),
@@ -516,6 +522,87 @@ impl Client {
         let resp = conn.send(&req, 2).await?;
         let r = resp.results.first().ok_or_else(|| ClientError::Protocol("empty DeleteGroups response".into()))?;
         check(r.error_code, None)
+    }
+
+    /// InitProducerId for a transactional id: its producer id and (new) epoch. The coordinator
+    /// completes a transaction of the id that was being committed and aborts one left open
+    /// (answering CONCURRENT_TRANSACTIONS until it is done), and fences the id's older epochs.
+    pub async fn init_transactions(&self, transactional_id: &str, timeout_ms: i32) -> Result<(i64, i16)> {
+        let conn = self.coordinator_of(transactional_id, 1).await?;
+        let version = conn.version::<InitProducerIdRequest>(4)?;
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_string(transactional_id.to_string()))))
+            .with_transaction_timeout_ms(timeout_ms)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let resp = conn.send_versioned(&req, version).await?;
+        check(resp.error_code, None)?;
+        Ok((resp.producer_id.0, resp.producer_epoch))
+    }
+
+    /// AddPartitionsToTxn (v3, the client's): adds partitions to the producer's transaction.
+    pub async fn add_partitions_to_txn(
+        &self,
+        transactional_id: &str,
+        producer: (i64, i16),
+        partitions: &[(String, i32)],
+    ) -> Result<()> {
+        use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+        let conn = self.coordinator_of(transactional_id, 1).await?;
+        let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+        for (t, p) in partitions {
+            by_topic.entry(t.as_str()).or_default().push(*p);
+        }
+        let topics = by_topic
+            .into_iter()
+            .map(|(t, ps)| AddPartitionsToTxnTopic::default().with_name(name(t)).with_partitions(ps));
+        let req = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(transactional_id.to_string())))
+            .with_v3_and_below_producer_id(ProducerId(producer.0))
+            .with_v3_and_below_producer_epoch(producer.1)
+            .with_v3_and_below_topics(topics.collect());
+        let resp = conn.send(&req, 3).await?;
+        for t in &resp.results_by_topic_v3_and_below {
+            for p in &t.results_by_partition {
+                check(p.partition_error_code, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// EndTxn: commits (or aborts) the producer's transaction.
+    pub async fn end_txn(&self, transactional_id: &str, producer: (i64, i16), commit: bool) -> Result<()> {
+        let conn = self.coordinator_of(transactional_id, 1).await?;
+        let version = conn.version::<EndTxnRequest>(3)?;
+        let req = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(transactional_id.to_string())))
+            .with_producer_id(ProducerId(producer.0))
+            .with_producer_epoch(producer.1)
+            .with_committed(commit);
+        let resp = conn.send_versioned(&req, version).await?;
+        check(resp.error_code, None)
+    }
+
+    /// Produces one batch of a transaction (encoded with the producer's id, epoch and
+    /// sequence: [`crate::records::encode_transactional`]); returns its base offset.
+    pub async fn produce_transactional(
+        &self,
+        transactional_id: &str,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+    ) -> Result<i64> {
+        let conn = self.leader(topic, partition).await?;
+        let req = Self::produce_request(topic, partition, batch, -1, Duration::from_secs(30))
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_string(transactional_id.to_string()))));
+        let resp = conn.send(&req, 9).await?;
+        let p = resp
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .ok_or_else(|| ClientError::Protocol("empty Produce response".into()))?;
+        check(p.error_code, p.error_message.as_ref())?;
+        Ok(p.base_offset)
     }
 
     /// Builds a Produce request for one partition.

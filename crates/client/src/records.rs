@@ -19,21 +19,32 @@ pub struct NewRecord {
 
 /// Encodes records as one v2 batch.
 pub fn encode(records: &[NewRecord], compression: Compression) -> Result<Bytes> {
+    encode_as(records, compression, None)
+}
+
+/// Encodes records as one v2 batch of a transactional producer: `producer` is its (producer id,
+/// epoch) and `sequence` the batch's base sequence (the partition's next one for the producer).
+pub fn encode_transactional(records: &[NewRecord], producer: (i64, i16), sequence: i32) -> Result<Bytes> {
+    encode_as(records, Compression::None, Some((producer, sequence)))
+}
+
+fn encode_as(records: &[NewRecord], compression: Compression, producer: Option<((i64, i16), i32)>) -> Result<Bytes> {
+    let ((producer_id, producer_epoch), base_sequence) = producer.unwrap_or(((-1, -1), -1));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, r)| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // The encoder starts a new batch wherever offset - sequence changes; the first
             // record's sequence (-1: not idempotent) becomes the batch's base sequence.
-            sequence: i as i32 - 1,
+            sequence: if producer.is_some() { base_sequence.wrapping_add(i as i32) } else { i as i32 - 1 },
             timestamp: r.timestamp,
             key: r.key.clone(),
             value: r.value.clone(),

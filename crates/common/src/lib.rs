@@ -4,6 +4,7 @@
 //! can see them all in one place.
 
 pub mod config;
+pub mod failpoint;
 pub mod limits;
 pub mod partitioner;
 pub mod topic;

@@ -361,14 +361,14 @@ impl SqlTopics for BrokerTopics {
             .collect()
     }
 
-    /// Initializes `owner`'s transactional producer now: the coordinator completes a
-    /// transaction that was being committed and aborts one left open, and the producer (with
-    /// its new epoch) is kept for the owner's next write.
+    /// Initializes `owner`'s transactional producer now, again if it was already: the
+    /// coordinator completes a transaction that was being committed and aborts one left open,
+    /// fences whoever wrote as `owner` before (another SQL server that ran the query, or this
+    /// one before it handed the query over), and the producer (with its new epoch) is kept for
+    /// the owner's next write.
     fn settle_atomic(&self, owner: &str) -> freshet_common::topics::Result<()> {
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
-        if producers.contains_key(owner) {
-            return Ok(());
-        }
+        producers.remove(owner);
         let (txns, broker, owner2) = (self.broker.txns().clone(), self.broker.clone(), owner.to_string());
         let id = self
             .runtime

@@ -4,6 +4,11 @@
 //!
 //! - Appends are `acks=all` Produce requests, one uncompressed v2 batch per call (keys, values,
 //!   headers, timestamps; split at `SQL_KAFKA_BATCH_BYTES`), sent to the partition's leader.
+//! - Atomic appends (a query's step: outputs, changelog, progress) are Kafka transactions, as a
+//!   Java transactional producer makes them: InitProducerId for the owner's transactional id
+//!   (once, and again at every `settle_atomic`, which fences an earlier writer of that id),
+//!   AddPartitionsToTxn, transactional batches with the producer's id, epoch and sequences,
+//!   EndTxn.
 //! - Reads are Fetch requests with `isolation_level = read_committed`: up to the last stable
 //!   offset, without control records and without records of aborted transactions (the aborted
 //!   list of the Fetch response, as a Java consumer uses it), from the partition's leader.
@@ -28,9 +33,10 @@ use freshet_client::kafka_protocol::ResponseError;
 use freshet_client::records::{self, Compression, NewRecord};
 use freshet_client::{Client, ClientError};
 use freshet_common::config::TopicConfig;
+use freshet_common::failpoint::failpoint;
 use freshet_common::limits::{
     SQL_KAFKA_ATTEMPTS, SQL_KAFKA_BATCH_BYTES, SQL_KAFKA_METADATA_MAX_AGE_MS, SQL_KAFKA_REQUEST_TIMEOUT_MS,
-    SQL_KAFKA_RETRY_BACKOFF_MS, SQL_READ_MAX_BYTES,
+    SQL_KAFKA_RETRY_BACKOFF_MS, SQL_READ_MAX_BYTES, SQL_TXN_TIMEOUT_MS,
 };
 use freshet_common::topics::TopicError;
 use freshet_sql::topics::{Consumed, GroupOffsets, Member, Record, Topics};
@@ -51,6 +57,14 @@ pub struct KafkaTopics {
     client: Mutex<Option<Arc<Client>>>,
     /// Partition counts from Metadata, with when they were read.
     partitions: Mutex<HashMap<String, (i32, Instant)>>,
+    /// Transactional producers by owner (transactional id): (producer id, epoch) and the next
+    /// sequence per partition.
+    producers: Mutex<HashMap<String, TxnProducer>>,
+}
+
+struct TxnProducer {
+    id: (i64, i16),
+    sequences: HashMap<(String, i32), i32>,
 }
 
 /// What a failed call says about the client it used.
@@ -99,6 +113,7 @@ impl KafkaTopics {
             runtime,
             client: Mutex::default(),
             partitions: Mutex::default(),
+            producers: Mutex::default(),
         }
     }
 
@@ -198,6 +213,26 @@ impl KafkaTopics {
         }
     }
 
+    /// InitProducerId for `owner`, waiting (bounded) while the coordinator completes or aborts
+    /// the owner's previous transaction (CONCURRENT_TRANSACTIONS).
+    fn init_transactions(&self, owner: &str) -> freshet_common::topics::Result<(i64, i16)> {
+        let deadline = Instant::now() + Self::timeout();
+        loop {
+            match self.call(true, |c| async move { c.init_transactions(owner, SQL_TXN_TIMEOUT_MS).await }) {
+                Ok(id) => return Ok(id),
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        Some(ResponseError::ConcurrentTransactions | ResponseError::CoordinatorLoadInProgress)
+                    ) && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(SQL_KAFKA_RETRY_BACKOFF_MS / 4));
+                }
+                Err(e) => return Err(server_error(&format!("transaction of {owner}: init"), e)),
+            }
+        }
+    }
+
     fn forget_partitions(&self, topic: &str) {
         self.partitions.lock().unwrap_or_else(|e| e.into_inner()).remove(topic);
     }
@@ -285,6 +320,17 @@ impl SqlTopics for KafkaTopics {
         }
     }
 
+    /// InitProducerId for `owner` (again if it was already): the coordinator completes a
+    /// transaction that was being committed, aborts one left open, and fences whoever wrote as
+    /// `owner` before; the producer is kept for the owner's next write.
+    fn settle_atomic(&self, owner: &str) -> freshet_common::topics::Result<()> {
+        let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        producers.remove(owner);
+        let id = self.init_transactions(owner)?;
+        producers.insert(owner.to_string(), TxnProducer { id, sequences: HashMap::new() });
+        Ok(())
+    }
+
     fn visible_topics(&self) -> Vec<(String, i32)> {
         match self.call(true, |c| async move { c.metadata(None, false).await }) {
             Ok(infos) => infos
@@ -354,25 +400,7 @@ impl Topics for KafkaTopics {
             return self.end_offset(topic, partition);
         }
         let mut first = None;
-        let mut chunk: Vec<NewRecord> = vec![];
-        let mut chunk_bytes = 0;
-        let mut records = records.into_iter().peekable();
-        while let Some(r) = records.next() {
-            let size = 32
-                + r.key.as_ref().map_or(0, |b| b.len())
-                + r.value.as_ref().map_or(0, |b| b.len())
-                + r.headers.iter().map(|(k, v)| 8 + k.len() + v.as_ref().map_or(0, Vec::len)).sum::<usize>();
-            chunk_bytes += size;
-            chunk.push(NewRecord {
-                key: r.key,
-                value: r.value,
-                headers: r.headers.into_iter().map(|(k, v)| (k, v.map(Bytes::from))).collect(),
-                timestamp: r.timestamp,
-            });
-            let full = records.peek().is_none_or(|_| chunk_bytes >= SQL_KAFKA_BATCH_BYTES);
-            if !full {
-                continue;
-            }
+        for chunk in chunks(records) {
             let batch = records::encode(&chunk, Compression::None)
                 .map_err(|e| server_error(&format!("cannot encode records for {topic}-{partition}"), e))?;
             let base = self
@@ -382,10 +410,63 @@ impl Topics for KafkaTopics {
                 })
                 .map_err(|e| server_error(&format!("cannot write to {topic}-{partition}"), e))?;
             first.get_or_insert(base);
-            chunk.clear();
-            chunk_bytes = 0;
         }
         Ok(first.unwrap_or(-1))
+    }
+
+    /// One Kafka transaction (transactional id `owner`): AddPartitionsToTxn, a transactional
+    /// Produce per batch, EndTxn. A failure aborts it (or leaves it to the coordinator's
+    /// timeout and the owner's next InitProducerId, which aborts it too) and forgets the
+    /// producer, so the owner's next write starts with a new epoch.
+    fn append_atomic(
+        &self,
+        owner: &str,
+        writes: Vec<(String, i32, Vec<Record>)>,
+    ) -> freshet_common::topics::Result<()> {
+        let writes: Vec<_> = writes.into_iter().filter(|(_, _, r)| !r.is_empty()).collect();
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        if !producers.contains_key(owner) {
+            let id = self.init_transactions(owner)?;
+            producers.insert(owner.to_string(), TxnProducer { id, sequences: HashMap::new() });
+        }
+        let producer = producers.get_mut(owner).expect("inserted above");
+        let id = producer.id;
+        let fail = |what: &str, e: ClientError| server_error(&format!("transaction of {owner}: {what}"), e);
+        let outcome = (|| -> freshet_common::topics::Result<()> {
+            let partitions: Vec<(String, i32)> = writes.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+            let partitions = &partitions;
+            self.call(true, |c| async move { c.add_partitions_to_txn(owner, id, partitions).await })
+                .map_err(|e| fail("add partitions", e))?;
+            for (topic, partition, records) in writes {
+                for chunk in chunks(records) {
+                    let seq = producer.sequences.entry((topic.clone(), partition)).or_insert(0);
+                    let batch = records::encode_transactional(&chunk, id, *seq)
+                        .map_err(|e| fail(&format!("encoding records for {topic}-{partition}"), e))?;
+                    let topic = topic.as_str();
+                    self.call(false, |c| {
+                        let batch = batch.clone();
+                        async move { c.produce_transactional(owner, topic, partition, batch).await }
+                    })
+                    .map_err(|e| fail(&format!("writing to {topic}-{partition}"), e))?;
+                    *seq = seq.wrapping_add(chunk.len() as i32);
+                }
+            }
+            Ok(())
+        })();
+        if outcome.is_ok() && failpoint("sql-kafka-before-commit") {
+            tracing::error!(owner, "failpoint sql-kafka-before-commit: the process ends with its transaction open");
+            std::process::abort();
+        }
+        let commit = outcome.is_ok();
+        let ended = self.call(false, |c| async move { c.end_txn(owner, id, commit).await });
+        if outcome.is_err() || ended.is_err() {
+            producers.remove(owner);
+        }
+        outcome?;
+        ended.map_err(|e| fail("commit", e))
     }
 
     fn read(
@@ -502,4 +583,29 @@ impl GroupOffsets for KafkaTopics {
         .map(|_| ())
         .map_err(|e| server_error(&format!("leaving group {group}"), e))
     }
+}
+
+/// Records as the client's `NewRecord`s, in runs of about `SQL_KAFKA_BATCH_BYTES` (one batch
+/// each), in order.
+fn chunks(records: Vec<Record>) -> Vec<Vec<NewRecord>> {
+    let mut out = vec![];
+    let mut chunk: Vec<NewRecord> = vec![];
+    let mut chunk_bytes = 0;
+    for r in records {
+        chunk_bytes += r.estimated_size();
+        chunk.push(NewRecord {
+            key: r.key,
+            value: r.value,
+            headers: r.headers.into_iter().map(|(k, v)| (k, v.map(Bytes::from))).collect(),
+            timestamp: r.timestamp,
+        });
+        if chunk_bytes >= SQL_KAFKA_BATCH_BYTES {
+            out.push(std::mem::take(&mut chunk));
+            chunk_bytes = 0;
+        }
+    }
+    if !chunk.is_empty() {
+        out.push(chunk);
+    }
+    out
 }

@@ -58,15 +58,22 @@ impl Server {
     /// Starts `serve --external-kafka BOOTSTRAP`: the SQL engine and the HTTP listener only, all
     /// topics in the cluster at `bootstrap`. Waits for the HTTP listener.
     pub fn start_external(bootstrap: &str, extra: &[&str]) -> Server {
+        Self::start_external_env(bootstrap, extra, &[])
+    }
+
+    /// [`Server::start_external`] with environment variables for this first process only (a
+    /// restart goes without them): e.g. `FRESHET_FAILPOINTS`.
+    pub fn start_external_env(bootstrap: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("a data directory");
-        let mut s = Self::start_external_in(bootstrap, dir.path(), extra);
+        let mut s = Self::start_external_in(bootstrap, dir.path(), extra, env);
         s._owned_dir = Some(dir);
         s
     }
 
-    fn start_external_in(bootstrap: &str, data_dir: &Path, extra: &[&str]) -> Server {
+    fn start_external_in(bootstrap: &str, data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_freshet"));
         cmd.arg("serve").arg("--external-kafka").arg(bootstrap).arg("--data-dir").arg(data_dir);
+        cmd.envs(env.iter().copied());
         let (child, http, _) = Self::launch(cmd, extra, false);
         Server {
             child: Some(child),
@@ -122,6 +129,21 @@ impl Server {
         (child, http, addr)
     }
 
+    /// Waits (bounded) for the process to end by itself (a failpoint); false if it did not.
+    #[allow(dead_code)]
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let child = self.child.as_mut().expect("server is running");
+            if child.try_wait().expect("wait").is_some() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// Kills the process with SIGKILL: no flush, no clean shutdown.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -152,7 +174,7 @@ impl Server {
         assert!(self.child.is_none(), "stop or kill the server first");
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         if let Some(bootstrap) = &self.external {
-            let mut s = Server::start_external_in(bootstrap, &self.data_dir, &extra);
+            let mut s = Server::start_external_in(bootstrap, &self.data_dir, &extra, &[]);
             self.child = s.child.take();
             self.http = std::mem::take(&mut s.http);
             return;
