@@ -559,3 +559,60 @@ fn large_step_outputs_are_split_into_batches_the_topic_accepts() {
     let (_, queries) = ksql(&server.http, "SHOW QUERIES;", json!({}));
     assert_eq!(queries[0]["queries"][0]["state"], "RUNNING", "{queries}");
 }
+
+fn delete_topic(addr: &str, name: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let admin: AdminClient<DefaultClientContext> = base(addr).create().expect("admin client");
+    let opts = AdminOptions::new().operation_timeout(Some(WAIT)).request_timeout(Some(WAIT));
+    for r in rt.block_on(admin.delete_topics(&[name], &opts)).expect("delete_topics") {
+        r.expect("topic deleted");
+    }
+}
+
+/// The state SHOW QUERIES gives query `id` (RUNNING, ERROR), if it lists it.
+fn query_state(http: &str, id: &str) -> Option<String> {
+    let (_, body) = ksql(http, "SHOW QUERIES;", json!({}));
+    body[0]["queries"].as_array()?.iter().find(|q| q["id"] == id).map(|q| q["state"].as_str().unwrap().to_string())
+}
+
+/// A query whose step fails (its output topic was deleted under it, so the write is refused)
+/// shows ERROR, and starts again by itself once the write can succeed: from its progress, so
+/// the record that failed is written then, once.
+#[test]
+fn a_failed_query_starts_again_after_a_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (status, body) = ksql(
+        &server.http,
+        "CREATE STREAM retry_src (k STRING KEY, n BIGINT) WITH (KAFKA_TOPIC='retry-src', PARTITIONS=1, VALUE_FORMAT='JSON');
+         CREATE STREAM retry_out AS SELECT k, n FROM retry_src;",
+        json!({ "ksql.streams.auto.offset.reset": "earliest" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let id = body[1]["commandStatus"]["queryId"].as_str().unwrap().to_string();
+    let insert = |n: i64| {
+        let (status, body) =
+            ksql(&server.http, &format!("INSERT INTO retry_src (k, n) VALUES ('k{n}', {n});"), json!({}));
+        assert_eq!(status, 200, "{body}");
+    };
+    insert(1);
+    consume_until(&server.addr, "RETRY_OUT", "the first output", |r| r.len() == 1);
+
+    delete_topic(&server.addr, "RETRY_OUT");
+    insert(2);
+    wait_until(WAIT, "the query to fail", || {
+        (query_state(&server.http, &id).as_deref() == Some("ERROR")).then_some(())
+    });
+    create_topic(&server.addr, "RETRY_OUT", 1);
+    wait_until(WAIT, "the query to run again", || {
+        (query_state(&server.http, &id).as_deref() == Some("RUNNING")).then_some(())
+    });
+    insert(3);
+    // Read on for a second after both came, so a record written twice would show.
+    let started = Instant::now();
+    let out = consume_until(&server.addr, "RETRY_OUT", "the outputs after the failure", |r| {
+        r.len() >= 2 && started.elapsed() > Duration::from_secs(1)
+    });
+    let keys: Vec<&str> = out.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(keys, ["k2", "k3"], "the failed record once, then the next");
+}

@@ -92,6 +92,12 @@ pub const SQL_GROUP_HEARTBEAT_MS: u64 = 1_000;
 /// every statement it runs).
 pub const SQL_COMMAND_POLL_MS: u64 = 250;
 
+/// A persistent query whose step failed (a write the cluster refused, a broken connection) is
+/// started again from its changelog and progress after this long, doubling at each failure in
+/// a row up to `SQL_QUERY_RETRY_MAX_MS`.
+pub const SQL_QUERY_RETRY_MS: u64 = 1_000;
+pub const SQL_QUERY_RETRY_MAX_MS: u64 = 60_000;
+
 /// Most bytes the SQL engine reads from one partition per read (of the embedded broker, or per
 /// Fetch from an external cluster).
 pub const SQL_READ_MAX_BYTES: usize = 1024 * 1024;

@@ -26,7 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use freshet_common::config::TopicConfig;
-use freshet_common::limits::{SQL_COMMAND_POLL_MS, SQL_COMMIT_INTERVAL_MS, SQL_COMMIT_MAX_RECORDS};
+use freshet_common::limits::{
+    SQL_COMMAND_POLL_MS, SQL_COMMIT_INTERVAL_MS, SQL_COMMIT_MAX_RECORDS, SQL_QUERY_RETRY_MAX_MS, SQL_QUERY_RETRY_MS,
+};
 use freshet_sql::ast::{ExplainTarget, SourceKind, Statement, WindowKind};
 use freshet_sql::catalog::SourceDef;
 use freshet_sql::engine::{Engine, Outcome};
@@ -107,8 +109,10 @@ pub struct SqlServer {
     pub(super) query_seq: u64,
     /// The progress last recorded per query.
     pub(super) progress: BTreeMap<String, Vec<Vec<i64>>>,
-    /// Queries stopped by a failure, with the reason (shown as ERROR until a restart).
+    /// Queries stopped by a failure, with the reason (shown as ERROR until they run again).
     pub(super) failed: BTreeMap<String, (freshet_sql::query::Query, String)>,
+    /// When each failed query is started again, and the wait after its next failure in a row.
+    pub(super) retries: BTreeMap<String, (Instant, Duration)>,
     /// Queries created with `processing.guarantee=at_least_once`: outputs, then progress, no
     /// transaction.
     pub(super) at_least_once: BTreeSet<String>,
@@ -238,6 +242,7 @@ impl SqlServer {
             query_seq: 0,
             progress: BTreeMap::new(),
             failed: BTreeMap::new(),
+            retries: BTreeMap::new(),
             at_least_once: BTreeSet::new(),
             state_dir,
             placement: None,
@@ -365,8 +370,55 @@ impl SqlServer {
         }
     }
 
-    /// Between steps: follows the other servers' statements and the placement group.
+    /// Stops query `id` after a failure (ERROR in SHOW QUERIES). With a state directory it is
+    /// started again after a backoff (`SQL_QUERY_RETRY_MS`, doubling), from its changelog and
+    /// its recorded progress: the failed step's transaction was aborted, so nothing is lost or
+    /// doubled. Without one (`sql-test`) it stays stopped, its state being only in memory.
+    pub(super) fn fail_query(&mut self, id: &str, reason: String) {
+        self.running.remove(id);
+        let Some(q) = self.engine.queries.remove(id) else { return };
+        if self.state_dir.is_some() {
+            let wait = match self.retries.get(id) {
+                Some((_, wait)) => *wait,
+                None => Duration::from_millis(SQL_QUERY_RETRY_MS),
+            };
+            let next = (wait * 2).min(Duration::from_millis(SQL_QUERY_RETRY_MAX_MS));
+            self.retries.insert(id.to_string(), (Instant::now() + wait, next));
+            tracing::error!(query = %id, error = %reason, retry_in_ms = wait.as_millis() as u64, "persistent query failed; it starts again after a wait");
+        } else {
+            tracing::error!(query = %id, error = %reason, "persistent query failed; it is stopped until the server restarts");
+        }
+        self.failed.insert(id.to_string(), (q, reason));
+    }
+
+    /// Starts again the failed queries whose wait is over (and that this server is to run).
+    fn retry_failed(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .retries
+            .iter()
+            .filter(|(id, (at, _))| *at <= now && self.failed.contains_key(*id) && self.should_run(id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            if let Some((mut q, reason)) = self.failed.remove(&id) {
+                tracing::info!(query = %id, after = %reason, "starting a failed query again");
+                if let Err(e) = q.release_state() {
+                    tracing::warn!(query = %id, error = %e, "could not sync the failed query's state file");
+                }
+                self.engine.queries.insert(id.clone(), q);
+                self.acquire(&id);
+            }
+        }
+        self.retries.retain(|id, _| self.failed.contains_key(id) || self.engine.queries.contains_key(id));
+    }
+
+    /// Between steps: follows the other servers' statements and the placement group, and
+    /// starts failed queries again when their wait is over.
     fn maintain(&mut self) {
+        if !self.retries.is_empty() {
+            self.retry_failed();
+        }
         if self.commands_read.elapsed() >= Duration::from_millis(SQL_COMMAND_POLL_MS) {
             match self.follow_commands() {
                 Ok(0) => {}
@@ -547,6 +599,9 @@ impl SqlServer {
                     Ok(Ok((n, positions))) => {
                         progressed += n;
                         if let Some(p) = positions {
+                            if !self.retries.is_empty() {
+                                self.retries.remove(&id);
+                            }
                             self.progress.insert(id, p);
                         }
                         continue;
@@ -554,11 +609,7 @@ impl SqlServer {
                     Ok(Err(e)) => e.to_string(),
                     Err(_) => "the query panicked".to_string(),
                 };
-                tracing::error!(query = %id, error = %failure, "persistent query failed; it is stopped until the server restarts");
-                self.running.remove(&id);
-                if let Some(q) = self.engine.queries.remove(&id) {
-                    self.failed.insert(id, (q, failure));
-                }
+                self.fail_query(&id, failure);
             }
             total += progressed;
             if progressed == 0 {

@@ -199,12 +199,7 @@ impl SqlServer {
                 );
                 self.running.insert(id.to_string());
             }
-            Err(e) => {
-                tracing::error!(query = %id, error = %e, "could not restore the query's state; it is stopped");
-                if let Some(q) = self.engine.queries.remove(id) {
-                    self.failed.insert(id.to_string(), (q, format!("restoring its state: {e}")));
-                }
-            }
+            Err(e) => self.fail_query(id, format!("restoring its state: {e}")),
         }
     }
 
