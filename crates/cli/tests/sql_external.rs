@@ -195,29 +195,40 @@ fn the_sql_engine_runs_against_an_external_kafka_cluster_and_survives_a_restart(
     assert!(sql.stop().success());
 }
 
-/// Produces `n` JSON records `{"N": i}` keyed `k<i>` for `i` in `range` straight to the cluster.
+/// Produces JSON records `{"N": i}` keyed `k<i>` for `i` in `range` straight to the cluster.
 fn produce_range(addr: &str, topic: &str, range: std::ops::Range<i64>) {
+    produce_range_to(addr, topic, 0, "k", range)
+}
+
+/// Produces JSON records `{"N": i}` keyed `<prefix><i>` for `i` in `range` to `partition`.
+fn produce_range_to(addr: &str, topic: &str, partition: i32, prefix: &str, range: std::ops::Range<i64>) {
     runtime().block_on(async {
         let client = Client::connect(addr).await.expect("connect");
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
         let batch: Vec<NewRecord> = range
             .map(|i| NewRecord {
-                key: Some(Bytes::from(format!("k{i}"))),
+                key: Some(Bytes::from(format!("{prefix}{i}"))),
                 value: Some(Bytes::from(json!({ "N": i }).to_string())),
                 headers: vec![],
                 timestamp: now,
             })
             .collect();
         let batch = records::encode(&batch, Compression::None).expect("encode");
-        tokio::time::timeout(WAIT, client.produce(topic, 0, batch, -1)).await.expect("in time").expect("produced");
+        let produced = client.produce(topic, partition, batch, -1);
+        tokio::time::timeout(WAIT, produced).await.expect("in time").expect("produced");
     })
 }
 
-/// The ids of the queries a server runs, from `GET /sql/placement`.
+/// The ids of the queries a server runs (all their tasks or some), from `GET /sql/placement`.
 fn running(http: &str) -> BTreeSet<String> {
+    placement_list(http, "running")
+}
+
+/// A list of strings of `GET /sql/placement`'s answer.
+fn placement_list(http: &str, field: &str) -> BTreeSet<String> {
     let (status, body) = get(http, "/sql/placement");
     assert_eq!(status, 200, "{body}");
-    body["running"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    body[field].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
 }
 
 /// Waits until the two servers split `all` between them, each running some: returns what each
@@ -259,9 +270,10 @@ fn sql_servers_split_the_queries_over_their_group() {
         json!({}),
     );
     assert_eq!(status, 200, "{body}");
-    // Eight queries, half created through each server. (Their ids hash to slots 15, 7, 10, 12,
-    // 13, 6, 9 and 1: both halves of the slots and both parities, so any even split of the
-    // 16 slots between two members gives each some.)
+    // Eight queries, half created through each server. (Each is one task, its input having one
+    // partition: `CSAS_OUT<i>_<i>#0`, which hash to slots 13, 0, 5, 9, 12, 9, 3 and 11: both
+    // halves of the slots and both parities, so any even split of the 16 slots between two
+    // members gives each some.)
     let outs: Vec<String> = (0..8).map(|i| format!("OUT{i}")).collect();
     for (i, out) in outs.iter().enumerate() {
         let server = if i < 4 { &a } else { &cluster };
@@ -357,7 +369,7 @@ fn an_external_sql_server_dying_mid_transaction_writes_each_output_once() {
         json!({}),
     );
     assert_eq!(status, 200, "{body}");
-    // Slots 15, 7, 10 and 12: each server of an even split gets at least one.
+    // Slots 13, 0, 5 and 9: each server of an even split gets at least one.
     let outs: Vec<String> = (0..4).map(|i| format!("OUT{i}")).collect();
     for out in &outs {
         let statement = format!("CREATE STREAM {out} AS SELECT k, n FROM src WHERE n >= 0;");
@@ -379,4 +391,44 @@ fn an_external_sql_server_dying_mid_transaction_writes_each_output_once() {
         assert_eq!(distinct.len(), N as usize, "{out}: every input once");
         assert_eq!(keys.len(), N as usize, "{out}: no output twice");
     }
+}
+
+/// A query that keeps no state runs as one task per input partition, and the tasks of one
+/// query spread over the servers: each server processes some partitions of the same stream.
+/// When one stops, the other takes its partitions and goes on from their progress.
+#[test]
+fn a_stateless_query_splits_by_input_partition_over_the_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Server::start(dir.path());
+    let mut a = Server::start_external(&cluster.addr, &[]);
+    let (status, body) = ksql(
+        &a.http,
+        "CREATE STREAM wide_src (k STRING KEY, n BIGINT) WITH (KAFKA_TOPIC='wide-src', PARTITIONS=4, VALUE_FORMAT='JSON');
+         CREATE STREAM wide AS SELECT k, n FROM wide_src WHERE n >= 0;",
+        json!({ "ksql.streams.auto.offset.reset": "earliest" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[1]["commandStatus"]["queryId"], json!("CSAS_WIDE_0"), "{body}");
+    // Its tasks `CSAS_WIDE_0#0`..`#3` hash to slots 5, 10, 11 and 5: both halves.
+    let all: BTreeSet<String> = (0..4).map(|p| format!("CSAS_WIDE_0#{p}")).collect();
+    let (on_a, on_cluster) = wait_until(WAIT, "the partitions split between the servers", || {
+        let (ta, tc) = (placement_list(&a.http, "tasks"), placement_list(&cluster.http, "tasks"));
+        let union: BTreeSet<String> = ta.union(&tc).cloned().collect();
+        (ta.is_disjoint(&tc) && union == all && !ta.is_empty() && !tc.is_empty()).then_some((ta, tc))
+    });
+    eprintln!("tasks: {on_a:?} | {on_cluster:?}");
+    let produce_all = |range: std::ops::Range<i64>| {
+        for p in 0..4 {
+            produce_range_to(&cluster.addr, "wide-src", p, &format!("p{p}-"), range.clone());
+        }
+    };
+    produce_all(0..500);
+    wait_for_outputs(&cluster.addr, &["WIDE".to_string()], 2000);
+
+    assert!(a.stop().success());
+    wait_until(WAIT, "the cluster to run every partition", || {
+        (placement_list(&cluster.http, "tasks") == all).then_some(())
+    });
+    produce_all(500..1000);
+    wait_for_outputs(&cluster.addr, &["WIDE".to_string()], 4000);
 }

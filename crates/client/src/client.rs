@@ -592,10 +592,15 @@ impl Client {
         partition: i32,
         batch: Bytes,
     ) -> Result<i64> {
-        let conn = self.leader(topic, partition).await?;
         let req = Self::produce_request(topic, partition, batch, -1, Duration::from_secs(30))
             .with_transactional_id(Some(TransactionalId(StrBytes::from_string(transactional_id.to_string()))));
-        let resp = conn.send(&req, 9).await?;
+        self.send_produce(topic, partition, &req).await
+    }
+
+    /// Sends a Produce request for one partition to its leader; returns the base offset.
+    async fn send_produce(&self, topic: &str, partition: i32, req: &ProduceRequest) -> Result<i64> {
+        let conn = self.leader(topic, partition).await?;
+        let resp = conn.send(req, 9).await?;
         let p = resp
             .responses
             .first()
@@ -616,20 +621,13 @@ impl Client {
 
     /// Produces one record batch to a partition; returns its base offset (-1 with acks=0).
     pub async fn produce(&self, topic: &str, partition: i32, batch: Bytes, acks: i16) -> Result<i64> {
-        let conn = self.leader(topic, partition).await?;
         let req = Self::produce_request(topic, partition, batch, acks, Duration::from_secs(30));
         if acks == 0 {
+            let conn = self.leader(topic, partition).await?;
             conn.send_without_response(&req, 9).await?;
             return Ok(-1);
         }
-        let resp = conn.send(&req, 9).await?;
-        let p = resp
-            .responses
-            .first()
-            .and_then(|t| t.partition_responses.first())
-            .ok_or_else(|| ClientError::Protocol("empty Produce response".into()))?;
-        check(p.error_code, p.error_message.as_ref())?;
-        Ok(p.base_offset)
+        self.send_produce(topic, partition, &req).await
     }
 
     /// Builds a Fetch request for one partition.

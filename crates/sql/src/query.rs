@@ -193,6 +193,9 @@ pub struct Query {
     pub replay_until: Option<Vec<Vec<i64>>>,
     /// Records read per input partition per step.
     pub poll_batch: usize,
+    /// Reads only this partition of the input (a task of a query split by input partition;
+    /// see [`Query::splits_by_partition`]). `None`: every partition.
+    pub only_partition: Option<i32>,
 }
 
 impl Query {
@@ -223,7 +226,15 @@ impl Query {
             collected: None,
             replay_until: None,
             poll_batch: crate::limits::POLL_BATCH,
+            only_partition: None,
         }
+    }
+
+    /// Whether the query can run as one task per input partition, each on its own: it keeps no
+    /// state (a projection of one input, no join, no aggregation), so records of different
+    /// input partitions never meet.
+    pub fn splits_by_partition(&self) -> bool {
+        matches!(self.plan, Plan::Project { .. }) && self.rights.is_empty()
     }
 
     /// Starts reading every input at its current end (`auto.offset.reset=latest`).
@@ -396,6 +407,9 @@ impl Query {
             let topic = if input == 0 { self.input.topic.clone() } else { self.rights[input - 1].topic.clone() };
             let partitions = topics.partitions(&topic).unwrap_or(0);
             for p in 0..partitions {
+                if input == 0 && self.only_partition.is_some_and(|only| only != p) {
+                    continue;
+                }
                 let offsets = if input == 0 { &mut self.offsets } else { &mut self.right_offsets[input - 1] };
                 if partitions as usize > offsets.len() {
                     offsets.resize(partitions as usize, 0);

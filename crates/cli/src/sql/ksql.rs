@@ -44,7 +44,7 @@ use freshet_sql::SqlError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
-use super::placement::Placement;
+use super::placement::{Placement, Task};
 use super::SqlTopics;
 
 /// The topic holding every persisted statement, in order (ksqlDB's command topic).
@@ -121,8 +121,8 @@ pub struct SqlServer {
     /// This server's membership in the group that splits queries over the SQL servers of a
     /// cluster (`None`: it runs every query).
     pub(super) placement: Option<Placement>,
-    /// The queries this server steps (see `placement.rs`).
-    pub(super) running: BTreeSet<String>,
+    /// The tasks this server steps (see `placement.rs`).
+    pub(super) running: BTreeSet<Task>,
     /// The next command-topic offset to apply, and when the topic was last read.
     commands_at: i64,
     commands_read: Instant,
@@ -321,13 +321,13 @@ impl SqlServer {
                 let after: BTreeSet<String> = self.engine.queries.keys().cloned().collect();
                 let gone: Vec<String> = if self.live { before.difference(&after).cloned().collect() } else { vec![] };
                 for gone in &gone {
-                    let shared = self.running.remove(gone);
+                    let shared = self.stop_tasks(gone);
                     self.drop_state(gone, shared);
                 }
                 if let Outcome::QueryStarted { id, .. } = outcome {
                     if before.contains(&id) {
                         if self.live {
-                            let shared = self.running.remove(&id);
+                            let shared = self.stop_tasks(&id);
                             self.drop_state(&id, shared);
                         }
                     } else if let Some(q) = self.engine.queries.get_mut(&id) {
@@ -375,7 +375,7 @@ impl SqlServer {
     /// its recorded progress: the failed step's transaction was aborted, so nothing is lost or
     /// doubled. Without one (`sql-test`) it stays stopped, its state being only in memory.
     pub(super) fn fail_query(&mut self, id: &str, reason: String) {
-        self.running.remove(id);
+        self.stop_tasks(id);
         let Some(q) = self.engine.queries.remove(id) else { return };
         if self.state_dir.is_some() {
             let wait = match self.retries.get(id) {
@@ -397,18 +397,21 @@ impl SqlServer {
         let due: Vec<String> = self
             .retries
             .iter()
-            .filter(|(id, (at, _))| *at <= now && self.failed.contains_key(*id) && self.should_run(id))
+            .filter(|(id, (at, _))| *at <= now && self.failed.contains_key(*id))
             .map(|(id, _)| id.clone())
             .collect();
-        for id in due {
-            if let Some((mut q, reason)) = self.failed.remove(&id) {
+        for id in &due {
+            if let Some((mut q, reason)) = self.failed.remove(id) {
                 tracing::info!(query = %id, after = %reason, "starting a failed query again");
                 if let Err(e) = q.release_state() {
                     tracing::warn!(query = %id, error = %e, "could not sync the failed query's state file");
                 }
                 self.engine.queries.insert(id.clone(), q);
-                self.acquire(&id);
             }
+        }
+        if !due.is_empty() {
+            // Its tasks that are this server's start (`acquire`); the others run elsewhere.
+            self.reconcile();
         }
         self.retries.retain(|id, _| self.failed.contains_key(id) || self.engine.queries.contains_key(id));
     }
@@ -479,7 +482,13 @@ impl SqlServer {
     /// (done by the server that ran it or the one that ran the statement) its changelog topic
     /// and its recorded progress.
     fn drop_state(&mut self, id: &str, shared: bool) {
-        self.progress.remove(id);
+        // The whole query's progress and its tasks' (`<id>#<partition>`).
+        let task_prefix = format!("{id}#");
+        let keys: Vec<String> =
+            self.progress.keys().filter(|k| *k == id || k.starts_with(&task_prefix)).cloned().collect();
+        for k in &keys {
+            self.progress.remove(k);
+        }
         let Some(dir) = self.state_dir.clone() else { return };
         if let Err(e) = StateStore::destroy(&dir, id) {
             tracing::warn!(query = %id, error = %e, "could not remove the query's state file");
@@ -493,13 +502,12 @@ impl SqlServer {
                 tracing::warn!(query = %id, error = %e, "could not delete the query's changelog topic");
             }
         }
-        let tombstone = Record {
-            key: Some(id.as_bytes().to_vec().into()),
-            value: None,
-            timestamp: freshet_broker::now_ms(),
-            headers: vec![],
-        };
-        if let Err(e) = self.topics.append(PROGRESS_TOPIC, 0, vec![tombstone]) {
+        let now = freshet_broker::now_ms();
+        let tombstones: Vec<Record> = std::iter::once(id.to_string())
+            .chain(keys.into_iter().filter(|k| k != id))
+            .map(|k| Record { key: Some(k.into_bytes().into()), value: None, timestamp: now, headers: vec![] })
+            .collect();
+        if let Err(e) = self.topics.append(PROGRESS_TOPIC, 0, tombstones) {
             tracing::warn!(query = %id, error = %e, "could not forget the query's progress");
         }
     }
@@ -538,10 +546,13 @@ impl SqlServer {
         loop {
             self.maintain();
             let mut progressed = 0;
-            let ids: Vec<String> = self.running.iter().cloned().collect();
-            for id in ids {
+            let tasks: Vec<Task> = self.running.iter().cloned().collect();
+            for task in tasks {
+                let id = task.query.clone();
                 let topics = self.engine.topics().clone();
                 let Some(q) = self.engine.queries.get_mut(&id) else { continue };
+                // A task of a query split by input partition reads only its partition.
+                q.only_partition = task.partition;
                 let log = &mut self.engine.processing_log;
                 let sink = &self.topics;
                 let atomic = !self.at_least_once.contains(&id);
@@ -565,7 +576,10 @@ impl SqlServer {
                             outputs.entry(partition).or_default().append(&mut records);
                         }
                     }
-                    let positions = q.positions();
+                    let positions = match task.partition {
+                        Some(p) => vec![vec![q.offsets[p as usize]]],
+                        None => q.positions(),
+                    };
                     let now = freshet_broker::now_ms();
                     let mut writes: Vec<(String, i32, Vec<Record>)> =
                         outputs.into_iter().map(|(p, r)| (q.output.topic.clone(), p, r)).collect();
@@ -575,14 +589,14 @@ impl SqlServer {
                         writes.push((changelog.clone(), 0, StateStore::changelog_records(&changes, now)));
                     }
                     let progress = Record {
-                        key: Some(id.as_bytes().to_vec().into()),
+                        key: Some(task.name().into_bytes().into()),
                         value: Some(serde_json::to_vec(&positions).expect("serializable").into()),
                         timestamp: now,
                         headers: vec![],
                     };
                     writes.push((PROGRESS_TOPIC.to_string(), 0, vec![progress]));
                     if atomic {
-                        sink.append_atomic(&format!("freshet-sql-{id}"), writes)?;
+                        sink.append_atomic(&task.owner(), writes)?;
                     } else {
                         for (topic, partition, records) in writes {
                             sink.append(&topic, partition, records)?;
@@ -602,7 +616,7 @@ impl SqlServer {
                             if !self.retries.is_empty() {
                                 self.retries.remove(&id);
                             }
-                            self.progress.insert(id, p);
+                            self.progress.insert(task.name(), p);
                         }
                         continue;
                     }
@@ -763,25 +777,20 @@ impl SqlServer {
         };
         let after: BTreeSet<String> = self.engine.queries.keys().cloned().collect();
         for gone in before.difference(&after) {
-            self.running.remove(gone);
+            self.stop_tasks(gone);
             self.drop_state(gone, true);
         }
         if let Some(id) = &query_id {
             if before.contains(id) {
                 // CREATE OR REPLACE: the new query starts with new state.
-                self.running.remove(id);
+                self.stop_tasks(id);
                 self.drop_state(id, true);
             } else {
                 self.position_new_query(id, props);
             }
-            if self.should_run(id) {
-                if let Err(e) = self.attach_state(id) {
-                    tracing::error!(query = %id, error = %e, "could not create the query's state store");
-                    self.engine.queries.remove(id);
-                    return Err(server_error(format!("The query could not create its state store: {e}")));
-                }
-                self.running.insert(id.clone());
-            }
+            // Its tasks that are this server's start here (the others on other servers, once
+            // they read the statement from the command topic).
+            self.reconcile();
         }
         if !persistent {
             // INSERT VALUES: ksqlDB answers with no entity.

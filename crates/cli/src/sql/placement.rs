@@ -4,7 +4,7 @@
 //! broker's own engine) joins one consumer group, [`PLACEMENT_GROUP`], subscribed to the
 //! [`PLACEMENT_TOPIC`] of `SQL_PLACEMENT_SLOTS` partitions, with the KIP-848 protocol the
 //! cluster's group coordinator already speaks: no protocol of Freshet's own. A query runs on the
-//! member assigned the slot (partition) its id hashes to ([`slot`], Kafka's default
+//! member assigned the slot (partition) its task name hashes to ([`slot`], Kafka's default
 //! partitioner). Every server knows every query (each follows the command topic); only the
 //! slot's owner steps it.
 //!
@@ -20,9 +20,15 @@
 //! them idle until its old session times out. Where the topics have no groups, or without a
 //! state directory (`freshet sql-test`), one server runs every query.
 //!
-//! Architecture invariant: a query is stepped only while it is in `SqlServer::running`, and
+//! The unit placed is a [`Task`]: a whole query, or, for a query that keeps no state (a
+//! projection of one input), one input partition of it, so that the partitions of one busy
+//! stream are processed by several servers. A task commits on its own (its own transactional
+//! id and progress record).
+//!
+//! Architecture invariant: a task is stepped only while it is in `SqlServer::running`, and
 //! it is in there only between `acquire` (state restored, offsets at its recorded progress)
-//! and `release` (stopped between steps, state synced and dropped from memory).
+//! and `release` (stopped between steps; the query's state synced and dropped from memory
+//! with its last task here).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -96,14 +102,56 @@ impl Placement {
     }
 }
 
-impl SqlServer {
-    /// Whether this server is to run query `id` now.
-    pub(super) fn should_run(&self, id: &str) -> bool {
-        self.placement.as_ref().is_none_or(|p| p.owned.contains(&slot(id)))
+/// A unit of work placed on one server: a whole query, or one input partition of a query
+/// that splits by partition ([`freshet_sql::query::Query::splits_by_partition`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Task {
+    pub query: String,
+    pub partition: Option<i32>,
+}
+
+impl Task {
+    /// `<query id>` or `<query id>#<partition>`: what the slot is computed from, the key of
+    /// the task's progress record, and (after `freshet-sql-`) its transactional id.
+    pub fn name(&self) -> String {
+        match self.partition {
+            Some(p) => format!("{}#{p}", self.query),
+            None => self.query.clone(),
+        }
     }
 
-    /// Heartbeats in the placement group when due, then starts and stops queries to match
-    /// what the group assigns this server.
+    /// The transactional id the task's commits are made with.
+    pub fn owner(&self) -> String {
+        format!("freshet-sql-{}", self.name())
+    }
+}
+
+impl SqlServer {
+    /// The tasks of query `q`: one per input partition when it splits by partition and
+    /// several servers may share it; else the whole query.
+    fn tasks_of(&self, q: &freshet_sql::query::Query) -> Vec<Task> {
+        if self.placement.is_some() && q.splits_by_partition() {
+            let partitions = self.topics.partitions(&q.input.topic).unwrap_or(1).max(1);
+            (0..partitions).map(|p| Task { query: q.id.clone(), partition: Some(p) }).collect()
+        } else {
+            vec![Task { query: q.id.clone(), partition: None }]
+        }
+    }
+
+    /// Whether this server is to run `task` now.
+    fn should_run(&self, task: &Task) -> bool {
+        self.placement.as_ref().is_none_or(|p| p.owned.contains(&slot(&task.name())))
+    }
+
+    /// Stops every task of query `id` here; true if one ran.
+    pub(super) fn stop_tasks(&mut self, id: &str) -> bool {
+        let before = self.running.len();
+        self.running.retain(|t| t.query != id);
+        self.running.len() != before
+    }
+
+    /// Heartbeats in the placement group when due, then starts and stops tasks to match what
+    /// the group assigns this server.
     pub(super) fn place(&mut self) {
         let Some(p) = self.placement.as_mut() else { return };
         if !p.due() {
@@ -116,8 +164,9 @@ impl SqlServer {
             Ok(None) if p.member.epoch == 0 => {
                 tracing::info!("the cluster has no consumer groups: this server runs every query");
                 self.placement = None;
+                self.running.clear();
             }
-            Ok(None) => return,
+            Ok(None) => {}
             Ok(Some(assigned)) => {
                 let assigned: BTreeSet<i32> = assigned.into_iter().collect();
                 if assigned != p.owned {
@@ -135,14 +184,20 @@ impl SqlServer {
                 p.due = true;
             }
         }
+        // Also after an unchanged answer: an input may have gained partitions (new tasks).
         self.reconcile();
     }
 
-    /// Starts the queries this server is to run and stops those it is not. A query a failure
-    /// stopped here is stopped only here: once its slot goes to another server it is that
-    /// server's to run, and it starts again here (from its changelog) if the slot comes back.
+    /// Starts the tasks this server is to run and stops those it is not. A query a failure
+    /// stopped here is stopped only here: once none of its tasks is this server's it is the
+    /// other servers' to run, and it starts again here (from its changelog) if one comes back.
     pub(super) fn reconcile(&mut self) {
-        let moved: Vec<String> = self.failed.keys().filter(|id| !self.should_run(id)).cloned().collect();
+        let moved: Vec<String> = self
+            .failed
+            .iter()
+            .filter(|(_, (q, _))| !self.tasks_of(q).iter().any(|t| self.should_run(t)))
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in moved {
             if let Some((mut q, _)) = self.failed.remove(&id) {
                 if let Err(e) = q.release_state() {
@@ -151,66 +206,95 @@ impl SqlServer {
                 self.engine.queries.insert(id, q);
             }
         }
-        let ids: Vec<String> = self.engine.queries.keys().cloned().collect();
-        for id in &ids {
-            let wanted = self.should_run(id);
-            if !wanted && self.running.contains(id) {
-                self.release(id);
-            } else if wanted && !self.running.contains(id) {
-                self.acquire(id);
+        let wanted: BTreeSet<Task> =
+            self.engine.queries.values().flat_map(|q| self.tasks_of(q)).filter(|t| self.should_run(t)).collect();
+        let gone: Vec<Task> = self.running.difference(&wanted).cloned().collect();
+        for task in gone {
+            self.release(&task);
+        }
+        let new: Vec<Task> = wanted.difference(&self.running).cloned().collect();
+        for task in new {
+            // A task whose query failed while starting another of its tasks waits for its retry.
+            if self.engine.queries.contains_key(&task.query) {
+                self.acquire(&task);
             }
         }
     }
 
-    /// Starts running query `id` here: settles its last transaction, restores its state and
-    /// positions it at its recorded progress. A failure stops the query (ERROR).
-    pub(super) fn acquire(&mut self, id: &str) {
+    /// Starts running `task` here: settles its last transaction, restores its query's state
+    /// (when no other task of the query runs here yet) and positions it at its recorded
+    /// progress. A failure stops the query here (ERROR; retried after a wait).
+    fn acquire(&mut self, task: &Task) {
         let started = Instant::now();
-        if !self.at_least_once.contains(id) {
-            if let Err(e) = self.topics.settle_atomic(&format!("freshet-sql-{id}")) {
-                tracing::warn!(query = %id, error = %e, "could not settle the query's last transaction");
+        if !self.at_least_once.contains(&task.query) {
+            if let Err(e) = self.topics.settle_atomic(&task.owner()) {
+                tracing::warn!(task = %task.name(), error = %e, "could not settle the task's last transaction");
             }
         }
         if let Err(e) = self.follow_progress() {
-            tracing::warn!(query = %id, error = %e, "could not read the queries' progress");
+            tracing::warn!(task = %task.name(), error = %e, "could not read the queries' progress");
         }
-        match self.attach_state(id) {
+        let attached = self.running.iter().any(|t| t.query == task.query);
+        let restored = if attached { Ok(None) } else { self.attach_state(&task.query).map(Some) };
+        match restored {
             Ok(restored) => {
-                let progress = self.progress.get(id).cloned();
-                let Some(q) = self.engine.queries.get_mut(id) else { return };
-                if let Some(p) = progress {
-                    if self.state_dir.is_some() {
-                        if let Some((left, rights)) = p.split_first() {
+                let own = self.progress.get(&task.name()).cloned();
+                // A task's progress, or the progress the whole query recorded before it split.
+                let whole = self.progress.get(&task.query).cloned();
+                let replay = self.state_dir.is_none();
+                let Some(q) = self.engine.queries.get_mut(&task.query) else { return };
+                match (task.partition, own, whole) {
+                    (Some(p), own, whole) => {
+                        let at = own
+                            .and_then(|o| o.first().and_then(|o| o.first()).copied())
+                            .or_else(|| whole.and_then(|w| w.first().and_then(|o| o.get(p as usize)).copied()));
+                        if let Some(at) = at {
+                            if q.offsets.len() <= p as usize {
+                                q.offsets.resize(p as usize + 1, 0);
+                            }
+                            q.offsets[p as usize] = at;
+                        }
+                    }
+                    // Without a state file the state is rebuilt from the start offsets, and
+                    // outputs up to the progress are not written again.
+                    (None, Some(progress), _) if replay => q.replay_until = Some(progress),
+                    (None, Some(progress), _) => {
+                        if let Some((left, rights)) = progress.split_first() {
                             q.offsets = left.clone();
                             q.right_offsets = rights.to_vec();
                         }
-                    } else {
-                        // No state file: the state is rebuilt from the start offsets, and
-                        // outputs up to the progress are not written again.
-                        q.replay_until = Some(p);
                     }
+                    (None, None, _) => {}
                 }
-                tracing::info!(
-                    query = %id,
-                    changelog_records = restored.records,
-                    rebuilt = restored.rebuilt,
-                    ms = started.elapsed().as_millis() as u64,
-                    "query started on this server"
-                );
-                self.running.insert(id.to_string());
+                if let Some(restored) = restored {
+                    tracing::info!(
+                        query = %task.query,
+                        changelog_records = restored.records,
+                        rebuilt = restored.rebuilt,
+                        ms = started.elapsed().as_millis() as u64,
+                        "query state restored"
+                    );
+                }
+                tracing::debug!(task = %task.name(), "task started on this server");
+                self.running.insert(task.clone());
             }
-            Err(e) => self.fail_query(id, format!("restoring its state: {e}")),
+            Err(e) => self.fail_query(&task.query, format!("restoring its state: {e}")),
         }
     }
 
-    /// Stops running query `id` here (between steps: what it did is committed).
-    pub(super) fn release(&mut self, id: &str) {
-        self.running.remove(id);
-        if let Some(q) = self.engine.queries.get_mut(id) {
+    /// Stops running `task` here (between steps: what it did is committed); the query's state
+    /// leaves memory with its last task.
+    fn release(&mut self, task: &Task) {
+        self.running.remove(task);
+        tracing::debug!(task = %task.name(), "task handed over to another server");
+        if self.running.iter().any(|t| t.query == task.query) {
+            return;
+        }
+        if let Some(q) = self.engine.queries.get_mut(&task.query) {
             if let Err(e) = q.release_state() {
-                tracing::warn!(query = %id, error = %e, "could not sync the query's state file");
+                tracing::warn!(query = %task.query, error = %e, "could not sync the query's state file");
             }
-            tracing::info!(query = %id, "query handed over to another server");
+            tracing::info!(query = %task.query, "query handed over to other servers");
         }
     }
 
@@ -226,13 +310,16 @@ impl SqlServer {
         p.owned.clear();
     }
 
-    /// This server's part: its member id, slots and the queries it runs (`GET /sql/placement`).
+    /// This server's part (`GET /sql/placement`): its member id and slots, the queries it runs
+    /// (some of their tasks, or all) and the tasks.
     pub fn placement_json(&self) -> Json {
         let (member, slots) = match &self.placement {
             Some(p) => (Json::from(p.member.id.clone()), json!(p.owned)),
             None => (Json::Null, Json::Null),
         };
-        json!({ "member": member, "slots": slots, "running": self.running })
+        let queries: BTreeSet<&str> = self.running.iter().map(|t| t.query.as_str()).collect();
+        let tasks: Vec<String> = self.running.iter().map(Task::name).collect();
+        json!({ "member": member, "slots": slots, "running": queries, "tasks": tasks })
     }
 }
 
@@ -250,7 +337,9 @@ mod tests {
         // Kafka's default partitioner, so any Kafka tool computes the same slot (the
         // external-cluster test relies on these).
         assert_eq!(slot("CSAS_A_0"), partition_for_key(b"CSAS_A_0", SQL_PLACEMENT_SLOTS));
-        let slots: Vec<i32> = (0..8).map(|i| slot(&format!("CSAS_OUT{i}_{i}"))).collect();
-        assert_eq!(slots, [15, 7, 10, 12, 13, 6, 9, 1]);
+        let slots: Vec<i32> = (0..8).map(|i| slot(&format!("CSAS_OUT{i}_{i}#0"))).collect();
+        assert_eq!(slots, [13, 0, 5, 9, 12, 9, 3, 11]);
+        let slots: Vec<i32> = (0..4).map(|p| slot(&format!("CSAS_WIDE_0#{p}"))).collect();
+        assert_eq!(slots, [5, 10, 11, 5]);
     }
 }
