@@ -787,6 +787,7 @@ impl Engine {
                             )));
                         }
                     }
+                    check_typed(expr)?;
                     items.push((expr.clone(), alias.clone()))
                 }
             }
@@ -1870,6 +1871,7 @@ impl Engine {
                     }
                 },
                 SelectItem::Expr { expr, alias } => {
+                    check_typed(expr)?;
                     // A qualified column keeps its name unless several sources have it.
                     let name = alias.clone().or_else(|| match expr {
                         Expr::Column { qualifier: Some(q), name, .. } if in_many(name) => Some(format!("{q}_{name}")),
@@ -2545,4 +2547,14 @@ fn serdes_from_props(
         value.unwrapped = true;
     }
     Ok((key, value))
+}
+
+/// A projected bare NULL has no type for the sink's schema: ksqlDB asks for a CAST.
+fn check_typed(expr: &Expr) -> Result<()> {
+    if matches!(expr, Expr::Literal(Value::Null)) {
+        return Err(SqlError::statement(
+            "Can't infer a type of null. Please explicitly cast it to a required type, e.g. CAST(null AS VARCHAR).",
+        ));
+    }
+    Ok(())
 }

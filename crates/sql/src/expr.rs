@@ -767,6 +767,37 @@ pub struct Env {
 pub type EvalResult = std::result::Result<Value, String>;
 
 impl CExpr {
+    /// Whether the expression reads a column of the row for which `pred` holds.
+    pub fn reads_column(&self, pred: &dyn Fn(usize) -> bool) -> bool {
+        let any = |items: &[CExpr]| items.iter().any(|e| e.reads_column(pred));
+        match self {
+            CExpr::Const(_) | CExpr::LambdaVar(_) => false,
+            CExpr::Column(i) => pred(*i),
+            CExpr::Field(e, _)
+            | CExpr::Neg(e)
+            | CExpr::Not(e)
+            | CExpr::IsNull(e, _)
+            | CExpr::Cast(e, _)
+            | CExpr::Lambda(_, e) => e.reads_column(pred),
+            CExpr::Subscript(a, b)
+            | CExpr::Arith(_, a, b, _)
+            | CExpr::Compare(_, a, b)
+            | CExpr::And(a, b)
+            | CExpr::Or(a, b)
+            | CExpr::IsDistinct(a, b, _)
+            | CExpr::Like(a, b, _, _) => a.reads_column(pred) || b.reads_column(pred),
+            CExpr::Between(a, b, c, _) => a.reads_column(pred) || b.reads_column(pred) || c.reads_column(pred),
+            CExpr::InList(e, items, _) => e.reads_column(pred) || any(items),
+            CExpr::Case(arms, default) => {
+                arms.iter().any(|(w, t)| w.reads_column(pred) || t.reads_column(pred))
+                    || default.as_ref().is_some_and(|d| d.reads_column(pred))
+            }
+            CExpr::Call(_, _, args, _) | CExpr::HigherOrder(_, args) | CExpr::MakeArray(args) => any(args),
+            CExpr::MakeMap(entries) => entries.iter().any(|(k, v)| k.reads_column(pred) || v.reads_column(pred)),
+            CExpr::MakeStruct(fields) => fields.iter().any(|(_, e)| e.reads_column(pred)),
+        }
+    }
+
     pub fn eval(&self, row: &[Value], env: &mut Env) -> EvalResult {
         Ok(match self {
             CExpr::Const(v) => v.clone(),

@@ -702,7 +702,17 @@ impl Query {
                     }
                     let r = key_only_row(&self.input, rec, partition, offset);
                     let window = window_of(&self.input, &r.values);
-                    let k = eval_all(key, &r.values, &mut self.env).unwrap_or_default();
+                    // A key computed from more than the source's key columns (PARTITION BY
+                    // over value columns) has no row to read: null, as in ksqlDB.
+                    let nkeys = self.input.keys.len();
+                    let mut k = Vec::with_capacity(key.len());
+                    for e in key {
+                        k.push(if !is_table && e.reads_column(&|i| i >= nkeys) {
+                            Value::Null
+                        } else {
+                            e.eval(&r.values, &mut self.env).unwrap_or(Value::Null)
+                        });
+                    }
                     out.push((k, None, rec.timestamp, window));
                     return Ok(());
                 };
