@@ -928,6 +928,14 @@ impl Engine {
         let mut key_fields = vec![];
         let mut used_items = HashSet::new();
         let item_canon: Vec<Option<String>> = named.iter().map(|(e, _)| canonical(&scope, e)).collect();
+        // ksqlDB resolves the projection's functions before it checks the key columns.
+        for (e, _) in &named {
+            if let Err(err) = compiler.compile(e) {
+                if err.message.starts_with("Function '") {
+                    return Err(err);
+                }
+            }
+        }
         let partitioned = !select.partition_by.is_empty();
         let partition_by_null =
             select.partition_by.len() == 1 && matches!(select.partition_by[0], Expr::Literal(Value::Null));
@@ -989,7 +997,12 @@ impl Engine {
                     None => missing.push(k.name.clone()),
                 }
             }
-            if !missing.is_empty() {
+            // ksqlDB's new query planner lets a stream drop its key: the output has no key.
+            let new_planner = self
+                .properties
+                .get("ksql.new.query.planner.enabled")
+                .is_some_and(|v| v.trim_matches('\'').eq_ignore_ascii_case("true"));
+            if !missing.is_empty() && !(new_planner && input.kind == SourceKind::Stream && key_fields.is_empty()) {
                 // ksqlDB names every key column when one is missing.
                 let missing: Vec<String> = input.keys.iter().map(|k| k.name.clone()).collect();
                 let (noun, list) = describe_missing("key column", &missing);
