@@ -1002,7 +1002,8 @@ impl Engine {
                 .properties
                 .get("ksql.new.query.planner.enabled")
                 .is_some_and(|v| v.trim_matches('\'').eq_ignore_ascii_case("true"));
-            if !missing.is_empty() && !(new_planner && input.kind == SourceKind::Stream && key_fields.is_empty()) {
+            let drops_key = new_planner && input.kind == SourceKind::Stream && key_fields.is_empty();
+            if !missing.is_empty() && !drops_key {
                 // ksqlDB names every key column when one is missing.
                 let missing: Vec<String> = input.keys.iter().map(|k| k.name.clone()).collect();
                 let (noun, list) = describe_missing("key column", &missing);
