@@ -482,6 +482,12 @@ impl SqlServer {
     /// (done by the server that ran it or the one that ran the statement) its changelog topic
     /// and its recorded progress.
     fn drop_state(&mut self, id: &str, shared: bool) {
+        if shared {
+            // Progress other servers recorded for the query's tasks is forgotten too.
+            if let Err(e) = self.follow_progress() {
+                tracing::warn!(query = %id, error = %e, "could not read the queries' progress");
+            }
+        }
         // The whole query's progress and its tasks' (`<id>#<partition>`).
         let task_prefix = format!("{id}#");
         let keys: Vec<String> =
@@ -577,7 +583,7 @@ impl SqlServer {
                         }
                     }
                     let positions = match task.partition {
-                        Some(p) => vec![vec![q.offsets[p as usize]]],
+                        Some(p) => vec![vec![q.offsets.get(p as usize).copied().unwrap_or(0)]],
                         None => q.positions(),
                     };
                     let now = freshet_broker::now_ms();
