@@ -231,6 +231,16 @@ fn placement_list(http: &str, field: &str) -> BTreeSet<String> {
     body[field].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
 }
 
+/// Creates the stream `src` (topic `src`, one partition) the tests' queries read.
+fn create_src(http: &str) {
+    let (status, body) = ksql(
+        http,
+        "CREATE STREAM src (k STRING KEY, n BIGINT) WITH (KAFKA_TOPIC='src', PARTITIONS=1, VALUE_FORMAT='JSON');",
+        json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
 /// Waits until the two servers split `all` between them, each running some: returns what each
 /// runs.
 fn wait_for_split(a: &str, b: &str, all: &BTreeSet<String>) -> (BTreeSet<String>, BTreeSet<String>) {
@@ -264,12 +274,7 @@ fn sql_servers_split_the_queries_over_their_group() {
     let cluster = Server::start(dir.path());
     let mut a = Server::start_external(&cluster.addr, &[]);
     let earliest = json!({ "ksql.streams.auto.offset.reset": "earliest" });
-    let (status, body) = ksql(
-        &a.http,
-        "CREATE STREAM src (k STRING KEY, n BIGINT) WITH (KAFKA_TOPIC='src', PARTITIONS=1, VALUE_FORMAT='JSON');",
-        json!({}),
-    );
-    assert_eq!(status, 200, "{body}");
+    create_src(&a.http);
     // Eight queries, half created through each server. (Each is one task, its input having one
     // partition: `CSAS_OUT<i>_<i>#0`, which hash to slots 13, 0, 5, 9, 12, 9, 3 and 11: both
     // halves of the slots and both parities, so any even split of the 16 slots between two
@@ -363,12 +368,7 @@ fn an_external_sql_server_dying_mid_transaction_writes_each_output_once() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Server::start(dir.path());
     let mut a = Server::start_external_env(&cluster.addr, &[], &[("FRESHET_FAILPOINTS", "sql-kafka-before-commit")]);
-    let (status, body) = ksql(
-        &a.http,
-        "CREATE STREAM src (k STRING KEY, n BIGINT) WITH (KAFKA_TOPIC='src', PARTITIONS=1, VALUE_FORMAT='JSON');",
-        json!({}),
-    );
-    assert_eq!(status, 200, "{body}");
+    create_src(&a.http);
     // Slots 13, 0, 5 and 9: each server of an even split gets at least one.
     let outs: Vec<String> = (0..4).map(|i| format!("OUT{i}")).collect();
     for out in &outs {
