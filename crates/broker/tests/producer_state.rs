@@ -37,7 +37,7 @@ async fn send(broker: &Arc<Broker>, (pid, epoch): (i64, i16), seq: i32, values: 
         .collect();
     let mut batch = encode_batch(&records);
     set_producer(&mut batch, pid, epoch, seq, false);
-    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
         produce_request::TopicProduceData::default().with_name(t("t")).with_partition_data(vec![
             produce_request::PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(batch))),
         ]),

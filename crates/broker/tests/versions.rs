@@ -35,7 +35,7 @@ async fn every_api_answers_at_every_advertised_version() {
             value: Some(b"v".to_vec().into()),
             ..Default::default()
         }]);
-        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
             produce_request::TopicProduceData::default().with_name(t("t")).with_partition_data(vec![
                 produce_request::PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(batch))),
             ]),
@@ -396,7 +396,7 @@ async fn transaction_apis(broker: &Arc<Broker>) {
         let produce = ProduceRequest::default()
             .with_transactional_id(Some(txn.clone()))
             .with_acks(-1)
-            .with_timeout_ms(5000)
+            .with_timeout_ms(30_000)
             .with_topic_data(vec![produce_request::TopicProduceData::default().with_name(t("t")).with_partition_data(
                 vec![produce_request::PartitionProduceData::default()
                     .with_index(0)
