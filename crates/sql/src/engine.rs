@@ -573,7 +573,21 @@ impl Engine {
                 "Expected number columns and values to match: {}, {}",
                 columns.len(),
                 values.len()
-            )));
+            ))
+            .in_phase(crate::error::BUILDING));
+        }
+        // VALUES has no source whose columns a qualified name could read.
+        for e in &values {
+            let mut qualifier = None;
+            e.walk(&mut |x| {
+                if let Expr::Column { qualifier: Some(q), .. } = x {
+                    qualifier.get_or_insert_with(|| q.clone());
+                }
+            });
+            if let Some(q) = qualifier {
+                return Err(SqlError::statement(format!("'{q}' is not a valid stream/table name or alias."))
+                    .in_phase(crate::error::BUILDING));
+            }
         }
         for h in &sink.headers {
             if columns.contains(&h.field.name) {

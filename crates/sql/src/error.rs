@@ -69,6 +69,8 @@ fn prefix(kind: ErrorKind, pos: Option<Pos>, context: &str) -> String {
         (ErrorKind::Parse, Some(p)) if context == BUILDING => format!("{p}: "),
         (ErrorKind::Parse, Some(p)) => format!("{p}: Syntax Error\n"),
         (ErrorKind::Parse, None) => "Syntax Error\n".to_string(),
+        // A statement that cannot be built is reported without a position.
+        (_, Some(_)) if context == BUILDING => String::new(),
         (_, Some(p)) => format!("Line: {}, Col: {}: ", p.line, p.column),
         (_, None) => String::new(),
     }

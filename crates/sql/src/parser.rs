@@ -911,6 +911,19 @@ impl StatementParser<'_> {
         }
     }
 
+    /// A SELECT's LIMIT: a whole number, with ksqlDB's words for a negative or fractional one.
+    fn limit(&self, p: &mut Parser) -> Result<u64> {
+        match &p.peek_token().token {
+            Token::Minus => Err(SqlError::statement(
+                "Pull queries don't support negative integers in the LIMIT clause. See https://cnfl.io/queries for more info.",
+            )),
+            Token::Number(n, _) if n.parse::<u64>().is_err() && n.parse::<f64>().is_ok() => {
+                Err(SqlError::statement("Value must be integer for command: LIMIT").in_phase(crate::error::BUILDING))
+            }
+            _ => self.uint(p),
+        }
+    }
+
     fn uint(&self, p: &mut Parser) -> Result<u64> {
         let next = p.next_token();
         match &next.token {
@@ -1234,7 +1247,7 @@ impl StatementParser<'_> {
         } else {
             None
         };
-        let limit = if p.parse_keyword(Keyword::LIMIT) { Some(self.uint(p)?) } else { None };
+        let limit = if p.parse_keyword(Keyword::LIMIT) { Some(self.limit(p)?) } else { None };
         Ok(Select { items, from, joins, window, filter, group_by, partition_by, having, emit, limit, pos })
     }
 
