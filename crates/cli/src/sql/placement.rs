@@ -173,7 +173,7 @@ impl SqlServer {
                     tracing::info!(slots = ?assigned, "the SQL servers' group assigned this server its query slots");
                 }
                 // Slots given up are reported at once, so that their next owner starts soon.
-                p.due = !p.owned.is_subset(&assigned) || p.member.epoch == 0;
+                p.due = !p.owned.is_subset(&assigned);
                 p.owned = assigned;
             }
             Err(e) => {
@@ -213,6 +213,20 @@ impl SqlServer {
             self.release(&task);
         }
         let new: Vec<Task> = wanted.difference(&self.running).cloned().collect();
+        if new.is_empty() {
+            return;
+        }
+        // Each starting task's last transaction is settled (a commit a crash interrupted is
+        // completed, an open one aborted, a previous runner fenced) before the progress is
+        // read, once for all of them: so the progress read matches the outputs visible.
+        for task in new.iter().filter(|t| !self.at_least_once.contains(&t.query)) {
+            if let Err(e) = self.topics.settle_atomic(&task.owner()) {
+                tracing::warn!(task = %task.name(), error = %e, "could not settle the task's last transaction");
+            }
+        }
+        if let Err(e) = self.follow_progress() {
+            tracing::warn!(error = %e, "could not read the queries' progress");
+        }
         for task in new {
             // A task whose query failed while starting another of its tasks waits for its retry.
             if self.engine.queries.contains_key(&task.query) {
@@ -221,19 +235,12 @@ impl SqlServer {
         }
     }
 
-    /// Starts running `task` here: settles its last transaction, restores its query's state
-    /// (when no other task of the query runs here yet) and positions it at its recorded
-    /// progress. A failure stops the query here (ERROR; retried after a wait).
+    /// Starts running `task` here, its transaction settled and the progress read by the caller
+    /// (`reconcile`): restores its query's state (when no other task of the query runs here
+    /// yet) and positions it at its recorded progress. A failure stops the query here (ERROR;
+    /// retried after a wait).
     fn acquire(&mut self, task: &Task) {
         let started = Instant::now();
-        if !self.at_least_once.contains(&task.query) {
-            if let Err(e) = self.topics.settle_atomic(&task.owner()) {
-                tracing::warn!(task = %task.name(), error = %e, "could not settle the task's last transaction");
-            }
-        }
-        if let Err(e) = self.follow_progress() {
-            tracing::warn!(task = %task.name(), error = %e, "could not read the queries' progress");
-        }
         let attached = self.running.iter().any(|t| t.query == task.query);
         let restored = if attached { Ok(None) } else { self.attach_state(&task.query).map(Some) };
         match restored {
