@@ -432,3 +432,101 @@ fn a_stateless_query_splits_by_input_partition_over_the_servers() {
     produce_all(500..1000);
     wait_for_outputs(&cluster.addr, &["WIDE".to_string()], 4000);
 }
+
+/// The latest value per key of a table's topic, read from the cluster.
+fn latest_values(addr: &str, topic: &str) -> BTreeMap<String, Json> {
+    read_topic(addr, topic).map(|(_, r)| r.into_iter().map(|(k, v, _)| (k, v)).collect()).unwrap_or_default()
+}
+
+/// An aggregation whose groups are not its input's keys runs as tasks over the servers: a
+/// repartition task per input partition sends each record to the partition its group hashes
+/// to, and an aggregation task per partition owns those groups' state (its own store file and
+/// changelog partition). The tasks spread over both servers; after a SIGKILL and a restart
+/// and after a clean stop, every count is exact (no record lost or counted twice).
+#[test]
+fn an_aggregation_splits_into_tasks_that_each_own_their_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Server::start(dir.path());
+    let mut a = Server::start_external(&cluster.addr, &[]);
+    let (status, body) = ksql(
+        &a.http,
+        "CREATE STREAM agg_src (k STRING KEY, n BIGINT) WITH (KAFKA_TOPIC='agg-src', PARTITIONS=4, VALUE_FORMAT='JSON');
+         CREATE TABLE per_mod AS SELECT n % 10 AS m, COUNT(*) AS c, SUM(n) AS s FROM agg_src GROUP BY n % 10;",
+        json!({ "ksql.streams.auto.offset.reset": "earliest" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[1]["commandStatus"]["queryId"], json!("CTAS_PER_MOD_0"), "{body}");
+    // `#r<p>`: the repartition tasks; `#<p>`: the aggregation tasks. They hash to slots 14, 2,
+    // 14, 14 and 8, 15, 0, 14: both halves and both parities.
+    let all: BTreeSet<String> =
+        (0..4).flat_map(|p| [format!("CTAS_PER_MOD_0#r{p}"), format!("CTAS_PER_MOD_0#{p}")]).collect();
+    let split = wait_until(WAIT, "the tasks split between the servers", || {
+        let (ta, tc) = (placement_list(&a.http, "tasks"), placement_list(&cluster.http, "tasks"));
+        let union: BTreeSet<String> = ta.union(&tc).cloned().collect();
+        (ta.is_disjoint(&tc) && union == all && !ta.is_empty() && !tc.is_empty()).then_some((ta, tc))
+    });
+    eprintln!("tasks: {split:?}");
+    let produce_all = |range: std::ops::Range<i64>| {
+        for p in 0..4 {
+            produce_range_to(&cluster.addr, "agg-src", p, &format!("p{p}-"), range.clone());
+        }
+    };
+    // Per group m (keyed by its KAFKA-format BIGINT): 4 partitions × the n < `upto` with
+    // n % 10 = m.
+    let expected = |upto: i64| -> BTreeMap<String, Json> {
+        (0..10)
+            .map(|m| {
+                let ns: Vec<i64> = (0..upto).filter(|n| n % 10 == m).collect();
+                let key = String::from_utf8_lossy(&m.to_be_bytes()).into_owned();
+                (key, json!({ "C": 4 * ns.len(), "S": 4 * ns.iter().sum::<i64>() }))
+            })
+            .collect()
+    };
+    let wait_for_counts = |upto: i64| {
+        let want = expected(upto);
+        wait_until(WAIT, &format!("the counts of the first {upto} records per partition"), || {
+            (latest_values(&cluster.addr, "PER_MOD") == want).then_some(())
+        });
+    };
+    produce_all(0..500);
+    wait_for_counts(500);
+    // The repartition topic has the input's partitions, the changelog one per aggregation task.
+    for topic in ["_freshet_sql_CTAS_PER_MOD_0-repartition", "_freshet_sql_CTAS_PER_MOD_0-changelog"] {
+        let partitions = runtime().block_on(async {
+            let client = Client::connect(&cluster.addr).await.expect("connect");
+            client.topic(topic).await.expect("the topic exists").partitions.len()
+        });
+        assert_eq!(partitions, 4, "{topic}");
+    }
+
+    a.kill();
+    a.restart();
+    produce_all(500..1000);
+    wait_for_counts(1000);
+    // Pull queries through either server answer from the table the tasks wrote together.
+    for http in [&a.http, &cluster.http] {
+        let (status, answer) = query(http, "SELECT m, c, s FROM per_mod WHERE m = 3;", json!({}));
+        assert_eq!(status, 200, "{answer:?}");
+        let s: i64 = (0..1000).filter(|n| n % 10 == 3).sum();
+        assert_eq!(rows(&answer), [json!([3, 400, 4 * s])]);
+    }
+    // What the aggregation tasks committed past leaves the repartition topic
+    // (`SQL_REPARTITION_PURGE_MS`).
+    wait_until(WAIT, "the repartition topic purged", || {
+        let starts: Vec<i64> = runtime().block_on(async {
+            let client = Client::connect(&cluster.addr).await.expect("connect");
+            let mut starts = vec![];
+            for p in 0..4 {
+                let topic = "_freshet_sql_CTAS_PER_MOD_0-repartition";
+                starts.push(client.list_offset(topic, p, -2).await.expect("the earliest offset"));
+            }
+            starts
+        });
+        starts.iter().all(|&s| s > 0).then_some(())
+    });
+
+    assert!(a.stop().success());
+    wait_until(WAIT, "the cluster to run every task", || (placement_list(&cluster.http, "tasks") == all).then_some(()));
+    produce_all(1000..1500);
+    wait_for_counts(1500);
+}

@@ -98,6 +98,11 @@ pub const SQL_COMMAND_POLL_MS: u64 = 250;
 pub const SQL_QUERY_RETRY_MS: u64 = 1_000;
 pub const SQL_QUERY_RETRY_MAX_MS: u64 = 60_000;
 
+/// How often the aggregation tasks of a split query delete, from its repartition topic, the
+/// records they have committed past (Kafka Streams' `repartition.purge.interval.ms` is 30 s):
+/// the topic holds about one interval of records, whatever its retention.
+pub const SQL_REPARTITION_PURGE_MS: u64 = 5_000;
+
 /// Most bytes the SQL engine reads from one partition per read (of the embedded broker, or per
 /// Fetch from an external cluster).
 pub const SQL_READ_MAX_BYTES: usize = 1024 * 1024;

@@ -109,6 +109,14 @@ pub trait Topics: Send + Sync {
         }
     }
 
+    /// Deletes the records of a partition below `offset` (Kafka's DeleteRecords), for topics
+    /// whose records are of no use once read (a query's repartition topic). The default keeps
+    /// them: retention deletes them in time.
+    fn delete_before(&self, topic: &str, partition: i32, offset: i64) -> Result<()> {
+        let _ = (topic, partition, offset);
+        Ok(())
+    }
+
     /// Appends records to several partitions as one unit: a `read_committed` reader sees all of
     /// them or none, also across a crash (`owner` names the writer, e.g. a query, so a restarted
     /// writer can abort what its previous incarnation left open). The default appends one

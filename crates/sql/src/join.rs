@@ -31,7 +31,7 @@ pub enum JoinShape {
     ForeignKey,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct JoinPlan {
     pub kind: JoinKind,
     pub shape: JoinShape,

@@ -32,7 +32,7 @@ pub struct Row {
 }
 
 /// What a query does with each input row.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Plan {
     /// Filter and project, row by row (streams, and tables without aggregation).
     Project {
@@ -47,7 +47,7 @@ pub enum Plan {
     Join(Vec<crate::join::JoinPlan>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AggregatePlan {
     pub filter: Option<CExpr>,
     pub group_by: Vec<CExpr>,
@@ -196,6 +196,31 @@ pub struct Query {
     /// Reads only this partition of the input (a task of a query split by input partition;
     /// see [`Query::splits_by_partition`]). `None`: every partition.
     pub only_partition: Option<i32>,
+    /// The name of the state store file (the query id, or a task's name).
+    pub state_name: String,
+    /// The partition of the changelog topic this query's (or task's) state changes go to.
+    pub changelog_partition: i32,
+    /// The repartition stage of a split aggregation ([`Query::repartition_stage`]): each input
+    /// record goes unchanged to the partition of the output (the repartition topic, with
+    /// this many partitions) its group key hashes to.
+    pub repartition: Option<i32>,
+}
+
+/// How an aggregation splits into tasks that each own the state of some groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// The groups are the input's keys: the input's partitioning already puts every record
+    /// of a group in one partition, so one task per input partition reads it directly.
+    ByInputKey,
+    /// Records are first sent, unchanged, to a repartition topic by the hash of their group
+    /// key (one stateless task per input partition); one aggregation task per partition of
+    /// that topic then owns the groups that hash to it.
+    Repartition,
+}
+
+/// The repartition topic of a split aggregation (see [`Split::Repartition`]).
+pub fn repartition_topic(query_id: &str) -> String {
+    format!("_freshet_sql_{query_id}-repartition")
 }
 
 impl Query {
@@ -227,7 +252,81 @@ impl Query {
             replay_until: None,
             poll_batch: crate::limits::POLL_BATCH,
             only_partition: None,
+            state_name: String::new(),
+            changelog_partition: 0,
+            repartition: None,
         }
+        .named()
+    }
+
+    fn named(mut self) -> Query {
+        self.state_name = self.id.clone();
+        self
+    }
+
+    /// Whether (and how) the query's state splits into tasks, one per partition, each owning
+    /// the state of its groups: an aggregation of one stream, or of a table grouped by its own
+    /// key (a table grouped by other columns moves a key's contribution between groups, which
+    /// would need the old row sent to the old group's task: it runs as one task). Queries that
+    /// read ROWPARTITION or ROWOFFSET do not split: a repartition would change what they read.
+    pub fn stateful_split(&self) -> Option<Split> {
+        let Plan::Aggregate(plan) = &self.plan else { return None };
+        if !self.rights.is_empty() || self.input.window.is_some() {
+            return None;
+        }
+        let base = self.input.column_count();
+        let pseudo = |i: usize| i == base + 1 || i == base + 2;
+        let reads_pseudo =
+            plan.group_by.iter().chain(plan.args.iter().flatten()).chain(&plan.filter).any(|e| e.reads_column(&pseudo));
+        if reads_pseudo {
+            return None;
+        }
+        let nkeys = self.input.keys.len();
+        let mut key_columns: Vec<usize> = plan
+            .group_by
+            .iter()
+            .filter_map(|e| match e {
+                CExpr::Column(i) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        key_columns.sort_unstable();
+        let by_input_key = nkeys > 0 && plan.group_by.len() == nkeys && key_columns == (0..nkeys).collect::<Vec<_>>();
+        match (by_input_key, self.input.kind) {
+            (true, _) => Some(Split::ByInputKey),
+            (false, SourceKind::Stream) => Some(Split::Repartition),
+            (false, SourceKind::Table) => None,
+        }
+    }
+
+    /// A task of this (split) query that owns the state of partition `partition`: it reads
+    /// only that partition of `input_topic` (the input, or the repartition topic), keeps its
+    /// state in the store file `state_name`, and logs it to that partition of the changelog.
+    pub fn partition_task(&self, input_topic: &str, partition: i32, state_name: String) -> Query {
+        let mut input = self.input.clone();
+        input.topic = input_topic.to_string();
+        let mut q = self.copy_with(input, self.output.clone(), partition);
+        q.state_name = state_name;
+        q.changelog_partition = partition;
+        q
+    }
+
+    /// The repartition stage's task for input partition `partition` (see
+    /// [`Split::Repartition`]): its output is the repartition topic, of `partitions` partitions.
+    pub fn repartition_stage(&self, partition: i32, partitions: i32) -> Query {
+        let mut output = self.input.clone();
+        output.topic = repartition_topic(&self.id);
+        let mut q = self.copy_with(self.input.clone(), output, partition);
+        q.repartition = Some(partitions);
+        q
+    }
+
+    fn copy_with(&self, input: SourceDef, output: SourceDef, partition: i32) -> Query {
+        let mut q = Query::new(self.id.clone(), self.sql.clone(), input, output, self.plan.clone(), partition + 1);
+        q.sink = self.sink.clone();
+        q.poll_batch = self.poll_batch;
+        q.only_partition = Some(partition);
+        q
     }
 
     /// Whether the query can run as one task per input partition, each on its own: it keeps no
@@ -258,16 +357,16 @@ impl Query {
         self.rights = rights;
     }
 
-    /// Moves the query's state into its store file in `dir` (`<query id>.redb`), restored from
-    /// its changelog topic (which must exist): the file's missing tail is applied, a lost file
+    /// Moves the query's state into its store file in `dir` (`<state name>.redb`), restored
+    /// from its partition of the changelog topic (which must exist): the file's missing tail is applied, a lost file
     /// rebuilt. From now on each step's state changes are to be taken ([`Query::take_changes`]),
     /// written to the changelog with the step's outputs, then applied
     /// ([`Query::state_committed`]).
     pub fn open_state(&mut self, dir: &Path, topics: &dyn Topics) -> Result<Restored> {
         // Maps share the store's file: all of them let go of it before it is opened again.
         self.use_store(StateStore::in_memory());
-        let mut store = StateStore::open(dir, &self.id)?;
-        let restored = store.restore(topics, &changelog_topic(&self.id))?;
+        let mut store = StateStore::open(dir, &self.state_name)?;
+        let restored = store.restore(topics, &changelog_topic(&self.id), self.changelog_partition)?;
         self.use_store(store);
         let scalars = self.scalars.get(SCALARS_KEY)?.cloned();
         if let Some(s) = &scalars {
@@ -440,6 +539,27 @@ impl Query {
                 self.right_offsets[input - 1][p as usize] = c.offset + 1;
             }
             read += 1;
+            if let Some(partitions) = self.repartition {
+                let failed = match self.route(&c.record, p, c.offset, partitions) {
+                    Ok(Some(to)) => {
+                        pending.entry(to).or_default().push(c.record);
+                        None
+                    }
+                    Ok(None) => None,
+                    Err(Failure::Record(m)) => Some(m),
+                    Err(Failure::State(e)) => return Err(e),
+                };
+                for message in failed.into_iter().chain(self.env.errors.drain(..)) {
+                    errors.push(ProcessingError {
+                        query: self.id.clone(),
+                        message,
+                        topic: heads[h].2.clone(),
+                        partition: p,
+                        offset: c.offset,
+                    });
+                }
+                continue;
+            }
             let mut out = vec![];
             let failed = match self.process(&c.record, input, p, c.offset, &mut out) {
                 Ok(()) => None,
@@ -561,6 +681,28 @@ impl Query {
             timestamp,
             headers: vec![],
         });
+    }
+
+    /// The repartition stage of a split aggregation: the partition of the repartition topic
+    /// that `rec` goes to (the hash of its group key), or `None` when the aggregation would
+    /// ignore it (a stream record without a value, or one WHERE rejects). A record that cannot
+    /// be decoded or filtered is logged here; one whose group key cannot be computed goes on
+    /// (to partition 0) and is logged once, by the aggregation.
+    fn route(&mut self, rec: &Record, partition: i32, offset: i64, partitions: i32) -> Result<Option<i32>, Failure> {
+        let Plan::Aggregate(plan) = &self.plan else { unreachable!("repartition stages are of aggregations") };
+        let Some(row) = Self::decode(&self.input, rec, partition, offset)? else { return Ok(None) };
+        if let Some(f) = &plan.filter {
+            if f.eval(&row.values, &mut self.env)? != Value::Boolean(true) {
+                return Ok(None);
+            }
+        }
+        let logged = self.env.errors.len();
+        let keys = eval_all(&plan.group_by, &row.values, &mut self.env);
+        self.env.errors.truncate(logged);
+        Ok(Some(match keys {
+            Ok(keys) => freshet_common::partitioner::partition_for_key(&group_bytes(&keys), partitions),
+            Err(_) => 0,
+        }))
     }
 
     /// Decodes an input record into a row: keys, values, headers, pseudo-columns.

@@ -186,12 +186,12 @@ impl StateStore {
         Ok(())
     }
 
-    /// Brings the store up to the end of `changelog` (partition 0): from the offset it reflects,
+    /// Brings the store up to the end of `changelog`'s partition `partition`: from the offset it reflects,
     /// or from the start when it is ahead of the changelog (the topic was recreated, or the file
     /// belongs to an earlier query of the same name), in which case its entries are cleared.
     /// Maps must be created after the restore (their caches would be stale).
-    pub fn restore(&mut self, topics: &dyn Topics, changelog: &str) -> Result<Restored> {
-        let end = topics.end_offset(changelog, 0)?;
+    pub fn restore(&mut self, topics: &dyn Topics, changelog: &str, partition: i32) -> Result<Restored> {
+        let end = topics.end_offset(changelog, partition)?;
         let mut rebuilt = false;
         if self.applied > end {
             tracing::warn!(changelog, applied = self.applied, end, "state store ahead of its changelog; rebuilding it");
@@ -204,7 +204,7 @@ impl StateStore {
         let mut records = 0;
         let mut at = self.applied;
         while at < end {
-            let batch = topics.read(changelog, 0, at, SQL_POLL_BATCH)?;
+            let batch = topics.read(changelog, partition, at, SQL_POLL_BATCH)?;
             let Some(last) = batch.last() else { break };
             let next = last.offset + 1;
             let changes: Vec<Change> = batch
@@ -543,7 +543,7 @@ mod tests {
 
         let mut store = StateStore::open(dir.path(), "q1").unwrap();
         assert_eq!(store.applied(), 4);
-        assert_eq!(store.restore(&topics, "changelog").unwrap(), Restored { records: 0, rebuilt: false });
+        assert_eq!(store.restore(&topics, "changelog", 0).unwrap(), Restored { records: 0, rebuilt: false });
         let mut counts: StateMap<Entry> = store.map(0, 1000);
         let mut other: StateMap<Entry> = store.map(1, 1000);
         assert_eq!(counts.get(b"a").unwrap(), Some(&(2, "a".to_string())));
@@ -572,7 +572,7 @@ mod tests {
         }
         drop((m, store));
         let mut store = StateStore::open(dir.path(), "q").unwrap();
-        assert_eq!(store.restore(&topics, "changelog").unwrap(), Restored { records: 5, rebuilt: false });
+        assert_eq!(store.restore(&topics, "changelog", 0).unwrap(), Restored { records: 5, rebuilt: false });
         let mut m: StateMap<Entry> = store.map(0, 1000);
         for i in 0..15i64 {
             assert_eq!(m.get(&i.to_be_bytes()).unwrap().map(|e| e.0), Some(i));
@@ -582,7 +582,7 @@ mod tests {
         // The file is gone: everything comes back from the changelog.
         StateStore::destroy(dir.path(), "q").unwrap();
         let mut store = StateStore::open(dir.path(), "q").unwrap();
-        assert_eq!(store.restore(&topics, "changelog").unwrap(), Restored { records: 15, rebuilt: true });
+        assert_eq!(store.restore(&topics, "changelog", 0).unwrap(), Restored { records: 15, rebuilt: true });
         let mut m: StateMap<Entry> = store.map(0, 1000);
         assert_eq!(m.get(&14i64.to_be_bytes()).unwrap().map(|e| e.1.clone()), Some("v14".into()));
     }
@@ -610,7 +610,7 @@ mod tests {
         )
         .unwrap();
         let mut store = StateStore::open(dir.path(), "q").unwrap();
-        assert_eq!(store.restore(&new, "changelog").unwrap(), Restored { records: 1, rebuilt: true });
+        assert_eq!(store.restore(&new, "changelog", 0).unwrap(), Restored { records: 1, rebuilt: true });
         let mut m: StateMap<Entry> = store.map(0, 1000);
         assert_eq!(m.get(&[0]).unwrap(), None, "the old entries are gone");
         assert_eq!(m.get(&[7]).unwrap(), Some(&(7, "new".to_string())));

@@ -465,3 +465,106 @@ fn a_query_joining_too_many_sources_is_refused() {
     let err = e.execute(&format!("CREATE STREAM o AS SELECT * FROM s0{joins};")).unwrap_err();
     assert!(err.to_string().contains("at most 32 sources"), "{err}");
 }
+
+/// The latest value per key of every partition of `topic`.
+fn latest(topics: &MemTopics, topic: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in 0..topics.partitions(topic).unwrap() {
+        for c in topics.read(topic, p, 0, usize::MAX).unwrap() {
+            let k = String::from_utf8(c.record.key.unwrap().to_vec()).unwrap();
+            out.insert(k, String::from_utf8(c.record.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    out
+}
+
+/// Runs query `id` split into tasks, as the server does: the repartition stage per input
+/// partition (when it has one), then one aggregation task per partition, each with its own
+/// state; returns how each task's records were read.
+fn run_split(topics: &Arc<MemTopics>, e: &Engine, id: &str) -> freshet_sql::query::Split {
+    use freshet_sql::query::{repartition_topic, Split};
+    let template = &e.queries[id];
+    let split = template.stateful_split().expect("the aggregation splits");
+    let dyn_topics: Arc<dyn Topics> = topics.clone();
+    let n = topics.partitions(&template.input.topic).unwrap();
+    let mut errors = vec![];
+    let input = match split {
+        Split::ByInputKey => template.input.topic.clone(),
+        Split::Repartition => {
+            let r = repartition_topic(id);
+            topics.create_topic(&r, n).unwrap();
+            for p in 0..n {
+                let mut stage = template.repartition_stage(p, n);
+                while stage.step(&dyn_topics, &mut errors).unwrap() > 0 {}
+            }
+            r
+        }
+    };
+    for p in 0..n {
+        let mut task = template.partition_task(&input, p, format!("{id}#{p}"));
+        while task.step(&dyn_topics, &mut errors).unwrap() > 0 {}
+        // Each task read only its partition.
+        assert_eq!(task.offsets.iter().enumerate().filter(|(i, o)| *i != p as usize && **o > 0).count(), 0);
+    }
+    assert!(errors.is_empty(), "{errors:?}");
+    split
+}
+
+#[test]
+fn an_aggregation_split_by_partition_gives_what_the_whole_query_gives() {
+    use freshet_sql::query::Split;
+    for (group_by, expected_split) in [("page", Split::Repartition), ("user", Split::ByInputKey)] {
+        let (topics, mut e) = engine();
+        e.execute(&format!(
+            "CREATE STREAM clicks (user VARCHAR KEY, page VARCHAR, ms INT) WITH (kafka_topic='clicks', value_format='JSON', partitions=4);
+             CREATE TABLE per_group AS SELECT {group_by}, COUNT(*) AS n, SUM(ms) AS total FROM clicks WHERE ms > 0 GROUP BY {group_by};"
+        ))
+        .unwrap();
+        let id = e.queries.keys().next().unwrap().clone();
+        for i in 0..400i64 {
+            let user = format!("u{}", i % 13);
+            let record = Record {
+                key: Some(user.clone().into_bytes().into()),
+                value: Some(format!(r#"{{"page":"p{}","ms":{}}}"#, i % 7, i % 5).into_bytes().into()),
+                timestamp: i,
+                headers: vec![],
+            };
+            let p = freshet_common::partitioner::partition_for_key(user.as_bytes(), 4);
+            topics.append("clicks", p, vec![record]).unwrap();
+        }
+        assert_eq!(run_split(&topics, &e, &id), expected_split);
+        let split = latest(&topics, "PER_GROUP");
+        // The same statement run whole over the same input.
+        topics.delete_topic("PER_GROUP").unwrap();
+        topics.create_topic("PER_GROUP", 4).unwrap();
+        e.run_until_idle().unwrap();
+        let whole = latest(&topics, "PER_GROUP");
+        assert_eq!(split, whole, "GROUP BY {group_by}");
+        let expected_groups = if group_by == "page" { 7 } else { 13 };
+        assert_eq!(whole.len(), expected_groups);
+        let total: i64 = whole
+            .values()
+            .map(|v| v.split(r#""N":"#).nth(1).unwrap().split(',').next().unwrap().parse::<i64>().unwrap())
+            .sum();
+        assert_eq!(total, 320, "records with ms > 0");
+    }
+}
+
+#[test]
+fn aggregations_that_cannot_split_run_whole() {
+    let (_topics, mut e) = engine();
+    e.execute(
+        "CREATE STREAM s (k VARCHAR KEY, v INT) WITH (kafka_topic='s', value_format='JSON', partitions=2);
+         CREATE TABLE t (k VARCHAR PRIMARY KEY, g VARCHAR, v INT) WITH (kafka_topic='t', value_format='JSON', partitions=2);
+         CREATE TABLE by_partition AS SELECT ROWPARTITION AS p, COUNT(*) AS n FROM s GROUP BY ROWPARTITION;
+         CREATE TABLE regrouped AS SELECT g, SUM(v) AS total FROM t GROUP BY g;
+         CREATE TABLE by_key AS SELECT k, SUM(v) AS total FROM t GROUP BY k;
+         CREATE STREAM projected AS SELECT k, v FROM s;",
+    )
+    .unwrap();
+    let split: std::collections::BTreeMap<String, Option<freshet_sql::query::Split>> =
+        e.queries.values().map(|q| (q.sink.clone(), q.stateful_split())).collect();
+    let by_key = Some(freshet_sql::query::Split::ByInputKey);
+    let expected = [("BY_KEY", by_key), ("BY_PARTITION", None), ("PROJECTED", None), ("REGROUPED", None)];
+    assert_eq!(split, expected.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+}

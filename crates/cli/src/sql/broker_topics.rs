@@ -530,6 +530,13 @@ impl Topics for BrokerTopics {
             p.offsets().map_err(|code| TopicError::new(format!("offsets of {topic}-{partition}: {code:?}")))?;
         Ok(hw as i64)
     }
+
+    fn delete_before(&self, topic: &str, partition: i32, offset: i64) -> freshet_common::topics::Result<()> {
+        let p = self.partition(topic, partition)?;
+        p.delete_records(offset)
+            .map(|_| ())
+            .map_err(|code| TopicError::new(format!("deleting records of {topic}-{partition}: {code:?}")))
+    }
 }
 
 impl GroupOffsets for BrokerTopics {

@@ -501,6 +501,13 @@ impl Topics for KafkaTopics {
         self.call(true, |c| async move { c.list_offset_isolated(topic, partition, LATEST, READ_COMMITTED).await })
             .map_err(|e| server_error(&format!("offsets of {topic}-{partition}"), e))
     }
+
+    fn delete_before(&self, topic: &str, partition: i32, offset: i64) -> freshet_common::topics::Result<()> {
+        // Repeatable: deleting below the same offset again changes nothing.
+        self.call(true, |c| async move { c.delete_records(topic, partition, offset).await })
+            .map(|_| ())
+            .map_err(|e| server_error(&format!("deleting records of {topic}-{partition}"), e))
+    }
 }
 
 impl GroupOffsets for KafkaTopics {

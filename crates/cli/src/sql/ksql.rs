@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use freshet_common::config::TopicConfig;
 use freshet_common::limits::{
     SQL_COMMAND_POLL_MS, SQL_COMMIT_INTERVAL_MS, SQL_COMMIT_MAX_RECORDS, SQL_QUERY_RETRY_MAX_MS, SQL_QUERY_RETRY_MS,
+    SQL_REPARTITION_PURGE_MS,
 };
 use freshet_sql::ast::{ExplainTarget, SourceKind, Statement, WindowKind};
 use freshet_sql::catalog::SourceDef;
@@ -36,7 +37,7 @@ use freshet_sql::error::ErrorKind;
 use freshet_sql::explain;
 use freshet_sql::functions::registry;
 use freshet_sql::parser;
-use freshet_sql::query::changelog_topic;
+use freshet_sql::query::{changelog_topic, repartition_topic};
 use freshet_sql::state::{Restored, StateStore};
 use freshet_sql::topics::{Record, Topics};
 use freshet_sql::types::SqlType;
@@ -99,6 +100,10 @@ struct Command {
     /// `processing.guarantee=at_least_once` was asked for the query (exactly-once otherwise).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     at_least_once: bool,
+    /// The query's state is split over tasks, one per partition (decided once, by the server
+    /// that ran the statement; see `SqlServer::decide_split`). Absent: one task owns it all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    split: bool,
 }
 
 pub struct SqlServer {
@@ -116,6 +121,8 @@ pub struct SqlServer {
     /// Queries created with `processing.guarantee=at_least_once`: outputs, then progress, no
     /// transaction.
     pub(super) at_least_once: BTreeSet<String>,
+    /// Queries whose state is split over tasks, one per partition (see `placement.rs`).
+    pub(super) split: BTreeSet<String>,
     /// Where the queries' state store files live (`None`: state in memory only).
     pub(super) state_dir: Option<PathBuf>,
     /// This server's membership in the group that splits queries over the SQL servers of a
@@ -123,6 +130,9 @@ pub struct SqlServer {
     pub(super) placement: Option<Placement>,
     /// The tasks this server steps (see `placement.rs`).
     pub(super) running: BTreeSet<Task>,
+    /// The running tasks of split aggregations, each with its own copy of its query and state
+    /// (the other tasks step the query in `engine.queries`).
+    pub(super) instances: BTreeMap<Task, freshet_sql::query::Query>,
     /// The next command-topic offset to apply, and when the topic was last read.
     commands_at: i64,
     commands_read: Instant,
@@ -131,6 +141,8 @@ pub struct SqlServer {
     applied_ahead: BTreeSet<i64>,
     /// The next progress-topic offset to read.
     progress_at: i64,
+    /// When the repartition topics were last purged of what was committed past.
+    pub(super) purged: Instant,
     /// The startup replay is over: commands applied now come from other servers.
     live: bool,
 }
@@ -244,13 +256,16 @@ impl SqlServer {
             failed: BTreeMap::new(),
             retries: BTreeMap::new(),
             at_least_once: BTreeSet::new(),
+            split: BTreeSet::new(),
             state_dir,
             placement: None,
             running: BTreeSet::new(),
+            instances: BTreeMap::new(),
             commands_at: 0,
             commands_read: Instant::now(),
             applied_ahead: BTreeSet::new(),
             progress_at: 0,
+            purged: Instant::now(),
             live: false,
         };
         if server.topics.partitions(COMMAND_TOPIC).is_none() {
@@ -341,6 +356,11 @@ impl SqlServer {
                             self.at_least_once.insert(id.clone());
                         }
                     }
+                    if command.split {
+                        self.split.insert(id);
+                    } else {
+                        self.split.remove(&id);
+                    }
                 }
             }
             Ok(Err(e)) => {
@@ -430,6 +450,9 @@ impl SqlServer {
             }
         }
         self.place();
+        if self.purged.elapsed() >= Duration::from_millis(SQL_REPARTITION_PURGE_MS) {
+            self.purge_repartition_topics();
+        }
     }
 
     fn replay(&mut self) -> freshet_sql::Result<()> {
@@ -496,16 +519,20 @@ impl SqlServer {
             self.progress.remove(k);
         }
         let Some(dir) = self.state_dir.clone() else { return };
-        if let Err(e) = StateStore::destroy(&dir, id) {
-            tracing::warn!(query = %id, error = %e, "could not remove the query's state file");
+        // The query's state file and those of its tasks (`<id>#<partition>`).
+        for name in std::iter::once(id.to_string()).chain(state_files_of(&dir, id)) {
+            if let Err(e) = StateStore::destroy(&dir, &name) {
+                tracing::warn!(query = %id, file = %name, error = %e, "could not remove the query's state file");
+            }
         }
         if !shared {
             return;
         }
-        let changelog = changelog_topic(id);
-        if self.topics.partitions(&changelog).is_some() {
-            if let Err(e) = self.topics.delete_topic(&changelog) {
-                tracing::warn!(query = %id, error = %e, "could not delete the query's changelog topic");
+        for topic in [changelog_topic(id), repartition_topic(id)] {
+            if self.topics.partitions(&topic).is_some() {
+                if let Err(e) = self.topics.delete_topic(&topic) {
+                    tracing::warn!(query = %id, topic = %topic, error = %e, "could not delete the query's internal topic");
+                }
             }
         }
         let now = freshet_broker::now_ms();
@@ -521,9 +548,10 @@ impl SqlServer {
     /// At a clean stop: makes every query's state file durable and leaves the placement
     /// group, so that other servers take this one's queries at once.
     pub fn close(&mut self) {
-        for (id, q) in &mut self.engine.queries {
+        let tasks = self.instances.iter_mut().map(|(t, q)| (t.name(), q));
+        for (name, q) in self.engine.queries.iter_mut().map(|(id, q)| (id.clone(), q)).chain(tasks) {
             if let Err(e) = q.sync_state() {
-                tracing::warn!(query = %id, error = %e, "could not sync the query's state file");
+                tracing::warn!(query = %name, error = %e, "could not sync the query's state file");
             }
         }
         self.leave_placement();
@@ -556,9 +584,15 @@ impl SqlServer {
             for task in tasks {
                 let id = task.query.clone();
                 let topics = self.engine.topics().clone();
-                let Some(q) = self.engine.queries.get_mut(&id) else { continue };
-                // A task of a query split by input partition reads only its partition.
-                q.only_partition = task.partition;
+                let q = match self.instances.get_mut(&task) {
+                    Some(q) => q,
+                    None => {
+                        let Some(q) = self.engine.queries.get_mut(&id) else { continue };
+                        // A task of a query split by input partition reads only its partition.
+                        q.only_partition = task.partition;
+                        q
+                    }
+                };
                 let log = &mut self.engine.processing_log;
                 let sink = &self.topics;
                 let atomic = !self.at_least_once.contains(&id);
@@ -592,7 +626,8 @@ impl SqlServer {
                     let changes = q.take_changes()?;
                     let changelog = changelog_topic(&id);
                     if !changes.is_empty() {
-                        writes.push((changelog.clone(), 0, StateStore::changelog_records(&changes, now)));
+                        let records = StateStore::changelog_records(&changes, now);
+                        writes.push((changelog.clone(), q.changelog_partition, records));
                     }
                     let progress = Record {
                         key: Some(task.name().into_bytes().into()),
@@ -610,7 +645,7 @@ impl SqlServer {
                     }
                     // Committed: the store may now catch up with its changelog.
                     if q.has_state_store() {
-                        let next = sink.end_offset(&changelog, 0)?;
+                        let next = sink.end_offset(&changelog, q.changelog_partition)?;
                         q.state_committed(&changes, next)?;
                     }
                     Ok((n, Some(positions)))
@@ -794,6 +829,7 @@ impl SqlServer {
             } else {
                 self.position_new_query(id, props);
             }
+            self.decide_split(id);
             // Its tasks that are this server's start here (the others on other servers, once
             // they read the statement from the command topic).
             self.reconcile();
@@ -814,7 +850,8 @@ impl SqlServer {
         if let (true, Some(id)) = (at_least_once, &query_id) {
             self.at_least_once.insert(id.clone());
         }
-        let command = Command { version: 1, statement: text.to_string(), offsets, right_offsets, at_least_once };
+        let split = query_id.as_ref().is_some_and(|id| self.split.contains(id));
+        let command = Command { version: 1, statement: text.to_string(), offsets, right_offsets, at_least_once, split };
         let seq = match self.persist(&command_id, &command) {
             Ok(seq) if seq == self.commands_at => {
                 self.commands_at = seq + 1;
@@ -1156,13 +1193,26 @@ fn remove_orphan_state_files(dir: &Path, live: &[String]) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
+        // `<query id>.redb`, or a task's `<query id>#<partition>.redb`.
+        let query_of = |stem: &str| stem.split_once('#').map_or(stem, |(q, _)| q).to_string();
         let orphan = path.extension().is_some_and(|e| e == "redb")
-            && path.file_stem().and_then(|s| s.to_str()).is_some_and(|stem| !live.iter().any(|id| id == stem));
+            && path.file_stem().and_then(|s| s.to_str()).is_some_and(|stem| !live.contains(&query_of(stem)));
         if orphan {
             tracing::info!(path = %path.display(), "removing the state file of a query that no longer exists");
             let _ = std::fs::remove_file(&path);
         }
     }
+}
+
+/// The state files of query `id`'s tasks in `dir` (`<id>#<partition>.redb`), by name.
+fn state_files_of(dir: &Path, id: &str) -> Vec<String> {
+    let prefix = format!("{id}#");
+    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
+    entries
+        .flatten()
+        .filter_map(|e| e.path().file_stem().and_then(|s| s.to_str()).map(str::to_string))
+        .filter(|stem| stem.starts_with(&prefix))
+        .collect()
 }
 
 /// A failed statement as ksqlDB's `statement_error` (HTTP 400), the message positioned

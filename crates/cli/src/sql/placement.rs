@@ -40,6 +40,10 @@ use freshet_common::partitioner::partition_for_key;
 use freshet_common::topics::Member;
 use serde_json::{json, Value as Json};
 
+use freshet_sql::query::{changelog_topic, repartition_topic, Split};
+use freshet_sql::state::Restored;
+use freshet_sql::SqlError;
+
 use super::ksql::SqlServer;
 use super::SqlTopics;
 
@@ -102,21 +106,42 @@ impl Placement {
     }
 }
 
-/// A unit of work placed on one server: a whole query, or one input partition of a query
-/// that splits by partition ([`freshet_sql::query::Query::splits_by_partition`]).
+/// A unit of work placed on one server: a whole query, or one partition of a query that
+/// splits: a projection by input partition ([`freshet_sql::query::Query::splits_by_partition`]),
+/// an aggregation by the partitions that own its groups
+/// ([`freshet_sql::query::Query::stateful_split`]), after a repartition stage per input
+/// partition when the groups are not the input's keys.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Task {
     pub query: String,
+    /// Before `partition`: a step goes through a query's repartition tasks before its
+    /// aggregation tasks, which then read what they just wrote.
+    pub stage: Stage,
     pub partition: Option<i32>,
 }
 
+/// Which part of a query a [`Task`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// An aggregation's repartition stage (stateless): input partition → repartition topic.
+    Repartition,
+    /// The query itself (whole, or one partition of it).
+    Main,
+}
+
 impl Task {
-    /// `<query id>` or `<query id>#<partition>`: what the slot is computed from, the key of
-    /// the task's progress record, and (after `freshet-sql-`) its transactional id.
+    fn main(query: &str, partition: Option<i32>) -> Task {
+        Task { query: query.to_string(), stage: Stage::Main, partition }
+    }
+
+    /// `<query id>`, `<query id>#<partition>`, or `<query id>#r<partition>` for a repartition
+    /// task: what the slot is computed from, the key of the task's progress record, the name of
+    /// its state file, and (after `freshet-sql-`) its transactional id.
     pub fn name(&self) -> String {
-        match self.partition {
-            Some(p) => format!("{}#{p}", self.query),
-            None => self.query.clone(),
+        match (self.stage, self.partition) {
+            (Stage::Main, Some(p)) => format!("{}#{p}", self.query),
+            (Stage::Repartition, Some(p)) => format!("{}#r{p}", self.query),
+            (_, None) => self.query.clone(),
         }
     }
 
@@ -124,17 +149,60 @@ impl Task {
     pub fn owner(&self) -> String {
         format!("freshet-sql-{}", self.name())
     }
+
+    /// Whether the task runs a copy of its query of its own (a split aggregation's task, with
+    /// its own state), rather than the query itself.
+    fn has_instance(&self, split: Option<Split>) -> bool {
+        split.is_some() && self.partition.is_some()
+    }
 }
 
 impl SqlServer {
-    /// The tasks of query `q`: one per input partition when it splits by partition and
-    /// several servers may share it; else the whole query.
-    fn tasks_of(&self, q: &freshet_sql::query::Query) -> Vec<Task> {
-        if self.placement.is_some() && q.splits_by_partition() {
-            let partitions = self.topics.partitions(&q.input.topic).unwrap_or(1).max(1);
-            (0..partitions).map(|p| Task { query: q.id.clone(), partition: Some(p) }).collect()
+    /// Decides, once, when query `id` is created, whether its state splits over tasks (one
+    /// per partition): an aggregation that can ([`freshet_sql::query::Query::stateful_split`])
+    /// over an input of more than one partition, where state lives in files. The decision goes
+    /// into the statement's command, so every server (and every restart) runs the query the
+    /// same way; queries created before tasks could own state have none and run whole. (Over
+    /// one partition, one task would own every group anyway: it reads the input directly.)
+    pub(super) fn decide_split(&mut self, id: &str) {
+        let split = self.state_dir.is_some()
+            && self.engine.queries.get(id).is_some_and(|q| {
+                q.stateful_split().is_some() && self.topics.partitions(&q.input.topic).unwrap_or(1) > 1
+            });
+        if split {
+            self.split.insert(id.to_string());
         } else {
-            vec![Task { query: q.id.clone(), partition: None }]
+            self.split.remove(id);
+        }
+    }
+
+    /// How query `q` splits its state over tasks, if it does (see `decide_split`).
+    pub(super) fn stateful_split(&self, q: &freshet_sql::query::Query) -> Option<Split> {
+        if !self.split.contains(&q.id) || self.state_dir.is_none() {
+            return None;
+        }
+        q.stateful_split()
+    }
+
+    /// The tasks of query `q`: one per input partition when it splits by partition and
+    /// several servers may share it (and for an aggregation that repartitions, one per
+    /// repartition-topic partition too); else the whole query.
+    fn tasks_of(&self, q: &freshet_sql::query::Query) -> Vec<Task> {
+        let input_partitions = || self.topics.partitions(&q.input.topic).unwrap_or(1).max(1);
+        let split = |stage, n: i32| (0..n).map(move |p| Task { query: q.id.clone(), stage, partition: Some(p) });
+        if self.placement.is_some() && q.splits_by_partition() {
+            return split(Stage::Main, input_partitions()).collect();
+        }
+        match self.stateful_split(q) {
+            None => vec![Task::main(&q.id, None)],
+            Some(Split::ByInputKey) => split(Stage::Main, input_partitions()).collect(),
+            Some(Split::Repartition) => {
+                // The repartition topic's partitions are fixed when it is created (as many as
+                // the input had): the aggregation's state is split that way for good.
+                let n = input_partitions();
+                let owners = self.topics.partitions(&repartition_topic(&q.id)).unwrap_or(n);
+                split(Stage::Repartition, n).chain(split(Stage::Main, owners)).collect()
+            }
         }
     }
 
@@ -147,7 +215,20 @@ impl SqlServer {
     pub(super) fn stop_tasks(&mut self, id: &str) -> bool {
         let before = self.running.len();
         self.running.retain(|t| t.query != id);
+        let tasks: Vec<Task> = self.instances.keys().filter(|t| t.query == id).cloned().collect();
+        for task in tasks {
+            self.drop_instance(&task);
+        }
         self.running.len() != before
+    }
+
+    /// Lets go of a split task's own copy of its query (its state file synced and closed).
+    fn drop_instance(&mut self, task: &Task) {
+        if let Some(mut q) = self.instances.remove(task) {
+            if let Err(e) = q.release_state() {
+                tracing::warn!(task = %task.name(), error = %e, "could not sync the task's state file");
+            }
+        }
     }
 
     /// Heartbeats in the placement group when due, then starts and stops tasks to match what
@@ -241,6 +322,26 @@ impl SqlServer {
     /// retried after a wait).
     fn acquire(&mut self, task: &Task) {
         let started = Instant::now();
+        let split = self.engine.queries.get(&task.query).and_then(|q| self.stateful_split(q));
+        if task.has_instance(split) {
+            match self.start_instance(task, split.expect("split")) {
+                Ok(restored) => {
+                    if let Some(restored) = restored {
+                        tracing::info!(
+                            task = %task.name(),
+                            changelog_records = restored.records,
+                            rebuilt = restored.rebuilt,
+                            ms = started.elapsed().as_millis() as u64,
+                            "task state restored"
+                        );
+                    }
+                    tracing::debug!(task = %task.name(), "task started on this server");
+                    self.running.insert(task.clone());
+                }
+                Err(e) => self.fail_query(&task.query, format!("starting task {}: {e}", task.name())),
+            }
+            return;
+        }
         let attached = self.running.iter().any(|t| t.query == task.query);
         let restored = if attached { Ok(None) } else { self.attach_state(&task.query).map(Some) };
         match restored {
@@ -289,11 +390,95 @@ impl SqlServer {
         }
     }
 
+    /// Starts a task of a split aggregation (see [`Split`]) with its own copy of the query: a
+    /// repartition task reads one input partition and writes the repartition topic (created
+    /// here, with as many partitions as the input, if it is not there yet); an aggregation
+    /// task reads one partition of the repartition topic (or of the input, when the groups are
+    /// the input's keys), with its state in its own store file and changelog partition. Each
+    /// resumes at its recorded progress, else where the query was positioned at its creation
+    /// (or, reading the repartition topic, at its start).
+    fn start_instance(&mut self, task: &Task, split: Split) -> freshet_sql::Result<Option<Restored>> {
+        let template = self.engine.queries.get(&task.query).expect("acquired tasks have a query");
+        let p = task.partition.expect("split tasks have a partition");
+        let n_input = self.topics.partitions(&template.input.topic).unwrap_or(1).max(1);
+        let repartition = repartition_topic(&task.query);
+        if split == Split::Repartition && self.topics.partitions(&repartition).is_none() {
+            // Its records keep their input timestamps, which may be old (a replay): no time or
+            // size retention deletes them unread; the tasks purge what they committed past.
+            let config = TopicConfig::from_pairs([
+                ("cleanup.policy", "delete"),
+                ("retention.ms", "-1"),
+                ("retention.bytes", "-1"),
+            ])
+            .expect("valid repartition topic config");
+            self.topics.create_topic_with(&repartition, n_input, config)?;
+        }
+        let initial = |q: &freshet_sql::query::Query| q.offsets.get(p as usize).copied().unwrap_or(0);
+        let (mut q, at) = match (task.stage, split) {
+            (Stage::Repartition, _) => {
+                let n = self.topics.partitions(&repartition).unwrap_or(n_input);
+                (template.repartition_stage(p, n), initial(template))
+            }
+            (Stage::Main, Split::Repartition) => (template.partition_task(&repartition, p, task.name()), 0),
+            (Stage::Main, Split::ByInputKey) => {
+                let input = template.input.topic.clone();
+                (template.partition_task(&input, p, task.name()), initial(template))
+            }
+        };
+        let mut restored = None;
+        if task.stage == Stage::Main {
+            let n = self.topics.partitions(&q.input.topic).unwrap_or(1).max(1);
+            let changelog = changelog_topic(&task.query);
+            match self.topics.partitions(&changelog) {
+                None => {
+                    let config =
+                        TopicConfig::from_pairs([("cleanup.policy", "compact")]).expect("valid changelog config");
+                    self.topics.create_topic_with(&changelog, n, config)?;
+                }
+                Some(have) if have <= p => {
+                    return Err(SqlError::server(format!(
+                        "its changelog topic {changelog} has {have} partitions; partition {p} of its state needs more"
+                    )));
+                }
+                Some(_) => {}
+            }
+            let dir = self.state_dir.clone().expect("split queries keep their state in files");
+            restored = Some(q.open_state(&dir, &*self.topics)?);
+        }
+        let own = self.progress.get(&task.name()).and_then(|o| o.first().and_then(|o| o.first()).copied());
+        q.offsets[p as usize] = own.unwrap_or(at);
+        self.instances.insert(task.clone(), q);
+        Ok(restored)
+    }
+
+    /// Deletes from the repartition topics what this server's aggregation tasks committed
+    /// past (their recorded progress): those records are in their state and changelog now.
+    pub(super) fn purge_repartition_topics(&mut self) {
+        self.purged = Instant::now();
+        for (task, q) in &self.instances {
+            let topic = repartition_topic(&task.query);
+            let (Stage::Main, Some(p)) = (task.stage, task.partition) else { continue };
+            if q.input.topic != topic {
+                continue;
+            }
+            let Some(&at) = self.progress.get(&task.name()).and_then(|o| o.first()).and_then(|o| o.first()) else {
+                continue;
+            };
+            if let Err(e) = self.topics.delete_before(&topic, p, at) {
+                tracing::warn!(task = %task.name(), error = %e, "could not purge the repartition topic");
+            }
+        }
+    }
+
     /// Stops running `task` here (between steps: what it did is committed); the query's state
     /// leaves memory with its last task.
     fn release(&mut self, task: &Task) {
         self.running.remove(task);
         tracing::debug!(task = %task.name(), "task handed over to another server");
+        if self.instances.contains_key(task) {
+            self.drop_instance(task);
+            return;
+        }
         if self.running.iter().any(|t| t.query == task.query) {
             return;
         }
@@ -348,5 +533,8 @@ mod tests {
         assert_eq!(slots, [13, 0, 5, 9, 12, 9, 3, 11]);
         let slots: Vec<i32> = (0..4).map(|p| slot(&format!("CSAS_WIDE_0#{p}"))).collect();
         assert_eq!(slots, [5, 10, 11, 5]);
+        let names = (0..4).flat_map(|p| [format!("CTAS_PER_MOD_0#r{p}"), format!("CTAS_PER_MOD_0#{p}")]);
+        let slots: Vec<i32> = names.map(|n| slot(&n)).collect();
+        assert_eq!(slots, [14, 8, 2, 15, 14, 0, 14, 14]);
     }
 }
