@@ -329,10 +329,11 @@ fn run_query_on_server(q: &'static Query, server: &mut SqlServer) -> Result<Nexm
     }
     let secs = started.elapsed().as_secs_f64();
     let cpu_secs = cpu_secs() - cpu;
-    // An aggregation whose groups are not its input's keys reads its records twice: from the
-    // input, then (its aggregation tasks) from its repartition topic.
+    // A query split over partitions by a repartition (an aggregation whose groups are not its
+    // input's keys, a join) reads its records twice: from its inputs, then (its owning tasks)
+    // from its repartition topics. "Records" below are the inputs' records.
     let mut repartitioned = 0;
-    for t in topics.list_topics().iter().filter(|t| t.starts_with("_freshet_sql_") && t.ends_with("-repartition")) {
+    for t in topics.list_topics().iter().filter(|t| t.starts_with("_freshet_sql_") && t.contains("-repartition")) {
         repartitioned += count_records(&topics, t)?;
     }
     ksql(server, "TERMINATE ALL;")?;

@@ -616,3 +616,57 @@ fn a_failed_query_starts_again_after_a_wait() {
     let keys: Vec<&str> = out.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(keys, ["k2", "k3"], "the failed record once, then the next");
 }
+
+/// A join of a stream and a table of several partitions runs as tasks: a repartition task per
+/// partition of each input sends each record by the hash of its join key, and one task per
+/// partition owns the table rows and joins the stream records of its keys. Killed while the
+/// backlog is processed, it still writes each joined record exactly once.
+#[test]
+fn a_split_join_killed_mid_stream_writes_every_output_exactly_once() {
+    const N: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    create_topic(&server.addr, "visits", 3);
+    create_topic(&server.addr, "people", 3);
+    let people: Vec<_> =
+        (0..50).map(|i| (format!("u{i}"), json!({ "NAME": format!("n{i}") }).to_string(), base_hour())).collect();
+    produce(&server.addr, "people", &people);
+    let visits: Vec<_> = (0..N)
+        .map(|i| {
+            (format!("v{i}"), json!({ "WHO": format!("u{}", i % 50), "N": i }).to_string(), base_hour() + 1 + i as i64)
+        })
+        .collect();
+    produce(&server.addr, "visits", &visits);
+    let (status, body) = ksql(
+        &server.http,
+        "CREATE TABLE people (id STRING PRIMARY KEY, name STRING) WITH (KAFKA_TOPIC='people', VALUE_FORMAT='JSON');
+         CREATE STREAM visits (vid STRING KEY, who STRING, n BIGINT) WITH (KAFKA_TOPIC='visits', VALUE_FORMAT='JSON');
+         CREATE STREAM named AS SELECT v.who AS who, p.name AS name, v.n AS n FROM visits v JOIN people p ON v.who = p.id;",
+        json!({ "ksql.streams.auto.offset.reset": "earliest" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let id = body[2]["commandStatus"]["queryId"].as_str().unwrap().to_string();
+    // Killed while the backlog is being processed (the check holds wherever the kill lands).
+    std::thread::sleep(Duration::from_millis(100));
+    server.kill();
+    server.restart();
+    // Repartition tasks for both inputs (`#r<p>`, `#r1-<p>`), then the owning tasks (`#<p>`).
+    let (status, placement) = get(&server.http, "/sql/placement");
+    assert_eq!(status, 200, "{placement}");
+    let tasks: std::collections::BTreeSet<String> =
+        placement["tasks"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    let expected: std::collections::BTreeSet<String> =
+        ["#0", "#1", "#2", "#r0", "#r1", "#r1-0", "#r1-1", "#r1-2", "#r2"].iter().map(|t| format!("{id}{t}")).collect();
+    assert_eq!(tasks, expected);
+    let out = consume_until(&server.addr, "NAMED", "every visit joined", |o| o.len() >= N);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = consume_until(&server.addr, "NAMED", "every visit joined", |o| o.len() >= out.len());
+    assert_eq!(out.len(), N, "no output twice");
+    let ns: std::collections::BTreeSet<i64> = out.iter().map(|(_, v, _, _)| v["N"].as_i64().unwrap()).collect();
+    assert_eq!(ns.len(), N, "every visit's output, once");
+    for (k, v, _, _) in &out {
+        let n = v["N"].as_i64().unwrap();
+        assert_eq!(k, &format!("u{}", n % 50));
+        assert_eq!(v["NAME"], json!(format!("n{}", n % 50)), "{k}");
+    }
+}

@@ -200,27 +200,44 @@ pub struct Query {
     pub state_name: String,
     /// The partition of the changelog topic this query's (or task's) state changes go to.
     pub changelog_partition: i32,
-    /// The repartition stage of a split aggregation ([`Query::repartition_stage`]): each input
-    /// record goes unchanged to the partition of the output (the repartition topic, with
-    /// this many partitions) its group key hashes to.
-    pub repartition: Option<i32>,
+    /// A repartition stage of a split query ([`Query::repartition_stage`]): each input record
+    /// goes unchanged to the partition of the output (a repartition topic) its key hashes to.
+    pub repartition: Option<Route>,
 }
 
-/// How an aggregation splits into tasks that each own the state of some groups.
+/// How a repartition stage routes its input records.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The repartition topic's partition count.
+    pub partitions: i32,
+    /// The key the records are partitioned by: an aggregation's GROUP BY, or a join side's
+    /// join expression, on the input row.
+    pub keys: Vec<CExpr>,
+    /// Records this rejects are not sent on (an aggregation's WHERE).
+    pub filter: Option<CExpr>,
+}
+
+/// How a stateful query splits into tasks that each own the state of some keys (groups, or
+/// join keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
     /// The groups are the input's keys: the input's partitioning already puts every record
     /// of a group in one partition, so one task per input partition reads it directly.
     ByInputKey,
-    /// Records are first sent, unchanged, to a repartition topic by the hash of their group
-    /// key (one stateless task per input partition); one aggregation task per partition of
-    /// that topic then owns the groups that hash to it.
+    /// Records are first sent, unchanged, to a repartition topic per input by the hash of
+    /// their key (one stateless task per input partition); one task per partition of the
+    /// repartition topics then owns the keys that hash to it (for a join, both sides' records
+    /// of those keys: the same hash of the same key bytes the join matches on).
     Repartition,
 }
 
-/// The repartition topic of a split aggregation (see [`Split::Repartition`]).
-pub fn repartition_topic(query_id: &str) -> String {
-    format!("_freshet_sql_{query_id}-repartition")
+/// The repartition topic of input `input` (0: the left, or only, input; `i`: a join's right
+/// input `i`) of a split query (see [`Split::Repartition`]).
+pub fn repartition_topic(query_id: &str, input: usize) -> String {
+    match input {
+        0 => format!("_freshet_sql_{query_id}-repartition"),
+        i => format!("_freshet_sql_{query_id}-repartition-{i}"),
+    }
 }
 
 impl Query {
@@ -265,17 +282,38 @@ impl Query {
     }
 
     /// Whether (and how) the query's state splits into tasks, one per partition, each owning
-    /// the state of its groups: an aggregation of one stream, or of a table grouped by its own
+    /// the state of its keys: an aggregation of one stream, or of a table grouped by its own
     /// key (a table grouped by other columns moves a key's contribution between groups, which
-    /// would need the old row sent to the old group's task: it runs as one task). Queries that
-    /// read ROWPARTITION or ROWOFFSET do not split: a repartition would change what they read.
+    /// would need the old row sent to the old group's task: it runs as one task); a join of
+    /// two inputs on a key (a foreign-key join, or a join of three inputs or more, runs as one
+    /// task). Queries that read ROWPARTITION or ROWOFFSET do not split: a repartition would
+    /// change what they read; nor do queries over windowed sources.
     pub fn stateful_split(&self) -> Option<Split> {
-        let Plan::Aggregate(plan) = &self.plan else { return None };
-        if !self.rights.is_empty() || self.input.window.is_some() {
+        if self.input.window.is_some() || self.rights.iter().any(|r| r.window.is_some()) {
             return None;
         }
         let base = self.input.column_count();
         let pseudo = |i: usize| i == base + 1 || i == base + 2;
+        let plan = match &self.plan {
+            Plan::Aggregate(plan) if self.rights.is_empty() => plan,
+            Plan::Join(stages) if stages.len() == 1 && self.rights.len() == 1 => {
+                let stage = &stages[0];
+                if stage.shape == crate::join::JoinShape::ForeignKey {
+                    return None;
+                }
+                let (lw, rbase) = (stage.left_width, self.rights[0].column_count());
+                let right_pseudo = |i: usize| i == rbase + 1 || i == rbase + 2;
+                let joined_pseudo = |i: usize| pseudo(i) || (i >= lw && right_pseudo(i - lw));
+                let mut on_joined = stage.key.iter().chain(&stage.value).chain(&stage.filter);
+                let reads_pseudo = on_joined.any(|e| e.reads_column(&joined_pseudo))
+                    || stage.left_key.reads_column(&pseudo)
+                    || stage.pushed[0].as_ref().is_some_and(|e| e.reads_column(&pseudo))
+                    || stage.right_key.reads_column(&right_pseudo)
+                    || stage.pushed[1].as_ref().is_some_and(|e| e.reads_column(&right_pseudo));
+                return (!reads_pseudo).then_some(Split::Repartition);
+            }
+            _ => return None,
+        };
         let reads_pseudo =
             plan.group_by.iter().chain(plan.args.iter().flatten()).chain(&plan.filter).any(|e| e.reads_column(&pseudo));
         if reads_pseudo {
@@ -300,24 +338,38 @@ impl Query {
     }
 
     /// A task of this (split) query that owns the state of partition `partition`: it reads
-    /// only that partition of `input_topic` (the input, or the repartition topic), keeps its
-    /// state in the store file `state_name`, and logs it to that partition of the changelog.
-    pub fn partition_task(&self, input_topic: &str, partition: i32, state_name: String) -> Query {
-        let mut input = self.input.clone();
-        input.topic = input_topic.to_string();
+    /// only that partition of each of `topics` (per input: the input itself, or its
+    /// repartition topic), keeps its state in the store file `state_name`, and logs it to that
+    /// partition of the changelog.
+    pub fn partition_task(&self, topics: &[String], partition: i32, state_name: String) -> Query {
+        let input = SourceDef { topic: topics[0].clone(), ..self.input.clone() };
         let mut q = self.copy_with(input, self.output.clone(), partition);
+        if !self.rights.is_empty() {
+            let rights = self.rights.iter().zip(&topics[1..]).map(|(r, t)| SourceDef { topic: t.clone(), ..r.clone() });
+            q.set_rights(rights.collect());
+            for offsets in &mut q.right_offsets {
+                offsets.resize(partition as usize + 1, 0);
+            }
+        }
         q.state_name = state_name;
         q.changelog_partition = partition;
         q
     }
 
-    /// The repartition stage's task for input partition `partition` (see
-    /// [`Split::Repartition`]): its output is the repartition topic, of `partitions` partitions.
-    pub fn repartition_stage(&self, partition: i32, partitions: i32) -> Query {
-        let mut output = self.input.clone();
-        output.topic = repartition_topic(&self.id);
-        let mut q = self.copy_with(self.input.clone(), output, partition);
-        q.repartition = Some(partitions);
+    /// The repartition stage's task for partition `partition` of input `input` (0: the left
+    /// or only input, `i`: a join's right input `i`; see [`Split::Repartition`]): its output is
+    /// that input's repartition topic, of `partitions` partitions.
+    pub fn repartition_stage(&self, input: usize, partition: i32, partitions: i32) -> Query {
+        let src = if input == 0 { self.input.clone() } else { self.rights[input - 1].clone() };
+        let (keys, filter) = match &self.plan {
+            Plan::Aggregate(plan) => (plan.group_by.clone(), plan.filter.clone()),
+            Plan::Join(stages) if input == 0 => (vec![stages[0].left_key.clone()], None),
+            Plan::Join(stages) => (vec![stages[0].right_key.clone()], None),
+            Plan::Project { .. } => unreachable!("projections split without a repartition"),
+        };
+        let output = SourceDef { topic: repartition_topic(&self.id, input), ..src.clone() };
+        let mut q = self.copy_with(src, output, partition);
+        q.repartition = Some(Route { partitions, keys, filter });
         q
     }
 
@@ -327,6 +379,26 @@ impl Query {
         q.poll_batch = self.poll_batch;
         q.only_partition = Some(partition);
         q
+    }
+
+    /// A task's positions: per input, the next offset to read of its partition.
+    pub fn task_positions(&self, partition: i32) -> Vec<Vec<i64>> {
+        let at = |o: &Vec<i64>| o.get(partition as usize).copied().unwrap_or(0);
+        std::iter::once(at(&self.offsets)).chain(self.right_offsets.iter().map(at)).map(|o| vec![o]).collect()
+    }
+
+    /// Positions a task at `positions` (as [`Query::task_positions`] gives them).
+    pub fn set_task_positions(&mut self, partition: i32, positions: &[Vec<i64>]) {
+        let p = partition as usize;
+        let inputs = std::iter::once(&mut self.offsets).chain(self.right_offsets.iter_mut());
+        for (offsets, at) in inputs.zip(positions) {
+            if let Some(&at) = at.first() {
+                if offsets.len() <= p {
+                    offsets.resize(p + 1, 0);
+                }
+                offsets[p] = at;
+            }
+        }
     }
 
     /// Whether the query can run as one task per input partition, each on its own: it keeps no
@@ -506,7 +578,7 @@ impl Query {
             let topic = if input == 0 { self.input.topic.clone() } else { self.rights[input - 1].topic.clone() };
             let partitions = topics.partitions(&topic).unwrap_or(0);
             for p in 0..partitions {
-                if input == 0 && self.only_partition.is_some_and(|only| only != p) {
+                if self.only_partition.is_some_and(|only| only != p) {
                     continue;
                 }
                 let offsets = if input == 0 { &mut self.offsets } else { &mut self.right_offsets[input - 1] };
@@ -539,8 +611,8 @@ impl Query {
                 self.right_offsets[input - 1][p as usize] = c.offset + 1;
             }
             read += 1;
-            if let Some(partitions) = self.repartition {
-                let failed = match self.route(&c.record, p, c.offset, partitions) {
+            if self.repartition.is_some() {
+                let failed = match self.route(&c.record, p, c.offset) {
                     Ok(Some(to)) => {
                         pending.entry(to).or_default().push(c.record);
                         None
@@ -683,24 +755,28 @@ impl Query {
         });
     }
 
-    /// The repartition stage of a split aggregation: the partition of the repartition topic
-    /// that `rec` goes to (the hash of its group key), or `None` when the aggregation would
-    /// ignore it (a stream record without a value, or one WHERE rejects). A record that cannot
-    /// be decoded or filtered is logged here; one whose group key cannot be computed goes on
-    /// (to partition 0) and is logged once, by the aggregation.
-    fn route(&mut self, rec: &Record, partition: i32, offset: i64, partitions: i32) -> Result<Option<i32>, Failure> {
-        let Plan::Aggregate(plan) = &self.plan else { unreachable!("repartition stages are of aggregations") };
-        let Some(row) = Self::decode(&self.input, rec, partition, offset)? else { return Ok(None) };
-        if let Some(f) = &plan.filter {
+    /// A repartition stage: the partition of the repartition topic that `rec` goes to (the
+    /// hash of its key), or `None` when the query would ignore it (a stream record without a
+    /// value, or one the aggregation's WHERE rejects). A table's tombstone goes by its key. A
+    /// record that cannot be decoded or filtered is logged here; one whose key cannot be
+    /// computed goes on (to partition 0) and is logged once, by the task that owns its key.
+    fn route(&mut self, rec: &Record, partition: i32, offset: i64) -> Result<Option<i32>, Failure> {
+        let route = self.repartition.as_ref().expect("a repartition stage");
+        let row = match Self::decode(&self.input, rec, partition, offset)? {
+            Some(row) => row,
+            None if self.input.kind == SourceKind::Table => key_only_row(&self.input, rec, partition, offset),
+            None => return Ok(None),
+        };
+        if let Some(f) = &route.filter {
             if f.eval(&row.values, &mut self.env)? != Value::Boolean(true) {
                 return Ok(None);
             }
         }
         let logged = self.env.errors.len();
-        let keys = eval_all(&plan.group_by, &row.values, &mut self.env);
+        let keys = eval_all(&route.keys, &row.values, &mut self.env);
         self.env.errors.truncate(logged);
         Ok(Some(match keys {
-            Ok(keys) => freshet_common::partitioner::partition_for_key(&group_bytes(&keys), partitions),
+            Ok(keys) => freshet_common::partitioner::partition_for_key(&group_bytes(&keys), route.partitions),
             Err(_) => 0,
         }))
     }

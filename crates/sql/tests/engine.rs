@@ -478,33 +478,53 @@ fn latest(topics: &MemTopics, topic: &str) -> std::collections::BTreeMap<String,
     out
 }
 
+/// Every record of every partition of `topic` (key, value), sorted.
+fn every_record(topics: &MemTopics, topic: &str) -> Vec<(String, Option<String>)> {
+    let mut out = vec![];
+    for p in 0..topics.partitions(topic).unwrap() {
+        for c in topics.read(topic, p, 0, usize::MAX).unwrap() {
+            let k = String::from_utf8(c.record.key.unwrap().to_vec()).unwrap();
+            out.push((k, c.record.value.map(|v| String::from_utf8(v.to_vec()).unwrap())));
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Runs query `id` split into tasks, as the server does: the repartition stage per input
-/// partition (when it has one), then one aggregation task per partition, each with its own
-/// state; returns how each task's records were read.
+/// partition of each input (when it has one), then one task per partition, each with its own
+/// state; returns how it split.
 fn run_split(topics: &Arc<MemTopics>, e: &Engine, id: &str) -> freshet_sql::query::Split {
     use freshet_sql::query::{repartition_topic, Split};
     let template = &e.queries[id];
-    let split = template.stateful_split().expect("the aggregation splits");
+    let split = template.stateful_split().expect("the query splits");
     let dyn_topics: Arc<dyn Topics> = topics.clone();
-    let n = topics.partitions(&template.input.topic).unwrap();
+    let inputs: Vec<String> =
+        std::iter::once(&template.input).chain(&template.rights).map(|s| s.topic.clone()).collect();
+    let n = inputs.iter().map(|t| topics.partitions(t).unwrap()).max().unwrap();
     let mut errors = vec![];
-    let input = match split {
-        Split::ByInputKey => template.input.topic.clone(),
-        Split::Repartition => {
-            let r = repartition_topic(id);
-            topics.create_topic(&r, n).unwrap();
-            for p in 0..n {
-                let mut stage = template.repartition_stage(p, n);
-                while stage.step(&dyn_topics, &mut errors).unwrap() > 0 {}
-            }
-            r
-        }
+    let read = match split {
+        Split::ByInputKey => inputs.clone(),
+        Split::Repartition => (0..inputs.len())
+            .map(|i| {
+                let r = repartition_topic(id, i);
+                topics.create_topic(&r, n).unwrap();
+                for p in 0..topics.partitions(&inputs[i]).unwrap() {
+                    let mut stage = template.repartition_stage(i, p, n);
+                    while stage.step(&dyn_topics, &mut errors).unwrap() > 0 {}
+                }
+                r
+            })
+            .collect(),
     };
     for p in 0..n {
-        let mut task = template.partition_task(&input, p, format!("{id}#{p}"));
+        let mut task = template.partition_task(&read, p, format!("{id}#{p}"));
         while task.step(&dyn_topics, &mut errors).unwrap() > 0 {}
-        // Each task read only its partition.
-        assert_eq!(task.offsets.iter().enumerate().filter(|(i, o)| *i != p as usize && **o > 0).count(), 0);
+        // Each task read only its partition, of every input.
+        for (i, offsets) in task.positions().iter().enumerate() {
+            let others = offsets.iter().enumerate().filter(|(q, o)| *q != p as usize && **o > 0).count();
+            assert_eq!(others, 0, "input {i} of task {p}");
+        }
     }
     assert!(errors.is_empty(), "{errors:?}");
     split
@@ -567,4 +587,60 @@ fn aggregations_that_cannot_split_run_whole() {
     let by_key = Some(freshet_sql::query::Split::ByInputKey);
     let expected = [("BY_KEY", by_key), ("BY_PARTITION", None), ("PROJECTED", None), ("REGROUPED", None)];
     assert_eq!(split, expected.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+}
+
+#[test]
+fn a_join_split_by_partition_gives_what_the_whole_query_gives() {
+    for (shape, ddl) in [
+        ("stream-table", "CREATE TABLE users (id VARCHAR PRIMARY KEY, name VARCHAR) WITH (kafka_topic='users', value_format='JSON', partitions=3);"),
+        ("table-table", "CREATE TABLE users (id VARCHAR PRIMARY KEY, name VARCHAR) WITH (kafka_topic='users', value_format='JSON', partitions=3);"),
+    ] {
+        let (topics, mut e) = engine();
+        let left = if shape == "stream-table" {
+            "CREATE STREAM clicks (k VARCHAR KEY, user VARCHAR, page VARCHAR) WITH (kafka_topic='clicks', value_format='JSON', partitions=3);
+             CREATE STREAM out AS SELECT c.user AS user, u.name AS name, c.page AS page FROM clicks c JOIN users u ON c.user = u.id;"
+        } else {
+            "CREATE TABLE clicks (k VARCHAR PRIMARY KEY, user VARCHAR, page VARCHAR) WITH (kafka_topic='clicks', value_format='JSON', partitions=3);
+             CREATE TABLE out AS SELECT c.k AS k, u.name AS name, c.page AS page FROM clicks c JOIN users u ON c.k = u.id;"
+        };
+        e.execute(&format!("{ddl}\n{left}")).unwrap();
+        let id = e.queries.keys().next().unwrap().clone();
+        let record = |key: &str, value: Option<String>, ts: i64| Record {
+            key: Some(key.to_string().into_bytes().into()),
+            value: value.map(|v| v.into_bytes().into()),
+            timestamp: ts,
+            headers: vec![],
+        };
+        // Users first (older), then clicks, one user renamed and one deleted in between.
+        for i in 0..20i64 {
+            let id = format!("u{i}");
+            let p = freshet_common::partitioner::partition_for_key(id.as_bytes(), 3);
+            topics.append("users", p, vec![record(&id, Some(format!(r#"{{"name":"n{i}"}}"#)), i)]).unwrap();
+        }
+        // (In u3's partition: a key's records are in order in one partition only.)
+        let p3 = freshet_common::partitioner::partition_for_key(b"u3", 3);
+        topics.append("users", p3, vec![record("u3", None, 25)]).unwrap();
+        for i in 0..300i64 {
+            let (k, user) = if shape == "stream-table" { (format!("c{i}"), format!("u{}", i % 23)) } else { (format!("u{}", i % 23), String::new()) };
+            let p = freshet_common::partitioner::partition_for_key(k.as_bytes(), 3);
+            let value = format!(r#"{{"user":"{user}","page":"p{i}"}}"#);
+            topics.append("clicks", p, vec![record(&k, Some(value), 100 + i)]).unwrap();
+        }
+        assert_eq!(run_split(&topics, &e, &id), freshet_sql::query::Split::Repartition, "{shape}");
+        let split = every_record(&topics, "OUT");
+        topics.delete_topic("OUT").unwrap();
+        topics.create_topic("OUT", 3).unwrap();
+        e.run_until_idle().unwrap();
+        let whole = every_record(&topics, "OUT");
+        let differ: Vec<_> = split.iter().filter(|r| !whole.contains(r)).chain(whole.iter().filter(|r| !split.contains(r))).take(5).collect();
+        assert!(split == whole, "{shape}: {} vs {} records, e.g. {differ:?}", split.len(), whole.len());
+        // Users u0..u19 but u3 exist: the clicks of u3 and u20..u22 join nothing.
+        let joined = (0..300).filter(|i| ![3, 20, 21, 22].contains(&(i % 23))).count();
+        if shape == "stream-table" {
+            assert_eq!(whole.len(), joined);
+        } else {
+            let keys: std::collections::BTreeSet<&String> = whole.iter().map(|(k, _)| k).collect();
+            assert_eq!(keys.len(), 19, "table-table: the keys that ever joined");
+        }
+    }
 }

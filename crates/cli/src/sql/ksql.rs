@@ -528,7 +528,8 @@ impl SqlServer {
         if !shared {
             return;
         }
-        for topic in [changelog_topic(id), repartition_topic(id)] {
+        let repartitions = self.topics.list_topics().into_iter().filter(|t| is_repartition_topic_of(t, id));
+        for topic in std::iter::once(changelog_topic(id)).chain(repartitions) {
             if self.topics.partitions(&topic).is_some() {
                 if let Err(e) = self.topics.delete_topic(&topic) {
                     tracing::warn!(query = %id, topic = %topic, error = %e, "could not delete the query's internal topic");
@@ -617,7 +618,7 @@ impl SqlServer {
                         }
                     }
                     let positions = match task.partition {
-                        Some(p) => vec![vec![q.offsets.get(p as usize).copied().unwrap_or(0)]],
+                        Some(p) => q.task_positions(p),
                         None => q.positions(),
                     };
                     let now = freshet_broker::now_ms();
@@ -1202,6 +1203,16 @@ fn remove_orphan_state_files(dir: &Path, live: &[String]) {
             let _ = std::fs::remove_file(&path);
         }
     }
+}
+
+/// Whether `topic` is one of query `id`'s repartition topics (see `repartition_topic`).
+fn is_repartition_topic_of(topic: &str, id: &str) -> bool {
+    let first = repartition_topic(id, 0);
+    topic == first
+        || topic
+            .strip_prefix(&first)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|n| n.parse::<usize>().is_ok())
 }
 
 /// The state files of query `id`'s tasks in `dir` (`<id>#<partition>.redb`), by name.

@@ -123,8 +123,9 @@ pub struct Task {
 /// Which part of a query a [`Task`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
-    /// An aggregation's repartition stage (stateless): input partition → repartition topic.
-    Repartition,
+    /// A repartition stage (stateless) of input `.0` (0: the left or only input, `i`: a
+    /// join's right input `i`): input partition → that input's repartition topic.
+    Repartition(usize),
     /// The query itself (whole, or one partition of it).
     Main,
 }
@@ -134,13 +135,15 @@ impl Task {
         Task { query: query.to_string(), stage: Stage::Main, partition }
     }
 
-    /// `<query id>`, `<query id>#<partition>`, or `<query id>#r<partition>` for a repartition
-    /// task: what the slot is computed from, the key of the task's progress record, the name of
-    /// its state file, and (after `freshet-sql-`) its transactional id.
+    /// `<query id>`, `<query id>#<partition>`, or for a repartition task `<query id>#r<partition>`
+    /// (`#r<input>-<partition>` for a join's right input): what the slot is computed from, the
+    /// key of the task's progress record, the name of its state file, and (after
+    /// `freshet-sql-`) its transactional id.
     pub fn name(&self) -> String {
         match (self.stage, self.partition) {
             (Stage::Main, Some(p)) => format!("{}#{p}", self.query),
-            (Stage::Repartition, Some(p)) => format!("{}#r{p}", self.query),
+            (Stage::Repartition(0), Some(p)) => format!("{}#r{p}", self.query),
+            (Stage::Repartition(i), Some(p)) => format!("{}#r{i}-{p}", self.query),
             (_, None) => self.query.clone(),
         }
     }
@@ -159,16 +162,15 @@ impl Task {
 
 impl SqlServer {
     /// Decides, once, when query `id` is created, whether its state splits over tasks (one
-    /// per partition): an aggregation that can ([`freshet_sql::query::Query::stateful_split`])
-    /// over an input of more than one partition, where state lives in files. The decision goes
+    /// per partition): an aggregation or join that can
+    /// ([`freshet_sql::query::Query::stateful_split`]) over inputs of more than one partition,
+    /// where state lives in files. The decision goes
     /// into the statement's command, so every server (and every restart) runs the query the
     /// same way; queries created before tasks could own state have none and run whole. (Over
     /// one partition, one task would own every group anyway: it reads the input directly.)
     pub(super) fn decide_split(&mut self, id: &str) {
         let split = self.state_dir.is_some()
-            && self.engine.queries.get(id).is_some_and(|q| {
-                q.stateful_split().is_some() && self.topics.partitions(&q.input.topic).unwrap_or(1) > 1
-            });
+            && self.engine.queries.get(id).is_some_and(|q| q.stateful_split().is_some() && self.width(q) > 1);
         if split {
             self.split.insert(id.to_string());
         } else {
@@ -184,24 +186,41 @@ impl SqlServer {
         q.stateful_split()
     }
 
+    /// The most partitions of one of query `q`'s inputs (at least 1).
+    fn width(&self, q: &freshet_sql::query::Query) -> i32 {
+        let inputs = std::iter::once(&q.input).chain(&q.rights);
+        inputs.map(|s| self.topics.partitions(&s.topic).unwrap_or(1)).max().unwrap_or(1).max(1)
+    }
+
+    /// How many tasks own a split query's state: as many as its repartition topic has
+    /// partitions once it exists (created with the query's [`SqlServer::width`]), else the
+    /// width: fixed once the topic is there, so the state is split that way for good.
+    fn owners(&self, q: &freshet_sql::query::Query, split: Split) -> i32 {
+        let width = self.width(q);
+        match split {
+            Split::ByInputKey => width,
+            Split::Repartition => self.topics.partitions(&repartition_topic(&q.id, 0)).unwrap_or(width),
+        }
+    }
+
     /// The tasks of query `q`: one per input partition when it splits by partition and
-    /// several servers may share it (and for an aggregation that repartitions, one per
-    /// repartition-topic partition too); else the whole query.
+    /// several servers may share it (and when it repartitions, one per input partition of
+    /// each input, then one per repartition-topic partition); else the whole query.
     fn tasks_of(&self, q: &freshet_sql::query::Query) -> Vec<Task> {
-        let input_partitions = || self.topics.partitions(&q.input.topic).unwrap_or(1).max(1);
+        let input_partitions = |i: usize| {
+            let src = if i == 0 { &q.input } else { &q.rights[i - 1] };
+            self.topics.partitions(&src.topic).unwrap_or(1).max(1)
+        };
         let split = |stage, n: i32| (0..n).map(move |p| Task { query: q.id.clone(), stage, partition: Some(p) });
         if self.placement.is_some() && q.splits_by_partition() {
-            return split(Stage::Main, input_partitions()).collect();
+            return split(Stage::Main, input_partitions(0)).collect();
         }
         match self.stateful_split(q) {
             None => vec![Task::main(&q.id, None)],
-            Some(Split::ByInputKey) => split(Stage::Main, input_partitions()).collect(),
+            Some(Split::ByInputKey) => split(Stage::Main, input_partitions(0)).collect(),
             Some(Split::Repartition) => {
-                // The repartition topic's partitions are fixed when it is created (as many as
-                // the input had): the aggregation's state is split that way for good.
-                let n = input_partitions();
-                let owners = self.topics.partitions(&repartition_topic(&q.id)).unwrap_or(n);
-                split(Stage::Repartition, n).chain(split(Stage::Main, owners)).collect()
+                let stages = (0..=q.rights.len()).flat_map(|i| split(Stage::Repartition(i), input_partitions(i)));
+                stages.chain(split(Stage::Main, self.owners(q, Split::Repartition))).collect()
             }
         }
     }
@@ -390,50 +409,58 @@ impl SqlServer {
         }
     }
 
-    /// Starts a task of a split aggregation (see [`Split`]) with its own copy of the query: a
-    /// repartition task reads one input partition and writes the repartition topic (created
-    /// here, with as many partitions as the input, if it is not there yet); an aggregation
-    /// task reads one partition of the repartition topic (or of the input, when the groups are
-    /// the input's keys), with its state in its own store file and changelog partition. Each
-    /// resumes at its recorded progress, else where the query was positioned at its creation
-    /// (or, reading the repartition topic, at its start).
+    /// Starts a task of a split query (see [`Split`]) with its own copy of the query: a
+    /// repartition task reads one partition of one input and writes that input's repartition
+    /// topic (the query's repartition topics are created here, with the query's width, when
+    /// they are not there yet); an owning task reads one partition of each repartition topic
+    /// (or of the input, when the groups are the input's keys), with its state in its own
+    /// store file and changelog partition. Each resumes at its recorded progress, else where
+    /// the query was positioned at its creation (or, reading a repartition topic, at its
+    /// start).
     fn start_instance(&mut self, task: &Task, split: Split) -> freshet_sql::Result<Option<Restored>> {
         let template = self.engine.queries.get(&task.query).expect("acquired tasks have a query");
         let p = task.partition.expect("split tasks have a partition");
-        let n_input = self.topics.partitions(&template.input.topic).unwrap_or(1).max(1);
-        let repartition = repartition_topic(&task.query);
-        if split == Split::Repartition && self.topics.partitions(&repartition).is_none() {
-            // Its records keep their input timestamps, which may be old (a replay): no time or
-            // size retention deletes them unread; the tasks purge what they committed past.
-            let config = TopicConfig::from_pairs([
-                ("cleanup.policy", "delete"),
-                ("retention.ms", "-1"),
-                ("retention.bytes", "-1"),
-            ])
-            .expect("valid repartition topic config");
-            self.topics.create_topic_with(&repartition, n_input, config)?;
-        }
-        let initial = |q: &freshet_sql::query::Query| q.offsets.get(p as usize).copied().unwrap_or(0);
-        let (mut q, at) = match (task.stage, split) {
-            (Stage::Repartition, _) => {
-                let n = self.topics.partitions(&repartition).unwrap_or(n_input);
-                (template.repartition_stage(p, n), initial(template))
+        let inputs = template.rights.len() + 1;
+        let owners = self.owners(template, split);
+        let repartitions: Vec<String> = (0..inputs).map(|i| repartition_topic(&task.query, i)).collect();
+        if split == Split::Repartition {
+            for topic in &repartitions {
+                if self.topics.partitions(topic).is_none() {
+                    // Its records keep their input timestamps, which may be old (a replay): no
+                    // time or size retention deletes them unread; the owning tasks purge what
+                    // they committed past.
+                    let config = TopicConfig::from_pairs([
+                        ("cleanup.policy", "delete"),
+                        ("retention.ms", "-1"),
+                        ("retention.bytes", "-1"),
+                    ])
+                    .expect("valid repartition topic config");
+                    self.topics.create_topic_with(topic, owners, config)?;
+                }
             }
-            (Stage::Main, Split::Repartition) => (template.partition_task(&repartition, p, task.name()), 0),
+        }
+        // Where the query was positioned at its creation, per input, for partition `p`.
+        let created: Vec<Vec<i64>> = template.task_positions(p);
+        let (mut q, start) = match (task.stage, split) {
+            (Stage::Repartition(i), _) => {
+                let n = self.topics.partitions(&repartitions[i]).unwrap_or(owners);
+                (template.repartition_stage(i, p, n), vec![created[i].clone()])
+            }
+            (Stage::Main, Split::Repartition) => {
+                (template.partition_task(&repartitions, p, task.name()), vec![vec![0]; inputs])
+            }
             (Stage::Main, Split::ByInputKey) => {
-                let input = template.input.topic.clone();
-                (template.partition_task(&input, p, task.name()), initial(template))
+                (template.partition_task(std::slice::from_ref(&template.input.topic), p, task.name()), created)
             }
         };
         let mut restored = None;
         if task.stage == Stage::Main {
-            let n = self.topics.partitions(&q.input.topic).unwrap_or(1).max(1);
             let changelog = changelog_topic(&task.query);
             match self.topics.partitions(&changelog) {
                 None => {
                     let config =
                         TopicConfig::from_pairs([("cleanup.policy", "compact")]).expect("valid changelog config");
-                    self.topics.create_topic_with(&changelog, n, config)?;
+                    self.topics.create_topic_with(&changelog, owners, config)?;
                 }
                 Some(have) if have <= p => {
                     return Err(SqlError::server(format!(
@@ -445,27 +472,28 @@ impl SqlServer {
             let dir = self.state_dir.clone().expect("split queries keep their state in files");
             restored = Some(q.open_state(&dir, &*self.topics)?);
         }
-        let own = self.progress.get(&task.name()).and_then(|o| o.first().and_then(|o| o.first()).copied());
-        q.offsets[p as usize] = own.unwrap_or(at);
+        let own = self.progress.get(&task.name()).cloned();
+        q.set_task_positions(p, own.as_deref().unwrap_or(&start));
         self.instances.insert(task.clone(), q);
         Ok(restored)
     }
 
-    /// Deletes from the repartition topics what this server's aggregation tasks committed
-    /// past (their recorded progress): those records are in their state and changelog now.
+    /// Deletes from the repartition topics what this server's owning tasks committed past
+    /// (their recorded progress): those records are in their state and changelog now.
     pub(super) fn purge_repartition_topics(&mut self) {
         self.purged = Instant::now();
         for (task, q) in &self.instances {
-            let topic = repartition_topic(&task.query);
             let (Stage::Main, Some(p)) = (task.stage, task.partition) else { continue };
-            if q.input.topic != topic {
-                continue;
-            }
-            let Some(&at) = self.progress.get(&task.name()).and_then(|o| o.first()).and_then(|o| o.first()) else {
-                continue;
-            };
-            if let Err(e) = self.topics.delete_before(&topic, p, at) {
-                tracing::warn!(task = %task.name(), error = %e, "could not purge the repartition topic");
+            let Some(progress) = self.progress.get(&task.name()) else { continue };
+            let inputs = std::iter::once(&q.input).chain(&q.rights).enumerate();
+            for ((i, src), at) in inputs.zip(progress) {
+                let (topic, Some(&at)) = (repartition_topic(&task.query, i), at.first()) else { continue };
+                if src.topic != topic {
+                    continue;
+                }
+                if let Err(e) = self.topics.delete_before(&topic, p, at) {
+                    tracing::warn!(task = %task.name(), error = %e, "could not purge the repartition topic");
+                }
             }
         }
     }
