@@ -213,7 +213,8 @@ pub struct Route {
     /// The key the records are partitioned by: an aggregation's GROUP BY, or a join side's
     /// join expression, on the input row.
     pub keys: Vec<CExpr>,
-    /// Records this rejects are not sent on (an aggregation's WHERE).
+    /// Records this rejects are not sent on (an aggregation's WHERE, or the WHERE conjuncts
+    /// a join pushed to this input's side).
     pub filter: Option<CExpr>,
 }
 
@@ -363,8 +364,10 @@ impl Query {
         let src = if input == 0 { self.input.clone() } else { self.rights[input - 1].clone() };
         let (keys, filter) = match &self.plan {
             Plan::Aggregate(plan) => (plan.group_by.clone(), plan.filter.clone()),
-            Plan::Join(stages) if input == 0 => (vec![stages[0].left_key.clone()], None),
-            Plan::Join(stages) => (vec![stages[0].right_key.clone()], None),
+            // WHERE's conjuncts pushed to one side (see `join::push_down`): what they reject
+            // joins nothing, so it need not travel.
+            Plan::Join(stages) if input == 0 => (vec![stages[0].left_key.clone()], stages[0].pushed[0].clone()),
+            Plan::Join(stages) => (vec![stages[0].right_key.clone()], stages[0].pushed[1].clone()),
             Plan::Project { .. } => unreachable!("projections split without a repartition"),
         };
         let output = SourceDef { topic: repartition_topic(&self.id, input), ..src.clone() };

@@ -644,3 +644,44 @@ fn a_join_split_by_partition_gives_what_the_whole_query_gives() {
         }
     }
 }
+
+#[test]
+fn a_stream_stream_join_split_by_partition_filters_before_repartitioning() {
+    let (topics, mut e) = engine();
+    e.execute(
+        "CREATE STREAM clicks (k VARCHAR KEY, user VARCHAR, page INT) WITH (kafka_topic='clicks', value_format='JSON', partitions=3);
+         CREATE STREAM views (k VARCHAR KEY, user VARCHAR, secs INT) WITH (kafka_topic='views', value_format='JSON', partitions=3);
+         CREATE STREAM out AS SELECT c.user AS user, c.page AS page, v.secs AS secs
+             FROM clicks c JOIN views v WITHIN 10 SECONDS ON c.user = v.user WHERE c.page > 99 AND v.secs > 3;",
+    )
+    .unwrap();
+    let id = e.queries.keys().next().unwrap().clone();
+    let record = |key: String, value: String, ts: i64| Record {
+        key: Some(key.into_bytes().into()),
+        value: Some(value.into_bytes().into()),
+        timestamp: ts,
+        headers: vec![],
+    };
+    for i in 0..200i64 {
+        let (k, user) = (format!("k{i}"), format!("u{}", i % 7));
+        let p = freshet_common::partitioner::partition_for_key(k.as_bytes(), 3);
+        let click = format!(r#"{{"user":"{user}","page":{i}}}"#);
+        topics.append("clicks", p, vec![record(k.clone(), click, i * 1000)]).unwrap();
+        let view = format!(r#"{{"user":"{user}","secs":{}}}"#, i % 6);
+        topics.append("views", (p + 1) % 3, vec![record(k, view, i * 1000 + 500)]).unwrap();
+    }
+    assert_eq!(run_split(&topics, &e, &id), freshet_sql::query::Split::Repartition);
+    // WHERE's one-sided conjuncts were applied before the repartition: only clicks on pages
+    // above 99 and views of more than 3 seconds travelled.
+    let travelled =
+        |topic: &str| -> usize { (0..3).map(|p| topics.read(topic, p, 0, usize::MAX).unwrap().len()).sum() };
+    assert_eq!(travelled(&freshet_sql::query::repartition_topic(&id, 0)), 100);
+    assert_eq!(travelled(&freshet_sql::query::repartition_topic(&id, 1)), (0..200).filter(|i| i % 6 > 3).count());
+    let split = every_record(&topics, "OUT");
+    topics.delete_topic("OUT").unwrap();
+    topics.create_topic("OUT", 3).unwrap();
+    e.run_until_idle().unwrap();
+    let whole = every_record(&topics, "OUT");
+    assert!(!whole.is_empty());
+    assert!(split == whole, "{} vs {} records", split.len(), whole.len());
+}

@@ -570,7 +570,9 @@ impl SqlServer {
         Ok(self.topics.append(COMMAND_TOPIC, 0, vec![record])?)
     }
 
-    /// Runs the persistent queries until none has new input; returns the records processed.
+    /// Runs the persistent queries until none has new input; returns the input records
+    /// processed (a record read again from a repartition topic by a split query's owning task
+    /// is not counted twice).
     ///
     /// A query whose step fails (a write to its sink failed) or panics is stopped: its state
     /// may hold that step's records while its outputs do not, so running on would lose or
@@ -594,6 +596,8 @@ impl SqlServer {
                         q
                     }
                 };
+                // An owning task of a split query reads what its repartition tasks read before.
+                let rereads = q.input.topic == repartition_topic(&id, 0);
                 let log = &mut self.engine.processing_log;
                 let sink = &self.topics;
                 let atomic = !self.at_least_once.contains(&id);
@@ -654,6 +658,9 @@ impl SqlServer {
                 let failure = match std::panic::catch_unwind(AssertUnwindSafe(run)) {
                     Ok(Ok((n, positions))) => {
                         progressed += n;
+                        if !rereads {
+                            total += n;
+                        }
                         if let Some(p) = positions {
                             if !self.retries.is_empty() {
                                 self.retries.remove(&id);
@@ -667,7 +674,6 @@ impl SqlServer {
                 };
                 self.fail_query(&id, failure);
             }
-            total += progressed;
             if progressed == 0 {
                 break;
             }

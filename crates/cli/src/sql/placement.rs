@@ -108,14 +108,14 @@ impl Placement {
 
 /// A unit of work placed on one server: a whole query, or one partition of a query that
 /// splits: a projection by input partition ([`freshet_sql::query::Query::splits_by_partition`]),
-/// an aggregation by the partitions that own its groups
+/// an aggregation or a join by the partitions that own its keys
 /// ([`freshet_sql::query::Query::stateful_split`]), after a repartition stage per input
-/// partition when the groups are not the input's keys.
+/// partition when those keys are not the input's keys.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Task {
     pub query: String,
-    /// Before `partition`: a step goes through a query's repartition tasks before its
-    /// aggregation tasks, which then read what they just wrote.
+    /// Before `partition`: a step goes through a query's repartition tasks before its owning
+    /// tasks, which then read what they just wrote.
     pub stage: Stage,
     pub partition: Option<i32>,
 }
@@ -153,8 +153,8 @@ impl Task {
         format!("freshet-sql-{}", self.name())
     }
 
-    /// Whether the task runs a copy of its query of its own (a split aggregation's task, with
-    /// its own state), rather than the query itself.
+    /// Whether the task runs a copy of its query of its own (a split query's task, with its
+    /// own state), rather than the query itself.
     fn has_instance(&self, split: Option<Split>) -> bool {
         split.is_some() && self.partition.is_some()
     }
@@ -463,8 +463,11 @@ impl SqlServer {
                     self.topics.create_topic_with(&changelog, owners, config)?;
                 }
                 Some(have) if have <= p => {
+                    // Its input gained partitions after its state was split over `have`
+                    // tasks: keys would move between tasks. (Kafka Streams refuses the same.)
                     return Err(SqlError::server(format!(
-                        "its changelog topic {changelog} has {have} partitions; partition {p} of its state needs more"
+                        "its input has more partitions than when the query was created ({have}), over which its \
+                         state is split; create the query again to split its state anew"
                     )));
                 }
                 Some(_) => {}
