@@ -1684,6 +1684,28 @@ impl Engine {
                     w.name, nw.name
                 )));
             }
+            if let (0, Some(a), Some(b)) = (k, sources[0].0.window, right.window) {
+                let name = |w: WindowKind| match w {
+                    WindowKind::Session { .. } => "SESSION",
+                    WindowKind::Hopping { .. } => "HOPPING",
+                    WindowKind::Tumbling { .. } => "TUMBLING",
+                };
+                let session = |w: WindowKind| matches!(w, WindowKind::Session { .. });
+                if session(a) != session(b) {
+                    return Err(SqlError::statement(format!(
+                        "Incompatible windowed sources.\nLeft source: {}\nRight source: {}\nSession windowed sources can only be joined to other session windowed sources, and may still not result in expected behaviour as session bounds must be an exact match for the join to work\nHopping and tumbling windowed sources can only be joined to other hopping and tumbling windowed sources",
+                        name(a),
+                        name(b)
+                    )));
+                }
+                // Keys of different window types or sizes are different windowed key formats:
+                // one side would have to be repartitioned into the other's.
+                if a != b {
+                    return Err(SqlError::statement(
+                        "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.",
+                    ));
+                }
+            }
             let Expr::Binary(BinaryOp::Eq, a, b) = &join.on else {
                 return Err(SqlError::statement(format!(
                     "Invalid join condition: joins on multiple conditions are not yet supported. Got {}.",
@@ -1856,6 +1878,14 @@ impl Engine {
                 pushed: [None, None],
                 key: vec![],
                 value: vec![],
+                window_key: match (k, sources[0].0.window, right.window) {
+                    (0, Some(w), Some(_)) => {
+                        let both = matches!(w, WindowKind::Session { .. });
+                        let (lc, rc) = (sources[0].0.column_count(), right.column_count());
+                        [Some((lc + 3, lc + 4, both)), Some((rc + 3, rc + 4, both))]
+                    }
+                    _ => [None, None],
+                },
             });
             if right.kind == Stream {
                 left_kind = Stream;
@@ -2040,7 +2070,8 @@ impl Engine {
             value_fields,
             key_serde,
             value_serde,
-            None,
+            // A join of two windowed streams is windowed as its left input is.
+            stages.first().and_then(|s| s.window_key[0]).and(sources[0].0.window),
             existing_sink,
         )?;
         let single = stages.len() == 1;

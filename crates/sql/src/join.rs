@@ -47,6 +47,11 @@ pub struct JoinPlan {
     pub pushed: [Option<CExpr>; 2],
     pub key: Vec<CExpr>,
     pub value: Vec<CExpr>,
+    /// A join of two windowed streams matches a key only within the same window, as the
+    /// windowed key bytes ksqlDB joins on do: per side (left, right), the row positions of
+    /// WINDOWSTART and WINDOWEND, and whether the end counts too (session windows serialize
+    /// both bounds, time windows only the start). The output is windowed as the left is.
+    pub window_key: [Option<(usize, usize, bool)>; 2],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -583,7 +588,13 @@ impl JoinState {
         grace: Option<i64>,
         out: &mut Vec<Joined>,
     ) -> Result<(), Failure> {
-        let kb = key_bytes(&key);
+        let mut kb = key_bytes(&key);
+        if let Some((start, end, both)) = plan.window_key[side as usize] {
+            row.values[start].key_bytes(&mut kb);
+            if both {
+                row.values[end].key_bytes(&mut kb);
+            }
+        }
         let ts = row.timestamp;
         self.stream_time = self.stream_time.max(ts);
         let outer_here = matches!(

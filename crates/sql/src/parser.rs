@@ -1212,13 +1212,41 @@ impl StatementParser<'_> {
             let elements = comma_list(p, |p| {
                 let pos = here(p);
                 let parenthesized = matches!(p.peek_token().token, Token::LParen);
+                // Where a parenthesized list's first comma is, if this is one.
+                let mut comma = None;
+                if parenthesized {
+                    let mut depth = 0;
+                    for i in 0.. {
+                        let t = p.peek_nth_token(i);
+                        match t.token {
+                            Token::LParen => depth += 1,
+                            Token::RParen if depth == 1 => break,
+                            Token::RParen => depth -= 1,
+                            Token::Comma if depth == 1 => {
+                                comma = Some(pos_of(t.span.start));
+                                break;
+                            }
+                            Token::EOF => break,
+                            _ => {}
+                        }
+                    }
+                }
                 let e = self.d.expr(p)?;
                 if !parenthesized && is_boolean_expression(&e) {
                     return Err(SqlError::parse(Some(pos), "GROUP BY takes value expressions, not boolean ones"));
                 }
-                Ok(e)
+                Ok((e, comma))
             })?;
-            for e in elements {
+            // A parenthesized list is the whole grouping (`GROUP BY (a, b)`), never one item
+            // of several: ksqlDB's grammar stops at its comma.
+            if elements.len() > 1 {
+                if let Some(comma) = elements.iter().find_map(|(e, c)| {
+                    matches!(e, Expr::Function { name, .. } if name == TUPLE).then_some(*c).flatten()
+                }) {
+                    return Err(SqlError::parse(Some(comma), "missing ')' at ','"));
+                }
+            }
+            for (e, _) in elements {
                 match e {
                     Expr::Function { name, args, .. } if name == TUPLE => group_by.extend(args),
                     e => group_by.push(e),
@@ -1461,6 +1489,10 @@ mod tests {
         };
         assert_eq!(q.group_by.len(), 3);
         assert!(q.window.is_some());
+        // ... but never one item of several: the error is at its comma, as ksqlDB's.
+        let err = parse_statement("SELECT COUNT(*) FROM t GROUP BY c, (a, b);", &reg).unwrap_err();
+        assert_eq!(err.to_string().lines().next(), Some("line 1:38: Syntax Error"), "{err}");
+        assert!(err.to_string().contains("missing ')' at ','"), "{err}");
     }
 
     #[test]

@@ -902,8 +902,12 @@ impl Query {
                         continue;
                     }
                 }
+                let window = plan.window_key[0].and_then(|(s, e, _)| match (j.row.get(s), j.row.get(e)) {
+                    (Some(Value::BigInt(s)), Some(Value::BigInt(e))) => Some((*s, *e)),
+                    _ => None,
+                });
                 let (k, v) = project_owned(&plan.key, &plan.value, j.row, &mut self.env)?;
-                out.push((k, Some(v), j.timestamp, None));
+                out.push((k, Some(v), j.timestamp, window));
             }
             return Ok(());
         }
