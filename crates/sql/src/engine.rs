@@ -1947,6 +1947,19 @@ impl Engine {
             Some(f) => Some(compiler.compile(f)?.0),
             None => None,
         };
+        if !select.group_by.is_empty() || named.iter().any(|(e, _)| contains_aggregate(e)) {
+            return self.plan_join_aggregate(
+                select,
+                sources,
+                stages,
+                &scope,
+                filter,
+                named,
+                props,
+                existing_sink,
+                sink_name,
+            );
+        }
         // Which items are the key.
         let canon: Vec<Option<String>> = named.iter().map(|(e, _)| canonical(&scope, e)).collect();
         let mut key_items: Vec<usize> = vec![];
@@ -2084,7 +2097,62 @@ impl Engine {
         last.value = value_exprs;
         let mut sources = sources.into_iter().map(|(s, _)| s);
         let input = sources.next().expect("the FROM source");
-        Ok(Planned { kind, input, rights: sources.collect(), output, plan: Plan::Join(stages) })
+        Ok(Planned { kind, input, rights: sources.collect(), output, plan: Plan::Join(stages, None) })
+    }
+
+    /// Plans an aggregation of a join's result (`SELECT ... FROM a JOIN b ... GROUP BY`): the
+    /// join stages, then the aggregation over the joined row (its scope: every source's
+    /// columns), with WHERE applied by the aggregation. The join's result must be a stream
+    /// (a stream joined to a stream or a table).
+    #[allow(clippy::too_many_arguments)]
+    fn plan_join_aggregate(
+        &self,
+        select: &Select,
+        sources: Vec<(SourceDef, String)>,
+        stages: Vec<crate::join::JoinPlan>,
+        scope: &Scope,
+        filter: Option<CExpr>,
+        named: Vec<(Expr, String)>,
+        props: &BTreeMap<String, Value>,
+        existing_sink: Option<&SourceDef>,
+        sink_name: &str,
+    ) -> Result<Planned> {
+        if sources.iter().all(|(s, _)| s.kind == SourceKind::Table) {
+            return Err(SqlError::statement(
+                "Aggregating the result of a table-table join is not supported: aggregate a table created from the join instead.",
+            ));
+        }
+        // As ksqlDB (https://github.com/confluentinc/ksql/issues/5931): window bounds are not
+        // columns of an aggregated join.
+        for (e, _) in &named {
+            if let Expr::Column { name, .. } = e {
+                if name == WINDOWSTART || name == WINDOWEND {
+                    return Err(SqlError::statement(format!("SELECT column '{name}' cannot be resolved.")));
+                }
+            }
+        }
+        // What the aggregation reads: the joined rows, a stream, in the left source's formats.
+        let joined = SourceDef { kind: SourceKind::Stream, window: None, ..sources[0].0.clone() };
+        let (key_serde, value_serde) = serdes_from_props(props, Some(&sources[0].0), &self.properties)?;
+        let sink_topic = sink_topic(existing_sink, props, &self.sink_topic_default(sink_name));
+        let mut planned = self.plan_aggregate(
+            select,
+            &joined,
+            scope,
+            filter,
+            named,
+            key_serde,
+            value_serde,
+            sink_name,
+            sink_topic,
+            existing_sink,
+        )?;
+        let Plan::Aggregate(aggregate) = planned.plan else { unreachable!("plan_aggregate plans an aggregation") };
+        planned.plan = Plan::Join(stages, Some(Box::new(aggregate)));
+        let mut sources = sources.into_iter().map(|(s, _)| s);
+        planned.input = sources.next().expect("the FROM source");
+        planned.rights = sources.collect();
+        Ok(planned)
     }
 
     /// Inserts a record into a topic as a source's serde would encode it (used by tests and

@@ -15,7 +15,7 @@ use crate::error::{Result, SqlError};
 use crate::functions;
 use crate::join::JoinShape;
 use crate::parser;
-use crate::query::{Plan, Query};
+use crate::query::{AggregatePlan, Plan, Query};
 
 /// A planned query, described.
 #[derive(Debug, Clone)]
@@ -177,7 +177,7 @@ fn describe(
         vec![Step { name: "SOURCE", detail: format!("{} | Schema: {}", source_line(input), input.schema_string()) }];
     let filter = select.filter.as_ref().map(|f| f.to_string());
     match plan {
-        Plan::Join(stages) => {
+        Plan::Join(stages, aggregated) => {
             for (i, stage) in stages.iter().enumerate() {
                 let right = rights.get(i);
                 let ast = select.joins.get(i);
@@ -207,6 +207,9 @@ fn describe(
             if let Some(f) = &filter {
                 steps.push(Step { name: "FILTER", detail: f.clone() });
             }
+            if let Some(a) = aggregated {
+                aggregate_steps(select, a, None, &mut steps);
+            }
         }
         Plan::Project { filter: f, table_functions, .. } => {
             if let (Some(_), Some(text)) = (f, &filter) {
@@ -216,21 +219,7 @@ fn describe(
                 steps.push(Step { name: "FLAT_MAP", detail: list(table_function_calls(select)) });
             }
         }
-        Plan::Aggregate(a) => {
-            if let (Some(_), Some(text)) = (&a.filter, &filter) {
-                steps.push(Step { name: "FILTER", detail: text.clone() });
-            }
-            let mut detail = format!("GROUP BY {}", list(select.group_by.iter().map(|e| e.to_string())));
-            if let Some(w) = &a.window {
-                detail.push_str(&format!(" | WINDOW {}", window_text(w)));
-            }
-            detail.push_str(&format!(" | Aggregates: {}", list(aggregate_calls(select))));
-            detail.push_str(if a.emit_final { " | EMIT FINAL" } else { " | EMIT CHANGES" });
-            steps.push(Step { name: "AGGREGATE", detail });
-            if let (Some(_), Some(h)) = (&a.having, &select.having) {
-                steps.push(Step { name: "HAVING", detail: h.to_string() });
-            }
-        }
+        Plan::Aggregate(a) => aggregate_steps(select, a, filter.as_ref(), &mut steps),
     }
     steps.push(Step { name: "PROJECT", detail: format!("Schema: {}", output.schema_string()) });
     match &sink {
@@ -252,6 +241,24 @@ fn describe(
     let mut sources = vec![input.name.clone()];
     sources.extend(rights.iter().map(|r| r.name.clone()));
     Explanation { kind, sources, sink, output: output.clone(), topology, execution_plan }
+}
+
+/// The steps of an aggregation: its WHERE (`filter`, when it applies it), the aggregation
+/// itself, HAVING.
+fn aggregate_steps(select: &Select, a: &AggregatePlan, filter: Option<&String>, steps: &mut Vec<Step>) {
+    if let (Some(_), Some(text)) = (&a.filter, filter) {
+        steps.push(Step { name: "FILTER", detail: text.clone() });
+    }
+    let mut detail = format!("GROUP BY {}", list(select.group_by.iter().map(|e| e.to_string())));
+    if let Some(w) = &a.window {
+        detail.push_str(&format!(" | WINDOW {}", window_text(w)));
+    }
+    detail.push_str(&format!(" | Aggregates: {}", list(aggregate_calls(select))));
+    detail.push_str(if a.emit_final { " | EMIT FINAL" } else { " | EMIT CHANGES" });
+    steps.push(Step { name: "AGGREGATE", detail });
+    if let (Some(_), Some(h)) = (&a.having, &select.having) {
+        steps.push(Step { name: "HAVING", detail: h.to_string() });
+    }
 }
 
 #[cfg(test)]

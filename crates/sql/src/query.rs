@@ -43,8 +43,9 @@ pub enum Plan {
         value: Vec<CExpr>,
     },
     Aggregate(AggregatePlan),
-    /// Join stages: each stage's left input is the previous stage's output.
-    Join(Vec<crate::join::JoinPlan>),
+    /// Join stages: each stage's left input is the previous stage's output; then, if any, an
+    /// aggregation of the joined rows (the last stage's projection is then unused).
+    Join(Vec<crate::join::JoinPlan>, Option<Box<AggregatePlan>>),
 }
 
 #[derive(Debug, Clone)]
@@ -297,7 +298,7 @@ impl Query {
         let pseudo = |i: usize| i == base + 1 || i == base + 2;
         let plan = match &self.plan {
             Plan::Aggregate(plan) if self.rights.is_empty() => plan,
-            Plan::Join(stages) if stages.len() == 1 && self.rights.len() == 1 => {
+            Plan::Join(stages, None) if stages.len() == 1 && self.rights.len() == 1 => {
                 let stage = &stages[0];
                 if stage.shape == crate::join::JoinShape::ForeignKey {
                     return None;
@@ -366,8 +367,8 @@ impl Query {
             Plan::Aggregate(plan) => (plan.group_by.clone(), plan.filter.clone()),
             // WHERE's conjuncts pushed to one side (see `join::push_down`): what they reject
             // joins nothing, so it need not travel.
-            Plan::Join(stages) if input == 0 => (vec![stages[0].left_key.clone()], stages[0].pushed[0].clone()),
-            Plan::Join(stages) => (vec![stages[0].right_key.clone()], stages[0].pushed[1].clone()),
+            Plan::Join(stages, _) if input == 0 => (vec![stages[0].left_key.clone()], stages[0].pushed[0].clone()),
+            Plan::Join(stages, _) => (vec![stages[0].right_key.clone()], stages[0].pushed[1].clone()),
             Plan::Project { .. } => unreachable!("projections split without a repartition"),
         };
         let output = SourceDef { topic: repartition_topic(&self.id, input), ..src.clone() };
@@ -467,7 +468,7 @@ impl Query {
                 }
             }
         })?;
-        if let Plan::Join(stages) = &self.plan {
+        if let Plan::Join(stages, _) = &self.plan {
             for (i, (join, stage)) in self.join.iter_mut().zip(stages).enumerate() {
                 let time = scalars.as_ref().and_then(|s| s.join_times.get(i).copied());
                 join.restored(stage.shape, time)?;
@@ -866,7 +867,7 @@ impl Query {
         offset: i64,
         out: &mut Vec<Emitted>,
     ) -> Result<(), Failure> {
-        if let Plan::Join(stages) = &self.plan {
+        if let Plan::Join(stages, aggregated) = &self.plan {
             let src = if input == 0 { &self.input } else { &self.rights[input - 1] };
             let row = Self::decode(src, rec, partition, offset)?;
             let key_row = key_only_row(src, rec, partition, offset);
@@ -889,6 +890,13 @@ impl Query {
                     self.join[stage].process(&stages[stage], Side::Left, row, &key_row, &mut self.env, &mut next)?;
                 }
                 joined = next;
+            }
+            if aggregated.is_some() {
+                // The joined rows are a stream (a table-table join is not aggregated here).
+                for j in joined.into_iter().filter(|j| !j.deleted) {
+                    self.aggregate(rec, Some(Row { values: j.row, timestamp: j.timestamp }), out)?;
+                }
+                return Ok(());
             }
             let plan = stages.last().expect("a join has stages");
             for j in joined {
@@ -985,13 +993,18 @@ impl Query {
                 Ok(())
             }
             Plan::Aggregate(_) => self.aggregate(rec, row, out),
-            Plan::Join(_) => unreachable!("handled above"),
+            Plan::Join(..) => unreachable!("handled above"),
         }
     }
 
     fn aggregate(&mut self, rec: &Record, row: Option<Row>, out: &mut Vec<Emitted>) -> Result<(), Failure> {
-        let Plan::Aggregate(plan) = &self.plan else { unreachable!("called for aggregate plans") };
-        let is_table = self.input.kind == SourceKind::Table;
+        let plan = match &self.plan {
+            Plan::Aggregate(plan) => plan,
+            Plan::Join(_, Some(plan)) => plan,
+            _ => unreachable!("called for aggregate plans"),
+        };
+        // (An aggregated join's rows are a stream.)
+        let is_table = self.input.kind == SourceKind::Table && self.rights.is_empty();
         let input_key = rec.key.as_deref().unwrap_or_default().to_vec();
         // The row's group and aggregate arguments (None: a tombstone, or filtered out).
         let mut current = None;
@@ -1136,7 +1149,11 @@ impl Query {
         gap: i64,
         out: &mut Vec<Emitted>,
     ) -> Result<(), Failure> {
-        let Plan::Aggregate(plan) = &self.plan else { unreachable!("called for aggregate plans") };
+        let plan = match &self.plan {
+            Plan::Aggregate(plan) => plan,
+            Plan::Join(_, Some(plan)) => plan,
+            _ => unreachable!("called for aggregate plans"),
+        };
         self.stream_time = self.stream_time.max(ts);
         let default_grace = if plan.emit_final { 0 } else { DEFAULT_GRACE_MS };
         let grace = plan.window.and_then(|w| w.grace).unwrap_or(default_grace);
