@@ -250,10 +250,18 @@ pub struct JoinState {
     fk_index: FkIndex,
     /// The sequence number of the next buffered record.
     next_seq: u64,
-    /// With a grace period: no buffered record closes or expires before stream time passes
-    /// this (so the buffers are scanned only when something may be due).
+    /// No buffered outer record closes before stream time passes this, and no buffered record
+    /// of side `i` expires before that side's time passes `expire_due[i]` (so the buffers are
+    /// scanned only when something may be due).
     next_due: i64,
+    expire_due: [i64; 2],
     stream_time: i64,
+    /// Per side, the latest timestamp it has seen: as Kafka Streams' window store per side,
+    /// a side's records expire by its own time (retention: the join window plus the grace
+    /// period), while outer records close by the stream time of both. Not stored: after a
+    /// restore it is the latest buffered record's (a side's latest record never expires by
+    /// its own time).
+    side_time: [i64; 2],
 }
 
 fn key_bytes(v: &Value) -> Vec<u8> {
@@ -292,7 +300,9 @@ impl JoinState {
             fk_index: FkIndex::default(),
             next_seq: 0,
             next_due: i64::MIN,
+            expire_due: [i64::MIN; 2],
             stream_time: 0,
+            side_time: [i64::MIN; 2],
         }
     }
 
@@ -306,6 +316,10 @@ impl JoinState {
                 let max = left.restore()?.max(right.restore()?);
                 self.next_seq = max.map_or(0, |m| m + 1);
                 self.next_due = i64::MIN;
+                self.expire_due = [i64::MIN; 2];
+                for (time, buf) in self.side_time.iter_mut().zip(&self.buffers) {
+                    *time = buf.by_key.values().flatten().map(|(_, b)| b.row.timestamp).max().unwrap_or(i64::MIN);
+                }
             }
             JoinShape::ForeignKey => {
                 self.left.load_all()?;
@@ -597,6 +611,8 @@ impl JoinState {
         }
         let ts = row.timestamp;
         self.stream_time = self.stream_time.max(ts);
+        let own_side = side as usize;
+        self.side_time[own_side] = self.side_time[own_side].max(ts);
         let outer_here = matches!(
             (plan.kind, side),
             (JoinKind::Left, Side::Left) | (JoinKind::Right, Side::Right) | (JoinKind::Full, _)
@@ -652,17 +668,35 @@ impl JoinState {
         // window (unmatched outer records were emitted at once, so nothing is pending): the
         // buffers are resident in memory and must not grow without bound.
         let g = grace.unwrap_or(DEFAULT_GRACE_MS);
-        // When this record closes (pending) or expires: the scan must not start later.
-        let span = match side {
-            Side::Left => after,
-            Side::Right => before,
-        };
-        let due = if pending { ts.saturating_add(span + g) } else { ts.saturating_add(before.max(after) + g) };
-        self.next_due = self.next_due.min(due);
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.buffers[own].push(&kb, seq, Buffered { row, key: key.clone(), matched, pending });
-        if self.stream_time > self.next_due {
+        let horizon = before.max(after) + g;
+        if ts.saturating_add(horizon) < self.side_time[own_side] {
+            // Older than its own side's retention: not kept (Kafka Streams' window store drops
+            // it), and an unmatched outer record is emitted at once, its window long closed.
+            if pending {
+                let j = match side {
+                    Side::Left => joined(plan, Some(&row), None, &key),
+                    Side::Right => joined(plan, None, Some(&row), &key),
+                };
+                out.push(upsert(j, ts));
+            }
+        } else {
+            // When this record closes (pending) or expires: the scan must not start later.
+            let span = match side {
+                Side::Left => after,
+                Side::Right => before,
+            };
+            if pending {
+                self.next_due = self.next_due.min(ts.saturating_add(span + g));
+            }
+            self.expire_due[own_side] = self.expire_due[own_side].min(ts.saturating_add(horizon));
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.buffers[own].push(&kb, seq, Buffered { row, key: key.clone(), matched, pending });
+        }
+        if self.stream_time > self.next_due
+            || self.side_time[0] > self.expire_due[0]
+            || self.side_time[1] > self.expire_due[1]
+        {
             self.flush_closed(plan, before, after, g, out)?;
         }
         Ok(())
@@ -683,6 +717,8 @@ impl JoinState {
         let mut ready: Vec<(Side, u64, Buffered)> = vec![];
         let mut next_due = i64::MAX;
         for (side, i, span) in [(Side::Left, 0, after), (Side::Right, 1, before)] {
+            let side_now = self.side_time[i];
+            let mut expire_due = i64::MAX;
             let buf = &mut self.buffers[i];
             let closes_at = |b: &Buffered| b.row.timestamp.saturating_add(span + grace);
             let expires_at = |b: &Buffered| b.row.timestamp.saturating_add(horizon);
@@ -700,11 +736,11 @@ impl JoinState {
                         ready.push((side, *seq, b.clone()));
                         changed.push((kb.clone(), *seq));
                     }
-                    if expires_at(b) < now {
+                    if expires_at(b) < side_now {
                         changed.push((kb.clone(), *seq));
                         return false;
                     }
-                    next_due = next_due.min(expires_at(b));
+                    expire_due = expire_due.min(expires_at(b));
                     true
                 });
                 !records.is_empty()
@@ -712,6 +748,7 @@ impl JoinState {
             for (kb, seq) in changed {
                 buf.mark(&kb, seq);
             }
+            self.expire_due[i] = expire_due;
         }
         self.next_due = next_due;
         // By timestamp, then side (the right's first), then key, as Kafka Streams' outer-join
