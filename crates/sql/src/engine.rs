@@ -1643,6 +1643,8 @@ impl Engine {
         let mut stages: Vec<JoinPlan> = vec![];
         let mut synthetic = false;
         let mut rowkey_idx = 0;
+        // Per stage, its join expressions (canonical, on the joined row).
+        let mut stage_keys: Vec<Vec<String>> = vec![];
         let mut key_type = SqlType::String;
         let mut on_columns: Vec<Vec<(usize, String)>> = vec![]; // per stage: (column index, display)
         for (k, join) in select.joins.iter().enumerate() {
@@ -1844,6 +1846,12 @@ impl Engine {
                     }
                 }
             };
+            // Joined on the previous stage's synthetic key: the result keeps a synthetic key.
+            let on_synthetic = synthetic && k > 0 && matches!(lkey, CExpr::Column(i) if i == rowkey_idx);
+            // Joined on an expression the previous stage joined on (its result's key already):
+            // the key stays the previous stage's.
+            let lcanon = format!("{lkey:?}");
+            let on_previous_key = !synthetic && stage_keys.last().is_some_and(|ks: &Vec<String>| ks.contains(&lcanon));
             let lw = scope.columns.len();
             let rw = rscope.columns.len();
             offsets.push(lw);
@@ -1857,8 +1865,11 @@ impl Engine {
                 }
             }
             key_type = lt;
-            synthetic |=
-                join.kind == JoinKind::Full || (!matches!(lkey, CExpr::Column(_)) && !matches!(rkey, CExpr::Column(_)));
+            // The last join decides the result's key: a synthetic ROWKEY after a full outer
+            // join or a join on expressions only; else the join's columns.
+            synthetic = on_synthetic
+                || join.kind == JoinKind::Full
+                || (!matches!(lkey, CExpr::Column(_)) && !matches!(rkey, CExpr::Column(_)) && !on_previous_key);
             let mut cols = vec![];
             if let CExpr::Column(i) = lkey {
                 cols.push((i, qualified_display(lexpr, &sources[lsrc.unwrap_or(0)].1)));
@@ -1866,6 +1877,11 @@ impl Engine {
             if let CExpr::Column(j) = rkey {
                 cols.push((lw + j, qualified_display(rexpr, &ra)));
             }
+            if on_previous_key && cols.is_empty() {
+                cols.extend(on_columns.last().cloned().unwrap_or_default());
+            }
+            let rcanon = Compiler::new(&scope).compile(rexpr).ok().map(|(c, _)| format!("{c:?}"));
+            stage_keys.push(std::iter::once(lcanon).chain(rcanon).collect());
             on_columns.push(cols);
             stages.push(JoinPlan {
                 kind: join.kind,
