@@ -815,6 +815,18 @@ mod tests {
     }
 
     #[test]
+    fn parse_date_reads_the_start_of_its_text_and_stringtodate_all_of_it() {
+        let s = |v: &str| Value::String(v.into());
+        let (v, _) = call("PARSE_DATE", &[T::String, T::String], &[s("2003-12-24-01-01"), s("yyyy-MM-dd")]);
+        assert_eq!(v, Value::Date(12410));
+        let nulls = [false, false];
+        let (f, ty) = resolve("STRINGTODATE", &[T::String, T::String], &nulls).unwrap();
+        assert!((f.0)(&[s("2003-12-24-01-01"), s("yyyy-MM-dd")], &ty).is_err());
+        let (f, ty) = resolve("PARSE_DATE", &[T::String, T::String], &nulls).unwrap();
+        assert!((f.0)(&[s("2004"), s("yyyy-MM-dd")], &ty).is_err(), "too short is still an error");
+    }
+
+    #[test]
     fn greatest_resolves_like_ksqldb() {
         let nulls = [false, false];
         assert!(resolve("GREATEST", &[T::Int, T::BigInt], &nulls).unwrap_err().to_string().contains("ambiguous"));

@@ -855,6 +855,16 @@ impl Pattern {
 
     /// Parses `text` (case-insensitively, as ksqlDB's formatters do).
     pub fn parse(&self, text: &str) -> Result<Parsed, String> {
+        self.parse_from_start(text, false)
+    }
+
+    /// Parses the start of `text`, ignoring what follows what the pattern reads (as Java's
+    /// `DateTimeFormatter.parse(text, ParsePosition)`, which ksqlDB's PARSE_DATE uses).
+    pub fn parse_prefix(&self, text: &str) -> Result<Parsed, String> {
+        self.parse_from_start(text, true)
+    }
+
+    fn parse_from_start(&self, text: &str, prefix: bool) -> Result<Parsed, String> {
         let t: Vec<char> = text.chars().collect();
         let mut st = ParseState { t: &t, i: 0, p: Parsed::default() };
         let toks = &self.toks;
@@ -881,7 +891,7 @@ impl Pattern {
             }
             k += 1;
         }
-        if st.i != t.len() {
+        if st.i != t.len() && !prefix {
             return Err(format!("Text '{text}' could not be parsed, unparsed text found at index {}", st.i));
         }
         Ok(st.p)

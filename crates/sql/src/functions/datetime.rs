@@ -177,7 +177,14 @@ pub(super) fn resolve(s: &Sig) -> Result<Option<(ScalarFn, T)>> {
             let ty = if s.name == "PARSE_DATE" { T::Date } else { T::Int };
             (
                 f!(|a, ty| {
-                    let Some(parsed) = parse_with(a)? else { return Ok(Value::Null) };
+                    // PARSE_DATE reads the start of the text; STRINGTODATE all of it.
+                    let parsed = match (a[0].as_str(), a[1].as_str()) {
+                        (Some(text), Some(p)) if *ty == T::Date => pattern(p)?.parse_prefix(text)?,
+                        _ => match parse_with(a)? {
+                            Some(parsed) => parsed,
+                            None => return Ok(Value::Null),
+                        },
+                    };
                     if parsed.has_time() {
                         return Err("Date format contains time field.".into());
                     }
