@@ -1924,6 +1924,12 @@ impl Engine {
                     out.push((qualified(alias, n), Some(format!("{alias}_{n}"))));
                 }
             }
+            // As ksqlDB: a repartitioned join's `*` carries each side's pseudo-columns too.
+            if !select.partition_by.is_empty() {
+                for n in [ROWTIME, ROWPARTITION, ROWOFFSET] {
+                    out.push((qualified(alias, n), Some(format!("{alias}_{n}"))));
+                }
+            }
         };
         let mut items: Vec<(Expr, Option<String>)> = vec![];
         for item in &select.items {
@@ -1979,8 +1985,38 @@ impl Engine {
         // Which items are the key.
         let canon: Vec<Option<String>> = named.iter().map(|(e, _)| canonical(&scope, e)).collect();
         let mut key_items: Vec<usize> = vec![];
+        // PARTITION BY: the result is keyed by those expressions (each one a projection item),
+        // not by the join expression.
+        let partitioned = !select.partition_by.is_empty() && !self.transient.get();
+        let mut partition_keys: Vec<(CExpr, SqlType)> = vec![];
+        if partitioned && sources.iter().all(|(s, _)| s.kind == Table) {
+            return Err(SqlError::statement(
+                "Unsupported operation: PARTITION BY is not supported on tables: use GROUP BY instead.",
+            ));
+        }
         if self.transient.get() {
             // Transient: no key columns, every item is an output column.
+        } else if partitioned {
+            let mut missing = vec![];
+            for pe in &select.partition_by {
+                let (c, t) = compiler.compile(pe).map_err(|e| unresolved_in("PARTITION BY", e))?;
+                let item = format!("{c:?}");
+                match canon.iter().position(|x| x.as_deref() == Some(&item)) {
+                    Some(i) => {
+                        key_items.push(i);
+                        partition_keys.push((c, t));
+                    }
+                    None => missing.push(pe.to_string()),
+                }
+            }
+            if !missing.is_empty() {
+                let missing: Vec<String> = select.partition_by.iter().map(|pe| pe.to_string()).collect();
+                let (noun, list) = describe_missing("partitioning expression", &missing);
+                return Err(SqlError::statement(format!(
+                    "The query used to build `{sink_name}` must include the {noun} {list} in its projection (eg, SELECT {}...).",
+                    missing.join(", ")
+                )));
+            }
         } else if fk {
             let (left, _) = &sources[0];
             let mut missing = vec![];
@@ -2073,7 +2109,7 @@ impl Engine {
         }
         let mut key_exprs = vec![];
         let mut key_fields = vec![];
-        for &i in &key_items {
+        for (n, &i) in key_items.iter().enumerate() {
             let (c, t) = compiler.compile(&named[i].0).map_err(select_error)?;
             // A join key named by a bare qualified column is called ALIAS_COLUMN.
             if !explicit_alias[i] {
@@ -2083,8 +2119,14 @@ impl Engine {
             }
             check_key_type(&named[i].1, &t)?;
             // The key is the join key's value, whichever side it came from; the item names it.
-            key_exprs.push(if fk { c } else { CExpr::Column(rowkey_idx) });
-            key_fields.push(Field { name: named[i].1.clone(), ty: if fk { t } else { key_type.clone() } });
+            // (Partitioned: the PARTITION BY expression's value.)
+            let (c, t) = match partition_keys.get(n) {
+                Some(k) => k.clone(),
+                None if fk => (c, t),
+                None => (CExpr::Column(rowkey_idx), key_type.clone()),
+            };
+            key_exprs.push(c);
+            key_fields.push(Field { name: named[i].1.clone(), ty: t });
         }
         let (value_exprs, value_fields) = compile_values(&mut compiler, &named, |i| key_items.contains(&i))?;
         check_duplicates(&key_fields, &value_fields)?;
