@@ -1207,36 +1207,7 @@ impl StatementParser<'_> {
         let filter = if p.parse_keyword(Keyword::WHERE) { Some(self.d.expr(p)?) } else { None };
         let mut group_by = vec![];
         if p.parse_keywords(&[Keyword::GROUP, Keyword::BY]) {
-            // ksqlDB groups by value expressions: a bare boolean expression (AND, OR, NOT, a
-            // comparison or predicate) is not one, unless in parentheses.
-            let elements = comma_list(p, |p| {
-                let pos = here(p);
-                let parenthesized = matches!(p.peek_token().token, Token::LParen);
-                // Where a parenthesized list's first comma is, if this is one.
-                let mut comma = None;
-                if parenthesized {
-                    let mut depth = 0;
-                    for i in 0.. {
-                        let t = p.peek_nth_token(i);
-                        match t.token {
-                            Token::LParen => depth += 1,
-                            Token::RParen if depth == 1 => break,
-                            Token::RParen => depth -= 1,
-                            Token::Comma if depth == 1 => {
-                                comma = Some(pos_of(t.span.start));
-                                break;
-                            }
-                            Token::EOF => break,
-                            _ => {}
-                        }
-                    }
-                }
-                let e = self.d.expr(p)?;
-                if !parenthesized && is_boolean_expression(&e) {
-                    return Err(SqlError::parse(Some(pos), "GROUP BY takes value expressions, not boolean ones"));
-                }
-                Ok((e, comma))
-            })?;
+            let elements = self.value_items(p, "GROUP BY")?;
             // A parenthesized list is the whole grouping (`GROUP BY (a, b)`), never one item
             // of several: ksqlDB's grammar stops at its comma.
             if elements.len() > 1 {
@@ -1261,7 +1232,12 @@ impl StatementParser<'_> {
             {
                 return Err(SqlError::statement("PARTITION BY requires at least one expression"));
             }
-            partition_by = self.expr_list(p)?;
+            for (e, _) in self.value_items(p, "PARTITION BY")? {
+                match e {
+                    Expr::Function { name, args, .. } if name == TUPLE => partition_by.extend(args),
+                    e => partition_by.push(e),
+                }
+            }
         }
         let having = if p.parse_keyword(Keyword::HAVING) { Some(self.d.expr(p)?) } else { None };
         let emit = if word(p, "EMIT") {
@@ -1279,15 +1255,38 @@ impl StatementParser<'_> {
         Ok(Select { items, from, joins, window, filter, group_by, partition_by, having, emit, limit, pos })
     }
 
-    fn expr_list(&self, p: &mut Parser) -> Result<Vec<Expr>> {
-        let mut out = vec![];
-        for e in comma_list(p, |p| self.d.expr(p))? {
-            match e {
-                Expr::Function { name, args, .. } if name == TUPLE => out.extend(args),
-                e => out.push(e),
+    /// The items of GROUP BY or PARTITION BY (`clause`): value expressions — a bare boolean
+    /// expression (AND, OR, NOT, a comparison or predicate) is not one, unless in parentheses,
+    /// as in ksqlDB's grammar — each with, if it is a parenthesized list, where its first comma
+    /// is.
+    fn value_items(&self, p: &mut Parser, clause: &str) -> Result<Vec<(Expr, Option<Pos>)>> {
+        comma_list(p, |p| {
+            let pos = here(p);
+            let parenthesized = matches!(p.peek_token().token, Token::LParen);
+            let mut comma = None;
+            if parenthesized {
+                let mut depth = 0;
+                for i in 0.. {
+                    let t = p.peek_nth_token(i);
+                    match t.token {
+                        Token::LParen => depth += 1,
+                        Token::RParen if depth == 1 => break,
+                        Token::RParen => depth -= 1,
+                        Token::Comma if depth == 1 => {
+                            comma = Some(pos_of(t.span.start));
+                            break;
+                        }
+                        Token::EOF => break,
+                        _ => {}
+                    }
+                }
             }
-        }
-        Ok(out)
+            let e = self.d.expr(p)?;
+            if !parenthesized && is_boolean_expression(&e) {
+                return Err(SqlError::parse(Some(pos), format!("{clause} takes value expressions, not boolean ones")));
+            }
+            Ok((e, comma))
+        })
     }
 
     fn select_item(&self, p: &mut Parser) -> Result<SelectItem> {
