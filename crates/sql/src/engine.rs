@@ -2160,8 +2160,9 @@ impl Engine {
 
     /// Plans an aggregation of a join's result (`SELECT ... FROM a JOIN b ... GROUP BY`): the
     /// join stages, then the aggregation over the joined row (its scope: every source's
-    /// columns), with WHERE applied by the aggregation. The join's result must be a stream
-    /// (a stream joined to a stream or a table).
+    /// columns), with WHERE applied by the aggregation. A join with a stream is aggregated as a
+    /// stream; a join of tables by their keys as a table keyed by the join key (a change
+    /// takes back the key's previous contribution). Foreign-key joins are not aggregated.
     #[allow(clippy::too_many_arguments)]
     fn plan_join_aggregate(
         &self,
@@ -2175,9 +2176,10 @@ impl Engine {
         existing_sink: Option<&SourceDef>,
         sink_name: &str,
     ) -> Result<Planned> {
-        if sources.iter().all(|(s, _)| s.kind == SourceKind::Table) {
+        let tables = sources.iter().all(|(s, _)| s.kind == SourceKind::Table);
+        if stages.iter().any(|s| s.shape == crate::join::JoinShape::ForeignKey) {
             return Err(SqlError::statement(
-                "Aggregating the result of a table-table join is not supported: aggregate a table created from the join instead.",
+                "Aggregating the result of a foreign-key join is not supported: aggregate a table created from the join instead.",
             ));
         }
         // As ksqlDB (https://github.com/confluentinc/ksql/issues/5931): window bounds are not
@@ -2189,8 +2191,9 @@ impl Engine {
                 }
             }
         }
-        // What the aggregation reads: the joined rows, a stream, in the left source's formats.
-        let joined = SourceDef { kind: SourceKind::Stream, window: None, ..sources[0].0.clone() };
+        // What the aggregation reads: the joined rows, in the left source's formats.
+        let kind = if tables { SourceKind::Table } else { SourceKind::Stream };
+        let joined = SourceDef { kind, window: None, ..sources[0].0.clone() };
         let (key_serde, value_serde) = serdes_from_props(props, Some(&sources[0].0), &self.properties)?;
         let sink_topic = sink_topic(existing_sink, props, &self.sink_topic_default(sink_name));
         let mut planned = self.plan_aggregate(

@@ -892,9 +892,21 @@ impl Query {
                 joined = next;
             }
             if aggregated.is_some() {
-                // The joined rows are a stream (a table-table join is not aggregated here).
-                for j in joined.into_iter().filter(|j| !j.deleted) {
-                    self.aggregate(rec, Some(Row { values: j.row, timestamp: j.timestamp }), out)?;
+                // A join of tables is a table keyed by its join key (the joined row's last
+                // value): each key's change takes back its previous contribution. A join with
+                // a stream is a stream of joined rows.
+                let table =
+                    self.input.kind == SourceKind::Table && self.rights.iter().all(|r| r.kind == SourceKind::Table);
+                for j in joined {
+                    if j.deleted && !table {
+                        continue;
+                    }
+                    let mut key = vec![];
+                    if let Some(k) = j.row.last() {
+                        k.key_bytes(&mut key);
+                    }
+                    let row = (!j.deleted).then_some(Row { values: j.row, timestamp: j.timestamp });
+                    self.aggregate(&key, j.timestamp, table, row, out)?;
                 }
                 return Ok(());
             }
@@ -992,20 +1004,30 @@ impl Query {
                 }
                 Ok(())
             }
-            Plan::Aggregate(_) => self.aggregate(rec, row, out),
+            Plan::Aggregate(_) => {
+                let key = rec.key.as_deref().unwrap_or_default();
+                self.aggregate(key, rec.timestamp, is_table, row, out)
+            }
             Plan::Join(..) => unreachable!("handled above"),
         }
     }
 
-    fn aggregate(&mut self, rec: &Record, row: Option<Row>, out: &mut Vec<Emitted>) -> Result<(), Failure> {
+    /// Aggregates one input row (`None`: a table's deletion of `input_key`, or a stream
+    /// record without a value); a table input (`is_table`) takes back the key's previous
+    /// contribution first. `timestamp`: the record's, for a deletion.
+    fn aggregate(
+        &mut self,
+        input_key: &[u8],
+        timestamp: i64,
+        is_table: bool,
+        row: Option<Row>,
+        out: &mut Vec<Emitted>,
+    ) -> Result<(), Failure> {
         let plan = match &self.plan {
             Plan::Aggregate(plan) => plan,
             Plan::Join(_, Some(plan)) => plan,
             _ => unreachable!("called for aggregate plans"),
         };
-        // (An aggregated join's rows are a stream.)
-        let is_table = self.input.kind == SourceKind::Table && self.rights.is_empty();
-        let input_key = rec.key.as_deref().unwrap_or_default().to_vec();
         // The row's group and aggregate arguments (None: a tombstone, or filtered out).
         let mut current = None;
         if let Some(row) = &row {
@@ -1025,14 +1047,14 @@ impl Query {
         // For a table input, first take back the key's previous contribution. When the row
         // stays in the same group, the group is updated once (undo and add, one output).
         if is_table {
-            if let Some(Contribution { group: gk, args }) = self.table_rows.remove(&input_key)? {
+            if let Some(Contribution { group: gk, args }) = self.table_rows.remove(input_key)? {
                 let same_group = current.as_ref().is_some_and(|(keys, _)| group_bytes(keys) == gk);
                 if let Some(g) = self.groups.get_mut(&gk)? {
                     for (i, spec) in plan.specs.iter().enumerate() {
                         spec.undo(&mut g.accs[i], &args[i]);
                     }
                     if !same_group {
-                        g.timestamp = row.as_ref().map(|r| r.timestamp).unwrap_or(rec.timestamp);
+                        g.timestamp = row.as_ref().map(|r| r.timestamp).unwrap_or(timestamp);
                         emit_group(plan, g, out, &mut self.env)?;
                     }
                 }
@@ -1106,7 +1128,7 @@ impl Query {
                 emit_group(plan, g, out, &mut self.env)?;
             }
             if is_table {
-                self.table_rows.insert(input_key.clone(), Contribution { group: gk, args: args.clone() })?;
+                self.table_rows.insert(input_key.to_vec(), Contribution { group: gk, args: args.clone() })?;
             }
         }
         // Windows that closed, oldest first: their final results once (EMIT FINAL), or just
