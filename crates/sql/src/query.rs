@@ -615,29 +615,19 @@ impl Query {
                 self.right_offsets[input - 1][p as usize] = c.offset + 1;
             }
             read += 1;
-            if self.repartition.is_some() {
-                let failed = match self.route(&c.record, p, c.offset) {
-                    Ok(Some(to)) => {
-                        pending.entry(to).or_default().push(c.record);
-                        None
-                    }
-                    Ok(None) => None,
-                    Err(Failure::Record(m)) => Some(m),
-                    Err(Failure::State(e)) => return Err(e),
-                };
-                for message in failed.into_iter().chain(self.env.errors.drain(..)) {
-                    errors.push(ProcessingError {
-                        query: self.id.clone(),
-                        message,
-                        topic: heads[h].2.clone(),
-                        partition: p,
-                        offset: c.offset,
-                    });
-                }
-                continue;
-            }
             let mut out = vec![];
-            let failed = match self.process(&c.record, input, p, c.offset, &mut out) {
+            // A repartition stage sends the record on unchanged; the query processes it.
+            let routed = self.repartition.is_some();
+            let result = if routed {
+                self.route(&c.record, p, c.offset).map(|to| {
+                    if let Some(to) = to {
+                        pending.entry(to).or_default().push(c.record);
+                    }
+                })
+            } else {
+                self.process(&c.record, input, p, c.offset, &mut out)
+            };
+            let failed = match result {
                 Ok(()) => None,
                 Err(Failure::Record(m)) => Some(m),
                 Err(Failure::State(e)) => return Err(e),
@@ -651,6 +641,9 @@ impl Query {
                     partition: p,
                     offset: c.offset,
                 });
+            }
+            if routed {
+                continue;
             }
             let replayed = self
                 .replay_until
