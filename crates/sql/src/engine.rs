@@ -1636,6 +1636,16 @@ impl Engine {
         }
         let in_many = |n: &str| scopes.iter().filter(|s| s.resolve(None, n).ok().flatten().is_some()).count() > 1;
 
+        // The synthetic key column's name: ROWKEY, or the first ROWKEY_<n> no source column has.
+        let taken: HashSet<&str> = sources
+            .iter()
+            .flat_map(|(s, _)| s.keys.iter().chain(&s.values).chain(s.headers.iter().map(|h| &h.field)))
+            .map(|f| f.name.as_str())
+            .collect();
+        let rowkey_name = std::iter::once("ROWKEY".to_string())
+            .chain((1..).map(|n| format!("ROWKEY_{n}")))
+            .find(|n| !taken.contains(n.as_str()))
+            .expect("a free name");
         // The accumulated row layout: source 0, then per stage the right source and a ROWKEY.
         let mut scope = scopes[0].clone();
         let mut offsets = vec![0usize]; // start of each source in the joined row
@@ -1857,10 +1867,10 @@ impl Engine {
             offsets.push(lw);
             scope.columns.extend(rscope.columns.iter().cloned());
             rowkey_idx = scope.columns.len();
-            scope.push(None, "ROWKEY", lt.clone());
+            scope.push(None, &rowkey_name, lt.clone());
             // Earlier stages' ROWKEYs are renamed so the last one is the one `ROWKEY` names.
             for c in scope.columns[..rowkey_idx].iter_mut() {
-                if c.name == "ROWKEY" && c.qualifier.is_none() {
+                if c.name == rowkey_name && c.qualifier.is_none() {
                     c.name = format!("$ROWKEY{k}");
                 }
             }
@@ -1936,8 +1946,10 @@ impl Engine {
             match item {
                 SelectItem::Wildcard(None) => {
                     if synthetic && !fk && !self.transient.get() {
-                        items
-                            .push((Expr::Column { qualifier: None, name: "ROWKEY".into(), pos: Pos::default() }, None));
+                        items.push((
+                            Expr::Column { qualifier: None, name: rowkey_name.clone(), pos: Pos::default() },
+                            None,
+                        ));
                     }
                     for (s, a) in &sources {
                         source_columns(s, a, &mut items);
@@ -2051,7 +2063,7 @@ impl Engine {
             // The last join's columns, and those of earlier joins on the same key.
             let mut candidates: Vec<(usize, String)> = vec![];
             if synthetic {
-                candidates.push((rowkey_idx, "ROWKEY".into()));
+                candidates.push((rowkey_idx, rowkey_name.clone()));
             } else {
                 candidates.extend(on_columns.last().cloned().unwrap_or_default());
                 for cols in on_columns.iter().rev().skip(1) {
@@ -2088,7 +2100,7 @@ impl Engine {
                         names[0]
                     );
                     if synthetic {
-                        msg = format!("Key missing from projection (ie, SELECT). See https://cnfl.io/2LV7ouS.\n{msg}\nROWKEY was added as a synthetic key column because the join criteria did not match any source column. This expression must be included in the projection and may be aliased.");
+                        msg = format!("Key missing from projection (ie, SELECT). See https://cnfl.io/2LV7ouS.\n{msg}\n{rowkey_name} was added as a synthetic key column because the join criteria did not match any source column. This expression must be included in the projection and may be aliased.");
                     }
                     return Err(SqlError::statement(msg));
                 }
