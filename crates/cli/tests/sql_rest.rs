@@ -659,8 +659,14 @@ fn a_split_join_killed_mid_stream_writes_every_output_exactly_once() {
         ["#0", "#1", "#2", "#r0", "#r1", "#r1-0", "#r1-1", "#r1-2", "#r2"].iter().map(|t| format!("{id}{t}")).collect();
     assert_eq!(tasks, expected);
     let out = consume_until(&server.addr, "NAMED", "every visit joined", |o| o.len() >= N);
+    // Everything the stream holds (a consumer stops as soon as it has N), once its tasks idle.
+    wait_until(WAIT, "the joined stream complete", || {
+        let (status, answer) = query(&server.http, "SELECT * FROM named;", json!({}));
+        (status == 200 && rows(&answer).len() >= N).then_some(())
+    });
     std::thread::sleep(Duration::from_millis(500));
-    let out = consume_until(&server.addr, "NAMED", "every visit joined", |o| o.len() >= out.len());
+    let (_, answer) = query(&server.http, "SELECT * FROM named;", json!({}));
+    assert_eq!(rows(&answer).len(), N, "no output twice (pull query over the whole stream)");
     assert_eq!(out.len(), N, "no output twice");
     let ns: std::collections::BTreeSet<i64> = out.iter().map(|(_, v, _, _)| v["N"].as_i64().unwrap()).collect();
     assert_eq!(ns.len(), N, "every visit's output, once");

@@ -242,10 +242,30 @@ pub fn repartition_topic(query_id: &str, input: usize) -> String {
     }
 }
 
+/// Whether `topic` is one of query `query_id`'s repartition topics ([`repartition_topic`]).
+pub fn is_repartition_topic(topic: &str, query_id: &str) -> bool {
+    let rest = topic.strip_prefix("_freshet_sql_").and_then(|t| t.strip_prefix(query_id));
+    match rest.and_then(|t| t.strip_prefix("-repartition")) {
+        Some("") => true,
+        Some(input) => input.strip_prefix('-').is_some_and(|n| n.parse::<usize>().is_ok()),
+        None => false,
+    }
+}
+
+/// The aggregation of a plan that aggregates (an aggregation, or an aggregated join).
+fn aggregation_of(plan: &Plan) -> &AggregatePlan {
+    match plan {
+        Plan::Aggregate(plan) => plan,
+        Plan::Join(_, Some(plan)) => plan,
+        _ => unreachable!("called for aggregate plans"),
+    }
+}
+
 impl Query {
     pub fn new(id: String, sql: String, input: SourceDef, output: SourceDef, plan: Plan, partitions: i32) -> Query {
         let store = StateStore::in_memory();
         Query {
+            state_name: id.clone(),
             id,
             sql,
             sink: output.name.clone(),
@@ -271,16 +291,9 @@ impl Query {
             replay_until: None,
             poll_batch: crate::limits::POLL_BATCH,
             only_partition: None,
-            state_name: String::new(),
             changelog_partition: 0,
             repartition: None,
         }
-        .named()
-    }
-
-    fn named(mut self) -> Query {
-        self.state_name = self.id.clone();
-        self
     }
 
     /// Whether (and how) the query's state splits into tasks, one per partition, each owning
@@ -1016,11 +1029,7 @@ impl Query {
         row: Option<Row>,
         out: &mut Vec<Emitted>,
     ) -> Result<(), Failure> {
-        let plan = match &self.plan {
-            Plan::Aggregate(plan) => plan,
-            Plan::Join(_, Some(plan)) => plan,
-            _ => unreachable!("called for aggregate plans"),
-        };
+        let plan = aggregation_of(&self.plan);
         // The row's group and aggregate arguments (None: a tombstone, or filtered out).
         let mut current = None;
         if let Some(row) = &row {
@@ -1164,11 +1173,7 @@ impl Query {
         gap: i64,
         out: &mut Vec<Emitted>,
     ) -> Result<(), Failure> {
-        let plan = match &self.plan {
-            Plan::Aggregate(plan) => plan,
-            Plan::Join(_, Some(plan)) => plan,
-            _ => unreachable!("called for aggregate plans"),
-        };
+        let plan = aggregation_of(&self.plan);
         self.stream_time = self.stream_time.max(ts);
         let default_grace = if plan.emit_final { 0 } else { DEFAULT_GRACE_MS };
         let grace = plan.window.and_then(|w| w.grace).unwrap_or(default_grace);

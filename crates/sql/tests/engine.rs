@@ -735,3 +735,14 @@ fn an_aggregation_of_a_join_counts_the_joined_rows() {
     let want = totals(&[("Oslo", r#"{"TOTAL":0,"N":0}"#), ("Paris", r#"{"TOTAL":50,"N":2}"#)]);
     assert_eq!(latest(&topics, "BALANCES"), want);
 }
+
+#[test]
+fn repartition_topic_names_are_recognized_per_query() {
+    use freshet_sql::query::{is_repartition_topic, repartition_topic};
+    for input in [0, 1, 12] {
+        assert!(is_repartition_topic(&repartition_topic("CTAS_X_1", input), "CTAS_X_1"));
+        assert!(!is_repartition_topic(&repartition_topic("CTAS_X_10", input), "CTAS_X_1"));
+    }
+    assert!(!is_repartition_topic("_freshet_sql_CTAS_X_1-changelog", "CTAS_X_1"));
+    assert!(!is_repartition_topic("_freshet_sql_CTAS_X_1-repartition-x", "CTAS_X_1"));
+}

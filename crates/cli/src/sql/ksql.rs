@@ -37,7 +37,7 @@ use freshet_sql::error::ErrorKind;
 use freshet_sql::explain;
 use freshet_sql::functions::registry;
 use freshet_sql::parser;
-use freshet_sql::query::{changelog_topic, repartition_topic};
+use freshet_sql::query::{changelog_topic, is_repartition_topic};
 use freshet_sql::state::{Restored, StateStore};
 use freshet_sql::topics::{Record, Topics};
 use freshet_sql::types::SqlType;
@@ -528,7 +528,7 @@ impl SqlServer {
         if !shared {
             return;
         }
-        let repartitions = self.topics.list_topics().into_iter().filter(|t| is_repartition_topic_of(t, id));
+        let repartitions = self.topics.list_topics().into_iter().filter(|t| is_repartition_topic(t, id));
         for topic in std::iter::once(changelog_topic(id)).chain(repartitions) {
             if self.topics.partitions(&topic).is_some() {
                 if let Err(e) = self.topics.delete_topic(&topic) {
@@ -597,7 +597,7 @@ impl SqlServer {
                     }
                 };
                 // An owning task of a split query reads what its repartition tasks read before.
-                let rereads = q.input.topic == repartition_topic(&id, 0);
+                let rereads = is_repartition_topic(&q.input.topic, &id);
                 let log = &mut self.engine.processing_log;
                 let sink = &self.topics;
                 let atomic = !self.at_least_once.contains(&id);
@@ -1209,16 +1209,6 @@ fn remove_orphan_state_files(dir: &Path, live: &[String]) {
             let _ = std::fs::remove_file(&path);
         }
     }
-}
-
-/// Whether `topic` is one of query `id`'s repartition topics (see `repartition_topic`).
-fn is_repartition_topic_of(topic: &str, id: &str) -> bool {
-    let first = repartition_topic(id, 0);
-    topic == first
-        || topic
-            .strip_prefix(&first)
-            .and_then(|rest| rest.strip_prefix('-'))
-            .is_some_and(|n| n.parse::<usize>().is_ok())
 }
 
 /// The state files of query `id`'s tasks in `dir` (`<id>#<partition>.redb`), by name.
