@@ -116,6 +116,7 @@ const NS_SCALARS: u8 = 0;
 const NS_GROUPS: u8 = 1;
 const NS_SESSIONS: u8 = 2;
 const NS_TABLE_ROWS: u8 = 3;
+const NS_ROUTES: u8 = 4;
 pub(crate) const NS_JOIN: u8 = 16;
 /// Stream-stream join buffers of stage `i`: `NS_JOIN_BUFFERS + 2 * i` (left) and `+ 1` (right),
 /// one entry per buffered record. `SQL_MAX_JOINS` keeps both ranges apart.
@@ -140,6 +141,12 @@ struct Scalars {
 /// The changelog topic of a persistent query's state (compacted; key: namespace byte + key).
 pub fn changelog_topic(query_id: &str) -> String {
     format!("_freshet_sql_{query_id}-changelog")
+}
+
+/// The changelog of a split query's repartition tasks that keep state (a regrouped table's:
+/// where each key's row was sent, see [`Route::retract`]); partition `p` is task `#r<p>`'s.
+pub fn repartition_changelog_topic(query_id: &str) -> String {
+    format!("_freshet_sql_{query_id}-repartition-changelog")
 }
 
 /// A record that failed; the query logs it and goes on.
@@ -179,6 +186,9 @@ pub struct Query {
     session_ends: BTreeSet<(i64, Vec<u8>, i64)>,
     /// For aggregations over a table: each input key's last contribution (group and arguments).
     table_rows: StateMap<Contribution>,
+    /// A repartition stage of a regrouped table ([`Route::retract`]): per input key, the
+    /// partition of the repartition topic its row was last sent to.
+    routes: StateMap<i32>,
     stream_time: i64,
     /// EMIT FINAL over TUMBLING/HOPPING windows: the latest window start stored. A closed window
     /// whose start is more than the store's retention behind it has expired unseen and is not
@@ -199,6 +209,9 @@ pub struct Query {
     pub only_partition: Option<i32>,
     /// The name of the state store file (the query id, or a task's name).
     pub state_name: String,
+    /// The changelog topic of this query's (or task's) state ([`changelog_topic`], or
+    /// [`repartition_changelog_topic`] for a repartition stage's).
+    pub changelog: String,
     /// The partition of the changelog topic this query's (or task's) state changes go to.
     pub changelog_partition: i32,
     /// A repartition stage of a split query ([`Query::repartition_stage`]): each input record
@@ -217,6 +230,12 @@ pub struct Route {
     /// Records this rejects are not sent on (an aggregation's WHERE, or the WHERE conjuncts
     /// a join pushed to this input's side).
     pub filter: Option<CExpr>,
+    /// A table regrouped by other columns than its key: a key's row moves between groups, so
+    /// the stage remembers where each key's row went (its state) and, when the row moves to
+    /// another partition or leaves (a tombstone, or a row the filter rejects), first sends a
+    /// tombstone of the key to the partition it was in: that task takes the row's
+    /// contribution back (Kafka Streams' subtractor, sent where the old row was added).
+    pub retract: bool,
 }
 
 /// How a stateful query splits into tasks that each own the state of some keys (groups, or
@@ -266,6 +285,7 @@ impl Query {
         let store = StateStore::in_memory();
         Query {
             state_name: id.clone(),
+            changelog: changelog_topic(&id),
             id,
             sql,
             sink: output.name.clone(),
@@ -282,6 +302,7 @@ impl Query {
             sessions: store.map(NS_SESSIONS, SQL_STATE_CACHE_ENTRIES),
             session_ends: BTreeSet::new(),
             table_rows: store.map(NS_TABLE_ROWS, SQL_STATE_CACHE_ENTRIES),
+            routes: store.map(NS_ROUTES, SQL_STATE_CACHE_ENTRIES),
             store,
             stream_time: i64::MIN,
             final_store_time: i64::MIN,
@@ -297,9 +318,9 @@ impl Query {
     }
 
     /// Whether (and how) the query's state splits into tasks, one per partition, each owning
-    /// the state of its keys: an aggregation of one stream, or of a table grouped by its own
-    /// key (a table grouped by other columns moves a key's contribution between groups, which
-    /// would need the old row sent to the old group's task: it runs as one task); a join of
+    /// the state of its keys: an aggregation of one input (a table grouped by other columns
+    /// than its key moves a key's row between groups: its repartition stage takes the row
+    /// back from the old group's task, see [`Route::retract`]); a join of
     /// two inputs on a key (a foreign-key join, or a join of three inputs or more, runs as one
     /// task). Queries that read ROWPARTITION or ROWOFFSET do not split: a repartition would
     /// change what they read; nor do queries over windowed sources.
@@ -348,7 +369,7 @@ impl Query {
         match (by_input_key, self.input.kind) {
             (true, _) => Some(Split::ByInputKey),
             (false, SourceKind::Stream) => Some(Split::Repartition),
-            (false, SourceKind::Table) => None,
+            (false, SourceKind::Table) => Some(Split::Repartition),
         }
     }
 
@@ -374,7 +395,10 @@ impl Query {
     /// The repartition stage's task for partition `partition` of input `input` (0: the left
     /// or only input, `i`: a join's right input `i`; see [`Split::Repartition`]): its output is
     /// that input's repartition topic, of `partitions` partitions.
-    pub fn repartition_stage(&self, input: usize, partition: i32, partitions: i32) -> Query {
+    ///
+    /// A regrouped table's stage keeps state ([`Route::retract`]): in the store file
+    /// `state_name`, logged to partition `partition` of [`repartition_changelog_topic`].
+    pub fn repartition_stage(&self, input: usize, partition: i32, partitions: i32, state_name: String) -> Query {
         let src = if input == 0 { self.input.clone() } else { self.rights[input - 1].clone() };
         let (keys, filter) = match &self.plan {
             Plan::Aggregate(plan) => (plan.group_by.clone(), plan.filter.clone()),
@@ -385,9 +409,18 @@ impl Query {
             Plan::Project { .. } => unreachable!("projections split without a repartition"),
         };
         let output = SourceDef { topic: repartition_topic(&self.id, input), ..src.clone() };
+        let retract = src.kind == SourceKind::Table && matches!(self.plan, Plan::Aggregate(_));
         let mut q = self.copy_with(src, output, partition);
-        q.repartition = Some(Route { partitions, keys, filter });
+        q.repartition = Some(Route { partitions, keys, filter, retract });
+        q.state_name = state_name;
+        q.changelog = repartition_changelog_topic(&self.id);
+        q.changelog_partition = partition;
         q
+    }
+
+    /// Whether this is a repartition stage that keeps state ([`Route::retract`]).
+    pub fn routes_keys(&self) -> bool {
+        self.repartition.as_ref().is_some_and(|r| r.retract)
     }
 
     fn copy_with(&self, input: SourceDef, output: SourceDef, partition: i32) -> Query {
@@ -455,7 +488,7 @@ impl Query {
         // Maps share the store's file: all of them let go of it before it is opened again.
         self.use_store(StateStore::in_memory());
         let mut store = StateStore::open(dir, &self.state_name)?;
-        let restored = store.restore(topics, &changelog_topic(&self.id), self.changelog_partition)?;
+        let restored = store.restore(topics, &self.changelog, self.changelog_partition)?;
         self.use_store(store);
         let scalars = self.scalars.get(SCALARS_KEY)?.cloned();
         if let Some(s) = &scalars {
@@ -510,6 +543,7 @@ impl Query {
         self.groups = store.map(NS_GROUPS, SQL_STATE_CACHE_ENTRIES);
         self.sessions = store.map(NS_SESSIONS, SQL_STATE_CACHE_ENTRIES);
         self.table_rows = store.map(NS_TABLE_ROWS, SQL_STATE_CACHE_ENTRIES);
+        self.routes = store.map(NS_ROUTES, SQL_STATE_CACHE_ENTRIES);
         for (i, j) in self.join.iter_mut().enumerate() {
             *j = crate::join::JoinState::new(&store, i);
         }
@@ -527,6 +561,10 @@ impl Query {
         let mut out = vec![];
         // A projection keeps no state: nothing to log.
         if !self.store.is_persistent() || matches!(self.plan, Plan::Project { .. }) {
+            return Ok(out);
+        }
+        if self.repartition.is_some() {
+            self.routes.drain_changes(&mut out)?;
             return Ok(out);
         }
         let scalars = Scalars {
@@ -554,6 +592,7 @@ impl Query {
         self.groups.evict();
         self.sessions.evict();
         self.table_rows.evict();
+        self.routes.evict();
         for j in &mut self.join {
             j.evict();
         }
@@ -632,11 +671,7 @@ impl Query {
             // A repartition stage sends the record on unchanged; the query processes it.
             let routed = self.repartition.is_some();
             let result = if routed {
-                self.route(&c.record, p, c.offset).map(|to| {
-                    if let Some(to) = to {
-                        pending.entry(to).or_default().push(c.record);
-                    }
-                })
+                self.route(&c.record, p, c.offset).and_then(|to| self.send_routed(c.record, to, &mut pending))
             } else {
                 self.process(&c.record, input, p, c.offset, &mut out)
             };
@@ -774,6 +809,8 @@ impl Query {
         let route = self.repartition.as_ref().expect("a repartition stage");
         let row = match Self::decode(&self.input, rec, partition, offset)? {
             Some(row) => row,
+            // A regrouped table's tombstone only takes the key's row back (`send_routed`).
+            None if route.retract => return Ok(None),
             None if self.input.kind == SourceKind::Table => key_only_row(&self.input, rec, partition, offset),
             None => return Ok(None),
         };
@@ -789,6 +826,38 @@ impl Query {
             Ok(keys) => freshet_common::partitioner::partition_for_key(&group_bytes(&keys), route.partitions),
             Err(_) => 0,
         }))
+    }
+
+    /// Queues a routed record for partition `to` of the repartition topic (`None`: it is not
+    /// sent). A regrouped table's stage ([`Route::retract`]) first sends a tombstone of the
+    /// record's key to the partition the key's row went to before, if the row leaves it.
+    fn send_routed(
+        &mut self,
+        rec: Record,
+        to: Option<i32>,
+        pending: &mut BTreeMap<i32, Vec<Record>>,
+    ) -> Result<(), Failure> {
+        if self.routes_keys() {
+            let key = rec.key.as_deref().unwrap_or_default();
+            let before = self.routes.get(key)?.copied();
+            if let Some(before) = before.filter(|&b| Some(b) != to) {
+                let tombstone = Record { key: rec.key.clone(), value: None, timestamp: rec.timestamp, headers: vec![] };
+                pending.entry(before).or_default().push(tombstone);
+            }
+            match to {
+                Some(to) if before != Some(to) => {
+                    self.routes.insert(key.to_vec(), to)?;
+                }
+                None if before.is_some() => {
+                    self.routes.remove(key)?;
+                }
+                _ => {}
+            }
+        }
+        if let Some(to) = to {
+            pending.entry(to).or_default().push(rec);
+        }
+        Ok(())
     }
 
     /// Decodes an input record into a row: keys, values, headers, pseudo-columns.

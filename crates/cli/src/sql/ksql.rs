@@ -37,7 +37,7 @@ use freshet_sql::error::ErrorKind;
 use freshet_sql::explain;
 use freshet_sql::functions::registry;
 use freshet_sql::parser;
-use freshet_sql::query::{changelog_topic, is_repartition_topic};
+use freshet_sql::query::{changelog_topic, is_repartition_topic, repartition_changelog_topic};
 use freshet_sql::state::{Restored, StateStore};
 use freshet_sql::topics::{Record, Topics};
 use freshet_sql::types::SqlType;
@@ -529,7 +529,8 @@ impl SqlServer {
             return;
         }
         let repartitions = self.topics.list_topics().into_iter().filter(|t| is_repartition_topic(t, id));
-        for topic in std::iter::once(changelog_topic(id)).chain(repartitions) {
+        let changelogs = [changelog_topic(id), repartition_changelog_topic(id)];
+        for topic in changelogs.into_iter().chain(repartitions) {
             if self.topics.partitions(&topic).is_some() {
                 if let Err(e) = self.topics.delete_topic(&topic) {
                     tracing::warn!(query = %id, topic = %topic, error = %e, "could not delete the query's internal topic");
@@ -629,7 +630,7 @@ impl SqlServer {
                     let mut writes: Vec<(String, i32, Vec<Record>)> =
                         outputs.into_iter().map(|(p, r)| (q.output.topic.clone(), p, r)).collect();
                     let changes = q.take_changes()?;
-                    let changelog = changelog_topic(&id);
+                    let changelog = q.changelog.clone();
                     if !changes.is_empty() {
                         let records = StateStore::changelog_records(&changes, now);
                         writes.push((changelog.clone(), q.changelog_partition, records));

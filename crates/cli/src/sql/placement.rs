@@ -40,7 +40,7 @@ use freshet_common::partitioner::partition_for_key;
 use freshet_common::topics::Member;
 use serde_json::{json, Value as Json};
 
-use freshet_sql::query::{changelog_topic, repartition_topic, Split};
+use freshet_sql::query::{repartition_topic, Split};
 use freshet_sql::state::Restored;
 use freshet_sql::SqlError;
 
@@ -444,7 +444,7 @@ impl SqlServer {
         let (mut q, start) = match (task.stage, split) {
             (Stage::Repartition(i), _) => {
                 let n = self.topics.partitions(&repartitions[i]).unwrap_or(owners);
-                (template.repartition_stage(i, p, n), vec![created[i].clone()])
+                (template.repartition_stage(i, p, n, task.name()), vec![created[i].clone()])
             }
             (Stage::Main, Split::Repartition) => {
                 (template.partition_task(&repartitions, p, task.name()), vec![vec![0]; inputs])
@@ -454,13 +454,18 @@ impl SqlServer {
             }
         };
         let mut restored = None;
-        if task.stage == Stage::Main {
-            let changelog = changelog_topic(&task.query);
+        if task.stage == Stage::Main || q.routes_keys() {
+            // A stateful repartition stage's changelog has a partition per input partition.
+            let width = match task.stage {
+                Stage::Main => owners,
+                Stage::Repartition(_) => self.topics.partitions(&q.input.topic).unwrap_or(1),
+            };
+            let changelog = q.changelog.clone();
             match self.topics.partitions(&changelog) {
                 None => {
                     let config =
                         TopicConfig::from_pairs([("cleanup.policy", "compact")]).expect("valid changelog config");
-                    self.topics.create_topic_with(&changelog, owners, config)?;
+                    self.topics.create_topic_with(&changelog, width, config)?;
                 }
                 Some(have) if have <= p => {
                     // Its input gained partitions after its state was split over `have`
