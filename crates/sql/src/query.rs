@@ -322,7 +322,8 @@ impl Query {
     /// than its key moves a key's row between groups: its repartition stage takes the row
     /// back from the old group's task, see [`Route::retract`]); a join of
     /// two inputs on a key (a foreign-key join, or a join of three inputs or more, runs as one
-    /// task). Queries that read ROWPARTITION or ROWOFFSET do not split: a repartition would
+    /// task), aggregated too when a GROUP BY item is a join column (other groupings of a join
+    /// run as one task). Queries that read ROWPARTITION or ROWOFFSET do not split: a repartition would
     /// change what they read; nor do queries over windowed sources.
     pub fn stateful_split(&self) -> Option<Split> {
         if self.input.window.is_some() || self.rights.iter().any(|r| r.window.is_some()) {
@@ -332,15 +333,29 @@ impl Query {
         let pseudo = |i: usize| i == base + 1 || i == base + 2;
         let plan = match &self.plan {
             Plan::Aggregate(plan) if self.rights.is_empty() => plan,
-            Plan::Join(stages, None) if stages.len() == 1 && self.rights.len() == 1 => {
+            Plan::Join(stages, aggregated) if stages.len() == 1 && self.rights.len() == 1 => {
                 let stage = &stages[0];
                 if stage.shape == crate::join::JoinShape::ForeignKey {
                     return None;
                 }
                 let (lw, rbase) = (stage.left_width, self.rights[0].column_count());
+                // An aggregated join splits when each group has one join key (a GROUP BY item
+                // is the left's or the right's join column): a task then owns whole groups.
+                if let Some(agg) = aggregated {
+                    let is_join_column = |e: &CExpr| match e {
+                        CExpr::Column(i) if *i < lw => matches!(stage.left_key, CExpr::Column(k) if k == *i),
+                        CExpr::Column(i) => matches!(stage.right_key, CExpr::Column(k) if k == *i - lw),
+                        _ => false,
+                    };
+                    if !agg.group_by.iter().any(is_join_column) {
+                        return None;
+                    }
+                }
                 let right_pseudo = |i: usize| i == rbase + 1 || i == rbase + 2;
                 let joined_pseudo = |i: usize| pseudo(i) || (i >= lw && right_pseudo(i - lw));
-                let mut on_joined = stage.key.iter().chain(&stage.value).chain(&stage.filter);
+                let aggregation =
+                    aggregated.iter().flat_map(|a| a.group_by.iter().chain(a.args.iter().flatten()).chain(&a.filter));
+                let mut on_joined = stage.key.iter().chain(&stage.value).chain(&stage.filter).chain(aggregation);
                 let reads_pseudo = on_joined.any(|e| e.reads_column(&joined_pseudo))
                     || stage.left_key.reads_column(&pseudo)
                     || stage.pushed[0].as_ref().is_some_and(|e| e.reads_column(&pseudo))
