@@ -803,3 +803,56 @@ fn a_split_regrouped_table_killed_mid_stream_keeps_exact_totals() {
     assert_eq!(state_files(), Default::default());
     assert_eq!(internal(), Default::default());
 }
+
+/// A join of three inputs on one key splits: a repartition task per partition of each input
+/// (`#r<p>`, `#r1-<p>`, `#r2-<p>`) and one task per partition joining all three.
+#[test]
+fn a_three_way_join_on_one_key_runs_as_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    for topic in ["calls", "lines", "plans"] {
+        create_topic(&server.addr, topic, 2);
+    }
+    let lines: Vec<_> =
+        (0..10).map(|i| (format!("l{i}"), json!({ "OWNER": format!("o{i}") }).to_string(), base_hour())).collect();
+    produce(&server.addr, "lines", &lines);
+    let plans: Vec<_> = (0..10)
+        .filter(|i| i % 2 == 0)
+        .map(|i| (format!("l{i}"), json!({ "PLAN": format!("p{i}") }).to_string(), base_hour()))
+        .collect();
+    produce(&server.addr, "plans", &plans);
+    let calls: Vec<_> = (0..300)
+        .map(|i| (format!("c{i}"), json!({ "LINE": format!("l{}", i % 12) }).to_string(), base_hour() + 1 + i as i64))
+        .collect();
+    produce(&server.addr, "calls", &calls);
+    let (status, body) = ksql(
+        &server.http,
+        "CREATE TABLE lines (id STRING PRIMARY KEY, owner STRING) WITH (KAFKA_TOPIC='lines', VALUE_FORMAT='JSON');
+         CREATE TABLE plans (id STRING PRIMARY KEY, plan STRING) WITH (KAFKA_TOPIC='plans', VALUE_FORMAT='JSON');
+         CREATE STREAM calls (cid STRING KEY, line STRING) WITH (KAFKA_TOPIC='calls', VALUE_FORMAT='JSON');
+         CREATE STREAM billed AS SELECT l.id AS line, c.cid AS cid, l.owner AS owner, p.plan AS plan
+             FROM calls c JOIN lines l ON c.line = l.id LEFT JOIN plans p ON l.id = p.id;",
+        json!({ "ksql.streams.auto.offset.reset": "earliest" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let id = body[3]["commandStatus"]["queryId"].as_str().unwrap().to_string();
+    let (status, placement) = get(&server.http, "/sql/placement");
+    assert_eq!(status, 200, "{placement}");
+    let tasks: std::collections::BTreeSet<String> =
+        placement["tasks"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    let expected: std::collections::BTreeSet<String> =
+        ["#0", "#1", "#r0", "#r1", "#r1-0", "#r1-1", "#r2-0", "#r2-1"].iter().map(|t| format!("{id}{t}")).collect();
+    assert_eq!(tasks, expected);
+    // Calls on l0..l9 join (l10, l11 have no line); even lines have a plan.
+    let joined = (0..300).filter(|i| i % 12 < 10).count();
+    let out = consume_until(&server.addr, "BILLED", "every call billed", |o| o.len() >= joined);
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, answer) = query(&server.http, "SELECT * FROM billed;", json!({}));
+    assert_eq!(rows(&answer).len(), joined, "each call once");
+    for (line, v, _, _) in &out {
+        let n: usize = line[1..].parse().unwrap();
+        assert_eq!(v["OWNER"], json!(format!("o{n}")), "{line}");
+        let plan = if n.is_multiple_of(2) { json!(format!("p{n}")) } else { Json::Null };
+        assert_eq!(v["PLAN"], plan, "{line}");
+    }
+}

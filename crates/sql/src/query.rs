@@ -333,35 +333,8 @@ impl Query {
         let pseudo = |i: usize| i == base + 1 || i == base + 2;
         let plan = match &self.plan {
             Plan::Aggregate(plan) if self.rights.is_empty() => plan,
-            Plan::Join(stages, aggregated) if stages.len() == 1 && self.rights.len() == 1 => {
-                let stage = &stages[0];
-                if stage.shape == crate::join::JoinShape::ForeignKey {
-                    return None;
-                }
-                let (lw, rbase) = (stage.left_width, self.rights[0].column_count());
-                // An aggregated join splits when each group has one join key (a GROUP BY item
-                // is the left's or the right's join column): a task then owns whole groups.
-                if let Some(agg) = aggregated {
-                    let is_join_column = |e: &CExpr| match e {
-                        CExpr::Column(i) if *i < lw => matches!(stage.left_key, CExpr::Column(k) if k == *i),
-                        CExpr::Column(i) => matches!(stage.right_key, CExpr::Column(k) if k == *i - lw),
-                        _ => false,
-                    };
-                    if !agg.group_by.iter().any(is_join_column) {
-                        return None;
-                    }
-                }
-                let right_pseudo = |i: usize| i == rbase + 1 || i == rbase + 2;
-                let joined_pseudo = |i: usize| pseudo(i) || (i >= lw && right_pseudo(i - lw));
-                let aggregation =
-                    aggregated.iter().flat_map(|a| a.group_by.iter().chain(a.args.iter().flatten()).chain(&a.filter));
-                let mut on_joined = stage.key.iter().chain(&stage.value).chain(&stage.filter).chain(aggregation);
-                let reads_pseudo = on_joined.any(|e| e.reads_column(&joined_pseudo))
-                    || stage.left_key.reads_column(&pseudo)
-                    || stage.pushed[0].as_ref().is_some_and(|e| e.reads_column(&pseudo))
-                    || stage.right_key.reads_column(&right_pseudo)
-                    || stage.pushed[1].as_ref().is_some_and(|e| e.reads_column(&right_pseudo));
-                return (!reads_pseudo).then_some(Split::Repartition);
+            Plan::Join(stages, aggregated) if stages.len() == self.rights.len() => {
+                return self.join_split(stages, aggregated.as_deref());
             }
             _ => return None,
         };
@@ -386,6 +359,61 @@ impl Query {
             (false, SourceKind::Stream) => Some(Split::Repartition),
             (false, SourceKind::Table) => Some(Split::Repartition),
         }
+    }
+
+    /// [`Query::stateful_split`] of a join (aggregated or not): every stage must match on the
+    /// same key value, so that one task owns every record of a key, of every input. Stage 0
+    /// matches on its left and right join columns; each later stage's left join expression
+    /// must be one of the columns holding that key in the joined row so far (a side's join
+    /// column, or the key a stage appends). An aggregation needs a GROUP BY item among them
+    /// (each group then has one key). No stage may be a foreign-key join, and nothing may read
+    /// ROWPARTITION or ROWOFFSET (a repartition changes them).
+    fn join_split(&self, stages: &[crate::join::JoinPlan], aggregated: Option<&AggregatePlan>) -> Option<Split> {
+        let column = |e: &CExpr| match e {
+            CExpr::Column(i) => Some(*i),
+            _ => None,
+        };
+        let base = self.input.column_count();
+        // Per joined row so far: the columns holding the join key, and the pseudo-columns.
+        let mut keys: BTreeSet<usize> = BTreeSet::new();
+        let mut pseudo: BTreeSet<usize> = [base + 1, base + 2].into();
+        let mut reads_pseudo = false;
+        for (k, (stage, right)) in stages.iter().zip(&self.rights).enumerate() {
+            if stage.shape == crate::join::JoinShape::ForeignKey {
+                return None;
+            }
+            let (lw, rbase) = (stage.left_width, right.column_count());
+            match column(&stage.left_key) {
+                Some(c) if k == 0 => {
+                    keys.insert(c);
+                }
+                Some(c) if keys.contains(&c) => {}
+                _ if k == 0 => {}
+                _ => return None,
+            }
+            let right_pseudo = |i: usize| i == rbase + 1 || i == rbase + 2;
+            reads_pseudo |= stage.left_key.reads_column(&|i| pseudo.contains(&i))
+                || stage.pushed[0].as_ref().is_some_and(|e| e.reads_column(&|i| pseudo.contains(&i)))
+                || stage.right_key.reads_column(&right_pseudo)
+                || stage.pushed[1].as_ref().is_some_and(|e| e.reads_column(&right_pseudo));
+            // The joined row: the left's columns, the right's, then the key.
+            if let Some(c) = column(&stage.right_key) {
+                keys.insert(lw + c);
+            }
+            keys.insert(lw + stage.right_width);
+            pseudo.extend([lw + rbase + 1, lw + rbase + 2]);
+            let joined_pseudo = |i: usize| pseudo.contains(&i);
+            let mut on_joined = stage.key.iter().chain(&stage.value).chain(&stage.filter);
+            reads_pseudo |= on_joined.any(|e| e.reads_column(&joined_pseudo));
+        }
+        if let Some(agg) = aggregated {
+            if !agg.group_by.iter().any(|e| column(e).is_some_and(|c| keys.contains(&c))) {
+                return None;
+            }
+            let mut read = agg.group_by.iter().chain(agg.args.iter().flatten()).chain(&agg.filter);
+            reads_pseudo |= read.any(|e| e.reads_column(&|i| pseudo.contains(&i)));
+        }
+        (!reads_pseudo).then_some(Split::Repartition)
     }
 
     /// A task of this (split) query that owns the state of partition `partition`: it reads
@@ -420,7 +448,7 @@ impl Query {
             // WHERE's conjuncts pushed to one side (see `join::push_down`): what they reject
             // joins nothing, so it need not travel.
             Plan::Join(stages, _) if input == 0 => (vec![stages[0].left_key.clone()], stages[0].pushed[0].clone()),
-            Plan::Join(stages, _) => (vec![stages[0].right_key.clone()], stages[0].pushed[1].clone()),
+            Plan::Join(stages, _) => (vec![stages[input - 1].right_key.clone()], stages[input - 1].pushed[1].clone()),
             Plan::Project { .. } => unreachable!("projections split without a repartition"),
         };
         let output = SourceDef { topic: repartition_topic(&self.id, input), ..src.clone() };

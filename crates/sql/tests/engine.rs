@@ -884,3 +884,62 @@ fn latest_or_deleted(topics: &MemTopics, topic: &str) -> std::collections::BTree
     }
     out
 }
+
+/// A join of three inputs splits when every stage matches on the same key (here a user id,
+/// reached through the stream's column, then the first table's key): each input is
+/// repartitioned by its own join column. A third input joined on another column does not.
+#[test]
+fn a_three_way_join_on_one_key_splits() {
+    let (topics, mut e) = engine();
+    e.execute(
+        "CREATE STREAM clicks (k VARCHAR KEY, user VARCHAR, item VARCHAR) WITH (kafka_topic='clicks', value_format='JSON', partitions=3);
+         CREATE TABLE users (id VARCHAR PRIMARY KEY, name VARCHAR) WITH (kafka_topic='users', value_format='JSON', partitions=3);
+         CREATE TABLE prefs (id VARCHAR PRIMARY KEY, color VARCHAR) WITH (kafka_topic='prefs', value_format='JSON', partitions=3);
+         CREATE TABLE items (id VARCHAR PRIMARY KEY, price INT) WITH (kafka_topic='items', value_format='JSON', partitions=3);
+         CREATE STREAM on_items AS SELECT c.item AS item, u.name AS name, i.price AS price
+             FROM clicks c JOIN users u ON c.user = u.id JOIN items i ON c.item = i.id;
+         CREATE TABLE per_user AS SELECT u.id AS id, COUNT(*) AS n
+             FROM clicks c JOIN users u ON c.user = u.id LEFT JOIN prefs p ON u.id = p.id GROUP BY u.id;
+         CREATE STREAM enriched AS SELECT u.id AS id, c.k AS k, u.name AS name, p.color AS color
+             FROM clicks c JOIN users u ON c.user = u.id LEFT JOIN prefs p ON u.id = p.id;",
+    )
+    .unwrap();
+    let split: std::collections::BTreeMap<String, Option<freshet_sql::query::Split>> =
+        e.queries.values().map(|q| (q.sink.clone(), q.stateful_split())).collect();
+    let repartition = Some(freshet_sql::query::Split::Repartition);
+    assert_eq!(split["ON_ITEMS"], None);
+    assert_eq!(split["PER_USER"], repartition);
+    assert_eq!(split["ENRICHED"], repartition);
+    let id = e.queries.values().find(|q| q.sink == "ENRICHED").unwrap().id.clone();
+    e.queries.retain(|k, _| *k == id);
+    let send = |topic: &str, partitions: i32, key: &str, value: String, ts: i64| {
+        let p = freshet_common::partitioner::partition_for_key(key.as_bytes(), partitions);
+        let record = Record {
+            key: Some(key.as_bytes().to_vec().into()),
+            value: Some(value.into_bytes().into()),
+            timestamp: ts,
+            headers: vec![],
+        };
+        topics.append(topic, p, vec![record]).unwrap();
+    };
+    for i in 0..20i64 {
+        send("users", 3, &format!("u{i}"), format!(r#"{{"name":"n{i}"}}"#), i);
+        if i % 3 != 0 {
+            send("prefs", 3, &format!("u{i}"), format!(r#"{{"color":"c{i}"}}"#), i);
+        }
+    }
+    for i in 0..300i64 {
+        send("clicks", 3, &format!("k{i}"), format!(r#"{{"user":"u{}","item":"x"}}"#, i % 23), 100 + i);
+    }
+    assert_eq!(run_split(&topics, &e, &id), freshet_sql::query::Split::Repartition);
+    let split = every_record(&topics, "ENRICHED");
+    topics.delete_topic("ENRICHED").unwrap();
+    topics.create_topic("ENRICHED", 3).unwrap();
+    e.run_until_idle().unwrap();
+    let whole = every_record(&topics, "ENRICHED");
+    assert_eq!(split, whole);
+    // Clicks of u0..u19 joined; a color for those not a multiple of 3.
+    assert_eq!(whole.len(), (0..300).filter(|i| i % 23 < 20).count());
+    let colored = whole.iter().filter(|(_, v)| v.as_deref().is_some_and(|v| v.contains(r#""COLOR":"c"#))).count();
+    assert_eq!(colored, (0..300).filter(|i| i % 23 < 20 && (i % 23) % 3 != 0).count());
+}
