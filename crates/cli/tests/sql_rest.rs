@@ -856,3 +856,57 @@ fn a_three_way_join_on_one_key_runs_as_tasks() {
         assert_eq!(v["PLAN"], plan, "{line}");
     }
 }
+
+/// A stream-table join over a backlog larger than a read batch: the table's rows are older
+/// than the stream's records. Whole, a step ends when the table's partition runs out of what
+/// was read of it; split, the owning tasks also wait while the table's repartition tasks have
+/// rows to send (Kafka Streams' task idling): every record joins the row it would if all
+/// were read in time order.
+#[test]
+fn a_join_over_a_backlog_joins_every_record_with_the_older_table_rows() {
+    // One partition: the query runs whole; two: split.
+    for partitions in [1, 2] {
+        join_over_a_backlog(partitions);
+    }
+}
+
+fn join_over_a_backlog(partitions: i32) {
+    const PEOPLE: usize = 100_000;
+    const VISITS: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    create_topic(&server.addr, "visits", partitions);
+    create_topic(&server.addr, "people", partitions);
+    let people: Vec<_> = (0..PEOPLE)
+        .map(|i| (format!("u{i}"), json!({ "NAME": format!("n{i}") }).to_string(), base_hour() + i as i64))
+        .collect();
+    produce(&server.addr, "people", &people);
+    let visits: Vec<_> = (0..VISITS)
+        .map(|i| {
+            let who = (i * 7919) % PEOPLE;
+            (
+                format!("v{i}"),
+                json!({ "WHO": format!("u{who}"), "N": i }).to_string(),
+                base_hour() + PEOPLE as i64 + i as i64,
+            )
+        })
+        .collect();
+    produce(&server.addr, "visits", &visits);
+    let (status, body) = ksql(
+        &server.http,
+        "CREATE TABLE people (id STRING PRIMARY KEY, name STRING) WITH (KAFKA_TOPIC='people', VALUE_FORMAT='JSON');
+         CREATE STREAM visits (vid STRING KEY, who STRING, n BIGINT) WITH (KAFKA_TOPIC='visits', VALUE_FORMAT='JSON');
+         CREATE STREAM named AS SELECT v.who AS who, p.name AS name, v.n AS n FROM visits v JOIN people p ON v.who = p.id;",
+        json!({ "ksql.streams.auto.offset.reset": "earliest" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_until(WAIT, "every visit joined", || {
+        let (status, answer) = query(&server.http, "SELECT * FROM named;", json!({}));
+        (status == 200 && rows(&answer).len() >= VISITS).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, answer) = query(&server.http, "SELECT * FROM named;", json!({}));
+    let joined = rows(&answer);
+    assert_eq!(joined.len(), VISITS, "{partitions} partitions: each visit joined, once");
+    assert!(joined.iter().all(|r| r[1].as_str().unwrap()[1..] == r[0].as_str().unwrap()[1..]), "names match ids");
+}

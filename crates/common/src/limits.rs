@@ -64,6 +64,11 @@ pub const SQL_MAX_JOINS: usize = 32;
 /// Records a persistent query reads from one input partition per processing step.
 pub const SQL_POLL_BATCH: usize = 1024;
 
+/// Longest a task of a join waits, without processing, for an input whose repartition
+/// tasks (running on this server) have not sent it all they read yet (Kafka Streams'
+/// `max.task.idle.ms`): past it, the task processes what it has.
+pub const SQL_MAX_TASK_IDLE_MS: u64 = 10_000;
+
 /// Inside `freshet serve` one transaction (outputs, changelog, progress) covers several
 /// processing steps of a query: until it has read this many records, or
 /// [`SQL_COMMIT_INTERVAL_MS`] has passed, or its input runs dry. Each transaction costs a few

@@ -33,6 +33,6 @@ pub use error::{Result, SqlError};
 pub mod limits {
     pub use freshet_common::limits::{
         SQL_MAX_COLLECT_ITEMS as MAX_COLLECT_ITEMS, SQL_MAX_HISTOGRAM_BUCKETS as MAX_HISTOGRAM_BUCKETS,
-        SQL_POLL_BATCH as POLL_BATCH,
+        SQL_MAX_TASK_IDLE_MS as MAX_TASK_IDLE_MS, SQL_POLL_BATCH as POLL_BATCH,
     };
 }

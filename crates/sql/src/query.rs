@@ -217,6 +217,15 @@ pub struct Query {
     /// A repartition stage of a split query ([`Query::repartition_stage`]): each input record
     /// goes unchanged to the partition of the output (a repartition topic) its key hashes to.
     pub repartition: Option<Route>,
+    /// Per input: whether records of it are still on their way to what this task reads (a
+    /// split join's repartition tasks have not sent all they read); set by the caller before
+    /// each step. A join waits for such an input rather than process the others' records
+    /// first ([`Query::step_collect`]).
+    pub upstream_pending: Vec<bool>,
+    /// Whether the last step read every partition to its end (no partition filled a batch).
+    pub caught_up: bool,
+    /// Since when a join has waited for a pending input (bounded by `MAX_TASK_IDLE_MS`).
+    idle_since: Option<std::time::Instant>,
 }
 
 /// How a repartition stage routes its input records.
@@ -314,6 +323,9 @@ impl Query {
             only_partition: None,
             changelog_partition: 0,
             repartition: None,
+            upstream_pending: vec![],
+            caught_up: false,
+            idle_since: None,
         }
     }
 
@@ -651,7 +663,11 @@ impl Query {
     ///
     /// Records of different input partitions are merged by timestamp (smallest first, a table's
     /// on a tie), as Kafka Streams chooses: so a stream-table join sees the table rows that
-    /// were there at the stream record's time even when both inputs have a backlog.
+    /// were there at the stream record's time even when both inputs have a backlog. A join
+    /// (several inputs) ends its step when a partition it read runs out of read records while
+    /// it has more (a full batch was read) or its input is pending ([`Query::upstream_pending`]),
+    /// and does not start one while a partition of a pending input has nothing read: the
+    /// other inputs' records wait for its older ones (for at most `MAX_TASK_IDLE_MS`).
     pub fn step(&mut self, topics: &Arc<dyn Topics>, errors: &mut Vec<ProcessingError>) -> Result<usize> {
         let (read, outputs) = self.step_collect(topics, errors)?;
         for (partition, records) in outputs {
@@ -671,8 +687,12 @@ impl Query {
         let out_partitions = topics.partitions(&self.output.topic).unwrap_or(1).max(1);
         // Output records of this step, per sink partition: one append each, not one per record.
         let mut pending: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
-        // (input, partition, topic, the records read and not yet processed)
-        let mut heads: Vec<(usize, i32, String, std::collections::VecDeque<crate::topics::Consumed>)> = vec![];
+        // (input, partition, topic, the records read and not yet processed, whether the
+        // partition has more than was read)
+        let mut heads: Vec<(usize, i32, String, std::collections::VecDeque<crate::topics::Consumed>, bool)> = vec![];
+        let join = !self.rights.is_empty();
+        let input_pending = |input: usize| self.upstream_pending.get(input).copied().unwrap_or(false);
+        let mut waiting = false;
         for input in 0..=self.rights.len() {
             let topic = if input == 0 { self.input.topic.clone() } else { self.rights[input - 1].topic.clone() };
             let partitions = topics.partitions(&topic).unwrap_or(0);
@@ -685,25 +705,46 @@ impl Query {
                     offsets.resize(partitions as usize, 0);
                 }
                 let batch = topics.read(&topic, p, offsets[p as usize], self.poll_batch)?;
-                if !batch.is_empty() {
-                    heads.push((input, p, topic.clone(), batch.into()));
+                if batch.is_empty() {
+                    waiting |= join && input_pending(input);
+                } else {
+                    let more = batch.len() >= self.poll_batch;
+                    heads.push((input, p, topic.clone(), batch.into(), more));
                 }
             }
         }
+        self.caught_up = heads.iter().all(|h| !h.4);
+        if waiting {
+            let since = *self.idle_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() < std::time::Duration::from_millis(crate::limits::MAX_TASK_IDLE_MS) {
+                return Ok((0, pending));
+            }
+        }
+        self.idle_since = None;
+        let pending_inputs: Vec<bool> = (0..=self.rights.len()).map(input_pending).collect();
+        let mut stop = false;
         let is_table = |input: usize| {
             let src = if input == 0 { &self.input } else { &self.rights[input - 1] };
             src.kind == SourceKind::Table
         };
         let table_inputs: Vec<bool> = (0..=self.rights.len()).map(is_table).collect();
         loop {
+            if stop {
+                break;
+            }
             let next = heads
                 .iter()
                 .enumerate()
-                .filter_map(|(i, (input, _, _, q))| q.front().map(|c| (c.record.timestamp, !table_inputs[*input], i)))
+                .filter_map(|(i, (input, _, _, q, _))| {
+                    q.front().map(|c| (c.record.timestamp, !table_inputs[*input], i))
+                })
                 .min();
             let Some((_, _, h)) = next else { break };
             let (input, p) = (heads[h].0, heads[h].1);
             let c = heads[h].3.pop_front().expect("a head record");
+            // A join's partition ran out of what was read of it while it has more: this is
+            // the step's last record (its next records may be older than the others' next).
+            stop = join && heads[h].3.is_empty() && (heads[h].4 || pending_inputs[input]);
             if input == 0 {
                 self.offsets[p as usize] = c.offset + 1;
             } else {

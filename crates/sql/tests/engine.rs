@@ -943,3 +943,33 @@ fn a_three_way_join_on_one_key_splits() {
     let colored = whole.iter().filter(|(_, v)| v.as_deref().is_some_and(|v| v.contains(r#""COLOR":"c"#))).count();
     assert_eq!(colored, (0..300).filter(|i| i % 23 < 20 && (i % 23) % 3 != 0).count());
 }
+
+/// A table larger than a read batch, older than the stream joined to it: the step ends when
+/// the table's partition runs out of what was read of it, so no stream record is joined
+/// before the older table rows are in (one step would otherwise take the stream's records
+/// once the first batch of the table's was done).
+#[test]
+fn a_join_reads_a_backlogged_table_before_the_newer_stream_records() {
+    let (topics, mut e) = engine();
+    e.execute(
+        "CREATE TABLE users (id VARCHAR PRIMARY KEY, name VARCHAR) WITH (kafka_topic='users', value_format='JSON', partitions=1);
+         CREATE STREAM clicks (k VARCHAR KEY, user VARCHAR) WITH (kafka_topic='clicks', value_format='JSON', partitions=1);
+         CREATE STREAM named AS SELECT c.user AS user, u.name AS name FROM clicks c JOIN users u ON c.user = u.id;",
+    )
+    .unwrap();
+    let users = 3 * freshet_sql::limits::POLL_BATCH as i64;
+    for i in 0..users {
+        put(&topics, "users", Some(&format!("u{i}")), Some(&format!(r#"{{"name":"n{i}"}}"#)), i);
+    }
+    for i in 0..500i64 {
+        put(
+            &topics,
+            "clicks",
+            Some(&format!("k{i}")),
+            Some(&format!(r#"{{"user":"u{}"}}"#, users - 1 - i * 5)),
+            users + i,
+        );
+    }
+    e.run_until_idle().unwrap();
+    assert_eq!(every_record(&topics, "NAMED").len(), 500, "every click joined");
+}

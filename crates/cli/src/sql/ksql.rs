@@ -588,6 +588,7 @@ impl SqlServer {
             for task in tasks {
                 let id = task.query.clone();
                 let topics = self.engine.topics().clone();
+                let upstream = self.upstream_pending(&task);
                 let q = match self.instances.get_mut(&task) {
                     Some(q) => q,
                     None => {
@@ -597,6 +598,9 @@ impl SqlServer {
                         q
                     }
                 };
+                if let Some(upstream) = upstream {
+                    q.upstream_pending = upstream;
+                }
                 // An owning task of a split query reads what its repartition tasks read before.
                 let rereads = is_repartition_topic(&q.input.topic, &id);
                 let log = &mut self.engine.processing_log;

@@ -123,8 +123,9 @@ pub struct Task {
 /// Which part of a query a [`Task`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
-    /// A repartition stage (stateless) of input `.0` (0: the left or only input, `i`: a
-    /// join's right input `i`): input partition → that input's repartition topic.
+    /// A repartition stage of input `.0` (0: the left or only input, `i`: a join's right
+    /// input `i`): input partition → that input's repartition topic (stateless, but for a
+    /// regrouped table's, which remembers where each key's row went).
     Repartition(usize),
     /// The query itself (whole, or one partition of it).
     Main,
@@ -484,6 +485,25 @@ impl SqlServer {
         q.set_task_positions(p, own.as_deref().unwrap_or(&start));
         self.instances.insert(task.clone(), q);
         Ok(restored)
+    }
+
+    /// For an owning task of a split join: per input, whether a repartition task of that
+    /// input running here has not sent everything it can read yet (its last step did not
+    /// reach the end of its partition), so the owning task waits for it. Repartition tasks on
+    /// other servers are not waited for. `None` for other tasks.
+    pub(super) fn upstream_pending(&self, task: &Task) -> Option<Vec<bool>> {
+        let q = self.instances.get(task)?;
+        if task.stage != Stage::Main || q.rights.is_empty() {
+            return None;
+        }
+        let mut pending = vec![false; q.rights.len() + 1];
+        let first = Task { query: task.query.clone(), stage: Stage::Repartition(0), partition: None };
+        for (t, stage) in self.instances.range(first..).take_while(|(t, _)| t.query == task.query) {
+            if let Stage::Repartition(i) = t.stage {
+                pending[i] |= !stage.caught_up;
+            }
+        }
+        Some(pending)
     }
 
     /// Deletes from the repartition topics what this server's owning tasks committed past
