@@ -642,12 +642,14 @@ fn a_split_join_killed_mid_stream_writes_every_output_exactly_once() {
         "CREATE TABLE people (id STRING PRIMARY KEY, name STRING) WITH (KAFKA_TOPIC='people', VALUE_FORMAT='JSON');
          CREATE STREAM visits (vid STRING KEY, who STRING, n BIGINT) WITH (KAFKA_TOPIC='visits', VALUE_FORMAT='JSON');
          CREATE STREAM named AS SELECT v.who AS who, p.name AS name, v.n AS n FROM visits v JOIN people p ON v.who = p.id;
-         CREATE TABLE per_person AS SELECT p.id AS id, COUNT(*) AS visits FROM visits v JOIN people p ON v.who = p.id GROUP BY p.id;",
+         CREATE TABLE per_person AS SELECT p.id AS id, COUNT(*) AS visits FROM visits v JOIN people p ON v.who = p.id GROUP BY p.id;
+         CREATE TABLE per_bucket AS SELECT v.n % 10 AS bucket, COUNT(*) AS visits FROM visits v JOIN people p ON v.who = p.id GROUP BY v.n % 10;",
         json!({ "ksql.streams.auto.offset.reset": "earliest" }),
     );
     assert_eq!(status, 200, "{body}");
     let id = body[2]["commandStatus"]["queryId"].as_str().unwrap().to_string();
     let counting = body[3]["commandStatus"]["queryId"].as_str().unwrap().to_string();
+    let bucketing = body[4]["commandStatus"]["queryId"].as_str().unwrap().to_string();
     // Killed while the backlog is being processed (the check holds wherever the kill lands).
     std::thread::sleep(Duration::from_millis(100));
     server.kill();
@@ -659,8 +661,10 @@ fn a_split_join_killed_mid_stream_writes_every_output_exactly_once() {
         placement["tasks"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
     // The join aggregated by its join key splits the same way.
     let names = ["#0", "#1", "#2", "#r0", "#r1", "#r1-0", "#r1-1", "#r1-2", "#r2"];
-    let expected: std::collections::BTreeSet<String> =
-        [&id, &counting].iter().flat_map(|q| names.iter().map(move |t| format!("{q}{t}"))).collect();
+    let mut expected: std::collections::BTreeSet<String> =
+        [&id, &counting, &bucketing].iter().flat_map(|q| names.iter().map(move |t| format!("{q}{t}"))).collect();
+    // Aggregated by another column: join tasks, then the aggregating tasks.
+    expected.extend(["#j0", "#j1", "#j2"].iter().map(|t| format!("{bucketing}{t}")));
     assert_eq!(tasks, expected);
     let out = consume_until(&server.addr, "NAMED", "every visit joined", |o| o.len() >= N);
     // Everything the stream holds (a consumer stops as soon as it has N), once its tasks idle.
@@ -690,6 +694,16 @@ fn a_split_join_killed_mid_stream_writes_every_output_exactly_once() {
     std::thread::sleep(Duration::from_millis(300));
     let counts = per_person();
     assert!(all_counted(&counts), "{counts:?}");
+    let per_bucket = || {
+        let (status, answer) = query(&server.http, "SELECT * FROM per_bucket;", json!({}));
+        assert_eq!(status, 200, "{answer:?}");
+        rows(&answer)
+    };
+    let all_counted = |buckets: &[Json]| buckets.len() == 10 && buckets.iter().all(|r| r[1] == json!(N / 10));
+    wait_until(WAIT, "every bucket's visits counted", || all_counted(&per_bucket()).then_some(()));
+    std::thread::sleep(Duration::from_millis(300));
+    let buckets = per_bucket();
+    assert!(all_counted(&buckets), "{buckets:?}");
 }
 
 /// A table regrouped by a value column, split into tasks: each key's row moves between

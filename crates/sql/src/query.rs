@@ -226,6 +226,14 @@ pub struct Query {
     pub caught_up: bool,
     /// Since when a join has waited for a pending input (bounded by `MAX_TASK_IDLE_MS`).
     idle_since: Option<std::time::Instant>,
+    /// A join task of a [`Split::JoinThenAggregate`] query: how its joined rows go to the
+    /// aggregating tasks (by group key; `retract` for a join of tables).
+    pub joined_route: Option<Route>,
+    /// Joined rows routed by the last records processed, per partition of [`joined_topic`].
+    routed: BTreeMap<i32, Vec<Record>>,
+    /// An aggregating task of a [`Split::JoinThenAggregate`] query: its input records are
+    /// joined rows a join task encoded, not the input's format.
+    pub pre_joined: bool,
 }
 
 /// How a repartition stage routes its input records.
@@ -259,6 +267,13 @@ pub enum Split {
     /// repartition topics then owns the keys that hash to it (for a join, both sides' records
     /// of those keys: the same hash of the same key bytes the join matches on).
     Repartition,
+    /// A join aggregated by other columns than its join key: repartition tasks as for
+    /// [`Split::Repartition`]; then join tasks (`Query::join_task`, one per partition of the
+    /// repartition topics) that join their keys and send each joined row, encoded, to
+    /// [`joined_topic`] by its group key (a join of tables taking a key's previous row back
+    /// from the partition it went to, as [`Route::retract`]); then one task per partition of
+    /// that topic (`Query::aggregate_task`) aggregating its groups.
+    JoinThenAggregate,
 }
 
 /// The repartition topic of input `input` (0: the left, or only, input; `i`: a join's right
@@ -270,11 +285,23 @@ pub fn repartition_topic(query_id: &str, input: usize) -> String {
     }
 }
 
-/// Whether `topic` is one of query `query_id`'s repartition topics ([`repartition_topic`]).
+/// The topic a [`Split::JoinThenAggregate`] query's join tasks send joined rows to.
+pub fn joined_topic(query_id: &str) -> String {
+    format!("_freshet_sql_{query_id}-repartition-joined")
+}
+
+/// The changelog of a [`Split::JoinThenAggregate`] query's join tasks (partition `p` is
+/// task `#j<p>`'s).
+pub fn join_changelog_topic(query_id: &str) -> String {
+    format!("_freshet_sql_{query_id}-join-changelog")
+}
+
+/// Whether `topic` is one of query `query_id`'s repartition topics ([`repartition_topic`],
+/// [`joined_topic`]).
 pub fn is_repartition_topic(topic: &str, query_id: &str) -> bool {
     let rest = topic.strip_prefix("_freshet_sql_").and_then(|t| t.strip_prefix(query_id));
     match rest.and_then(|t| t.strip_prefix("-repartition")) {
-        Some("") => true,
+        Some("" | "-joined") => true,
         Some(input) => input.strip_prefix('-').is_some_and(|n| n.parse::<usize>().is_ok()),
         None => false,
     }
@@ -326,6 +353,9 @@ impl Query {
             upstream_pending: vec![],
             caught_up: false,
             idle_since: None,
+            joined_route: None,
+            routed: BTreeMap::new(),
+            pre_joined: false,
         }
     }
 
@@ -418,14 +448,15 @@ impl Query {
             let mut on_joined = stage.key.iter().chain(&stage.value).chain(&stage.filter);
             reads_pseudo |= on_joined.any(|e| e.reads_column(&joined_pseudo));
         }
+        let mut split = Split::Repartition;
         if let Some(agg) = aggregated {
             if !agg.group_by.iter().any(|e| column(e).is_some_and(|c| keys.contains(&c))) {
-                return None;
+                split = Split::JoinThenAggregate;
             }
             let mut read = agg.group_by.iter().chain(agg.args.iter().flatten()).chain(&agg.filter);
             reads_pseudo |= read.any(|e| e.reads_column(&|i| pseudo.contains(&i)));
         }
-        (!reads_pseudo).then_some(Split::Repartition)
+        (!reads_pseudo).then_some(split)
     }
 
     /// A task of this (split) query that owns the state of partition `partition`: it reads
@@ -442,6 +473,36 @@ impl Query {
                 offsets.resize(partition as usize + 1, 0);
             }
         }
+        q.state_name = state_name;
+        q.changelog_partition = partition;
+        q
+    }
+
+    /// A join task of a [`Split::JoinThenAggregate`] query: as [`Query::partition_task`] over
+    /// the repartition topics `topics`, but each joined row goes, encoded, to the partition
+    /// of [`joined_topic`] (of `partitions` partitions) its group key hashes to. Its state
+    /// (the join's, and where each key's joined row went) is logged to partition `partition`
+    /// of [`join_changelog_topic`].
+    pub fn join_task(&self, topics: &[String], partition: i32, partitions: i32, state_name: String) -> Query {
+        let mut q = self.partition_task(topics, partition, state_name);
+        let agg = aggregation_of(&self.plan);
+        let table = self.input.kind == SourceKind::Table && self.rights.iter().all(|r| r.kind == SourceKind::Table);
+        q.joined_route =
+            Some(Route { partitions, keys: agg.group_by.clone(), filter: agg.filter.clone(), retract: table });
+        q.output = SourceDef { topic: joined_topic(&self.id), ..self.output.clone() };
+        q.changelog = join_changelog_topic(&self.id);
+        q
+    }
+
+    /// An aggregating task of a [`Split::JoinThenAggregate`] query: reads partition
+    /// `partition` of [`joined_topic`] and aggregates its groups, its state in `state_name`
+    /// and partition `partition` of the query's changelog.
+    pub fn aggregate_task(&self, partition: i32, state_name: String) -> Query {
+        let table = self.input.kind == SourceKind::Table && self.rights.iter().all(|r| r.kind == SourceKind::Table);
+        let kind = if table { SourceKind::Table } else { SourceKind::Stream };
+        let input = SourceDef { topic: joined_topic(&self.id), kind, window: None, ..self.input.clone() };
+        let mut q = self.copy_with(input, self.output.clone(), partition);
+        q.pre_joined = true;
         q.state_name = state_name;
         q.changelog_partition = partition;
         q
@@ -634,6 +695,7 @@ impl Query {
         self.groups.drain_changes(&mut out)?;
         self.sessions.drain_changes(&mut out)?;
         self.table_rows.drain_changes(&mut out)?;
+        self.routes.drain_changes(&mut out)?;
         for j in &mut self.join {
             j.drain_changes(&mut out)?;
         }
@@ -794,6 +856,9 @@ impl Query {
                 self.encode_output(out_partitions, key, value, ts, window, errors, &mut pending);
             }
         }
+        for (partition, mut records) in std::mem::take(&mut self.routed) {
+            pending.entry(partition).or_default().append(&mut records);
+        }
         Ok((read, pending))
     }
 
@@ -921,7 +986,55 @@ impl Query {
         to: Option<i32>,
         pending: &mut BTreeMap<i32, Vec<Record>>,
     ) -> Result<(), Failure> {
-        if self.routes_keys() {
+        let retract = self.routes_keys();
+        self.send_to(rec, to, retract, pending)
+    }
+
+    /// A join task's joined row (`None`: the join key's row deleted, a join of tables) goes,
+    /// encoded and keyed by the join key, to the partition of [`joined_topic`] its group key
+    /// hashes to, unless the aggregation's WHERE rejects it (a group key that cannot be
+    /// computed goes to partition 0: its task logs the error).
+    fn route_joined(&mut self, key: Vec<u8>, timestamp: i64, row: Option<Row>) -> Result<(), Failure> {
+        let route = self.joined_route.as_ref().expect("a join task");
+        let mut to = None;
+        if let Some(row) = &row {
+            let passes = match &route.filter {
+                Some(f) => f.eval(&row.values, &mut self.env)? == Value::Boolean(true),
+                None => true,
+            };
+            if passes {
+                let logged = self.env.errors.len();
+                let keys = eval_all(&route.keys, &row.values, &mut self.env);
+                self.env.errors.truncate(logged);
+                to = Some(match keys {
+                    Ok(keys) => freshet_common::partitioner::partition_for_key(&group_bytes(&keys), route.partitions),
+                    Err(_) => 0,
+                });
+            }
+        }
+        let value = match &row {
+            Some(r) => Some(postcard::to_allocvec(&r.values).map_err(|e| format!("unencodable joined row: {e}"))?),
+            None => None,
+        };
+        let rec = Record { key: Some(key.into()), value: value.map(Into::into), timestamp, headers: vec![] };
+        let retract = route.retract;
+        let mut routed = std::mem::take(&mut self.routed);
+        let sent = self.send_to(rec, to, retract, &mut routed);
+        self.routed = routed;
+        sent
+    }
+
+    /// Queues `rec` for partition `to` (`None`: not sent). With `retract`, first sends a
+    /// tombstone of its key to the partition the key's last record went to, if it leaves it
+    /// ([`Route::retract`]).
+    fn send_to(
+        &mut self,
+        rec: Record,
+        to: Option<i32>,
+        retract: bool,
+        pending: &mut BTreeMap<i32, Vec<Record>>,
+    ) -> Result<(), Failure> {
+        if retract {
             let key = rec.key.as_deref().unwrap_or_default();
             let before = self.routes.get(key)?.copied();
             if let Some(before) = before.filter(|&b| Some(b) != to) {
@@ -1026,6 +1139,24 @@ impl Query {
         offset: i64,
         out: &mut Vec<Emitted>,
     ) -> Result<(), Failure> {
+        if self.pre_joined {
+            // A joined row a join task encoded (a join of tables: keyed by the join key, a
+            // tombstone taking the key's row back).
+            let row = match rec.value.as_deref() {
+                Some(v) => {
+                    let values: Vec<Value> =
+                        postcard::from_bytes(v).map_err(|e| format!("undecodable joined row: {e}"))?;
+                    Some(Row { values, timestamp: rec.timestamp })
+                }
+                None => None,
+            };
+            let table = self.input.kind == SourceKind::Table;
+            if row.is_none() && !table {
+                return Ok(());
+            }
+            let key = rec.key.as_deref().unwrap_or_default();
+            return self.aggregate(key, rec.timestamp, table, row, out);
+        }
         if let Plan::Join(stages, aggregated) = &self.plan {
             let src = if input == 0 { &self.input } else { &self.rights[input - 1] };
             let row = Self::decode(src, rec, partition, offset)?;
@@ -1065,7 +1196,11 @@ impl Query {
                         k.key_bytes(&mut key);
                     }
                     let row = (!j.deleted).then_some(Row { values: j.row, timestamp: j.timestamp });
-                    self.aggregate(&key, j.timestamp, table, row, out)?;
+                    if self.joined_route.is_some() {
+                        self.route_joined(key, j.timestamp, row)?;
+                    } else {
+                        self.aggregate(&key, j.timestamp, table, row, out)?;
+                    }
                 }
                 return Ok(());
             }

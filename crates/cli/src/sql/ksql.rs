@@ -37,7 +37,7 @@ use freshet_sql::error::ErrorKind;
 use freshet_sql::explain;
 use freshet_sql::functions::registry;
 use freshet_sql::parser;
-use freshet_sql::query::{changelog_topic, is_repartition_topic, repartition_changelog_topic};
+use freshet_sql::query::{changelog_topic, is_repartition_topic, join_changelog_topic, repartition_changelog_topic};
 use freshet_sql::state::{Restored, StateStore};
 use freshet_sql::topics::{Record, Topics};
 use freshet_sql::types::SqlType;
@@ -529,7 +529,7 @@ impl SqlServer {
             return;
         }
         let repartitions = self.topics.list_topics().into_iter().filter(|t| is_repartition_topic(t, id));
-        let changelogs = [changelog_topic(id), repartition_changelog_topic(id)];
+        let changelogs = [changelog_topic(id), repartition_changelog_topic(id), join_changelog_topic(id)];
         for topic in changelogs.into_iter().chain(repartitions) {
             if self.topics.partitions(&topic).is_some() {
                 if let Err(e) = self.topics.delete_topic(&topic) {

@@ -40,7 +40,7 @@ use freshet_common::partitioner::partition_for_key;
 use freshet_common::topics::Member;
 use serde_json::{json, Value as Json};
 
-use freshet_sql::query::{repartition_topic, Split};
+use freshet_sql::query::{is_repartition_topic, joined_topic, repartition_topic, Split};
 use freshet_sql::state::Restored;
 use freshet_sql::SqlError;
 
@@ -127,6 +127,9 @@ pub enum Stage {
     /// input `i`): input partition → that input's repartition topic (stateless, but for a
     /// regrouped table's, which remembers where each key's row went).
     Repartition(usize),
+    /// A join task of a join aggregated by other columns (`Split::JoinThenAggregate`): joins
+    /// one partition of the repartition topics and sends the joined rows on by group key.
+    Join,
     /// The query itself (whole, or one partition of it).
     Main,
 }
@@ -137,7 +140,8 @@ impl Task {
     }
 
     /// `<query id>`, `<query id>#<partition>`, or for a repartition task `<query id>#r<partition>`
-    /// (`#r<input>-<partition>` for a join's right input): what the slot is computed from, the
+    /// (`#r<input>-<partition>` for a join's right input), for a join task `<query id>#j<partition>`:
+    /// what the slot is computed from, the
     /// key of the task's progress record, the name of its state file, and (after
     /// `freshet-sql-`) its transactional id.
     pub fn name(&self) -> String {
@@ -145,6 +149,7 @@ impl Task {
             (Stage::Main, Some(p)) => format!("{}#{p}", self.query),
             (Stage::Repartition(0), Some(p)) => format!("{}#r{p}", self.query),
             (Stage::Repartition(i), Some(p)) => format!("{}#r{i}-{p}", self.query),
+            (Stage::Join, Some(p)) => format!("{}#j{p}", self.query),
             (_, None) => self.query.clone(),
         }
     }
@@ -201,7 +206,14 @@ impl SqlServer {
         match split {
             Split::ByInputKey => width,
             Split::Repartition => self.topics.partitions(&repartition_topic(&q.id, 0)).unwrap_or(width),
+            Split::JoinThenAggregate => self.topics.partitions(&joined_topic(&q.id)).unwrap_or(width),
         }
+    }
+
+    /// How many join tasks a `Split::JoinThenAggregate` query has (the partitions of its
+    /// repartition topics).
+    fn joiners(&self, q: &freshet_sql::query::Query) -> i32 {
+        self.topics.partitions(&repartition_topic(&q.id, 0)).unwrap_or_else(|| self.width(q))
     }
 
     /// The tasks of query `q`: one per input partition when it splits by partition and
@@ -222,6 +234,11 @@ impl SqlServer {
             Some(Split::Repartition) => {
                 let stages = (0..=q.rights.len()).flat_map(|i| split(Stage::Repartition(i), input_partitions(i)));
                 stages.chain(split(Stage::Main, self.owners(q, Split::Repartition))).collect()
+            }
+            Some(Split::JoinThenAggregate) => {
+                let stages = (0..=q.rights.len()).flat_map(|i| split(Stage::Repartition(i), input_partitions(i)));
+                let joins = split(Stage::Join, self.joiners(q));
+                stages.chain(joins).chain(split(Stage::Main, self.owners(q, Split::JoinThenAggregate))).collect()
             }
         }
     }
@@ -423,9 +440,16 @@ impl SqlServer {
         let p = task.partition.expect("split tasks have a partition");
         let inputs = template.rights.len() + 1;
         let owners = self.owners(template, split);
-        let repartitions: Vec<String> = (0..inputs).map(|i| repartition_topic(&task.query, i)).collect();
-        if split == Split::Repartition {
-            for topic in &repartitions {
+        let joiners = self.joiners(template);
+        let mut repartitions: Vec<String> = (0..inputs).map(|i| repartition_topic(&task.query, i)).collect();
+        let mut widths = vec![owners; inputs];
+        if split == Split::JoinThenAggregate {
+            widths = vec![joiners; inputs];
+            repartitions.push(joined_topic(&task.query));
+            widths.push(owners);
+        }
+        if split != Split::ByInputKey {
+            for (topic, &width) in repartitions.iter().zip(&widths) {
                 if self.topics.partitions(topic).is_none() {
                     // Its records keep their input timestamps, which may be old (a replay): no
                     // time or size retention deletes them unread; the owning tasks purge what
@@ -436,7 +460,7 @@ impl SqlServer {
                         ("retention.bytes", "-1"),
                     ])
                     .expect("valid repartition topic config");
-                    self.topics.create_topic_with(topic, owners, config)?;
+                    self.topics.create_topic_with(topic, width, config)?;
                 }
             }
         }
@@ -444,21 +468,27 @@ impl SqlServer {
         let created: Vec<Vec<i64>> = template.task_positions(p);
         let (mut q, start) = match (task.stage, split) {
             (Stage::Repartition(i), _) => {
-                let n = self.topics.partitions(&repartitions[i]).unwrap_or(owners);
+                let n = self.topics.partitions(&repartitions[i]).unwrap_or(widths[i]);
                 (template.repartition_stage(i, p, n, task.name()), vec![created[i].clone()])
             }
             (Stage::Main, Split::Repartition) => {
                 (template.partition_task(&repartitions, p, task.name()), vec![vec![0]; inputs])
             }
+            (Stage::Join, _) => {
+                let n = self.topics.partitions(&repartitions[inputs]).unwrap_or(owners);
+                (template.join_task(&repartitions[..inputs], p, n, task.name()), vec![vec![0]; inputs])
+            }
+            (Stage::Main, Split::JoinThenAggregate) => (template.aggregate_task(p, task.name()), vec![vec![0]]),
             (Stage::Main, Split::ByInputKey) => {
                 (template.partition_task(std::slice::from_ref(&template.input.topic), p, task.name()), created)
             }
         };
         let mut restored = None;
-        if task.stage == Stage::Main || q.routes_keys() {
+        if !matches!(task.stage, Stage::Repartition(_)) || q.routes_keys() {
             // A stateful repartition stage's changelog has a partition per input partition.
             let width = match task.stage {
                 Stage::Main => owners,
+                Stage::Join => joiners,
                 Stage::Repartition(_) => self.topics.partitions(&q.input.topic).unwrap_or(1),
             };
             let changelog = q.changelog.clone();
@@ -493,7 +523,7 @@ impl SqlServer {
     /// other servers are not waited for. `None` for other tasks.
     pub(super) fn upstream_pending(&self, task: &Task) -> Option<Vec<bool>> {
         let q = self.instances.get(task)?;
-        if task.stage != Stage::Main || q.rights.is_empty() {
+        if matches!(task.stage, Stage::Repartition(_)) || q.rights.is_empty() {
             return None;
         }
         let mut pending = vec![false; q.rights.len() + 1];
@@ -511,15 +541,15 @@ impl SqlServer {
     pub(super) fn purge_repartition_topics(&mut self) {
         self.purged = Instant::now();
         for (task, q) in &self.instances {
-            let (Stage::Main, Some(p)) = (task.stage, task.partition) else { continue };
+            let (Stage::Main | Stage::Join, Some(p)) = (task.stage, task.partition) else { continue };
             let Some(progress) = self.progress.get(&task.name()) else { continue };
-            let inputs = std::iter::once(&q.input).chain(&q.rights).enumerate();
-            for ((i, src), at) in inputs.zip(progress) {
-                let (topic, Some(&at)) = (repartition_topic(&task.query, i), at.first()) else { continue };
-                if src.topic != topic {
+            let inputs = std::iter::once(&q.input).chain(&q.rights);
+            for (src, at) in inputs.zip(progress) {
+                let (topic, Some(&at)) = (&src.topic, at.first()) else { continue };
+                if !is_repartition_topic(topic, &task.query) {
                     continue;
                 }
-                if let Err(e) = self.topics.delete_before(&topic, p, at) {
+                if let Err(e) = self.topics.delete_before(topic, p, at) {
                     tracing::warn!(task = %task.name(), error = %e, "could not purge the repartition topic");
                 }
             }
