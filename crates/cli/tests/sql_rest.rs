@@ -924,3 +924,79 @@ fn join_over_a_backlog(partitions: i32) {
     assert_eq!(joined.len(), VISITS, "{partitions} partitions: each visit joined, once");
     assert!(joined.iter().all(|r| r[1].as_str().unwrap()[1..] == r[0].as_str().unwrap()[1..]), "names match ids");
 }
+
+/// A stream joined to two tables on different keys runs in levels: the first join's tasks
+/// (`#j<p>`) send each joined row on by the second join's key to the second join's tasks;
+/// aggregated by a third column, a second level of join tasks (`#j1-<p>`) sends them on by
+/// group key to the aggregating tasks. Killed and restarted, every call is counted once.
+#[test]
+fn joins_on_different_keys_run_in_levels_of_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    for topic in ["calls", "lines", "owners"] {
+        create_topic(&server.addr, topic, 2);
+    }
+    let lines: Vec<_> = (0..10)
+        .map(|i| (format!("l{i}"), json!({ "OWNER": format!("o{}", i % 4) }).to_string(), base_hour()))
+        .collect();
+    produce(&server.addr, "lines", &lines);
+    let owners: Vec<_> = (0..4)
+        .map(|i| (format!("o{i}"), json!({ "CITY": format!("city{}", i % 3) }).to_string(), base_hour()))
+        .collect();
+    produce(&server.addr, "owners", &owners);
+    const CALLS: usize = 3000;
+    let calls: Vec<_> = (0..CALLS)
+        .map(|i| (format!("c{i}"), json!({ "LINE": format!("l{}", i % 10) }).to_string(), base_hour() + 1 + i as i64))
+        .collect();
+    produce(&server.addr, "calls", &calls);
+    let (status, body) = ksql(
+        &server.http,
+        "CREATE TABLE lines (id STRING PRIMARY KEY, owner STRING) WITH (KAFKA_TOPIC='lines', VALUE_FORMAT='JSON');
+         CREATE TABLE owners (id STRING PRIMARY KEY, city STRING) WITH (KAFKA_TOPIC='owners', VALUE_FORMAT='JSON');
+         CREATE STREAM calls (cid STRING KEY, line STRING) WITH (KAFKA_TOPIC='calls', VALUE_FORMAT='JSON');
+         CREATE STREAM located AS SELECT l.owner AS owner, c.cid AS cid, o.city AS city
+             FROM calls c JOIN lines l ON c.line = l.id JOIN owners o ON l.owner = o.id;
+         CREATE TABLE per_city AS SELECT o.city AS city, COUNT(*) AS calls
+             FROM calls c JOIN lines l ON c.line = l.id JOIN owners o ON l.owner = o.id GROUP BY o.city;",
+        json!({ "ksql.streams.auto.offset.reset": "earliest" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let located = body[3]["commandStatus"]["queryId"].as_str().unwrap().to_string();
+    let per_city = body[4]["commandStatus"]["queryId"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(100));
+    server.kill();
+    server.restart();
+    let (status, placement) = get(&server.http, "/sql/placement");
+    assert_eq!(status, 200, "{placement}");
+    let tasks: std::collections::BTreeSet<String> =
+        placement["tasks"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    let inputs = ["#r0", "#r1", "#r1-0", "#r1-1", "#r2-0", "#r2-1", "#j0", "#j1", "#0", "#1"];
+    let mut expected: std::collections::BTreeSet<String> =
+        [&located, &per_city].iter().flat_map(|q| inputs.iter().map(move |t| format!("{q}{t}"))).collect();
+    expected.extend(["#j1-0", "#j1-1"].iter().map(|t| format!("{per_city}{t}")));
+    assert_eq!(tasks, expected);
+    let city_of = |line: usize| format!("city{}", (line % 4) % 3);
+    let mut want: std::collections::BTreeMap<String, i64> = Default::default();
+    for i in 0..CALLS {
+        *want.entry(city_of(i % 10)).or_default() += 1;
+    }
+    let counts = || {
+        let (status, answer) = query(&server.http, "SELECT * FROM per_city;", json!({}));
+        assert_eq!(status, 200, "{answer:?}");
+        rows(&answer)
+            .into_iter()
+            .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_i64().unwrap()))
+            .collect::<std::collections::BTreeMap<String, i64>>()
+    };
+    wait_until(WAIT, "every call counted by city", || (counts() == want).then_some(()));
+    let out = consume_until(&server.addr, "LOCATED", "every call located", |o| o.len() >= CALLS);
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, answer) = query(&server.http, "SELECT * FROM located;", json!({}));
+    assert_eq!(rows(&answer).len(), CALLS, "each call once");
+    for (owner, v, _, _) in &out {
+        let line: usize = v["CID"].as_str().unwrap()[1..].parse::<usize>().unwrap() % 10;
+        assert_eq!(owner, &format!("o{}", line % 4));
+        assert_eq!(v["CITY"], json!(city_of(line)));
+    }
+    assert_eq!(counts(), want, "none counted twice");
+}

@@ -226,13 +226,15 @@ pub struct Query {
     pub caught_up: bool,
     /// Since when a join has waited for a pending input (bounded by `MAX_TASK_IDLE_MS`).
     idle_since: Option<std::time::Instant>,
-    /// A join task of a [`Split::JoinThenAggregate`] query: how its joined rows go to the
-    /// aggregating tasks (by group key; `retract` for a join of tables).
+    /// A task of a [`Split::Levels`] query that sends its joined rows on: how they go to the
+    /// next level's tasks (by its join key) or to the aggregating ones (by group key;
+    /// `retract` for a join of tables).
     pub joined_route: Option<Route>,
     /// Joined rows routed by the last records processed, per partition of [`joined_topic`].
     routed: BTreeMap<i32, Vec<Record>>,
-    /// An aggregating task of a [`Split::JoinThenAggregate`] query: its input records are
-    /// joined rows a join task encoded, not the input's format.
+    /// A task of a [`Split::Levels`] query reading a [`joined_topic`] (an aggregating task, or
+    /// a join level after the first): its (left) input records are joined rows the previous
+    /// level encoded, not the input's format.
     pub pre_joined: bool,
 }
 
@@ -267,13 +269,16 @@ pub enum Split {
     /// repartition topics then owns the keys that hash to it (for a join, both sides' records
     /// of those keys: the same hash of the same key bytes the join matches on).
     Repartition,
-    /// A join aggregated by other columns than its join key: repartition tasks as for
-    /// [`Split::Repartition`]; then join tasks (`Query::join_task`, one per partition of the
-    /// repartition topics) that join their keys and send each joined row, encoded, to
-    /// [`joined_topic`] by its group key (a join of tables taking a key's previous row back
-    /// from the partition it went to, as [`Route::retract`]); then one task per partition of
-    /// that topic (`Query::aggregate_task`) aggregating its groups.
-    JoinThenAggregate,
+    /// A join in levels ([`Query::join_levels`]): a stream joined on different keys in turn
+    /// (each level's stages match on one key), and/or aggregated by other columns than its
+    /// last join key. Repartition tasks as for [`Split::Repartition`]; then per level one
+    /// task per partition (`Query::level_task`) that joins its keys and, but for the last,
+    /// sends each joined row, encoded, to the next level's [`joined_topic`] by the next key
+    /// (the last level: by its group key, when the aggregation is apart — a join of tables
+    /// then takes a key's previous row back from the partition it went to, as
+    /// [`Route::retract`]); then, when the aggregation is apart, one task per partition
+    /// (`Query::aggregate_task`) aggregating its groups.
+    Levels,
 }
 
 /// The repartition topic of input `input` (0: the left, or only, input; `i`: a join's right
@@ -285,15 +290,22 @@ pub fn repartition_topic(query_id: &str, input: usize) -> String {
     }
 }
 
-/// The topic a [`Split::JoinThenAggregate`] query's join tasks send joined rows to.
-pub fn joined_topic(query_id: &str) -> String {
-    format!("_freshet_sql_{query_id}-repartition-joined")
+/// The topic a [`Split::Levels`] query's tasks of level `level - 1` send joined rows to, for
+/// level `level` (or the aggregating tasks) to read; `level` ≥ 1.
+pub fn joined_topic(query_id: &str, level: usize) -> String {
+    match level {
+        1 => format!("_freshet_sql_{query_id}-repartition-joined"),
+        l => format!("_freshet_sql_{query_id}-repartition-joined-{l}"),
+    }
 }
 
-/// The changelog of a [`Split::JoinThenAggregate`] query's join tasks (partition `p` is
-/// task `#j<p>`'s).
-pub fn join_changelog_topic(query_id: &str) -> String {
-    format!("_freshet_sql_{query_id}-join-changelog")
+/// The changelog of a [`Split::Levels`] query's tasks of join level `level` that send their
+/// rows on (partition `p` is task `#j<p>`'s, or `#j<level>-<p>`'s).
+pub fn join_changelog_topic(query_id: &str, level: usize) -> String {
+    match level {
+        0 => format!("_freshet_sql_{query_id}-join-changelog"),
+        l => format!("_freshet_sql_{query_id}-join-{l}-changelog"),
+    }
 }
 
 /// Whether `topic` is one of query `query_id`'s repartition topics ([`repartition_topic`],
@@ -302,9 +314,17 @@ pub fn is_repartition_topic(topic: &str, query_id: &str) -> bool {
     let rest = topic.strip_prefix("_freshet_sql_").and_then(|t| t.strip_prefix(query_id));
     match rest.and_then(|t| t.strip_prefix("-repartition")) {
         Some("" | "-joined") => true,
+        Some(joined) if joined.starts_with("-joined-") => joined[8..].parse::<usize>().is_ok(),
         Some(input) => input.strip_prefix('-').is_some_and(|n| n.parse::<usize>().is_ok()),
         None => false,
     }
+}
+
+/// A joined row a [`Split::Levels`] task encoded (`None`: a tombstone).
+fn decode_joined(rec: &Record) -> Result<Option<Row>, Failure> {
+    let Some(v) = rec.value.as_deref() else { return Ok(None) };
+    let values: Vec<Value> = postcard::from_bytes(v).map_err(|e| format!("undecodable joined row: {e}"))?;
+    Ok(Some(Row { values, timestamp: rec.timestamp }))
 }
 
 /// The aggregation of a plan that aggregates (an aggregation, or an aggregated join).
@@ -403,60 +423,94 @@ impl Query {
         }
     }
 
-    /// [`Query::stateful_split`] of a join (aggregated or not): every stage must match on the
-    /// same key value, so that one task owns every record of a key, of every input. Stage 0
-    /// matches on its left and right join columns; each later stage's left join expression
-    /// must be one of the columns holding that key in the joined row so far (a side's join
-    /// column, or the key a stage appends). An aggregation needs a GROUP BY item among them
-    /// (each group then has one key). No stage may be a foreign-key join, and nothing may read
-    /// ROWPARTITION or ROWOFFSET (a repartition changes them).
+    /// [`Query::stateful_split`] of a join (aggregated or not): the stages of one level match
+    /// on the same key value, so that one task owns every record of a key, of every input of
+    /// the level. Stage 0
+    /// matches on its left and right join columns; a later stage whose left join expression
+    /// is one of the columns holding that key in the joined row so far (a side's join column,
+    /// or the key a stage appends) joins in the same tasks, another starts a level
+    /// ([`Split::Levels`]). An aggregation grouped by one of the last level's key columns is
+    /// done by that level's tasks (each group then has one key), else by tasks of its own. No
+    /// stage may be a foreign-key join, and nothing may read ROWPARTITION or ROWOFFSET (a
+    /// repartition changes them).
     fn join_split(&self, stages: &[crate::join::JoinPlan], aggregated: Option<&AggregatePlan>) -> Option<Split> {
-        let column = |e: &CExpr| match e {
-            CExpr::Column(i) => Some(*i),
-            _ => None,
-        };
+        let (levels, apart) = self.join_levels_of(stages, aggregated)?;
         let base = self.input.column_count();
-        // Per joined row so far: the columns holding the join key, and the pseudo-columns.
-        let mut keys: BTreeSet<usize> = BTreeSet::new();
         let mut pseudo: BTreeSet<usize> = [base + 1, base + 2].into();
         let mut reads_pseudo = false;
-        for (k, (stage, right)) in stages.iter().zip(&self.rights).enumerate() {
-            if stage.shape == crate::join::JoinShape::ForeignKey {
-                return None;
-            }
+        for (stage, right) in stages.iter().zip(&self.rights) {
             let (lw, rbase) = (stage.left_width, right.column_count());
-            match column(&stage.left_key) {
-                Some(c) if k == 0 => {
-                    keys.insert(c);
-                }
-                Some(c) if keys.contains(&c) => {}
-                _ if k == 0 => {}
-                _ => return None,
-            }
             let right_pseudo = |i: usize| i == rbase + 1 || i == rbase + 2;
             reads_pseudo |= stage.left_key.reads_column(&|i| pseudo.contains(&i))
                 || stage.pushed[0].as_ref().is_some_and(|e| e.reads_column(&|i| pseudo.contains(&i)))
                 || stage.right_key.reads_column(&right_pseudo)
                 || stage.pushed[1].as_ref().is_some_and(|e| e.reads_column(&right_pseudo));
             // The joined row: the left's columns, the right's, then the key.
-            if let Some(c) = column(&stage.right_key) {
-                keys.insert(lw + c);
-            }
-            keys.insert(lw + stage.right_width);
             pseudo.extend([lw + rbase + 1, lw + rbase + 2]);
             let joined_pseudo = |i: usize| pseudo.contains(&i);
             let mut on_joined = stage.key.iter().chain(&stage.value).chain(&stage.filter);
             reads_pseudo |= on_joined.any(|e| e.reads_column(&joined_pseudo));
         }
-        let mut split = Split::Repartition;
         if let Some(agg) = aggregated {
-            if !agg.group_by.iter().any(|e| column(e).is_some_and(|c| keys.contains(&c))) {
-                split = Split::JoinThenAggregate;
-            }
             let mut read = agg.group_by.iter().chain(agg.args.iter().flatten()).chain(&agg.filter);
             reads_pseudo |= read.any(|e| e.reads_column(&|i| pseudo.contains(&i)));
         }
+        let split = if levels.len() == 1 && !apart { Split::Repartition } else { Split::Levels };
         (!reads_pseudo).then_some(split)
+    }
+
+    /// A join's levels: the ranges of its stages that each match on one key value (a later
+    /// stage's left join expression is one of the columns holding the level's key — a side's
+    /// join column, or the key a stage appends to its joined row — or it starts a level), and
+    /// whether its aggregation (if any) is apart: grouped by none of the last level's key
+    /// columns. `None` when the join cannot be split: a foreign-key stage, or several levels
+    /// over a table (a level's output goes on as a stream of joined rows).
+    fn join_levels_of(
+        &self,
+        stages: &[crate::join::JoinPlan],
+        aggregated: Option<&AggregatePlan>,
+    ) -> Option<(Vec<std::ops::Range<usize>>, bool)> {
+        let column = |e: &CExpr| match e {
+            CExpr::Column(i) => Some(*i),
+            _ => None,
+        };
+        let mut levels = vec![];
+        let mut start = 0;
+        // The columns holding the current level's key in the joined row so far.
+        let mut keys: BTreeSet<usize> = BTreeSet::new();
+        for (k, stage) in stages.iter().enumerate() {
+            if stage.shape == crate::join::JoinShape::ForeignKey {
+                return None;
+            }
+            let left = column(&stage.left_key);
+            if k > 0 && !left.is_some_and(|c| keys.contains(&c)) {
+                levels.push(start..k);
+                start = k;
+                keys.clear();
+            }
+            keys.extend(left);
+            if let Some(c) = column(&stage.right_key) {
+                keys.insert(stage.left_width + c);
+            }
+            keys.insert(stage.left_width + stage.right_width);
+        }
+        levels.push(start..stages.len());
+        if levels.len() > 1 && self.input.kind != SourceKind::Stream {
+            return None;
+        }
+        let apart =
+            aggregated.is_some_and(|agg| !agg.group_by.iter().any(|e| column(e).is_some_and(|c| keys.contains(&c))));
+        Some((levels, apart))
+    }
+
+    /// The levels of a [`Split::Levels`] join (stage ranges) and whether its aggregation is
+    /// apart (see `join_levels_of`); one level and no aggregation apart for other queries.
+    pub fn join_levels(&self) -> (Vec<std::ops::Range<usize>>, bool) {
+        let one = (std::iter::once(0..self.rights.len()).collect(), false);
+        match &self.plan {
+            Plan::Join(stages, aggregated) => self.join_levels_of(stages, aggregated.as_deref()).unwrap_or(one),
+            _ => one,
+        }
     }
 
     /// A task of this (split) query that owns the state of partition `partition`: it reads
@@ -478,29 +532,73 @@ impl Query {
         q
     }
 
-    /// A join task of a [`Split::JoinThenAggregate`] query: as [`Query::partition_task`] over
-    /// the repartition topics `topics`, but each joined row goes, encoded, to the partition
-    /// of [`joined_topic`] (of `partitions` partitions) its group key hashes to. Its state
-    /// (the join's, and where each key's joined row went) is logged to partition `partition`
-    /// of [`join_changelog_topic`].
-    pub fn join_task(&self, topics: &[String], partition: i32, partitions: i32, state_name: String) -> Query {
-        let mut q = self.partition_task(topics, partition, state_name);
-        let agg = aggregation_of(&self.plan);
-        let table = self.input.kind == SourceKind::Table && self.rights.iter().all(|r| r.kind == SourceKind::Table);
-        q.joined_route =
-            Some(Route { partitions, keys: agg.group_by.clone(), filter: agg.filter.clone(), retract: table });
-        q.output = SourceDef { topic: joined_topic(&self.id), ..self.output.clone() };
-        q.changelog = join_changelog_topic(&self.id);
+    /// The task of level `level` of a [`Split::Levels`] query for partition `partition`: it
+    /// reads that partition of `topics` (the level's left input — the first input's
+    /// repartition topic, or the previous level's [`joined_topic`] — then the repartition
+    /// topics of its stages' right inputs) and joins them with its stages. Unless it is the
+    /// last level and the aggregation is not apart, it sends each joined row, encoded, to
+    /// the partition of the next [`joined_topic`] (of `partitions` partitions) that the next
+    /// level's join key (or the group key) hashes to, its state logged to partition
+    /// `partition` of [`join_changelog_topic`]; else it writes the query's output, its state
+    /// in the query's changelog.
+    pub fn level_task(
+        &self,
+        level: usize,
+        topics: &[String],
+        partition: i32,
+        partitions: i32,
+        state_name: String,
+    ) -> Query {
+        let Plan::Join(stages, aggregated) = &self.plan else { unreachable!("levels of a join") };
+        let (levels, apart) = self.join_levels();
+        let range = levels[level].clone();
+        let last = level + 1 == levels.len();
+        let input = if level == 0 {
+            SourceDef { topic: topics[0].clone(), ..self.input.clone() }
+        } else {
+            SourceDef { topic: topics[0].clone(), kind: SourceKind::Stream, window: None, ..self.input.clone() }
+        };
+        let plan = Plan::Join(stages[range.clone()].to_vec(), if last { aggregated.clone() } else { None });
+        let mut q = Query::new(self.id.clone(), self.sql.clone(), input, self.output.clone(), plan, partition + 1);
+        q.sink = self.sink.clone();
+        q.poll_batch = self.poll_batch;
+        q.only_partition = Some(partition);
+        let rights = self.rights[range.clone()]
+            .iter()
+            .zip(&topics[1..])
+            .map(|(r, t)| SourceDef { topic: t.clone(), ..r.clone() });
+        q.set_rights(rights.collect());
+        for offsets in &mut q.right_offsets {
+            offsets.resize(partition as usize + 1, 0);
+        }
+        q.pre_joined = level > 0;
+        q.state_name = state_name;
+        q.changelog_partition = partition;
+        let route = if !last {
+            Some(Route { partitions, keys: vec![stages[range.end].left_key.clone()], filter: None, retract: false })
+        } else if apart {
+            let agg = aggregation_of(&self.plan);
+            let table = self.input.kind == SourceKind::Table && self.rights.iter().all(|r| r.kind == SourceKind::Table);
+            Some(Route { partitions, keys: agg.group_by.clone(), filter: agg.filter.clone(), retract: table })
+        } else {
+            None
+        };
+        if route.is_some() {
+            q.joined_route = route;
+            q.output = SourceDef { topic: joined_topic(&self.id, level + 1), ..self.output.clone() };
+            q.changelog = join_changelog_topic(&self.id, level);
+        }
         q
     }
 
-    /// An aggregating task of a [`Split::JoinThenAggregate`] query: reads partition
-    /// `partition` of [`joined_topic`] and aggregates its groups, its state in `state_name`
-    /// and partition `partition` of the query's changelog.
+    /// An aggregating task of a [`Split::Levels`] query whose aggregation is apart: reads
+    /// partition `partition` of the last [`joined_topic`] and aggregates its groups, its state
+    /// in `state_name` and partition `partition` of the query's changelog.
     pub fn aggregate_task(&self, partition: i32, state_name: String) -> Query {
         let table = self.input.kind == SourceKind::Table && self.rights.iter().all(|r| r.kind == SourceKind::Table);
         let kind = if table { SourceKind::Table } else { SourceKind::Stream };
-        let input = SourceDef { topic: joined_topic(&self.id), kind, window: None, ..self.input.clone() };
+        let levels = self.join_levels().0.len();
+        let input = SourceDef { topic: joined_topic(&self.id, levels), kind, window: None, ..self.input.clone() };
         let mut q = self.copy_with(input, self.output.clone(), partition);
         q.pre_joined = true;
         q.state_name = state_name;
@@ -990,10 +1088,11 @@ impl Query {
         self.send_to(rec, to, retract, pending)
     }
 
-    /// A join task's joined row (`None`: the join key's row deleted, a join of tables) goes,
-    /// encoded and keyed by the join key, to the partition of [`joined_topic`] its group key
-    /// hashes to, unless the aggregation's WHERE rejects it (a group key that cannot be
-    /// computed goes to partition 0: its task logs the error).
+    /// A join level's joined row (`None`: the join key's row deleted, a join of tables) goes,
+    /// encoded and keyed by the join key, to the partition of the next [`joined_topic`] its
+    /// route's key hashes to (the next level's join key, or the group key), unless the
+    /// route's filter (the aggregation's WHERE) rejects it (a key that cannot be computed
+    /// goes to partition 0: the task there logs the error).
     fn route_joined(&mut self, key: Vec<u8>, timestamp: i64, row: Option<Row>) -> Result<(), Failure> {
         let route = self.joined_route.as_ref().expect("a join task");
         let mut to = None;
@@ -1139,17 +1238,10 @@ impl Query {
         offset: i64,
         out: &mut Vec<Emitted>,
     ) -> Result<(), Failure> {
-        if self.pre_joined {
+        if self.pre_joined && self.rights.is_empty() {
             // A joined row a join task encoded (a join of tables: keyed by the join key, a
             // tombstone taking the key's row back).
-            let row = match rec.value.as_deref() {
-                Some(v) => {
-                    let values: Vec<Value> =
-                        postcard::from_bytes(v).map_err(|e| format!("undecodable joined row: {e}"))?;
-                    Some(Row { values, timestamp: rec.timestamp })
-                }
-                None => None,
-            };
+            let row = decode_joined(rec)?;
             let table = self.input.kind == SourceKind::Table;
             if row.is_none() && !table {
                 return Ok(());
@@ -1159,8 +1251,13 @@ impl Query {
         }
         if let Plan::Join(stages, aggregated) = &self.plan {
             let src = if input == 0 { &self.input } else { &self.rights[input - 1] };
-            let row = Self::decode(src, rec, partition, offset)?;
-            let key_row = key_only_row(src, rec, partition, offset);
+            let (row, key_row) = if self.pre_joined && input == 0 {
+                // The previous level's joined row (a stream's: never a tombstone).
+                let Some(row) = decode_joined(rec)? else { return Ok(()) };
+                (Some(row.clone()), row)
+            } else {
+                (Self::decode(src, rec, partition, offset)?, key_only_row(src, rec, partition, offset))
+            };
             let (mut stage, side) = if input == 0 { (0, Side::Left) } else { (input - 1, Side::Right) };
             // WHERE's conjuncts on this side alone: a record they reject joins nothing.
             if let (Some(f), Some(r)) = (&stages[stage].pushed[side as usize], &row) {
@@ -1201,6 +1298,17 @@ impl Query {
                     } else {
                         self.aggregate(&key, j.timestamp, table, row, out)?;
                     }
+                }
+                return Ok(());
+            }
+            if self.joined_route.is_some() {
+                // A level that sends its joined rows on to the next (streams: no deletes).
+                for j in joined.into_iter().filter(|j| !j.deleted) {
+                    let mut key = vec![];
+                    if let Some(k) = j.row.last() {
+                        k.key_bytes(&mut key);
+                    }
+                    self.route_joined(key, j.timestamp, Some(Row { values: j.row, timestamp: j.timestamp }))?;
                 }
                 return Ok(());
             }

@@ -509,7 +509,7 @@ fn run_split(topics: &Arc<MemTopics>, e: &Engine, id: &str) -> freshet_sql::quer
     let mut errors = vec![];
     let read = match split {
         Split::ByInputKey => inputs.clone(),
-        Split::Repartition | Split::JoinThenAggregate => (0..inputs.len())
+        Split::Repartition | Split::Levels => (0..inputs.len())
             .map(|i| {
                 let r = repartition_topic(id, i);
                 topics.create_topic(&r, n).unwrap();
@@ -521,16 +521,28 @@ fn run_split(topics: &Arc<MemTopics>, e: &Engine, id: &str) -> freshet_sql::quer
             })
             .collect(),
     };
-    if split == Split::JoinThenAggregate {
-        // The join tasks send joined rows to the joined topic; then the aggregating tasks.
-        topics.create_topic(&freshet_sql::query::joined_topic(id), n).unwrap();
-        for p in 0..n {
-            let mut task = template.join_task(&read, p, n, format!("{id}#j{p}"));
-            while task.step(&dyn_topics, &mut errors).unwrap() > 0 {}
+    if split == Split::Levels {
+        // Each join level's tasks send joined rows on to the next level's (or to the
+        // aggregating tasks).
+        use freshet_sql::query::joined_topic;
+        let (levels, apart) = template.join_levels();
+        for (level, range) in levels.iter().enumerate() {
+            if level + 1 < levels.len() || apart {
+                topics.create_topic(&joined_topic(id, level + 1), n).unwrap();
+            }
+            let left = if level == 0 { read[0].clone() } else { joined_topic(id, level) };
+            let level_topics: Vec<String> =
+                std::iter::once(left).chain(range.clone().map(|stage| read[stage + 1].clone())).collect();
+            for p in 0..n {
+                let mut task = template.level_task(level, &level_topics, p, n, format!("{id}#j{level}-{p}"));
+                while task.step(&dyn_topics, &mut errors).unwrap() > 0 {}
+            }
         }
-        for p in 0..n {
-            let mut task = template.aggregate_task(p, format!("{id}#{p}"));
-            while task.step(&dyn_topics, &mut errors).unwrap() > 0 {}
+        if apart {
+            for p in 0..n {
+                let mut task = template.aggregate_task(p, format!("{id}#{p}"));
+                while task.step(&dyn_topics, &mut errors).unwrap() > 0 {}
+            }
         }
         assert!(errors.is_empty(), "{errors:?}");
         return split;
@@ -838,7 +850,7 @@ fn an_aggregated_join_splits_by_its_join_key_or_through_a_second_repartition() {
         .unwrap();
         let split: std::collections::BTreeMap<String, Option<freshet_sql::query::Split>> =
             e.queries.values().map(|q| (q.sink.clone(), q.stateful_split())).collect();
-        assert_eq!(split["PER_CITY"], Some(freshet_sql::query::Split::JoinThenAggregate), "{shape}");
+        assert_eq!(split["PER_CITY"], Some(freshet_sql::query::Split::Levels), "{shape}");
         assert_eq!(split["PER_USER"], Some(freshet_sql::query::Split::Repartition), "{shape}");
         let record = |key: &str, value: Option<String>, ts: i64| Record {
             key: Some(key.to_string().into_bytes().into()),
@@ -913,33 +925,47 @@ fn latest_or_deleted(topics: &MemTopics, topic: &str) -> std::collections::BTree
 
 /// A join of three inputs splits when every stage matches on the same key (here a user id,
 /// reached through the stream's column, then the first table's key): each input is
-/// repartitioned by its own join column. A third input joined on another column does not.
+/// repartitioned by its own join column. A third input joined on another column splits in
+/// levels: the first join's tasks send the joined rows on, by the next join column, to the
+/// second join's; aggregated by another column, a third level of tasks aggregates.
 #[test]
-fn a_three_way_join_on_one_key_splits() {
+fn three_way_joins_split_on_one_key_or_in_levels() {
     let (topics, mut e) = engine();
     e.execute(
         "CREATE STREAM clicks (k VARCHAR KEY, user VARCHAR, item VARCHAR) WITH (kafka_topic='clicks', value_format='JSON', partitions=3);
          CREATE TABLE users (id VARCHAR PRIMARY KEY, name VARCHAR) WITH (kafka_topic='users', value_format='JSON', partitions=3);
          CREATE TABLE prefs (id VARCHAR PRIMARY KEY, color VARCHAR) WITH (kafka_topic='prefs', value_format='JSON', partitions=3);
          CREATE TABLE items (id VARCHAR PRIMARY KEY, price INT) WITH (kafka_topic='items', value_format='JSON', partitions=3);
-         CREATE STREAM on_items AS SELECT c.item AS item, u.name AS name, i.price AS price
-             FROM clicks c JOIN users u ON c.user = u.id JOIN items i ON c.item = i.id;
+         CREATE STREAM on_items AS SELECT c.item AS item, c.k AS k, u.name AS name, i.price AS price
+             FROM clicks c JOIN users u ON c.user = u.id LEFT JOIN items i ON c.item = i.id;
+         CREATE TABLE per_item AS SELECT i.id AS item, COUNT(*) AS n, SUM(i.price) AS total
+             FROM clicks c JOIN users u ON c.user = u.id JOIN items i ON c.item = i.id GROUP BY i.id;
+         CREATE TABLE per_name AS SELECT u.name AS name, COUNT(*) AS n, SUM(i.price) AS total
+             FROM clicks c JOIN users u ON c.user = u.id JOIN items i ON c.item = i.id GROUP BY u.name;
          CREATE TABLE per_user AS SELECT u.id AS id, COUNT(*) AS n
              FROM clicks c JOIN users u ON c.user = u.id LEFT JOIN prefs p ON u.id = p.id GROUP BY u.id;
          CREATE STREAM enriched AS SELECT u.id AS id, c.k AS k, u.name AS name, p.color AS color
              FROM clicks c JOIN users u ON c.user = u.id LEFT JOIN prefs p ON u.id = p.id;",
     )
     .unwrap();
-    let split: std::collections::BTreeMap<String, Option<freshet_sql::query::Split>> =
+    use freshet_sql::query::Split;
+    let split: std::collections::BTreeMap<String, Option<Split>> =
         e.queries.values().map(|q| (q.sink.clone(), q.stateful_split())).collect();
-    let repartition = Some(freshet_sql::query::Split::Repartition);
-    assert_eq!(split["ON_ITEMS"], None);
-    assert_eq!(split["PER_USER"], repartition);
-    assert_eq!(split["ENRICHED"], repartition);
-    let id = e.queries.values().find(|q| q.sink == "ENRICHED").unwrap().id.clone();
-    e.queries.retain(|k, _| *k == id);
-    let send = |topic: &str, partitions: i32, key: &str, value: String, ts: i64| {
-        let p = freshet_common::partitioner::partition_for_key(key.as_bytes(), partitions);
+    for (sink, expected) in [
+        ("ENRICHED", Split::Repartition),
+        ("PER_USER", Split::Repartition),
+        ("ON_ITEMS", Split::Levels),
+        ("PER_ITEM", Split::Levels),
+        ("PER_NAME", Split::Levels),
+    ] {
+        assert_eq!(split[sink], Some(expected), "{sink}");
+    }
+    let levels = |sink: &str| e.queries.values().find(|q| q.sink == sink).unwrap().join_levels();
+    assert_eq!(levels("ON_ITEMS"), (vec![0..1, 1..2], false));
+    assert_eq!(levels("PER_ITEM"), (vec![0..1, 1..2], false), "grouped by the last level's key");
+    assert_eq!(levels("PER_NAME"), (vec![0..1, 1..2], true), "grouped apart");
+    let send = |topic: &str, key: &str, value: String, ts: i64| {
+        let p = freshet_common::partitioner::partition_for_key(key.as_bytes(), 3);
         let record = Record {
             key: Some(key.as_bytes().to_vec().into()),
             value: Some(value.into_bytes().into()),
@@ -949,25 +975,49 @@ fn a_three_way_join_on_one_key_splits() {
         topics.append(topic, p, vec![record]).unwrap();
     };
     for i in 0..20i64 {
-        send("users", 3, &format!("u{i}"), format!(r#"{{"name":"n{i}"}}"#), i);
+        send("users", &format!("u{i}"), format!(r#"{{"name":"n{}"}}"#, i % 6), i);
         if i % 3 != 0 {
-            send("prefs", 3, &format!("u{i}"), format!(r#"{{"color":"c{i}"}}"#), i);
+            send("prefs", &format!("u{i}"), format!(r#"{{"color":"c{i}"}}"#), i);
+        }
+        if i % 4 != 0 {
+            send("items", &format!("x{i}"), format!(r#"{{"price":{}}}"#, 10 * i), i);
         }
     }
     for i in 0..300i64 {
-        send("clicks", 3, &format!("k{i}"), format!(r#"{{"user":"u{}","item":"x"}}"#, i % 23), 100 + i);
+        send("clicks", &format!("k{i}"), format!(r#"{{"user":"u{}","item":"x{}"}}"#, i % 23, i % 17), 100 + i);
     }
-    assert_eq!(run_split(&topics, &e, &id), freshet_sql::query::Split::Repartition);
-    let split = every_record(&topics, "ENRICHED");
-    topics.delete_topic("ENRICHED").unwrap();
-    topics.create_topic("ENRICHED", 3).unwrap();
+    let sinks = ["ENRICHED", "ON_ITEMS", "PER_ITEM", "PER_NAME"];
+    let mut split_runs = std::collections::BTreeMap::new();
+    for sink in sinks {
+        let id = e.queries.values().find(|q| q.sink == sink).unwrap().id.clone();
+        run_split(&topics, &e, &id);
+        split_runs.insert(sink, (every_record(&topics, sink), latest(&topics, sink)));
+        topics.delete_topic(sink).unwrap();
+        topics.create_topic(sink, 3).unwrap();
+    }
     e.run_until_idle().unwrap();
-    let whole = every_record(&topics, "ENRICHED");
-    assert_eq!(split, whole);
+    for sink in ["ENRICHED", "ON_ITEMS"] {
+        assert_eq!(split_runs[sink].0, every_record(&topics, sink), "{sink}");
+    }
+    for sink in ["PER_ITEM", "PER_NAME"] {
+        // The same totals; the changes on the way depend on the order of the repartition
+        // topics' records.
+        assert_eq!(split_runs[sink].1, latest(&topics, sink), "{sink}");
+    }
     // Clicks of u0..u19 joined; a color for those not a multiple of 3.
+    let whole = every_record(&topics, "ENRICHED");
     assert_eq!(whole.len(), (0..300).filter(|i| i % 23 < 20).count());
     let colored = whole.iter().filter(|(_, v)| v.as_deref().is_some_and(|v| v.contains(r#""COLOR":"c"#))).count();
     assert_eq!(colored, (0..300).filter(|i| i % 23 < 20 && (i % 23) % 3 != 0).count());
+    // The same clicks, priced when their item exists.
+    let on_items = every_record(&topics, "ON_ITEMS");
+    assert_eq!(on_items.len(), whole.len());
+    let priced = on_items.iter().filter(|(_, v)| v.as_deref().is_some_and(|v| !v.contains(r#""PRICE":null"#))).count();
+    assert_eq!(priced, (0..300).filter(|i| i % 23 < 20 && (i % 17) % 4 != 0 && i % 17 < 20).count());
+    let per_name = latest(&topics, "PER_NAME");
+    let counted: i64 =
+        per_name.values().map(|v| serde_json::from_str::<serde_json::Value>(v).unwrap()["N"].as_i64().unwrap()).sum();
+    assert_eq!(counted as usize, priced, "every priced click counted once, by name");
 }
 
 /// A table larger than a read batch, older than the stream joined to it: the step ends when

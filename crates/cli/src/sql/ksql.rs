@@ -37,7 +37,7 @@ use freshet_sql::error::ErrorKind;
 use freshet_sql::explain;
 use freshet_sql::functions::registry;
 use freshet_sql::parser;
-use freshet_sql::query::{changelog_topic, is_repartition_topic, join_changelog_topic, repartition_changelog_topic};
+use freshet_sql::query::{changelog_topic, is_repartition_topic, repartition_changelog_topic};
 use freshet_sql::state::{Restored, StateStore};
 use freshet_sql::topics::{Record, Topics};
 use freshet_sql::types::SqlType;
@@ -528,9 +528,14 @@ impl SqlServer {
         if !shared {
             return;
         }
-        let repartitions = self.topics.list_topics().into_iter().filter(|t| is_repartition_topic(t, id));
-        let changelogs = [changelog_topic(id), repartition_changelog_topic(id), join_changelog_topic(id)];
-        for topic in changelogs.into_iter().chain(repartitions) {
+        // Repartition topics, and the changelogs of the join levels' tasks.
+        let join_changelogs = format!("_freshet_sql_{id}-join");
+        let internal =
+            self.topics.list_topics().into_iter().filter(|t| {
+                is_repartition_topic(t, id) || (t.starts_with(&join_changelogs) && t.ends_with("-changelog"))
+            });
+        let changelogs = [changelog_topic(id), repartition_changelog_topic(id)];
+        for topic in changelogs.into_iter().chain(internal) {
             if self.topics.partitions(&topic).is_some() {
                 if let Err(e) = self.topics.delete_topic(&topic) {
                     tracing::warn!(query = %id, topic = %topic, error = %e, "could not delete the query's internal topic");

@@ -127,9 +127,9 @@ pub enum Stage {
     /// input `i`): input partition → that input's repartition topic (stateless, but for a
     /// regrouped table's, which remembers where each key's row went).
     Repartition(usize),
-    /// A join task of a join aggregated by other columns (`Split::JoinThenAggregate`): joins
-    /// one partition of the repartition topics and sends the joined rows on by group key.
-    Join,
+    /// A join level `.0` of a `Split::Levels` join that sends its joined rows on (to the next
+    /// level by its join key, or to the aggregating tasks by group key).
+    Join(usize),
     /// The query itself (whole, or one partition of it).
     Main,
 }
@@ -140,7 +140,8 @@ impl Task {
     }
 
     /// `<query id>`, `<query id>#<partition>`, or for a repartition task `<query id>#r<partition>`
-    /// (`#r<input>-<partition>` for a join's right input), for a join task `<query id>#j<partition>`:
+    /// (`#r<input>-<partition>` for a join's right input), for a join level's task
+    /// `<query id>#j<partition>` (`#j<level>-<partition>` after the first level):
     /// what the slot is computed from, the
     /// key of the task's progress record, the name of its state file, and (after
     /// `freshet-sql-`) its transactional id.
@@ -149,7 +150,8 @@ impl Task {
             (Stage::Main, Some(p)) => format!("{}#{p}", self.query),
             (Stage::Repartition(0), Some(p)) => format!("{}#r{p}", self.query),
             (Stage::Repartition(i), Some(p)) => format!("{}#r{i}-{p}", self.query),
-            (Stage::Join, Some(p)) => format!("{}#j{p}", self.query),
+            (Stage::Join(0), Some(p)) => format!("{}#j{p}", self.query),
+            (Stage::Join(l), Some(p)) => format!("{}#j{l}-{p}", self.query),
             (_, None) => self.query.clone(),
         }
     }
@@ -206,14 +208,8 @@ impl SqlServer {
         match split {
             Split::ByInputKey => width,
             Split::Repartition => self.topics.partitions(&repartition_topic(&q.id, 0)).unwrap_or(width),
-            Split::JoinThenAggregate => self.topics.partitions(&joined_topic(&q.id)).unwrap_or(width),
+            Split::Levels => self.topics.partitions(&repartition_topic(&q.id, 0)).unwrap_or(width),
         }
-    }
-
-    /// How many join tasks a `Split::JoinThenAggregate` query has (the partitions of its
-    /// repartition topics).
-    fn joiners(&self, q: &freshet_sql::query::Query) -> i32 {
-        self.topics.partitions(&repartition_topic(&q.id, 0)).unwrap_or_else(|| self.width(q))
     }
 
     /// The tasks of query `q`: one per input partition when it splits by partition and
@@ -235,10 +231,11 @@ impl SqlServer {
                 let stages = (0..=q.rights.len()).flat_map(|i| split(Stage::Repartition(i), input_partitions(i)));
                 stages.chain(split(Stage::Main, self.owners(q, Split::Repartition))).collect()
             }
-            Some(Split::JoinThenAggregate) => {
+            Some(Split::Levels) => {
+                let n = self.owners(q, Split::Levels);
                 let stages = (0..=q.rights.len()).flat_map(|i| split(Stage::Repartition(i), input_partitions(i)));
-                let joins = split(Stage::Join, self.joiners(q));
-                stages.chain(joins).chain(split(Stage::Main, self.owners(q, Split::JoinThenAggregate))).collect()
+                let joins = (0..sending_levels(q)).flat_map(|l| split(Stage::Join(l), n));
+                stages.chain(joins).chain(split(Stage::Main, n)).collect()
             }
         }
     }
@@ -440,16 +437,12 @@ impl SqlServer {
         let p = task.partition.expect("split tasks have a partition");
         let inputs = template.rights.len() + 1;
         let owners = self.owners(template, split);
-        let joiners = self.joiners(template);
         let mut repartitions: Vec<String> = (0..inputs).map(|i| repartition_topic(&task.query, i)).collect();
-        let mut widths = vec![owners; inputs];
-        if split == Split::JoinThenAggregate {
-            widths = vec![joiners; inputs];
-            repartitions.push(joined_topic(&task.query));
-            widths.push(owners);
+        if split == Split::Levels {
+            repartitions.extend((1..=sending_levels(template)).map(|l| joined_topic(&task.query, l)));
         }
         if split != Split::ByInputKey {
-            for (topic, &width) in repartitions.iter().zip(&widths) {
+            for topic in &repartitions {
                 if self.topics.partitions(topic).is_none() {
                     // Its records keep their input timestamps, which may be old (a replay): no
                     // time or size retention deletes them unread; the owning tasks purge what
@@ -460,7 +453,7 @@ impl SqlServer {
                         ("retention.bytes", "-1"),
                     ])
                     .expect("valid repartition topic config");
-                    self.topics.create_topic_with(topic, width, config)?;
+                    self.topics.create_topic_with(topic, owners, config)?;
                 }
             }
         }
@@ -468,17 +461,27 @@ impl SqlServer {
         let created: Vec<Vec<i64>> = template.task_positions(p);
         let (mut q, start) = match (task.stage, split) {
             (Stage::Repartition(i), _) => {
-                let n = self.topics.partitions(&repartitions[i]).unwrap_or(widths[i]);
+                let n = self.topics.partitions(&repartitions[i]).unwrap_or(owners);
                 (template.repartition_stage(i, p, n, task.name()), vec![created[i].clone()])
             }
             (Stage::Main, Split::Repartition) => {
                 (template.partition_task(&repartitions, p, task.name()), vec![vec![0]; inputs])
             }
-            (Stage::Join, _) => {
-                let n = self.topics.partitions(&repartitions[inputs]).unwrap_or(owners);
-                (template.join_task(&repartitions[..inputs], p, n, task.name()), vec![vec![0]; inputs])
+            (Stage::Join(level), _) => {
+                let topics = level_topics(template, level);
+                let start = vec![vec![0]; topics.len()];
+                (template.level_task(level, &topics, p, owners, task.name()), start)
             }
-            (Stage::Main, Split::JoinThenAggregate) => (template.aggregate_task(p, task.name()), vec![vec![0]]),
+            (Stage::Main, Split::Levels) => {
+                let (levels, apart) = template.join_levels();
+                if apart {
+                    (template.aggregate_task(p, task.name()), vec![vec![0]])
+                } else {
+                    let topics = level_topics(template, levels.len() - 1);
+                    let start = vec![vec![0]; topics.len()];
+                    (template.level_task(levels.len() - 1, &topics, p, owners, task.name()), start)
+                }
+            }
             (Stage::Main, Split::ByInputKey) => {
                 (template.partition_task(std::slice::from_ref(&template.input.topic), p, task.name()), created)
             }
@@ -487,8 +490,7 @@ impl SqlServer {
         if !matches!(task.stage, Stage::Repartition(_)) || q.routes_keys() {
             // A stateful repartition stage's changelog has a partition per input partition.
             let width = match task.stage {
-                Stage::Main => owners,
-                Stage::Join => joiners,
+                Stage::Main | Stage::Join(_) => owners,
                 Stage::Repartition(_) => self.topics.partitions(&q.input.topic).unwrap_or(1),
             };
             let changelog = q.changelog.clone();
@@ -526,12 +528,26 @@ impl SqlServer {
         if matches!(task.stage, Stage::Repartition(_)) || q.rights.is_empty() {
             return None;
         }
+        // Which join level the task is, and so which tasks feed each of its inputs: its left
+        // input comes from the first input's repartition tasks or the previous level's tasks,
+        // its right input `j` from the repartition tasks of input `first stage + j`.
+        let template = self.engine.queries.get(&task.query)?;
+        let (levels, _) = template.join_levels();
+        let level = match task.stage {
+            Stage::Join(l) => l,
+            _ => levels.len() - 1,
+        };
+        let first_stage = levels.get(level)?.start;
         let mut pending = vec![false; q.rights.len() + 1];
         let first = Task { query: task.query.clone(), stage: Stage::Repartition(0), partition: None };
-        for (t, stage) in self.instances.range(first..).take_while(|(t, _)| t.query == task.query) {
-            if let Stage::Repartition(i) = t.stage {
-                pending[i] |= !stage.caught_up;
-            }
+        for (t, upstream) in self.instances.range(first..).take_while(|(t, _)| t.query == task.query) {
+            let input = match t.stage {
+                Stage::Repartition(0) if level == 0 => 0,
+                Stage::Repartition(i) if i > first_stage && i <= first_stage + q.rights.len() => i - first_stage,
+                Stage::Join(l) if l + 1 == level => 0,
+                _ => continue,
+            };
+            pending[input] |= !upstream.caught_up;
         }
         Some(pending)
     }
@@ -541,7 +557,7 @@ impl SqlServer {
     pub(super) fn purge_repartition_topics(&mut self) {
         self.purged = Instant::now();
         for (task, q) in &self.instances {
-            let (Stage::Main | Stage::Join, Some(p)) = (task.stage, task.partition) else { continue };
+            let (Stage::Main | Stage::Join(_), Some(p)) = (task.stage, task.partition) else { continue };
             let Some(progress) = self.progress.get(&task.name()) else { continue };
             let inputs = std::iter::once(&q.input).chain(&q.rights);
             for (src, at) in inputs.zip(progress) {
@@ -599,6 +615,22 @@ impl SqlServer {
         let tasks: Vec<String> = self.running.iter().map(Task::name).collect();
         json!({ "member": member, "slots": slots, "running": queries, "tasks": tasks })
     }
+}
+
+/// How many join levels of a `Split::Levels` query send their rows on (every level but the
+/// last, and the last too when the aggregation is apart).
+fn sending_levels(q: &freshet_sql::query::Query) -> usize {
+    let (levels, apart) = q.join_levels();
+    levels.len() - 1 + usize::from(apart)
+}
+
+/// The topics a task of join level `level` of a `Split::Levels` query reads: its left input
+/// (the first input's repartition topic, or the previous level's joined rows), then the
+/// repartition topics of its stages' right inputs.
+fn level_topics(q: &freshet_sql::query::Query, level: usize) -> Vec<String> {
+    let range = q.join_levels().0[level].clone();
+    let left = if level == 0 { repartition_topic(&q.id, 0) } else { joined_topic(&q.id, level) };
+    std::iter::once(left).chain(range.map(|stage| repartition_topic(&q.id, stage + 1))).collect()
 }
 
 #[cfg(test)]
