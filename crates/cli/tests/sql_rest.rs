@@ -683,27 +683,27 @@ fn a_split_join_killed_mid_stream_writes_every_output_exactly_once() {
         assert_eq!(k, &format!("u{}", n % 50));
         assert_eq!(v["NAME"], json!(format!("n{}", n % 50)), "{k}");
     }
-    // Every person's visits counted once (none twice: the count stays there).
-    let per_person = || {
-        let (status, answer) = query(&server.http, "SELECT * FROM per_person;", json!({}));
+    // Every person's visits counted once (none twice: the count stays there), and every
+    // bucket's.
+    for (table, groups) in [("per_person", 50), ("per_bucket", 10)] {
+        let counted = |counts: &[Json]| counts.len() == groups && counts.iter().all(|r| r[1] == json!(N / groups));
+        settled_rows(&server.http, &format!("SELECT * FROM {table};"), table, counted);
+    }
+}
+
+/// Waits until the rows of pull query `sql` satisfy `done`, then checks that they still do
+/// a moment later (nothing counted twice arrives after).
+fn settled_rows(http: &str, sql: &str, what: &str, done: impl Fn(&[Json]) -> bool) -> Vec<Json> {
+    let read = || {
+        let (status, answer) = query(http, sql, json!({}));
         assert_eq!(status, 200, "{answer:?}");
         rows(&answer)
     };
-    let all_counted = |counts: &[Json]| counts.len() == 50 && counts.iter().all(|r| r[1] == json!(N / 50));
-    wait_until(WAIT, "every person's visits counted", || all_counted(&per_person()).then_some(()));
+    wait_until(WAIT, what, || done(&read()).then_some(()));
     std::thread::sleep(Duration::from_millis(300));
-    let counts = per_person();
-    assert!(all_counted(&counts), "{counts:?}");
-    let per_bucket = || {
-        let (status, answer) = query(&server.http, "SELECT * FROM per_bucket;", json!({}));
-        assert_eq!(status, 200, "{answer:?}");
-        rows(&answer)
-    };
-    let all_counted = |buckets: &[Json]| buckets.len() == 10 && buckets.iter().all(|r| r[1] == json!(N / 10));
-    wait_until(WAIT, "every bucket's visits counted", || all_counted(&per_bucket()).then_some(()));
-    std::thread::sleep(Duration::from_millis(300));
-    let buckets = per_bucket();
-    assert!(all_counted(&buckets), "{buckets:?}");
+    let settled = read();
+    assert!(done(&settled), "{what}: {settled:?}");
+    settled
 }
 
 /// A table regrouped by a value column, split into tasks: each key's row moves between

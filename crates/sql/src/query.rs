@@ -1061,14 +1061,21 @@ impl Query {
             None if self.input.kind == SourceKind::Table => key_only_row(&self.input, rec, partition, offset),
             None => return Ok(None),
         };
+        Self::route_row(route, &row.values, &mut self.env)
+    }
+
+    /// The partition `route` sends a row to: `None` when its filter rejects the row; the hash
+    /// of its key, or partition 0 when the key cannot be computed (the task there logs the
+    /// error, once).
+    fn route_row(route: &Route, values: &[Value], env: &mut Env) -> Result<Option<i32>, Failure> {
         if let Some(f) = &route.filter {
-            if f.eval(&row.values, &mut self.env)? != Value::Boolean(true) {
+            if f.eval(values, env)? != Value::Boolean(true) {
                 return Ok(None);
             }
         }
-        let logged = self.env.errors.len();
-        let keys = eval_all(&route.keys, &row.values, &mut self.env);
-        self.env.errors.truncate(logged);
+        let logged = env.errors.len();
+        let keys = eval_all(&route.keys, values, env);
+        env.errors.truncate(logged);
         Ok(Some(match keys {
             Ok(keys) => freshet_common::partitioner::partition_for_key(&group_bytes(&keys), route.partitions),
             Err(_) => 0,
@@ -1095,22 +1102,10 @@ impl Query {
     /// goes to partition 0: the task there logs the error).
     fn route_joined(&mut self, key: Vec<u8>, timestamp: i64, row: Option<Row>) -> Result<(), Failure> {
         let route = self.joined_route.as_ref().expect("a join task");
-        let mut to = None;
-        if let Some(row) = &row {
-            let passes = match &route.filter {
-                Some(f) => f.eval(&row.values, &mut self.env)? == Value::Boolean(true),
-                None => true,
-            };
-            if passes {
-                let logged = self.env.errors.len();
-                let keys = eval_all(&route.keys, &row.values, &mut self.env);
-                self.env.errors.truncate(logged);
-                to = Some(match keys {
-                    Ok(keys) => freshet_common::partitioner::partition_for_key(&group_bytes(&keys), route.partitions),
-                    Err(_) => 0,
-                });
-            }
-        }
+        let to = match &row {
+            Some(row) => Self::route_row(route, &row.values, &mut self.env)?,
+            None => None,
+        };
         let value = match &row {
             Some(r) => Some(postcard::to_allocvec(&r.values).map_err(|e| format!("unencodable joined row: {e}"))?),
             None => None,
