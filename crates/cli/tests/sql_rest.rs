@@ -655,10 +655,7 @@ fn a_split_join_killed_mid_stream_writes_every_output_exactly_once() {
     server.kill();
     server.restart();
     // Repartition tasks for both inputs (`#r<p>`, `#r1-<p>`), then the owning tasks (`#<p>`).
-    let (status, placement) = get(&server.http, "/sql/placement");
-    assert_eq!(status, 200, "{placement}");
-    let tasks: std::collections::BTreeSet<String> =
-        placement["tasks"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    let tasks = placed_tasks(&server.http);
     // The join aggregated by its join key splits the same way.
     let names = ["#0", "#1", "#2", "#r0", "#r1", "#r1-0", "#r1-1", "#r1-2", "#r2"];
     let mut expected: std::collections::BTreeSet<String> =
@@ -764,10 +761,7 @@ fn a_split_regrouped_table_killed_mid_stream_keeps_exact_totals() {
     // where the repartition tasks' restored state says they went.
     server.kill();
     server.restart();
-    let (status, placement) = get(&server.http, "/sql/placement");
-    assert_eq!(status, 200, "{placement}");
-    let tasks: std::collections::BTreeSet<String> =
-        placement["tasks"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    let tasks = placed_tasks(&server.http);
     let names: std::collections::BTreeSet<String> =
         ["#0", "#1", "#2", "#r0", "#r1", "#r2"].iter().map(|t| format!("{id}{t}")).collect();
     assert_eq!(tasks, names);
@@ -850,10 +844,7 @@ fn a_three_way_join_on_one_key_runs_as_tasks() {
     );
     assert_eq!(status, 200, "{body}");
     let id = body[3]["commandStatus"]["queryId"].as_str().unwrap().to_string();
-    let (status, placement) = get(&server.http, "/sql/placement");
-    assert_eq!(status, 200, "{placement}");
-    let tasks: std::collections::BTreeSet<String> =
-        placement["tasks"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    let tasks = placed_tasks(&server.http);
     let expected: std::collections::BTreeSet<String> =
         ["#0", "#1", "#r0", "#r1", "#r1-0", "#r1-1", "#r2-0", "#r2-1"].iter().map(|t| format!("{id}{t}")).collect();
     assert_eq!(tasks, expected);
@@ -966,10 +957,7 @@ fn joins_on_different_keys_run_in_levels_of_tasks() {
     std::thread::sleep(Duration::from_millis(100));
     server.kill();
     server.restart();
-    let (status, placement) = get(&server.http, "/sql/placement");
-    assert_eq!(status, 200, "{placement}");
-    let tasks: std::collections::BTreeSet<String> =
-        placement["tasks"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    let tasks = placed_tasks(&server.http);
     let inputs = ["#r0", "#r1", "#r1-0", "#r1-1", "#r2-0", "#r2-1", "#j0", "#j1", "#0", "#1"];
     let mut expected: std::collections::BTreeSet<String> =
         [&located, &per_city].iter().flat_map(|q| inputs.iter().map(move |t| format!("{q}{t}"))).collect();
@@ -999,4 +987,11 @@ fn joins_on_different_keys_run_in_levels_of_tasks() {
         assert_eq!(v["CITY"], json!(city_of(line)));
     }
     assert_eq!(counts(), want, "none counted twice");
+}
+
+/// The tasks a server runs (`GET /sql/placement`).
+fn placed_tasks(http: &str) -> std::collections::BTreeSet<String> {
+    let (status, placement) = get(http, "/sql/placement");
+    assert_eq!(status, 200, "{placement}");
+    placement["tasks"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
 }
