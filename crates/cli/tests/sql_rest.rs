@@ -20,6 +20,12 @@ use serde_json::{json, Value as Json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A `people` table, a `visits` stream and `named`, the visits joined with the people's names.
+const PEOPLE_VISITS_NAMED: &str =
+    "CREATE TABLE people (id STRING PRIMARY KEY, name STRING) WITH (KAFKA_TOPIC='people', VALUE_FORMAT='JSON');
+     CREATE STREAM visits (vid STRING KEY, who STRING, n BIGINT) WITH (KAFKA_TOPIC='visits', VALUE_FORMAT='JSON');
+     CREATE STREAM named AS SELECT v.who AS who, p.name AS name, v.n AS n FROM visits v JOIN people p ON v.who = p.id;";
+
 fn base(addr: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", addr).set("broker.address.family", "v4");
@@ -639,11 +645,9 @@ fn a_split_join_killed_mid_stream_writes_every_output_exactly_once() {
     produce(&server.addr, "visits", &visits);
     let (status, body) = ksql(
         &server.http,
-        "CREATE TABLE people (id STRING PRIMARY KEY, name STRING) WITH (KAFKA_TOPIC='people', VALUE_FORMAT='JSON');
-         CREATE STREAM visits (vid STRING KEY, who STRING, n BIGINT) WITH (KAFKA_TOPIC='visits', VALUE_FORMAT='JSON');
-         CREATE STREAM named AS SELECT v.who AS who, p.name AS name, v.n AS n FROM visits v JOIN people p ON v.who = p.id;
+        &format!("{PEOPLE_VISITS_NAMED}
          CREATE TABLE per_person AS SELECT p.id AS id, COUNT(*) AS visits FROM visits v JOIN people p ON v.who = p.id GROUP BY p.id;
-         CREATE TABLE per_bucket AS SELECT v.n % 10 AS bucket, COUNT(*) AS visits FROM visits v JOIN people p ON v.who = p.id GROUP BY v.n % 10;",
+         CREATE TABLE per_bucket AS SELECT v.n % 10 AS bucket, COUNT(*) AS visits FROM visits v JOIN people p ON v.who = p.id GROUP BY v.n % 10;"),
         json!({ "ksql.streams.auto.offset.reset": "earliest" }),
     );
     assert_eq!(status, 200, "{body}");
@@ -829,10 +833,7 @@ fn a_three_way_join_on_one_key_runs_as_tasks() {
         .map(|i| (format!("l{i}"), json!({ "PLAN": format!("p{i}") }).to_string(), base_hour()))
         .collect();
     produce(&server.addr, "plans", &plans);
-    let calls: Vec<_> = (0..300)
-        .map(|i| (format!("c{i}"), json!({ "LINE": format!("l{}", i % 12) }).to_string(), base_hour() + 1 + i as i64))
-        .collect();
-    produce(&server.addr, "calls", &calls);
+    produce_calls(&server.addr, 300, 12);
     let (status, body) = ksql(
         &server.http,
         "CREATE TABLE lines (id STRING PRIMARY KEY, owner STRING) WITH (KAFKA_TOPIC='lines', VALUE_FORMAT='JSON');
@@ -897,13 +898,8 @@ fn join_over_a_backlog(partitions: i32) {
         })
         .collect();
     produce(&server.addr, "visits", &visits);
-    let (status, body) = ksql(
-        &server.http,
-        "CREATE TABLE people (id STRING PRIMARY KEY, name STRING) WITH (KAFKA_TOPIC='people', VALUE_FORMAT='JSON');
-         CREATE STREAM visits (vid STRING KEY, who STRING, n BIGINT) WITH (KAFKA_TOPIC='visits', VALUE_FORMAT='JSON');
-         CREATE STREAM named AS SELECT v.who AS who, p.name AS name, v.n AS n FROM visits v JOIN people p ON v.who = p.id;",
-        json!({ "ksql.streams.auto.offset.reset": "earliest" }),
-    );
+    let (status, body) =
+        ksql(&server.http, PEOPLE_VISITS_NAMED, json!({ "ksql.streams.auto.offset.reset": "earliest" }));
     assert_eq!(status, 200, "{body}");
     wait_until(WAIT, "every visit joined", || {
         let (status, answer) = query(&server.http, "SELECT * FROM named;", json!({}));
@@ -936,10 +932,7 @@ fn joins_on_different_keys_run_in_levels_of_tasks() {
         .collect();
     produce(&server.addr, "owners", &owners);
     const CALLS: usize = 3000;
-    let calls: Vec<_> = (0..CALLS)
-        .map(|i| (format!("c{i}"), json!({ "LINE": format!("l{}", i % 10) }).to_string(), base_hour() + 1 + i as i64))
-        .collect();
-    produce(&server.addr, "calls", &calls);
+    produce_calls(&server.addr, CALLS, 10);
     let (status, body) = ksql(
         &server.http,
         "CREATE TABLE lines (id STRING PRIMARY KEY, owner STRING) WITH (KAFKA_TOPIC='lines', VALUE_FORMAT='JSON');
@@ -994,4 +987,15 @@ fn placed_tasks(http: &str) -> std::collections::BTreeSet<String> {
     let (status, placement) = get(http, "/sql/placement");
     assert_eq!(status, 200, "{placement}");
     placement["tasks"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
+}
+
+/// Calls `c0`..`c<count - 1>` (topic `calls`), call `i` on line `l<i % lines>`, a millisecond
+/// apart after the base hour.
+fn produce_calls(addr: &str, count: usize, lines: usize) {
+    let calls: Vec<_> = (0..count)
+        .map(|i| {
+            (format!("c{i}"), json!({ "LINE": format!("l{}", i % lines) }).to_string(), base_hour() + 1 + i as i64)
+        })
+        .collect();
+    produce(addr, "calls", &calls);
 }

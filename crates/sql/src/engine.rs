@@ -2009,7 +2009,7 @@ impl Engine {
         if self.transient.get() {
             // Transient: no key columns, every item is an output column.
         } else if partitioned {
-            let mut missing = vec![];
+            let mut all_projected = true;
             for pe in &select.partition_by {
                 let (c, t) = compiler.compile(pe).map_err(|e| unresolved_in("PARTITION BY", e))?;
                 let item = format!("{c:?}");
@@ -2018,10 +2018,11 @@ impl Engine {
                         key_items.push(i);
                         partition_keys.push((c, t));
                     }
-                    None => missing.push(pe.to_string()),
+                    None => all_projected = false,
                 }
             }
-            if !missing.is_empty() {
+            if !all_projected {
+                // As ksqlDB, the message names every partitioning expression.
                 let missing: Vec<String> = select.partition_by.iter().map(|pe| pe.to_string()).collect();
                 let (noun, list) = describe_missing("partitioning expression", &missing);
                 return Err(SqlError::statement(format!(

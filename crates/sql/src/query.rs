@@ -312,12 +312,10 @@ pub fn join_changelog_topic(query_id: &str, level: usize) -> String {
 /// [`joined_topic`]).
 pub fn is_repartition_topic(topic: &str, query_id: &str) -> bool {
     let rest = topic.strip_prefix("_freshet_sql_").and_then(|t| t.strip_prefix(query_id));
-    match rest.and_then(|t| t.strip_prefix("-repartition")) {
-        Some("" | "-joined") => true,
-        Some(joined) if joined.starts_with("-joined-") => joined[8..].parse::<usize>().is_ok(),
-        Some(input) => input.strip_prefix('-').is_some_and(|n| n.parse::<usize>().is_ok()),
-        None => false,
-    }
+    // `-repartition[-<input>]`, `-repartition-joined[-<level>]`.
+    let Some(rest) = rest.and_then(|t| t.strip_prefix("-repartition")) else { return false };
+    let rest = rest.strip_prefix("-joined").unwrap_or(rest);
+    rest.is_empty() || rest.strip_prefix('-').is_some_and(|n| n.parse::<usize>().is_ok())
 }
 
 /// A joined row a [`Split::Levels`] task encoded (`None`: a tombstone).
@@ -519,9 +517,26 @@ impl Query {
     /// partition of the changelog.
     pub fn partition_task(&self, topics: &[String], partition: i32, state_name: String) -> Query {
         let input = SourceDef { topic: topics[0].clone(), ..self.input.clone() };
-        let mut q = self.copy_with(input, self.output.clone(), partition);
-        if !self.rights.is_empty() {
-            let rights = self.rights.iter().zip(&topics[1..]).map(|(r, t)| SourceDef { topic: t.clone(), ..r.clone() });
+        self.task_of(input, &self.rights, &topics[1..], self.plan.clone(), partition, state_name)
+    }
+
+    /// A task running `plan` over partition `partition` of `input` and of `rights` (read from
+    /// `right_topics`), its state in `state_name` and that partition of its changelog.
+    fn task_of(
+        &self,
+        input: SourceDef,
+        rights: &[SourceDef],
+        right_topics: &[String],
+        plan: Plan,
+        partition: i32,
+        state_name: String,
+    ) -> Query {
+        let mut q = Query::new(self.id.clone(), self.sql.clone(), input, self.output.clone(), plan, partition + 1);
+        q.sink = self.sink.clone();
+        q.poll_batch = self.poll_batch;
+        q.only_partition = Some(partition);
+        if !rights.is_empty() {
+            let rights = rights.iter().zip(right_topics).map(|(r, t)| SourceDef { topic: t.clone(), ..r.clone() });
             q.set_rights(rights.collect());
             for offsets in &mut q.right_offsets {
                 offsets.resize(partition as usize + 1, 0);
@@ -530,6 +545,11 @@ impl Query {
         q.state_name = state_name;
         q.changelog_partition = partition;
         q
+    }
+
+    /// Whether every input is a table (a join of tables is a table keyed by its join key).
+    fn joins_tables(&self) -> bool {
+        self.input.kind == SourceKind::Table && self.rights.iter().all(|r| r.kind == SourceKind::Table)
     }
 
     /// The task of level `level` of a [`Split::Levels`] query for partition `partition`: it
@@ -559,27 +579,18 @@ impl Query {
             SourceDef { topic: topics[0].clone(), kind: SourceKind::Stream, window: None, ..self.input.clone() }
         };
         let plan = Plan::Join(stages[range.clone()].to_vec(), if last { aggregated.clone() } else { None });
-        let mut q = Query::new(self.id.clone(), self.sql.clone(), input, self.output.clone(), plan, partition + 1);
-        q.sink = self.sink.clone();
-        q.poll_batch = self.poll_batch;
-        q.only_partition = Some(partition);
-        let rights = self.rights[range.clone()]
-            .iter()
-            .zip(&topics[1..])
-            .map(|(r, t)| SourceDef { topic: t.clone(), ..r.clone() });
-        q.set_rights(rights.collect());
-        for offsets in &mut q.right_offsets {
-            offsets.resize(partition as usize + 1, 0);
-        }
+        let mut q = self.task_of(input, &self.rights[range.clone()], &topics[1..], plan, partition, state_name);
         q.pre_joined = level > 0;
-        q.state_name = state_name;
-        q.changelog_partition = partition;
         let route = if !last {
             Some(Route { partitions, keys: vec![stages[range.end].left_key.clone()], filter: None, retract: false })
         } else if apart {
             let agg = aggregation_of(&self.plan);
-            let table = self.input.kind == SourceKind::Table && self.rights.iter().all(|r| r.kind == SourceKind::Table);
-            Some(Route { partitions, keys: agg.group_by.clone(), filter: agg.filter.clone(), retract: table })
+            Some(Route {
+                partitions,
+                keys: agg.group_by.clone(),
+                filter: agg.filter.clone(),
+                retract: self.joins_tables(),
+            })
         } else {
             None
         };
@@ -595,14 +606,11 @@ impl Query {
     /// partition `partition` of the last [`joined_topic`] and aggregates its groups, its state
     /// in `state_name` and partition `partition` of the query's changelog.
     pub fn aggregate_task(&self, partition: i32, state_name: String) -> Query {
-        let table = self.input.kind == SourceKind::Table && self.rights.iter().all(|r| r.kind == SourceKind::Table);
-        let kind = if table { SourceKind::Table } else { SourceKind::Stream };
+        let kind = if self.joins_tables() { SourceKind::Table } else { SourceKind::Stream };
         let levels = self.join_levels().0.len();
         let input = SourceDef { topic: joined_topic(&self.id, levels), kind, window: None, ..self.input.clone() };
-        let mut q = self.copy_with(input, self.output.clone(), partition);
+        let mut q = self.task_of(input, &[], &[], self.plan.clone(), partition, state_name);
         q.pre_joined = true;
-        q.state_name = state_name;
-        q.changelog_partition = partition;
         q
     }
 
@@ -624,25 +632,16 @@ impl Query {
         };
         let output = SourceDef { topic: repartition_topic(&self.id, input), ..src.clone() };
         let retract = src.kind == SourceKind::Table && matches!(self.plan, Plan::Aggregate(_));
-        let mut q = self.copy_with(src, output, partition);
+        let mut q = self.task_of(src, &[], &[], self.plan.clone(), partition, state_name);
+        q.output = output;
         q.repartition = Some(Route { partitions, keys, filter, retract });
-        q.state_name = state_name;
         q.changelog = repartition_changelog_topic(&self.id);
-        q.changelog_partition = partition;
         q
     }
 
     /// Whether this is a repartition stage that keeps state ([`Route::retract`]).
     pub fn routes_keys(&self) -> bool {
         self.repartition.as_ref().is_some_and(|r| r.retract)
-    }
-
-    fn copy_with(&self, input: SourceDef, output: SourceDef, partition: i32) -> Query {
-        let mut q = Query::new(self.id.clone(), self.sql.clone(), input, output, self.plan.clone(), partition + 1);
-        q.sink = self.sink.clone();
-        q.poll_batch = self.poll_batch;
-        q.only_partition = Some(partition);
-        q
     }
 
     /// A task's positions: per input, the next offset to read of its partition.
@@ -915,7 +914,8 @@ impl Query {
             // A repartition stage sends the record on unchanged; the query processes it.
             let routed = self.repartition.is_some();
             let result = if routed {
-                self.route(&c.record, p, c.offset).and_then(|to| self.send_routed(c.record, to, &mut pending))
+                let retract = self.routes_keys();
+                self.route(&c.record, p, c.offset).and_then(|to| self.send_to(c.record, to, retract, &mut pending))
             } else {
                 self.process(&c.record, input, p, c.offset, &mut out)
             };
@@ -1056,7 +1056,7 @@ impl Query {
         let route = self.repartition.as_ref().expect("a repartition stage");
         let row = match Self::decode(&self.input, rec, partition, offset)? {
             Some(row) => row,
-            // A regrouped table's tombstone only takes the key's row back (`send_routed`).
+            // A regrouped table's tombstone only takes the key's row back (`send_to`).
             None if route.retract => return Ok(None),
             None if self.input.kind == SourceKind::Table => key_only_row(&self.input, rec, partition, offset),
             None => return Ok(None),
@@ -1080,19 +1080,6 @@ impl Query {
             Ok(keys) => freshet_common::partitioner::partition_for_key(&group_bytes(&keys), route.partitions),
             Err(_) => 0,
         }))
-    }
-
-    /// Queues a routed record for partition `to` of the repartition topic (`None`: it is not
-    /// sent). A regrouped table's stage ([`Route::retract`]) first sends a tombstone of the
-    /// record's key to the partition the key's row went to before, if the row leaves it.
-    fn send_routed(
-        &mut self,
-        rec: Record,
-        to: Option<i32>,
-        pending: &mut BTreeMap<i32, Vec<Record>>,
-    ) -> Result<(), Failure> {
-        let retract = self.routes_keys();
-        self.send_to(rec, to, retract, pending)
     }
 
     /// A join level's joined row (`None`: the join key's row deleted, a join of tables) goes,
@@ -1273,12 +1260,12 @@ impl Query {
                 }
                 joined = next;
             }
-            if aggregated.is_some() {
+            if aggregated.is_some() || self.joined_route.is_some() {
                 // A join of tables is a table keyed by its join key (the joined row's last
                 // value): each key's change takes back its previous contribution. A join with
-                // a stream is a stream of joined rows.
-                let table =
-                    self.input.kind == SourceKind::Table && self.rights.iter().all(|r| r.kind == SourceKind::Table);
+                // a stream is a stream of joined rows. A level that sends its rows on (to the
+                // next level, or to the aggregating tasks) sends them so.
+                let table = self.joins_tables();
                 for j in joined {
                     if j.deleted && !table {
                         continue;
@@ -1293,17 +1280,6 @@ impl Query {
                     } else {
                         self.aggregate(&key, j.timestamp, table, row, out)?;
                     }
-                }
-                return Ok(());
-            }
-            if self.joined_route.is_some() {
-                // A level that sends its joined rows on to the next (streams: no deletes).
-                for j in joined.into_iter().filter(|j| !j.deleted) {
-                    let mut key = vec![];
-                    if let Some(k) = j.row.last() {
-                        k.key_bytes(&mut key);
-                    }
-                    self.route_joined(key, j.timestamp, Some(Row { values: j.row, timestamp: j.timestamp }))?;
                 }
                 return Ok(());
             }

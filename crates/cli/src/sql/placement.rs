@@ -207,8 +207,7 @@ impl SqlServer {
         let width = self.width(q);
         match split {
             Split::ByInputKey => width,
-            Split::Repartition => self.topics.partitions(&repartition_topic(&q.id, 0)).unwrap_or(width),
-            Split::Levels => self.topics.partitions(&repartition_topic(&q.id, 0)).unwrap_or(width),
+            Split::Repartition | Split::Levels => self.topics.partitions(&repartition_topic(&q.id, 0)).unwrap_or(width),
         }
     }
 
@@ -459,6 +458,11 @@ impl SqlServer {
         }
         // Where the query was positioned at its creation, per input, for partition `p`.
         let created: Vec<Vec<i64>> = template.task_positions(p);
+        // A join level's task reads its topics from their start.
+        let level = |level: usize| {
+            let topics = level_topics(template, level);
+            (template.level_task(level, &topics, p, owners, task.name()), vec![vec![0]; topics.len()])
+        };
         let (mut q, start) = match (task.stage, split) {
             (Stage::Repartition(i), _) => {
                 let n = self.topics.partitions(&repartitions[i]).unwrap_or(owners);
@@ -467,21 +471,11 @@ impl SqlServer {
             (Stage::Main, Split::Repartition) => {
                 (template.partition_task(&repartitions, p, task.name()), vec![vec![0]; inputs])
             }
-            (Stage::Join(level), _) => {
-                let topics = level_topics(template, level);
-                let start = vec![vec![0]; topics.len()];
-                (template.level_task(level, &topics, p, owners, task.name()), start)
-            }
-            (Stage::Main, Split::Levels) => {
-                let (levels, apart) = template.join_levels();
-                if apart {
-                    (template.aggregate_task(p, task.name()), vec![vec![0]])
-                } else {
-                    let topics = level_topics(template, levels.len() - 1);
-                    let start = vec![vec![0]; topics.len()];
-                    (template.level_task(levels.len() - 1, &topics, p, owners, task.name()), start)
-                }
-            }
+            (Stage::Join(l), _) => level(l),
+            (Stage::Main, Split::Levels) => match template.join_levels() {
+                (_, true) => (template.aggregate_task(p, task.name()), vec![vec![0]]),
+                (levels, false) => level(levels.len() - 1),
+            },
             (Stage::Main, Split::ByInputKey) => {
                 (template.partition_task(std::slice::from_ref(&template.input.topic), p, task.name()), created)
             }
