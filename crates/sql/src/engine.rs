@@ -1099,7 +1099,12 @@ impl Engine {
         };
         let mut key_serde = key_serde;
         if key_serde.format == Format::None && !keys.is_empty() && !key_serde.explicit {
-            key_serde = Serde { format: Format::Kafka, ..key_serde };
+            // A keyless source's new key takes the default key format, as ksqlDB's does.
+            let format = match self.properties.get("ksql.persistence.default.format.key") {
+                Some(f) => Format::parse(f).unwrap_or(Format::Kafka),
+                None => Format::Kafka,
+            };
+            key_serde = Serde { format, ..key_serde };
         }
         key_serde.check(&keys, "key")?;
         value_serde.check(&values, "value")?;

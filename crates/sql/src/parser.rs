@@ -469,9 +469,15 @@ fn parser_error(e: ParserError, fallback: Location) -> SqlError {
             }
         }
     }
-    if text.starts_with("line ") {
-        // Already positioned by our own hook.
-        return SqlError::parse(None, text);
+    if let Some(rest) = text.strip_prefix("line ") {
+        // Positioned by our own hook, whose error sqlparser carries as text: its position and
+        // message again.
+        let positioned = rest.split_once(": ").and_then(|(at, message)| {
+            let (line, column) = at.split_once(':')?;
+            let pos = Pos { line: line.parse().ok()?, column: column.parse().ok()? };
+            Some(SqlError::parse(Some(pos), message.strip_prefix("Syntax Error\n").unwrap_or(message)))
+        });
+        return positioned.unwrap_or_else(|| SqlError::parse(None, text));
     }
     SqlError::parse(Some(pos_of(fallback)), text)
 }
@@ -1492,6 +1498,19 @@ mod tests {
         let err = parse_statement("SELECT COUNT(*) FROM t GROUP BY c, (a, b);", &reg).unwrap_err();
         assert_eq!(err.to_string().lines().next(), Some("line 1:38: Syntax Error"), "{err}");
         assert!(err.to_string().contains("missing ')' at ','"), "{err}");
+    }
+
+    #[test]
+    fn errors_inside_expressions_keep_their_position() {
+        // CAST's type is read by our hook inside sqlparser's expression parser: its error
+        // comes back through sqlparser as text, and is positioned once, where the type is.
+        let reg = TypeRegistry::new();
+        let err = parse_statement("SELECT ID, cast(f0 as NOPE) FROM TEST;", &reg).unwrap_err();
+        let text = err.to_string();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("line 1:23: Syntax Error"), "{err}");
+        assert_eq!(lines.next(), Some("Unknown type: NOPE"), "{err}");
+        assert_eq!(err.pos, Some(Pos { line: 1, column: 23 }));
     }
 
     #[test]

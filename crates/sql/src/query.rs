@@ -960,6 +960,17 @@ impl Query {
         Ok((read, pending))
     }
 
+    /// Whether the output key is the input's key columns as they are (no new key built).
+    fn passes_key_through(&self) -> bool {
+        match &self.plan {
+            Plan::Project { key, .. } => {
+                key.len() == self.input.keys.len()
+                    && key.iter().enumerate().all(|(i, e)| matches!(e, CExpr::Column(c) if *c == i))
+            }
+            _ => false,
+        }
+    }
+
     /// Encodes an output record and queues it for its sink partition; a record that cannot be
     /// encoded goes to the processing log.
     #[allow(clippy::too_many_arguments)]
@@ -982,7 +993,11 @@ impl Query {
                 offset: -1,
             })
         };
-        let mut key_bytes = match self.output.key_serde.serialize(&self.output.keys, &key) {
+        // A record without a key passed through keeps no key (ksqlDB's null key struct), where
+        // a key of several columns would otherwise be written with every column null.
+        let keyless = key.len() > 1 && key.iter().all(Value::is_null) && self.passes_key_through();
+        let serialized = if keyless { Ok(None) } else { self.output.key_serde.serialize(&self.output.keys, &key) };
+        let mut key_bytes = match serialized {
             Ok(k) => k,
             Err(e) => {
                 fail(format!("Error serializing key: {e}"), errors);
