@@ -64,6 +64,10 @@ pub const SQL_MAX_JOINS: usize = 32;
 /// Records a persistent query reads from one input partition per processing step.
 pub const SQL_POLL_BATCH: usize = 1024;
 
+/// The buffers the SQL engine's output values are cut from (`Serde::serialize_shared`): one
+/// allocation for many records; a buffer lives until the last record cut from it is dropped.
+pub const SQL_OUTPUT_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Longest a task of a join waits, without processing, for an input whose repartition
 /// tasks (running on this server) have not sent it all they read yet (Kafka Streams'
 /// `max.task.idle.ms`): past it, the task processes what it has.

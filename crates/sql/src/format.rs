@@ -2,6 +2,8 @@
 //! JSON, KAFKA (single primitive column, Kafka's serializers), DELIMITED (CSV) and NONE.
 //! AVRO and PROTOBUF need a schema registry and are refused with a clear error.
 
+use bytes::{Bytes, BytesMut};
+use freshet_common::limits::SQL_OUTPUT_BUFFER_BYTES;
 use serde_json::Value as Json;
 
 mod json_row;
@@ -11,6 +13,11 @@ use crate::error::{Result, SqlError};
 use crate::functions::{base64_decode, base64_encode};
 use crate::types::{Field, SqlType};
 use crate::value::{decimal_to_string, double_to_string, parse_decimal, Value};
+
+thread_local! {
+    /// Each thread's scratch string and shared buffer for [`Serde::serialize_shared`].
+    static SHARED_OUTPUT: std::cell::RefCell<(String, BytesMut)> = Default::default();
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -165,26 +172,59 @@ impl Serde {
                     .map(|(c, v)| c.name.len() + 4 + if let Value::String(s) = v { s.len() + 2 } else { 24 })
                     .sum();
                 let mut out = String::with_capacity(estimate + 2);
-                if self.unwrapped && columns.len() == 1 {
-                    if values[0].is_null() {
-                        return Ok(None);
-                    }
-                    write_json(&values[0], &mut out);
-                } else {
-                    out.push('{');
-                    for (i, (c, v)) in columns.iter().zip(values).enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        write_json_string(&c.name, &mut out);
-                        out.push(':');
-                        write_json(v, &mut out);
-                    }
-                    out.push('}');
-                }
-                Ok(Some(out.into_bytes()))
+                Ok(self.write_json_row(columns, values, &mut out).then(|| out.into_bytes()))
             }
         }
+    }
+
+    /// A JSON row's text appended to `out`; false (nothing written) for a single unwrapped
+    /// null, which is no value at all.
+    fn write_json_row(&self, columns: &[Field], values: &[Value], out: &mut String) -> bool {
+        if self.unwrapped && columns.len() == 1 {
+            if values[0].is_null() {
+                return false;
+            }
+            write_json(&values[0], out);
+        } else {
+            out.push('{');
+            for (i, (c, v)) in columns.iter().zip(values).enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json_string(&c.name, out);
+                out.push(':');
+                write_json(v, out);
+            }
+            out.push('}');
+        }
+        true
+    }
+
+    /// [`Serde::serialize`] into `Bytes` cut from a buffer many records share: a JSON row
+    /// costs no allocation of its own (its text is written into this thread's scratch string,
+    /// then copied to the shared buffer), where a `Vec` of its own would cost two (the text, and
+    /// `Bytes`' header when the `Vec` has room to spare).
+    pub fn serialize_shared(&self, columns: &[Field], values: &[Value]) -> Result<Option<Bytes>, String> {
+        if self.format != Format::Json {
+            return Ok(self.serialize(columns, values)?.map(Bytes::from));
+        }
+        SHARED_OUTPUT.with(|cell| {
+            let (scratch, shared) = &mut *cell.borrow_mut();
+            scratch.clear();
+            if !self.write_json_row(columns, values, scratch) {
+                return Ok(None);
+            }
+            if shared.capacity() < scratch.len() {
+                // A fresh buffer: the records cut from the old one keep it alive until dropped.
+                *shared = BytesMut::with_capacity(SQL_OUTPUT_BUFFER_BYTES.max(scratch.len()));
+            }
+            shared.extend_from_slice(scratch.as_bytes());
+            if scratch.capacity() > SQL_OUTPUT_BUFFER_BYTES {
+                // A rare large row: its scratch is not kept for the thread's life.
+                *scratch = String::new();
+            }
+            Ok(Some(shared.split().freeze()))
+        })
     }
 
     /// [`Serde::deserialize`] appending the values to `out` (left as it was on an error).
@@ -581,6 +621,34 @@ pub fn to_json(v: &Value) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_buffers_hold_what_serialize_writes() {
+        let columns =
+            [Field { name: "ID".into(), ty: SqlType::BigInt }, Field { name: "NAME".into(), ty: SqlType::String }];
+        let json = Serde::new(Format::Json);
+        let unwrapped = Serde { unwrapped: true, ..Serde::new(Format::Json) };
+        let mut kept = vec![];
+        // Rows past several buffers, one longer than a buffer: each keeps its own bytes.
+        for i in 0..3 * SQL_OUTPUT_BUFFER_BYTES / 20 {
+            let name = if i == 100 { "x".repeat(SQL_OUTPUT_BUFFER_BYTES + 1) } else { format!("n\"{i}") };
+            let row = [Value::BigInt(i as i64), Value::String(name)];
+            let shared = json.serialize_shared(&columns, &row).unwrap().unwrap();
+            assert_eq!(Some(shared.to_vec()), json.serialize(&columns, &row).unwrap());
+            kept.push((shared, row));
+        }
+        for (shared, row) in &kept {
+            assert_eq!(Some(shared.to_vec()), json.serialize(&columns, row).unwrap());
+        }
+        // No value at all, and the other formats, as serialize has them.
+        assert_eq!(unwrapped.serialize_shared(&columns[..1], &[Value::Null]).unwrap(), None);
+        let delimited = Serde::new(Format::Delimited);
+        let row = [Value::BigInt(7), Value::String("a,b".into())];
+        assert_eq!(
+            delimited.serialize_shared(&columns, &row).unwrap().map(|b| b.to_vec()),
+            delimited.serialize(&columns, &row).unwrap()
+        );
+    }
 
     #[test]
     fn delimited_fields_are_quoted_as_ksqldb_quotes_them() {

@@ -1017,7 +1017,7 @@ impl Query {
         }
         let value_bytes = match &value {
             None => None,
-            Some(v) => match self.output.value_serde.serialize(&self.output.values, v) {
+            Some(v) => match self.output.value_serde.serialize_shared(&self.output.values, v) {
                 Ok(b) => b,
                 Err(e) => {
                     fail(format!("Error serializing value: {e}"), errors);
@@ -1056,7 +1056,7 @@ impl Query {
         };
         pending.entry(partition).or_default().push(Record {
             key: key_bytes.map(Into::into),
-            value: value_bytes.map(Into::into),
+            value: value_bytes,
             timestamp,
             headers: vec![],
         });
