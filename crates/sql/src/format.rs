@@ -214,19 +214,34 @@ impl Serde {
             if !self.write_json_row(columns, values, scratch) {
                 return Ok(None);
             }
-            if shared.capacity() < scratch.len() {
-                // A fresh buffer: the records cut from the old one keep it alive until dropped.
-                *shared = BytesMut::with_capacity(SQL_OUTPUT_BUFFER_BYTES.max(scratch.len()));
-            }
-            shared.extend_from_slice(scratch.as_bytes());
+            let bytes = cut_shared(shared, scratch.as_bytes());
             if scratch.capacity() > SQL_OUTPUT_BUFFER_BYTES {
                 // A rare large row: its scratch is not kept for the thread's life.
                 *scratch = String::new();
             }
-            Ok(Some(shared.split().freeze()))
+            Ok(Some(bytes))
         })
     }
+}
 
+/// A copy of `bytes` cut from this thread's shared output buffer (see
+/// [`Serde::serialize_shared`]): for keys, which are built in a `Vec` of their own, the copy
+/// spares `Bytes` its header allocation, and the writer that drops the record a free of memory
+/// this thread allocated.
+pub fn shared_copy(bytes: &[u8]) -> Bytes {
+    SHARED_OUTPUT.with(|cell| cut_shared(&mut cell.borrow_mut().1, bytes))
+}
+
+fn cut_shared(shared: &mut BytesMut, bytes: &[u8]) -> Bytes {
+    if shared.capacity() < bytes.len() {
+        // A fresh buffer: the records cut from the old one keep it alive until dropped.
+        *shared = BytesMut::with_capacity(SQL_OUTPUT_BUFFER_BYTES.max(bytes.len()));
+    }
+    shared.extend_from_slice(bytes);
+    shared.split().freeze()
+}
+
+impl Serde {
     /// [`Serde::deserialize`] appending the values to `out` (left as it was on an error).
     pub fn deserialize_into(
         &self,

@@ -1055,7 +1055,7 @@ impl Query {
             _ => 0,
         };
         pending.entry(partition).or_default().push(Record {
-            key: key_bytes.map(Into::into),
+            key: key_bytes.map(|k| crate::format::shared_copy(&k)),
             value: value_bytes,
             timestamp,
             headers: vec![],
