@@ -243,14 +243,17 @@ fn cut_shared(shared: &mut BytesMut, bytes: &[u8]) -> Bytes {
 
 impl Serde {
     /// [`Serde::deserialize`] appending the values to `out` (left as it was on an error).
+    /// `unread`: bit `i` set for a VARCHAR column `i` the caller does not read, which may be
+    /// left null (the JSON format then spares building its string; errors are the same).
     pub fn deserialize_into(
         &self,
         columns: &[Field],
         bytes: Option<&[u8]>,
         out: &mut Vec<Value>,
+        unread: u64,
     ) -> Result<(), String> {
         if let (Format::Json, Some(bytes)) = (self.format, bytes) {
-            if !(self.unwrapped && columns.len() == 1) && json_row::decode_object_into(columns, bytes, out) {
+            if !(self.unwrapped && columns.len() == 1) && json_row::decode_object_into(columns, bytes, out, unread) {
                 return Ok(());
             }
         }
@@ -292,7 +295,7 @@ impl Serde {
             Format::Json => {
                 if !(self.unwrapped && columns.len() == 1) {
                     let mut row = Vec::with_capacity(columns.len());
-                    if json_row::decode_object_into(columns, bytes, &mut row) {
+                    if json_row::decode_object_into(columns, bytes, &mut row, 0) {
                         return Ok(row);
                     }
                 }

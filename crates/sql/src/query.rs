@@ -236,6 +236,9 @@ pub struct Query {
     /// a join level after the first): its (left) input records are joined rows the previous
     /// level encoded, not the input's format.
     pub pre_joined: bool,
+    /// The input's VARCHAR value columns this step's plan never reads ([`Query::unread_strings`]),
+    /// set as each step starts: their strings are not built.
+    unread: u64,
 }
 
 /// How a repartition stage routes its input records.
@@ -374,7 +377,40 @@ impl Query {
             joined_route: None,
             routed: BTreeMap::new(),
             pre_joined: false,
+            unread: 0,
         }
+    }
+
+    /// The input's value columns (bit `j`: value column `j`, the first 64) that are VARCHAR
+    /// and that no expression evaluated on the input row reads (a plan's filter, projection,
+    /// grouping and aggregate arguments, a repartition stage's key and filter), nor the
+    /// timestamp extraction: decoding may leave them null and spare building their strings.
+    /// A join keeps whole rows in its state: it reads every column.
+    fn unread_strings(&self) -> u64 {
+        let mut exprs: Vec<&CExpr> = match &self.plan {
+            Plan::Project { filter, table_functions, key, value } => {
+                filter.iter().chain(table_functions.iter().map(|(_, e)| e)).chain(key).chain(value).collect()
+            }
+            Plan::Aggregate(a) => a.filter.iter().chain(&a.group_by).chain(a.args.iter().flatten()).collect(),
+            Plan::Join(..) => return 0,
+        };
+        if !self.rights.is_empty() || self.pre_joined {
+            return 0;
+        }
+        if let Some(route) = &self.repartition {
+            exprs.extend(route.keys.iter().chain(&route.filter));
+        }
+        let nkeys = self.input.keys.len();
+        let mut unread = 0;
+        for (j, f) in self.input.values.iter().enumerate().take(64) {
+            let column = nkeys + j;
+            let read = self.input.timestamp.as_deref() == Some(f.name.as_str())
+                || exprs.iter().any(|e| e.reads_column(&|i| i == column));
+            if f.ty == crate::types::SqlType::String && !read {
+                unread |= 1 << j;
+            }
+        }
+        unread
     }
 
     /// Whether (and how) the query's state splits into tasks, one per partition, each owning
@@ -843,6 +879,7 @@ impl Query {
         errors: &mut Vec<ProcessingError>,
     ) -> Result<(usize, BTreeMap<i32, Vec<Record>>)> {
         let mut read = 0;
+        self.unread = self.unread_strings();
         let out_partitions = topics.partitions(&self.output.topic).unwrap_or(1).max(1);
         // Output records of this step, per sink partition: one append each, not one per record.
         let mut pending: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
@@ -1069,7 +1106,7 @@ impl Query {
     /// computed goes on (to partition 0) and is logged once, by the task that owns its key.
     fn route(&mut self, rec: &Record, partition: i32, offset: i64) -> Result<Option<i32>, Failure> {
         let route = self.repartition.as_ref().expect("a repartition stage");
-        let row = match Self::decode(&self.input, rec, partition, offset)? {
+        let row = match Self::decode(&self.input, rec, partition, offset, self.unread)? {
             Some(row) => row,
             // A regrouped table's tombstone only takes the key's row back (`send_to`).
             None if route.retract => return Ok(None),
@@ -1154,7 +1191,14 @@ impl Query {
     }
 
     /// Decodes an input record into a row: keys, values, headers, pseudo-columns.
-    pub(crate) fn decode(src: &SourceDef, rec: &Record, partition: i32, offset: i64) -> Result<Option<Row>, String> {
+    /// `unread`: VARCHAR value columns that may be left null ([`Query::unread_strings`]).
+    pub(crate) fn decode(
+        src: &SourceDef,
+        rec: &Record,
+        partition: i32,
+        offset: i64,
+        unread: u64,
+    ) -> Result<Option<Row>, String> {
         let mut key_bytes = rec.key.as_deref();
         let mut window = None;
         if let (Some(w), Some(k)) = (src.window, key_bytes) {
@@ -1164,13 +1208,13 @@ impl Query {
         }
         let mut row = Vec::with_capacity(src.column_count() + 5);
         src.key_serde
-            .deserialize_into(&src.keys, key_bytes, &mut row)
+            .deserialize_into(&src.keys, key_bytes, &mut row, 0)
             .map_err(|e| format!("Failed to deserialize key from topic: {}. {e}", src.topic))?;
         if rec.value.is_none() {
             return Ok(None);
         }
         src.value_serde
-            .deserialize_into(&src.values, rec.value.as_deref(), &mut row)
+            .deserialize_into(&src.values, rec.value.as_deref(), &mut row, unread)
             .map_err(|e| format!("Failed to deserialize value from topic: {}. {e}", src.topic))?;
         for h in &src.headers {
             row.push(match &h.key {
@@ -1253,7 +1297,7 @@ impl Query {
                 let Some(row) = decode_joined(rec)? else { return Ok(()) };
                 (Some(row.clone()), row)
             } else {
-                (Self::decode(src, rec, partition, offset)?, key_only_row(src, rec, partition, offset))
+                (Self::decode(src, rec, partition, offset, 0)?, key_only_row(src, rec, partition, offset))
             };
             let (mut stage, side) = if input == 0 { (0, Side::Left) } else { (input - 1, Side::Right) };
             // WHERE's conjuncts on this side alone: a record they reject joins nothing.
@@ -1324,7 +1368,7 @@ impl Query {
             // A table's row needs a key: a record without one is not an update.
             return Err("Skipping a table record with a null key".into());
         }
-        let row = Self::decode(&self.input, rec, partition, offset)?;
+        let row = Self::decode(&self.input, rec, partition, offset, self.unread)?;
         match &self.plan {
             Plan::Project { filter, table_functions, key, value } => {
                 let Some(row) = row else {

@@ -507,7 +507,7 @@ impl Engine {
                 return false;
             }
             // A record that cannot be read is not part of the answer.
-            let Ok(Some(row)) = Query::decode(&src, &c.record, c.partition, c.offset) else { return true };
+            let Ok(Some(row)) = Query::decode(&src, &c.record, c.partition, c.offset, 0) else { return true };
             if let Some(f) = &filter {
                 if !matches!(f.eval(&row.values, &mut env), Ok(Value::Boolean(true))) {
                     return true;

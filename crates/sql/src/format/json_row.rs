@@ -21,16 +21,24 @@ use crate::value::Value;
 #[cfg(test)]
 pub(super) fn decode_object(columns: &[Field], bytes: &[u8]) -> Option<Vec<Value>> {
     let mut row = vec![];
-    decode_object_into(columns, bytes, &mut row).then_some(row)
+    decode_object_into(columns, bytes, &mut row, 0).then_some(row)
 }
 
 /// [`decode_object`] appending the values to `row`. `false` (and `row` as it was) when the
 /// bytes are not a well-formed JSON object whose fields all convert to their columns' types,
 /// or use what the scanner leaves to serde_json (escaped field names): the general path then
 /// decides, and words any error.
-pub(super) fn decode_object_into(columns: &[Field], bytes: &[u8], row: &mut Vec<Value>) -> bool {
+///
+/// `unread`: bit `i` set for a VARCHAR column `i` the caller will not read: its value is
+/// checked as any ignored field's (every JSON value converts to a VARCHAR, so the answer and
+/// its errors are the same) and left null, its string never built.
+pub(super) fn decode_object_into(columns: &[Field], bytes: &[u8], row: &mut Vec<Value>, unread: u64) -> bool {
+    debug_assert!(
+        columns.iter().enumerate().take(64).all(|(i, c)| unread & (1 << i) == 0 || c.ty == SqlType::String),
+        "only VARCHAR columns go unread"
+    );
     let start = row.len();
-    let decoded = (Scanner { bytes, at: 0 }).object(columns, row).is_ok();
+    let decoded = (Scanner { bytes, at: 0 }).object(columns, row, unread).is_ok();
     if !decoded {
         row.truncate(start);
     }
@@ -78,7 +86,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn object(&mut self, columns: &[Field], row: &mut Vec<Value>) -> Result<(), Decline> {
+    fn object(&mut self, columns: &[Field], row: &mut Vec<Value>, unread: u64) -> Result<(), Decline> {
         let base = row.len();
         row.extend(std::iter::repeat_with(|| Value::Null).take(columns.len()));
         let mut exact = Flags::new(columns.len());
@@ -116,6 +124,7 @@ impl<'a> Scanner<'a> {
                 self.skip_ws();
                 self.expect(b':')?;
                 self.skip_ws();
+                let target = target.filter(|&i| i >= 64 || unread & (1 << i) == 0);
                 match target {
                     Some(i) => row[base + i] = self.value(&columns[i].ty)?,
                     None => {
@@ -653,6 +662,21 @@ mod tests {
             // What the scanner answers is the general path's answer.
             if let Some(fast) = decode_object(&columns, &text) {
                 proptest::prop_assert_eq!(Ok(fast), reference(&columns, &text));
+            }
+        }
+
+        #[test]
+        fn unread_strings_change_nothing_else(text in json_object()) {
+            // NAME (column 2) unread: the scanner accepts and declines the same texts, and
+            // answers the same row but for NAME, left null.
+            let columns = test_columns();
+            let mut all = vec![];
+            let mut unread = vec![];
+            let read_all = decode_object_into(&columns, &text, &mut all, 0);
+            proptest::prop_assert_eq!(decode_object_into(&columns, &text, &mut unread, 1 << 2), read_all);
+            if read_all {
+                all[2] = Value::Null;
+                proptest::prop_assert_eq!(unread, all);
             }
         }
     }
