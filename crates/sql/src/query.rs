@@ -1465,9 +1465,11 @@ impl Query {
             };
             if passes {
                 let keys = eval_all(&plan.group_by, &row.values, &mut self.env)?;
-                let mut args = Vec::with_capacity(plan.args.len());
-                for a in &plan.args {
-                    args.push(eval_all(a, &row.values, &mut self.env)?);
+                // Every aggregate's arguments in one vector (one allocation per record, not
+                // one per aggregate), each aggregate's run found by `arg_runs`.
+                let mut args = Vec::with_capacity(plan.args.iter().map(Vec::len).sum());
+                for e in plan.args.iter().flatten() {
+                    args.push(e.eval(&row.values, &mut self.env)?);
                 }
                 current = Some((keys, args));
             }
@@ -1498,31 +1500,35 @@ impl Query {
         }
         let ts = row.timestamp;
         self.stream_time = self.stream_time.max(ts);
-        let windows: Vec<Option<(i64, i64)>> = match plan.window.map(|w| w.kind) {
-            None => vec![None],
+        // One window, or none, without a vector of them.
+        let tumbling: [Option<(i64, i64)>; 1];
+        let mut hops = vec![];
+        let windows: &[Option<(i64, i64)>] = match plan.window.map(|w| w.kind) {
+            None => &[None],
             Some(WindowKind::Tumbling { size }) => {
                 let start = ts - ts.rem_euclid(size);
-                vec![Some((start, start + size))]
+                tumbling = [Some((start, start + size))];
+                &tumbling
             }
             Some(WindowKind::Hopping { size, advance }) => {
-                let mut ws = vec![];
                 let mut start = ts - ts.rem_euclid(advance);
                 while start > ts - size {
-                    ws.push(Some((start, start + size)));
+                    hops.push(Some((start, start + size)));
                     start -= advance;
                 }
-                ws.reverse();
-                ws.retain(|w| w.is_some_and(|(s, _)| s >= 0));
-                ws
+                hops.reverse();
+                hops.retain(|w| w.is_some_and(|(s, _)| s >= 0));
+                &hops
             }
             Some(WindowKind::Session { gap }) => {
+                let args = arg_runs(plan, &args).map(<[Value]>::to_vec).collect();
                 return self.session(keys, args, ts, gap, out);
             }
         };
         let default_grace = if plan.emit_final { 0 } else { DEFAULT_GRACE_MS };
         let grace = plan.window.and_then(|w| w.grace).unwrap_or(default_grace);
         let key_bytes = group_bytes(&keys);
-        for w in windows {
+        for &w in windows {
             if let Some((_, end)) = w {
                 if self.stream_time >= end + grace {
                     continue; // the window is closed: a late record
@@ -1548,15 +1554,16 @@ impl Query {
                     window: w,
                 }
             })?;
-            for (i, spec) in plan.specs.iter().enumerate() {
-                spec.add(&mut g.accs[i], &args[i]);
+            for ((spec, acc), args) in plan.specs.iter().zip(&mut g.accs).zip(arg_runs(plan, &args)) {
+                spec.add(acc, args);
             }
             g.timestamp = g.timestamp.max(ts);
             if !plan.emit_final {
                 emit_group(plan, g, out, &mut self.env)?;
             }
             if is_table {
-                self.table_rows.insert(input_key.to_vec(), Contribution { group: gk, args: args.clone() })?;
+                let args = arg_runs(plan, &args).map(<[Value]>::to_vec).collect();
+                self.table_rows.insert(input_key.to_vec(), Contribution { group: gk, args })?;
             }
         }
         // Windows that closed, oldest first: their final results once (EMIT FINAL), or just
@@ -1862,6 +1869,16 @@ fn project_owned(
         }
     }
     Ok((k, v))
+}
+
+/// Each aggregate's arguments, in order, from all of them evaluated into one vector.
+fn arg_runs<'a>(plan: &'a AggregatePlan, args: &'a [Value]) -> impl Iterator<Item = &'a [Value]> + 'a {
+    let mut at = 0;
+    plan.args.iter().map(move |a| {
+        let run = &args[at..at + a.len()];
+        at += a.len();
+        run
+    })
 }
 
 fn eval_all(exprs: &[CExpr], row: &[Value], env: &mut Env) -> Result<Vec<Value>, String> {
