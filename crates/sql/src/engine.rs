@@ -1931,13 +1931,17 @@ impl Engine {
             pos: Pos::default(),
         };
         let source_columns = |src: &SourceDef, alias: &str, out: &mut Vec<(Expr, Option<String>)>| {
-            for f in src.keys.iter().chain(&src.values).chain(src.headers.iter().map(|h| &h.field)) {
+            // Keys, a windowed source's window bounds, then values (ksqlDB's order).
+            for f in &src.keys {
                 out.push((qualified(alias, &f.name), Some(format!("{alias}_{}", f.name))));
             }
             if src.window.is_some() {
                 for n in [WINDOWSTART, WINDOWEND] {
                     out.push((qualified(alias, n), Some(format!("{alias}_{n}"))));
                 }
+            }
+            for f in src.values.iter().chain(src.headers.iter().map(|h| &h.field)) {
+                out.push((qualified(alias, &f.name), Some(format!("{alias}_{}", f.name))));
             }
             // As ksqlDB: a repartitioned join's `*` carries each side's pseudo-columns too.
             if !select.partition_by.is_empty() {

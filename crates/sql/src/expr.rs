@@ -207,8 +207,15 @@ impl<'a> Compiler<'a> {
             Expr::Like { expr, pattern, escape, negated } => {
                 let (e, et) = self.compile(expr)?;
                 let (p, pt) = self.compile(pattern)?;
-                if et != SqlType::String || pt != SqlType::String {
-                    return Err(SqlError::statement(format!("LIKE takes STRING operands, got {et} LIKE {pt}")));
+                if et != SqlType::String {
+                    return Err(SqlError::statement(format!(
+                        "The column type for Like condition must be VARCHAR. The column type is {et}"
+                    )));
+                }
+                if pt != SqlType::String {
+                    return Err(SqlError::statement(format!(
+                        "The pattern of a Like condition must be VARCHAR. The pattern's type is {pt}"
+                    )));
                 }
                 (CExpr::Like(Box::new(e), Box::new(p), *escape, *negated), SqlType::Boolean)
             }

@@ -1041,6 +1041,12 @@ impl Query {
                 return;
             }
         };
+        // A windowed key goes to the partition of its key without the window, as Kafka
+        // Streams' WindowedStreamPartitioner sends it: every window of a key in one partition.
+        let partition = match &key_bytes {
+            Some(k) if partitions > 1 => freshet_common::partitioner::partition_for_key(k, partitions),
+            _ => 0,
+        };
         if let Some((start, end)) = window {
             let mut k = key_bytes.unwrap_or_default();
             match self.output.window {
@@ -1087,10 +1093,6 @@ impl Query {
                 }
             }
         }
-        let partition = match &key_bytes {
-            Some(k) if partitions > 1 => freshet_common::partitioner::partition_for_key(k, partitions),
-            _ => 0,
-        };
         pending.entry(partition).or_default().push(Record {
             key: key_bytes.map(|k| crate::format::shared_copy(&k)),
             value: value_bytes,
@@ -1373,8 +1375,10 @@ impl Query {
             Plan::Project { filter, table_functions, key, value } => {
                 let Some(row) = row else {
                     // A null value: for a table a delete of the key; for a stream a record with
-                    // no value, passed on unless a filter needs the value.
-                    if !is_table && filter.is_some() {
+                    // no value, passed on by a persistent query unless a filter needs the value
+                    // (a push query shows no row for it, as ksqlDB's).
+                    let transient = self.collected.is_some();
+                    if !is_table && (filter.is_some() || transient) {
                         return Ok(());
                     }
                     let r = key_only_row(&self.input, rec, partition, offset);
@@ -1396,7 +1400,9 @@ impl Query {
                 let window = window_of(&self.input, &row.values);
                 if let Some(f) = filter {
                     if f.eval(&row.values, &mut self.env)? != Value::Boolean(true) {
-                        if is_table {
+                        // A table's row the filter rejects deletes the key from a persistent
+                        // query's table; a push query just does not show it, as ksqlDB's.
+                        if is_table && self.collected.is_none() {
                             let k = eval_all(key, &row.values, &mut self.env)?;
                             out.push((k, None, row.timestamp, window));
                         }
