@@ -108,6 +108,32 @@ fn a_tumbling_window_keys_results_by_window_start() {
 }
 
 #[test]
+fn every_window_of_a_key_goes_to_the_partition_of_the_key() {
+    // As Kafka Streams' WindowedStreamPartitioner: the partition of a windowed result is the
+    // hash of its key without the window, so a key's windows share a partition.
+    let (topics, mut e) = engine();
+    e.execute(
+        "CREATE STREAM t (k STRING KEY, v BIGINT) WITH (kafka_topic='t', value_format='DELIMITED');
+         CREATE TABLE s WITH (partitions=4) AS SELECT k, COUNT(*) AS n FROM t WINDOW TUMBLING (SIZE 1 SECOND) GROUP BY k;",
+    )
+    .unwrap();
+    for i in 0..40 {
+        put(&topics, "t", Some(&format!("k{}", i % 5)), Some("1"), i * 700);
+    }
+    e.run_until_idle().unwrap();
+    let mut seen = 0;
+    for p in 0..4 {
+        for c in topics.read("S", p, 0, usize::MAX).unwrap() {
+            let k = c.record.key.unwrap();
+            let unwindowed = &k[..k.len() - 8];
+            assert_eq!(freshet_common::partitioner::partition_for_key(unwindowed, 4), p);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 40, "one update per record");
+}
+
+#[test]
 fn session_windows_merge_within_the_gap_and_drop_records_beyond_grace() {
     let (topics, mut e) = engine();
     e.execute(
