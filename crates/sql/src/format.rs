@@ -582,7 +582,7 @@ pub fn write_json(v: &Value, out: &mut String) {
                 write_json_string(&double_to_string(*d), out)
             }
         }
-        Value::Decimal(u, s) => out.push_str(&decimal_to_string(*u, *s)),
+        Value::Decimal(u, s) => crate::value::push_decimal(*u, *s, out),
         Value::String(s) => write_json_string(s, out),
         Value::Bytes(b) => write_json_string(&base64_encode(b), out),
         Value::Date(d) => write_int(*d, out),

@@ -230,20 +230,29 @@ pub fn rescale(unscaled: i128, from: u8, to: u8) -> i128 {
 
 /// The digits of a decimal as ksqlDB prints it (`BigDecimal.toPlainString`).
 pub fn decimal_to_string(unscaled: i128, scale: u8) -> String {
-    let neg = unscaled < 0;
-    let digits = unscaled.unsigned_abs().to_string();
+    let mut out = String::new();
+    push_decimal(unscaled, scale, &mut out);
+    out
+}
+
+/// Appends a decimal's text (as [`decimal_to_string`]) without an intermediate string.
+pub fn push_decimal(unscaled: i128, scale: u8, out: &mut String) {
+    if unscaled < 0 {
+        out.push('-');
+    }
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(unscaled.unsigned_abs());
     let s = scale as usize;
-    let body = if s == 0 {
-        digits
+    if s == 0 {
+        out.push_str(digits);
     } else if digits.len() > s {
-        format!("{}.{}", &digits[..digits.len() - s], &digits[digits.len() - s..])
+        out.push_str(&digits[..digits.len() - s]);
+        out.push('.');
+        out.push_str(&digits[digits.len() - s..]);
     } else {
-        format!("0.{}{}", "0".repeat(s - digits.len()), digits)
-    };
-    if neg {
-        format!("-{body}")
-    } else {
-        body
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', s - digits.len()));
+        out.push_str(digits);
     }
 }
 
@@ -392,6 +401,23 @@ pub fn type_of(v: &Value) -> Option<SqlType> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_written_with_their_scale() {
+        let cases: &[(i128, u8, &str)] = &[
+            (12345, 2, "123.45"),
+            (-5, 3, "-0.005"),
+            (0, 2, "0.00"),
+            (100, 0, "100"),
+            (-120, 1, "-12.0"),
+            (i128::MIN, 0, "-170141183460469231731687303715884105728"),
+            (7, 1, "0.7"),
+        ];
+        for &(unscaled, scale, text) in cases {
+            assert_eq!(decimal_to_string(unscaled, scale), text);
+            assert_eq!(parse_decimal(text).map(|(u, _)| u), Some(unscaled).filter(|_| unscaled != i128::MIN));
+        }
+    }
 
     /// Java's `Double.toString` in the plain range, as Rust's shortest `Display` digits give it.
     fn plain_reference(d: f64) -> String {
