@@ -239,6 +239,8 @@ pub struct Query {
     /// The input's VARCHAR value columns this step's plan never reads ([`Query::unread_strings`]),
     /// set as each step starts: their strings are not built.
     unread: u64,
+    /// For a join, the same per input ([`Query::join_unread`]).
+    join_unread: Vec<u64>,
 }
 
 /// How a repartition stage routes its input records.
@@ -378,7 +380,73 @@ impl Query {
             routed: BTreeMap::new(),
             pre_joined: false,
             unread: 0,
+            join_unread: vec![],
         }
+    }
+
+    /// For a join: per input (0 the left, `j` right input `j`), its VARCHAR value columns that
+    /// no expression of any stage reads (join keys, pushed-down and remaining WHERE, window
+    /// keys, projections, an aggregation of the joined rows, a level's routing), nor its
+    /// timestamp extraction: left null in the rows the join buffers and joins, their strings
+    /// never built (see [`Query::unread_strings`]). Input `j`'s columns sit at
+    /// `stages[j - 1].left_width` in every joined row from stage `j - 1` on. Nothing is left
+    /// unread for a repartition stage (it forwards the records it reads), a join level that
+    /// sends its rows on, or a join whose stages do not line up with its inputs.
+    fn join_unread(&self) -> Vec<u64> {
+        let inputs = self.rights.len() + 1;
+        let Plan::Join(stages, aggregated) = &self.plan else { return vec![0; inputs] };
+        // A join level that sends its rows on holds only some of the query's expressions (the
+        // next levels', or the aggregation done apart, read what it joins): it reads all.
+        if stages.len() + 1 != inputs || self.repartition.is_some() || self.joined_route.is_some() {
+            return vec![0; inputs];
+        }
+        let offset = |j: usize| if j == 0 { 0 } else { stages[j - 1].left_width };
+        // Positions read in joined rows (a left row is a prefix of one), and per input in its
+        // own rows (right rows).
+        let mut joined = vec![];
+        let mut own: Vec<Vec<usize>> = vec![vec![]; inputs];
+        for (s, stage) in stages.iter().enumerate() {
+            let on_joined = stage.filter.iter().chain(&stage.key).chain(&stage.value);
+            for e in on_joined.chain([&stage.left_key]).chain(&stage.pushed[0]) {
+                columns_read(e, &mut joined);
+            }
+            for e in [&stage.right_key].into_iter().chain(&stage.pushed[1]) {
+                columns_read(e, &mut own[s + 1]);
+            }
+            if let Some((a, b, _)) = stage.window_key[0] {
+                joined.extend([a, b]);
+            }
+            if let Some((a, b, _)) = stage.window_key[1] {
+                own[s + 1].extend([a, b]);
+            }
+        }
+        if let Some(a) = aggregated {
+            for e in a.filter.iter().chain(&a.group_by).chain(a.args.iter().flatten()) {
+                columns_read(e, &mut joined);
+            }
+        }
+        for i in joined {
+            if let Some(j) = (0..inputs).rev().find(|&j| i >= offset(j)) {
+                own[j].push(i - offset(j));
+            }
+        }
+        (0..inputs)
+            .map(|j| {
+                let src = if j == 0 { &self.input } else { &self.rights[j - 1] };
+                if j == 0 && self.pre_joined {
+                    return 0;
+                }
+                let nkeys = src.keys.len();
+                let mut unread = 0;
+                for (v, f) in src.values.iter().enumerate().take(64) {
+                    let read = src.timestamp.as_deref() == Some(f.name.as_str()) || own[j].contains(&(nkeys + v));
+                    if f.ty == crate::types::SqlType::String && !read {
+                        unread |= 1 << v;
+                    }
+                }
+                unread
+            })
+            .collect()
     }
 
     /// The input's value columns (bit `j`: value column `j`, the first 64) that are VARCHAR
@@ -880,6 +948,7 @@ impl Query {
     ) -> Result<(usize, BTreeMap<i32, Vec<Record>>)> {
         let mut read = 0;
         self.unread = self.unread_strings();
+        self.join_unread = self.join_unread();
         let out_partitions = topics.partitions(&self.output.topic).unwrap_or(1).max(1);
         // Output records of this step, per sink partition: one append each, not one per record.
         let mut pending: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
@@ -1299,7 +1368,8 @@ impl Query {
                 let Some(row) = decode_joined(rec)? else { return Ok(()) };
                 (Some(row.clone()), row)
             } else {
-                (Self::decode(src, rec, partition, offset, 0)?, key_only_row(src, rec, partition, offset))
+                let unread = self.join_unread.get(input).copied().unwrap_or(0);
+                (Self::decode(src, rec, partition, offset, unread)?, key_only_row(src, rec, partition, offset))
             };
             let (mut stage, side) = if input == 0 { (0, Side::Left) } else { (input - 1, Side::Right) };
             // WHERE's conjuncts on this side alone: a record they reject joins nothing.
@@ -1875,6 +1945,16 @@ fn project_owned(
         }
     }
     Ok((k, v))
+}
+
+/// Appends the row positions `e` reads to `out`.
+fn columns_read(e: &CExpr, out: &mut Vec<usize>) {
+    let seen = std::cell::RefCell::new(std::mem::take(out));
+    e.reads_column(&|i| {
+        seen.borrow_mut().push(i);
+        false
+    });
+    *out = seen.into_inner();
 }
 
 /// Each aggregate's arguments, in order, from all of them evaluated into one vector.
