@@ -12,6 +12,14 @@ fn engine() -> (Arc<MemTopics>, Engine) {
     (topics, e)
 }
 
+/// An engine whose queries keep their state in store files in `dir` with changelogs, commit
+/// after every input record and restore their state from both, as after a restart.
+fn restoring_engine(dir: &std::path::Path) -> (Arc<MemTopics>, Engine) {
+    let (topics, mut e) = engine();
+    e.restore_every_step = Some(dir.to_path_buf());
+    (topics, e)
+}
+
 fn put(topics: &MemTopics, topic: &str, key: Option<&str>, value: Option<&str>, ts: i64) {
     topics
         .append(
@@ -359,8 +367,7 @@ fn a_refused_key_format_names_the_rewritten_statement() {
 /// Streams L (k, v) and R (k, w) and their one-hour inner join J with `filter`, each query's
 /// state committed and restored after every input record (in `dir`).
 fn join_engine(dir: &std::path::Path, filter: &str) -> (Arc<MemTopics>, Engine) {
-    let (topics, mut e) = engine();
-    e.restore_every_step = Some(dir.to_path_buf());
+    let (topics, mut e) = restoring_engine(dir);
     e.execute(&format!(
         "CREATE STREAM l (k STRING KEY, v INT) WITH (kafka_topic='l', value_format='JSON', partitions=1);
          CREATE STREAM r (k STRING KEY, w INT) WITH (kafka_topic='r', value_format='JSON', partitions=1);
@@ -419,8 +426,7 @@ fn a_hot_join_key_writes_each_buffered_record_to_the_changelog_once() {
 #[test]
 fn a_join_buffers_no_string_it_never_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let (topics, mut e) = engine();
-    e.restore_every_step = Some(dir.path().to_path_buf());
+    let (topics, mut e) = restoring_engine(dir.path());
     e.execute(
         "CREATE STREAM l (k STRING KEY, v INT, pad VARCHAR, tag VARCHAR) WITH (kafka_topic='l', value_format='JSON', partitions=1);
          CREATE TABLE r (k STRING PRIMARY KEY, name VARCHAR, pad VARCHAR) WITH (kafka_topic='r', value_format='JSON', partitions=1);
@@ -475,8 +481,7 @@ fn one_sided_where_conjuncts_filter_a_stream_stream_join_before_buffering() {
 #[test]
 fn a_foreign_key_join_updates_exactly_the_rows_that_reference_a_changed_key() {
     let dir = tempfile::tempdir().unwrap();
-    let (topics, mut e) = engine();
-    e.restore_every_step = Some(dir.path().to_path_buf());
+    let (topics, mut e) = restoring_engine(dir.path());
     e.execute(
         "CREATE TABLE customers (id STRING PRIMARY KEY, name STRING) WITH (kafka_topic='c', value_format='JSON', partitions=1);
          CREATE TABLE orders (id STRING PRIMARY KEY, cust STRING, amount INT) WITH (kafka_topic='o', value_format='JSON', partitions=1);
