@@ -1100,11 +1100,7 @@ impl Engine {
         let mut key_serde = key_serde;
         if key_serde.format == Format::None && !keys.is_empty() && !key_serde.explicit {
             // A keyless source's new key takes the default key format, as ksqlDB's does.
-            let format = match self.properties.get("ksql.persistence.default.format.key") {
-                Some(f) => Format::parse(f).unwrap_or(Format::Kafka),
-                None => Format::Kafka,
-            };
-            key_serde = Serde { format, ..key_serde };
+            key_serde = Serde { format: default_key_format(&self.properties)?, ..key_serde };
         }
         key_serde.check(&keys, "key")?;
         value_serde.check(&values, "value")?;
@@ -2704,6 +2700,15 @@ fn check_format_props(props: &BTreeMap<String, Value>) -> Result<()> {
     Ok(())
 }
 
+/// The key format of a source that names none and has none to inherit:
+/// `ksql.persistence.default.format.key`, else KAFKA.
+fn default_key_format(defaults: &BTreeMap<String, String>) -> Result<Format> {
+    match defaults.get("ksql.persistence.default.format.key") {
+        Some(f) => Format::parse(f),
+        None => Ok(Format::Kafka),
+    }
+}
+
 fn serdes_from_props(
     props: &BTreeMap<String, Value>,
     input: Option<&SourceDef>,
@@ -2723,10 +2728,7 @@ fn serdes_from_props(
         Some(f) => Serde { explicit: true, ..Serde::new(Format::parse(&f)?) },
         None => match input {
             Some(i) => Serde { explicit: false, ..i.key_serde.clone() },
-            None => match defaults.get("ksql.persistence.default.format.key") {
-                Some(f) => Serde::new(Format::parse(f)?),
-                None => Serde::new(Format::Kafka),
-            },
+            None => Serde::new(default_key_format(defaults)?),
         },
     };
     let mut value = match value_format.or(format) {

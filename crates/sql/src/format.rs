@@ -222,26 +222,7 @@ impl Serde {
             Ok(Some(bytes))
         })
     }
-}
 
-/// A copy of `bytes` cut from this thread's shared output buffer (see
-/// [`Serde::serialize_shared`]): for keys, which are built in a `Vec` of their own, the copy
-/// spares `Bytes` its header allocation, and the writer that drops the record a free of memory
-/// this thread allocated.
-pub fn shared_copy(bytes: &[u8]) -> Bytes {
-    SHARED_OUTPUT.with(|cell| cut_shared(&mut cell.borrow_mut().1, bytes))
-}
-
-fn cut_shared(shared: &mut BytesMut, bytes: &[u8]) -> Bytes {
-    if shared.capacity() < bytes.len() {
-        // A fresh buffer: the records cut from the old one keep it alive until dropped.
-        *shared = BytesMut::with_capacity(SQL_OUTPUT_BUFFER_BYTES.max(bytes.len()));
-    }
-    shared.extend_from_slice(bytes);
-    shared.split().freeze()
-}
-
-impl Serde {
     /// [`Serde::deserialize`] appending the values to `out` (left as it was on an error).
     /// `unread`: bit `i` set for a VARCHAR column `i` the caller does not read, which may be
     /// left null (the JSON format then spares building its string; errors are the same).
@@ -324,6 +305,23 @@ impl Serde {
             }
         }
     }
+}
+
+/// A copy of `bytes` cut from this thread's shared output buffer (see
+/// [`Serde::serialize_shared`]): for keys, which are built in a `Vec` of their own, the copy
+/// spares `Bytes` its header allocation, and the writer that drops the record a free of memory
+/// this thread allocated.
+pub fn shared_copy(bytes: &[u8]) -> Bytes {
+    SHARED_OUTPUT.with(|cell| cut_shared(&mut cell.borrow_mut().1, bytes))
+}
+
+fn cut_shared(shared: &mut BytesMut, bytes: &[u8]) -> Bytes {
+    if shared.capacity() < bytes.len() {
+        // A fresh buffer: the records cut from the old one keep it alive until dropped.
+        *shared = BytesMut::with_capacity(SQL_OUTPUT_BUFFER_BYTES.max(bytes.len()));
+    }
+    shared.extend_from_slice(bytes);
+    shared.split().freeze()
 }
 
 /// The bare name of a type (`ARRAY`, `MAP`, `STRUCT`, `DECIMAL`...), as format errors give it.

@@ -236,11 +236,9 @@ pub struct Query {
     /// a join level after the first): its (left) input records are joined rows the previous
     /// level encoded, not the input's format.
     pub pre_joined: bool,
-    /// The input's VARCHAR value columns this step's plan never reads ([`Query::unread_strings`]),
-    /// set as each step starts: their strings are not built.
-    unread: u64,
-    /// For a join, the same per input ([`Query::join_unread`]).
-    join_unread: Vec<u64>,
+    /// Per input, the VARCHAR value columns the query never reads ([`Query::unread_strings`]):
+    /// their strings are not built. Found at the first step, when the plan is final.
+    unread: Option<Vec<u64>>,
 }
 
 /// How a repartition stage routes its input records.
@@ -379,56 +377,63 @@ impl Query {
             joined_route: None,
             routed: BTreeMap::new(),
             pre_joined: false,
-            unread: 0,
-            join_unread: vec![],
+            unread: None,
         }
     }
 
-    /// For a join: per input (0 the left, `j` right input `j`), its VARCHAR value columns that
-    /// no expression of any stage reads (join keys, pushed-down and remaining WHERE, window
-    /// keys, projections, an aggregation of the joined rows, a level's routing), nor its
-    /// timestamp extraction: left null in the rows the join buffers and joins, their strings
-    /// never built (see [`Query::unread_strings`]). Input `j`'s columns sit at
-    /// `stages[j - 1].left_width` in every joined row from stage `j - 1` on. Nothing is left
-    /// unread for a repartition stage (it forwards the records it reads), a join level that
-    /// sends its rows on, or a join whose stages do not line up with its inputs.
-    fn join_unread(&self) -> Vec<u64> {
+    /// Per input (0: the left or only one, `j`: right input `j`), its VARCHAR value columns
+    /// (bit `v`: value column `v`, the first 64) that no expression evaluated on its rows reads
+    /// (a projection's, an aggregation's, a repartition stage's key and filter; for a join
+    /// every stage's keys, pushed-down and remaining WHERE, window keys and projection, and an
+    /// aggregation of the joined rows), nor its timestamp extraction: decoding leaves them
+    /// null and spares building their strings, and a join buffers and logs its rows without
+    /// them. A join's input `j` sits at `stages[j - 1].left_width` in every joined row from
+    /// stage `j - 1` on. A join's repartition stage (it forwards what it reads), a join level
+    /// that sends its rows on (the later levels' expressions are not in its plan), and a join
+    /// whose stages do not line up with its inputs read everything.
+    fn unread_strings(&self) -> Vec<u64> {
         let inputs = self.rights.len() + 1;
-        let Plan::Join(stages, aggregated) = &self.plan else { return vec![0; inputs] };
-        // A join level that sends its rows on holds only some of the query's expressions (the
-        // next levels', or the aggregation done apart, read what it joins): it reads all.
-        if stages.len() + 1 != inputs || self.repartition.is_some() || self.joined_route.is_some() {
-            return vec![0; inputs];
-        }
-        let offset = |j: usize| if j == 0 { 0 } else { stages[j - 1].left_width };
-        // Positions read in joined rows (a left row is a prefix of one), and per input in its
-        // own rows (right rows).
-        let mut joined = vec![];
+        // Per input, the positions read in its own rows.
         let mut own: Vec<Vec<usize>> = vec![vec![]; inputs];
-        for (s, stage) in stages.iter().enumerate() {
-            let on_joined = stage.filter.iter().chain(&stage.key).chain(&stage.value);
-            for e in on_joined.chain([&stage.left_key]).chain(&stage.pushed[0]) {
-                columns_read(e, &mut joined);
+        let on_input: Vec<&CExpr> = match &self.plan {
+            Plan::Project { filter, table_functions, key, value } => {
+                filter.iter().chain(table_functions.iter().map(|(_, e)| e)).chain(key).chain(value).collect()
             }
-            for e in [&stage.right_key].into_iter().chain(&stage.pushed[1]) {
-                columns_read(e, &mut own[s + 1]);
+            Plan::Aggregate(a) => a.filter.iter().chain(&a.group_by).chain(a.args.iter().flatten()).collect(),
+            Plan::Join(stages, aggregated) => {
+                if stages.len() + 1 != inputs || self.repartition.is_some() || self.joined_route.is_some() {
+                    return vec![0; inputs];
+                }
+                // Positions read in joined rows (a left row is a prefix of one).
+                let mut joined = vec![];
+                for (s, stage) in stages.iter().enumerate() {
+                    let on_joined = stage.filter.iter().chain(&stage.key).chain(&stage.value);
+                    for e in on_joined.chain([&stage.left_key]).chain(&stage.pushed[0]) {
+                        columns_read(e, &mut joined);
+                    }
+                    for e in [&stage.right_key].into_iter().chain(&stage.pushed[1]) {
+                        columns_read(e, &mut own[s + 1]);
+                    }
+                    joined.extend(stage.window_key[0].iter().flat_map(|&(a, b, _)| [a, b]));
+                    own[s + 1].extend(stage.window_key[1].iter().flat_map(|&(a, b, _)| [a, b]));
+                }
+                if let Some(a) = aggregated {
+                    for e in a.filter.iter().chain(&a.group_by).chain(a.args.iter().flatten()) {
+                        columns_read(e, &mut joined);
+                    }
+                }
+                let offset = |j: usize| if j == 0 { 0 } else { stages[j - 1].left_width };
+                for i in joined {
+                    if let Some(j) = (0..inputs).rev().find(|&j| i >= offset(j)) {
+                        own[j].push(i - offset(j));
+                    }
+                }
+                vec![]
             }
-            if let Some((a, b, _)) = stage.window_key[0] {
-                joined.extend([a, b]);
-            }
-            if let Some((a, b, _)) = stage.window_key[1] {
-                own[s + 1].extend([a, b]);
-            }
-        }
-        if let Some(a) = aggregated {
-            for e in a.filter.iter().chain(&a.group_by).chain(a.args.iter().flatten()) {
-                columns_read(e, &mut joined);
-            }
-        }
-        for i in joined {
-            if let Some(j) = (0..inputs).rev().find(|&j| i >= offset(j)) {
-                own[j].push(i - offset(j));
-            }
+        };
+        let route = self.repartition.iter().flat_map(|r| r.keys.iter().chain(&r.filter));
+        for e in on_input.into_iter().chain(route) {
+            columns_read(e, &mut own[0]);
         }
         (0..inputs)
             .map(|j| {
@@ -449,36 +454,9 @@ impl Query {
             .collect()
     }
 
-    /// The input's value columns (bit `j`: value column `j`, the first 64) that are VARCHAR
-    /// and that no expression evaluated on the input row reads (a plan's filter, projection,
-    /// grouping and aggregate arguments, a repartition stage's key and filter), nor the
-    /// timestamp extraction: decoding may leave them null and spare building their strings.
-    /// A join keeps whole rows in its state: it reads every column.
-    fn unread_strings(&self) -> u64 {
-        let mut exprs: Vec<&CExpr> = match &self.plan {
-            Plan::Project { filter, table_functions, key, value } => {
-                filter.iter().chain(table_functions.iter().map(|(_, e)| e)).chain(key).chain(value).collect()
-            }
-            Plan::Aggregate(a) => a.filter.iter().chain(&a.group_by).chain(a.args.iter().flatten()).collect(),
-            Plan::Join(..) => return 0,
-        };
-        if !self.rights.is_empty() || self.pre_joined {
-            return 0;
-        }
-        if let Some(route) = &self.repartition {
-            exprs.extend(route.keys.iter().chain(&route.filter));
-        }
-        let nkeys = self.input.keys.len();
-        let mut unread = 0;
-        for (j, f) in self.input.values.iter().enumerate().take(64) {
-            let column = nkeys + j;
-            let read = self.input.timestamp.as_deref() == Some(f.name.as_str())
-                || exprs.iter().any(|e| e.reads_column(&|i| i == column));
-            if f.ty == crate::types::SqlType::String && !read {
-                unread |= 1 << j;
-            }
-        }
-        unread
+    /// Input `input`'s unread VARCHAR columns ([`Query::unread_strings`]).
+    fn unread_of(&self, input: usize) -> u64 {
+        self.unread.as_ref().and_then(|u| u.get(input)).copied().unwrap_or(0)
     }
 
     /// Whether (and how) the query's state splits into tasks, one per partition, each owning
@@ -947,8 +925,9 @@ impl Query {
         errors: &mut Vec<ProcessingError>,
     ) -> Result<(usize, BTreeMap<i32, Vec<Record>>)> {
         let mut read = 0;
-        self.unread = self.unread_strings();
-        self.join_unread = self.join_unread();
+        if self.unread.is_none() {
+            self.unread = Some(self.unread_strings());
+        }
         let out_partitions = topics.partitions(&self.output.topic).unwrap_or(1).max(1);
         // Output records of this step, per sink partition: one append each, not one per record.
         let mut pending: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
@@ -1177,7 +1156,7 @@ impl Query {
     /// computed goes on (to partition 0) and is logged once, by the task that owns its key.
     fn route(&mut self, rec: &Record, partition: i32, offset: i64) -> Result<Option<i32>, Failure> {
         let route = self.repartition.as_ref().expect("a repartition stage");
-        let row = match Self::decode(&self.input, rec, partition, offset, self.unread)? {
+        let row = match Self::decode(&self.input, rec, partition, offset, self.unread_of(0))? {
             Some(row) => row,
             // A regrouped table's tombstone only takes the key's row back (`send_to`).
             None if route.retract => return Ok(None),
@@ -1368,7 +1347,7 @@ impl Query {
                 let Some(row) = decode_joined(rec)? else { return Ok(()) };
                 (Some(row.clone()), row)
             } else {
-                let unread = self.join_unread.get(input).copied().unwrap_or(0);
+                let unread = self.unread_of(input);
                 (Self::decode(src, rec, partition, offset, unread)?, key_only_row(src, rec, partition, offset))
             };
             let (mut stage, side) = if input == 0 { (0, Side::Left) } else { (input - 1, Side::Right) };
@@ -1440,7 +1419,7 @@ impl Query {
             // A table's row needs a key: a record without one is not an update.
             return Err("Skipping a table record with a null key".into());
         }
-        let row = Self::decode(&self.input, rec, partition, offset, self.unread)?;
+        let row = Self::decode(&self.input, rec, partition, offset, self.unread_of(0))?;
         match &self.plan {
             Plan::Project { filter, table_functions, key, value } => {
                 let Some(row) = row else {

@@ -415,7 +415,10 @@ mod tests {
         ];
         for &(unscaled, scale, text) in cases {
             assert_eq!(decimal_to_string(unscaled, scale), text);
-            assert_eq!(parse_decimal(text).map(|(u, _)| u), Some(unscaled).filter(|_| unscaled != i128::MIN));
+            // Read back, but for i128::MIN, whose digits overflow the reader's magnitude.
+            if unscaled != i128::MIN {
+                assert_eq!(parse_decimal(text), Some((unscaled, scale)));
+            }
         }
     }
 
